@@ -1,0 +1,156 @@
+"""The ``attentive-router`` command: parse arguments, build settings, call the library.
+
+Exit codes: 0 done, 1 the operation failed, 2 wrong usage or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from router.errors import ConfigError, RouterError
+from router.events import EVENT_TYPES
+from router.examples import DEFAULT_COMPANY_ID
+from router.settings import Settings, parse_keys
+
+PROG = "attentive-router"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but wrong usage is one line on stderr and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    serve = commands.add_parser("serve", help="run the webhook ingress")
+    serve.add_argument("--host", help="address to listen on (ROUTER_HOST, default 0.0.0.0)")
+    serve.add_argument("--port", type=int, help="port to listen on (ROUTER_PORT, default 8080)")
+    serve.add_argument("--amqp-url", help="RabbitMQ URL (ROUTER_AMQP_URL)")
+    serve.add_argument(
+        "--signing-key",
+        action="append",
+        dest="signing_keys",
+        help="Attentive signing key; repeat for several (ROUTER_SIGNING_KEYS, comma-separated)",
+    )
+    serve.add_argument("--max-body-bytes", type=int, help="ROUTER_MAX_BODY_BYTES (256 KiB)")
+    serve.add_argument("--confirm-timeout", type=float, help="ROUTER_CONFIRM_TIMEOUT (5 s)")
+    serve.add_argument("--namespace", help="prefix of exchange and queue names (attentive)")
+    serve.add_argument("--log-format", choices=["auto", "json", "console"])
+
+    send = commands.add_parser("send-test", help="sign and post example webhooks")
+    send.add_argument("event_type", nargs="?", help="one of: " + ", ".join(EVENT_TYPES))
+    send.add_argument("--all", action="store_true", help="send one event of each of the 11 types")
+    send.add_argument(
+        "--url",
+        default="http://127.0.0.1:8080/webhooks/attentive",
+        help="the ingress webhook URL (default %(default)s)",
+    )
+    send.add_argument("--company-id", default=DEFAULT_COMPANY_ID)
+    send.add_argument("--signing-key", help="default: the first of ROUTER_SIGNING_KEYS")
+
+    queues = commands.add_parser("queues", help="message counts of the router's queues")
+    queues.add_argument("--amqp-url", help="RabbitMQ URL (ROUTER_AMQP_URL)")
+    queues.add_argument("--namespace", help="prefix of exchange and queue names (attentive)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``attentive-router`` console script."""
+    args = _build_parser().parse_args(argv)
+    try:
+        match args.command:
+            case "serve":
+                return _serve(args)
+            case "send-test":
+                return _send_test(args)
+            case "queues":
+                return _queues(args)
+    except ConfigError as error:
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return 2
+    except RouterError as error:
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return 1
+    raise AssertionError(f"unhandled command {args.command}")  # pragma: no cover
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from router.ingress import create_app
+    from router.observability import configure_logging
+
+    keys = tuple(k for raw in args.signing_keys or () for k in parse_keys(raw)) or None
+    settings = Settings.from_env(
+        os.environ,
+        host=args.host,
+        port=args.port,
+        amqp_url=args.amqp_url,
+        signing_keys=keys,
+        max_body_bytes=args.max_body_bytes,
+        confirm_timeout=args.confirm_timeout,
+        namespace=args.namespace,
+        log_format=args.log_format,
+    )
+    settings.require_signing_keys()
+    configure_logging(settings.log_format, settings.log_level)
+    import structlog
+
+    structlog.get_logger("router").info(
+        "serving",
+        host=settings.host,
+        port=settings.port,
+        signing_keys=len(settings.signing_keys),
+        namespace=settings.namespace,
+    )
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        access_log=None,
+        print=None,
+    )
+    return 0
+
+
+def _send_test(args: argparse.Namespace) -> int:
+    from router.sendtest import send_examples
+
+    if args.all == (args.event_type is not None):
+        raise ConfigError("give one EVENT_TYPE or --all")
+    if args.event_type is not None and args.event_type not in EVENT_TYPES:
+        raise ConfigError(
+            f"unknown event type {args.event_type!r}; choose one of: {', '.join(EVENT_TYPES)}"
+        )
+    key = args.signing_key or next(iter(Settings.from_env(os.environ).signing_keys), None)
+    if not key:
+        raise ConfigError("no signing key: pass --signing-key or set ROUTER_SIGNING_KEYS")
+    types = EVENT_TYPES if args.all else (args.event_type,)
+    results = asyncio.run(
+        send_examples(args.url, types, signing_key=key, company_id=args.company_id)
+    )
+    for result in results:
+        print(f"{result.event_type:<26} {result.status}  {result.body}")
+    return 0 if all(result.ok for result in results) else 1
+
+
+def _queues(args: argparse.Namespace) -> int:
+    from router.inspect import queue_depths
+
+    settings = Settings.from_env(os.environ, amqp_url=args.amqp_url, namespace=args.namespace)
+    depths = asyncio.run(queue_depths(settings.amqp_url, settings.names))
+    for queue, count in depths.items():
+        print(f"{queue:<40} {count:>8}")
+    return 0
+
+
+__all__ = ["main"]

@@ -1,0 +1,316 @@
+"""The ingress: an aiohttp app that verifies Attentive webhooks and publishes them durably.
+
+``create_app(settings)`` builds it; the broker connection lives in ``cleanup_ctx`` so
+start-up and shutdown are symmetric. Every answer follows one rule: 2xx only once
+RabbitMQ has confirmed the persistent message, 503 with Retry-After whenever it has not.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+from pamqp.commands import Basic
+
+from router.broker import Broker
+from router.errors import PublishFailed
+from router.events import Event, Unusable, parse
+from router.metrics import CONTENT_TYPE, Metrics, Outcome
+from router.names import (
+    CLOUDEVENTS_PREFIX,
+    CLOUDEVENTS_SOURCE,
+    COMPANY_HEADER,
+    INVALID_REASON_HEADER,
+    RECEIVED_AT_HEADER,
+    RECEIVED_PATH_HEADER,
+    SIGNATURE_HEADER,
+)
+from router.settings import Settings
+from router.signing import Verifier
+
+log = structlog.get_logger("router.ingress")
+
+SETTINGS = web.AppKey("settings", Settings)
+BROKER = web.AppKey("broker", Broker)
+METRICS = web.AppKey("metrics", Metrics)
+VERIFIER = web.AppKey("verifier", Verifier)
+
+WEBHOOK_PATH = "/webhooks/attentive"
+_PERSISTENT = 2
+_CE_SPECVERSION = f"{CLOUDEVENTS_PREFIX}specversion"
+_CE_ID = f"{CLOUDEVENTS_PREFIX}id"
+_CE_TYPE = f"{CLOUDEVENTS_PREFIX}type"
+_CE_SOURCE = f"{CLOUDEVENTS_PREFIX}source"
+_CE_TIME = f"{CLOUDEVENTS_PREFIX}time"
+
+
+@dataclass(slots=True)
+class _Record:
+    """What one webhook request came to: logged and counted by :func:`_observe`."""
+
+    outcome: Outcome
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+_RECORD = web.RequestKey("record", _Record)
+
+#: Outcomes of the HTTP errors aiohttp raises itself (unknown path, wrong method, body too big).
+_OUTCOME_BY_STATUS = {
+    404: Outcome.NOT_FOUND,
+    405: Outcome.METHOD_NOT_ALLOWED,
+    413: Outcome.TOO_LARGE,
+}
+
+
+def create_app(settings: Settings, *, connection_name: str = "attentive-router") -> web.Application:
+    """The ingress application for ``settings`` (which must carry at least one signing key)."""
+    settings.require_signing_keys()
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[_observe])
+    app[SETTINGS] = settings
+    app[METRICS] = Metrics()
+    app[VERIFIER] = Verifier(settings.signing_keys)
+    app[BROKER] = Broker(
+        settings.amqp_url,
+        settings.names,
+        confirm_timeout=settings.confirm_timeout,
+        connection_name=connection_name,
+    )
+    app.cleanup_ctx.append(_broker_lifecycle)
+    app.router.add_post(WEBHOOK_PATH, receive_webhook)
+    app.router.add_post(WEBHOOK_PATH + "/{company_id}", receive_webhook)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+async def _broker_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    broker = app[BROKER]
+    broker.start()
+    yield
+    await broker.close()
+
+
+# -- handlers ---------------------------------------------------------------------------
+
+
+async def receive_webhook(request: web.Request) -> web.Response:
+    """POST /webhooks/attentive[/{company_id}]: verify, parse, publish, then answer."""
+    app = request.app
+    settings = app[SETTINGS]
+    body = await request.read()  # over client_max_size: aiohttp raises 413
+    if not app[VERIFIER].verify(body, request.headers.get(SIGNATURE_HEADER)):
+        return _answer(request, Outcome.UNAUTHORIZED, 401, {"error": "unauthorized"})
+
+    path_company = request.match_info.get("company_id")
+    match parse(body):
+        case Unusable(reason=reason, message_id=mid):
+            return await _quarantine(request, body, reason, mid)
+        case Event() as event:
+            if path_company is not None and path_company != event.company_id:
+                return _answer(
+                    request,
+                    Outcome.FORBIDDEN,
+                    403,
+                    {"error": "forbidden", "reason": "company_id differs from the URL's company"},
+                    event_type=event.type,
+                    company_id=event.company_id,
+                    message_id=event.message_id,
+                )
+            try:
+                await _publish(app, event, body)
+            except PublishFailed as error:
+                return _unavailable(request, settings, error, event)
+            app[METRICS].published.labels(event.type, "true" if event.known else "false").inc()
+            return _answer(
+                request,
+                Outcome.ACCEPTED,
+                200,
+                {"status": "accepted", "message_id": event.message_id, "type": event.type},
+                event_type=event.type,
+                company_id=event.company_id,
+                message_id=event.message_id,
+                known=event.known,
+            )
+    raise AssertionError("parse() returns an Event or an Unusable")  # pragma: no cover
+
+
+async def _publish(app: web.Application, event: Event, body: bytes) -> None:
+    received_ms = event.timestamp_ms if event.timestamp_ms is not None else _now_ms()
+    occurred = datetime.fromtimestamp(received_ms / 1000, tz=UTC)
+    properties = Basic.Properties(
+        content_type="application/json",
+        delivery_mode=_PERSISTENT,
+        message_id=event.message_id,
+        timestamp=occurred,
+        headers={
+            _CE_SPECVERSION: "1.0",
+            _CE_ID: event.message_id,
+            _CE_TYPE: event.type,
+            _CE_SOURCE: CLOUDEVENTS_SOURCE,
+            _CE_TIME: occurred.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            COMPANY_HEADER: event.company_id,
+        },
+    )
+    await _confirmed(app, app[BROKER].publish_event(event.routing_key, body, properties))
+
+
+async def _quarantine(
+    request: web.Request, body: bytes, reason: str, message_id: str
+) -> web.Response:
+    """Park an authentic but unusable body, raw, in the invalid queue; 202 once confirmed."""
+    app = request.app
+    properties = Basic.Properties(
+        content_type=request.content_type or "application/octet-stream",
+        delivery_mode=_PERSISTENT,
+        message_id=message_id,
+        timestamp=datetime.now(tz=UTC),
+        headers={
+            INVALID_REASON_HEADER: reason,
+            RECEIVED_PATH_HEADER: request.path,
+            RECEIVED_AT_HEADER: _now_ms(),
+        },
+    )
+    queue = app[SETTINGS].names.invalid_queue
+    try:
+        await _confirmed(app, app[BROKER].publish_to_queue(queue, body, properties))
+    except PublishFailed as error:
+        return _unavailable(request, app[SETTINGS], error, None, message_id=message_id)
+    app[METRICS].quarantined.labels(reason).inc()
+    log.warning("webhook_quarantined", reason=reason, message_id=message_id, queue=queue)
+    return _answer(
+        request,
+        Outcome.QUARANTINED,
+        202,
+        {"status": "quarantined", "reason": reason, "message_id": message_id, "queue": queue},
+        message_id=message_id,
+        reason=reason,
+    )
+
+
+async def _confirmed(app: web.Application, publishing: Awaitable[None]) -> None:
+    """Await a publish, measuring its confirm latency and counting it in flight."""
+    metrics = app[METRICS]
+    metrics.in_flight.inc()
+    started = time.perf_counter()
+    try:
+        await publishing
+    finally:
+        metrics.confirm_seconds.observe(time.perf_counter() - started)
+        metrics.in_flight.dec()
+
+
+def _unavailable(
+    request: web.Request,
+    settings: Settings,
+    error: PublishFailed,
+    event: Event | None,
+    **fields: Any,
+) -> web.Response:
+    if event is not None:
+        fields.update(
+            event_type=event.type, company_id=event.company_id, message_id=event.message_id
+        )
+    return _answer(
+        request,
+        Outcome.UNAVAILABLE,
+        503,
+        {"error": "unavailable", "reason": str(error), "retry_after": settings.retry_after},
+        headers={"Retry-After": str(settings.retry_after)},
+        error=str(error),
+        **fields,
+    )
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """GET /healthz: the process is alive."""
+    return web.json_response({"status": "alive"}, dumps=_dumps)
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """GET /readyz: 200 only while publishing can succeed (connected, topology up, unblocked)."""
+    broker = request.app[BROKER]
+    ready = broker.ready
+    state = {"status": "ready" if ready else "not ready"}
+    state |= {"connected": broker.connected, "blocked": broker.blocked}  # type: ignore[dict-item]
+    return web.json_response(state, status=200 if ready else 503, dumps=_dumps)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """GET /metrics: Prometheus text format."""
+    app = request.app
+    app[METRICS].broker_ready.set(1 if app[BROKER].ready else 0)
+    return web.Response(body=app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE})
+
+
+# -- answers, logs and counts ---------------------------------------------------------------
+
+
+def _answer(
+    request: web.Request,
+    outcome: Outcome,
+    status: int,
+    payload: dict[str, Any],
+    *,
+    headers: dict[str, str] | None = None,
+    **fields: Any,
+) -> web.Response:
+    request[_RECORD] = _Record(outcome, fields)
+    return web.Response(
+        body=orjson.dumps(payload), status=status, content_type="application/json", headers=headers
+    )
+
+
+@web.middleware
+async def _observe(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Turn aiohttp's HTTP errors into JSON, then log and count every webhook request once."""
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+    except web.HTTPException as error:
+        if _RECORD not in request and (outcome := _OUTCOME_BY_STATUS.get(error.status)):
+            request[_RECORD] = _Record(outcome)
+        response = web.Response(
+            body=orjson.dumps({"error": error.reason.lower()}),
+            status=error.status,
+            content_type="application/json",
+            headers={k: v for k, v in error.headers.items() if k.lower() == "allow"},
+        )
+    except Exception:
+        log.exception("unhandled_error", path=request.path, method=request.method)
+        request[_RECORD] = _Record(Outcome.ERROR)
+        response = web.Response(
+            body=b'{"error":"internal error"}', status=500, content_type="application/json"
+        )
+    record = request.get(_RECORD)
+    if record is not None:
+        request.app[METRICS].requests.labels(record.outcome.value).inc()
+        log.info(
+            "webhook",
+            outcome=record.outcome.value,
+            status=response.status,
+            method=request.method,
+            path=request.path,
+            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+            **record.fields,
+        )
+    return response
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _dumps(obj: Any) -> str:
+    return orjson.dumps(obj).decode()
+
+
+__all__ = ["BROKER", "METRICS", "SETTINGS", "WEBHOOK_PATH", "create_app"]

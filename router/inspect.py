@@ -1,0 +1,40 @@
+"""Read-only looks at the broker: how many messages wait in the router's queues."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aio_pika
+import aiormq
+
+from router.errors import RouterError
+from router.names import Names
+
+
+async def queue_depths(amqp_url: str, names: Names, timeout: float = 10.0) -> dict[str, int]:
+    """Message count of each router queue (passive declares: nothing is created or consumed)."""
+    try:
+        async with asyncio.timeout(timeout):
+            connection = await aio_pika.connect(amqp_url)
+    except (OSError, aiormq.exceptions.AMQPError, TimeoutError) as error:
+        raise RouterError(f"cannot reach RabbitMQ at {_redact(amqp_url)}: {error!r}") from None
+    depths: dict[str, int] = {}
+    async with connection:
+        for queue_name in (names.unrouted_queue, names.invalid_queue):
+            channel = await connection.channel()
+            try:
+                queue = await channel.declare_queue(queue_name, passive=True)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                raise RouterError(
+                    f"queue {queue_name} does not exist: has the router run on this broker?"
+                ) from None
+            depths[queue_name] = queue.declaration_result.message_count
+            await channel.close()
+    return depths
+
+
+def _redact(url: str) -> str:
+    return str(aio_pika.connection.make_url(url).with_password("***"))
+
+
+__all__ = ["queue_depths"]

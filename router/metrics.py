@@ -1,0 +1,89 @@
+"""The ingress's Prometheus metrics, each in a registry of its own app (so tests can run many)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from router.events import EVENT_TYPES
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+# The *_created series double the exposition for no use here.
+disable_created_metrics()
+
+
+class Outcome(StrEnum):
+    """What the ingress did with one request: the ``outcome`` label and log field."""
+
+    ACCEPTED = "accepted"  # 200: published and confirmed
+    QUARANTINED = "quarantined"  # 202: authentic but unusable, parked in attentive.invalid
+    UNAUTHORIZED = "unauthorized"  # 401: missing or wrong signature
+    FORBIDDEN = "forbidden"  # 403: subscription URL of another company
+    NOT_FOUND = "not_found"  # 404
+    METHOD_NOT_ALLOWED = "method_not_allowed"  # 405
+    TOO_LARGE = "too_large"  # 413
+    UNAVAILABLE = "unavailable"  # 503: the broker did not confirm
+    ERROR = "error"  # 500: a bug
+
+
+class Metrics:
+    """Counters, gauges and histograms of one ingress app."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "attentive_router_requests",
+            "Webhook requests answered, by outcome.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.published = Counter(
+            "attentive_router_events_published",
+            "Events published and confirmed, by type; known=false for types Attentive has "
+            "not documented (yet).",
+            ["type", "known"],
+            registry=self.registry,
+        )
+        self.quarantined = Counter(
+            "attentive_router_events_quarantined",
+            "Authentic but unusable webhooks parked in the invalid queue, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.confirm_seconds = Histogram(
+            "attentive_router_confirm_seconds",
+            "Time from publish to the broker's confirm (or failure).",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "attentive_router_publishes_in_flight",
+            "Publishes waiting for the broker's confirm.",
+            registry=self.registry,
+        )
+        self.broker_ready = Gauge(
+            "attentive_router_broker_ready",
+            "1 when connected to RabbitMQ with the topology declared and not blocked.",
+            registry=self.registry,
+        )
+        # Resolve the label children of the hot path once.
+        for outcome in Outcome:
+            self.requests.labels(outcome.value)
+        for event_type in EVENT_TYPES:
+            self.published.labels(event_type, "true")
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)  # type: ignore[no-any-return]
+
+
+__all__ = ["CONTENT_TYPE", "Metrics", "Outcome"]

@@ -1,0 +1,84 @@
+"""Every exchange, queue and header name the router uses, and the routing key of an event.
+
+This is the only module that spells them. Everything else (the ingress, the topology,
+later the workers and the dead-letter tools) asks a :class:`Names` for them, so a name
+changes in one place. The prefix is ``attentive`` in production; tests give each run its
+own prefix so that they never share a queue.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Header Attentive signs each webhook with: lowercase hex HMAC-SHA256 of the raw body.
+SIGNATURE_HEADER = "x-attentive-hmac-sha256"
+
+#: AMQP header carrying the company id of an event (also in the routing key).
+COMPANY_HEADER = "x-attentive-company-id"
+#: AMQP header on a quarantined (authentic but unusable) webhook: why it was quarantined.
+INVALID_REASON_HEADER = "x-attentive-invalid-reason"
+#: AMQP header on a quarantined webhook: the URL path it was posted to.
+RECEIVED_PATH_HEADER = "x-attentive-received-path"
+#: AMQP header on a quarantined webhook: when the router received it (Unix ms).
+RECEIVED_AT_HEADER = "x-attentive-received-at"
+
+#: CloudEvents 1.0 binary-mode attribute prefix for AMQP application properties.
+CLOUDEVENTS_PREFIX = "cloudEvents:"
+#: CloudEvents ``source`` of every event the router publishes.
+CLOUDEVENTS_SOURCE = "https://api.attentivemobile.com/webhooks"
+
+#: The longest routing key AMQP carries (a short string: 255 bytes).
+MAX_ROUTING_KEY_BYTES = 255
+
+QUORUM_QUEUE_ARGUMENTS: dict[str, str] = {"x-queue-type": "quorum"}
+
+
+@dataclass(frozen=True, slots=True)
+class Names:
+    """The broker names of one router installation, all derived from ``prefix``."""
+
+    prefix: str = "attentive"
+
+    @property
+    def events_exchange(self) -> str:
+        """Durable topic exchange every event is published to, keyed by :func:`routing_key`."""
+        return f"{self.prefix}.events"
+
+    @property
+    def unrouted_exchange(self) -> str:
+        """Fanout exchange set as the alternate exchange of :attr:`events_exchange`."""
+        return f"{self.prefix}.unrouted"
+
+    @property
+    def unrouted_queue(self) -> str:
+        """Quorum queue holding events no application's queue is bound for."""
+        return f"{self.prefix}.unrouted"
+
+    @property
+    def invalid_queue(self) -> str:
+        """Quorum queue holding authentic webhooks the router could not parse."""
+        return f"{self.prefix}.invalid"
+
+
+def routing_key(event_type: str, company_id: str) -> str:
+    """The routing key of an event: ``<event type>.<company id>``.
+
+    A '.' in the company id becomes '_', so the company is always exactly the last word:
+    ``sms.#`` binds every SMS event, ``email.opened.*`` one type, ``*.*.<company>`` one company.
+    """
+    return f"{event_type}.{company_id.replace('.', '_')}"
+
+
+__all__ = [
+    "CLOUDEVENTS_PREFIX",
+    "CLOUDEVENTS_SOURCE",
+    "COMPANY_HEADER",
+    "INVALID_REASON_HEADER",
+    "MAX_ROUTING_KEY_BYTES",
+    "QUORUM_QUEUE_ARGUMENTS",
+    "RECEIVED_AT_HEADER",
+    "RECEIVED_PATH_HEADER",
+    "SIGNATURE_HEADER",
+    "Names",
+    "routing_key",
+]

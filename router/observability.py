@@ -1,0 +1,60 @@
+"""structlog set-up: one renderer for our events and for aiohttp's and aio-pika's stdlib logs.
+
+JSON lines (orjson) when stderr is not a terminal, the console renderer when it is.
+Context variables are merged first, timestamps are ISO 8601 UTC.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import orjson
+import structlog
+from structlog.typing import Processor
+
+from router.settings import LogFormat
+
+
+def _json_str(obj: Any, **_: Any) -> str:
+    return orjson.dumps(obj, default=repr).decode()
+
+
+def configure_logging(log_format: LogFormat = "auto", level: str = "info") -> None:
+    """Configure structlog and the stdlib root logger to write one renderer's lines to stderr."""
+    numeric_level = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    as_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    renderer: Processor
+    if as_json:
+        shared += [structlog.processors.dict_tracebacks]
+        renderer = structlog.processors.JSONRenderer(serializer=_json_str)
+    else:
+        renderer = structlog.dev.ConsoleRenderer()
+    structlog.configure(
+        processors=[*shared, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
+        logger_factory=structlog.WriteLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    # aio-pika and aiormq narrate every reconnect attempt at INFO; their warnings matter.
+    root.setLevel(max(numeric_level, logging.INFO))
+    for noisy in ("aio_pika", "aiormq"):
+        logging.getLogger(noisy).setLevel(max(numeric_level, logging.WARNING))
+
+
+__all__ = ["configure_logging"]

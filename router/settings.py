@@ -1,0 +1,101 @@
+"""Settings, built once at the edge (the CLI) from the environment and flags, then passed down.
+
+Library code never reads ``os.environ``: it receives a :class:`Settings`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from router.errors import ConfigError
+from router.names import Names
+
+LogFormat = Literal["auto", "json", "console"]
+DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Everything the ingress needs to run."""
+
+    amqp_url: str = DEFAULT_AMQP_URL
+    #: Every key a signature is accepted under (several during a key rotation).
+    signing_keys: tuple[str, ...] = ()
+    host: str = "0.0.0.0"
+    port: int = 8080
+    #: Bodies larger than this are refused with 413.
+    max_body_bytes: int = 256 * 1024
+    #: How long a publish may wait for the broker's confirm before the ingress answers 503.
+    confirm_timeout: float = 5.0
+    #: Seconds in the Retry-After header of a 503.
+    retry_after: int = 5
+    #: Prefix of every exchange and queue name (see :class:`router.names.Names`).
+    namespace: str = "attentive"
+    log_format: LogFormat = "auto"
+    log_level: str = "info"
+
+    @property
+    def names(self) -> Names:
+        return Names(self.namespace)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], **overrides: Any) -> Settings:
+        """Settings from ``ROUTER_*`` variables; ``overrides`` (flags) win where not None."""
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            raw = env.get(f"ROUTER_{field.name.upper()}")
+            if raw is not None and raw.strip() != "":
+                values[field.name] = _convert(field.name, raw.strip())
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first setting that cannot work."""
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"ROUTER_PORT must be between 1 and 65535, not {self.port}")
+        if self.max_body_bytes <= 0:
+            raise ConfigError("ROUTER_MAX_BODY_BYTES must be positive")
+        if self.confirm_timeout <= 0:
+            raise ConfigError("ROUTER_CONFIRM_TIMEOUT must be positive")
+        if self.retry_after < 0:
+            raise ConfigError("ROUTER_RETRY_AFTER must not be negative")
+        if self.log_format not in ("auto", "json", "console"):
+            raise ConfigError("ROUTER_LOG_FORMAT must be auto, json or console")
+        if not self.namespace or any(c in self.namespace for c in " *#"):
+            raise ConfigError("ROUTER_NAMESPACE must be a non-empty name without spaces, * or #")
+
+    def require_signing_keys(self) -> None:
+        """Raise :class:`ConfigError` when no signing key is configured."""
+        if not self.signing_keys:
+            raise ConfigError(
+                "no signing key: set ROUTER_SIGNING_KEYS (comma-separated) or pass --signing-key"
+            )
+
+
+def parse_keys(raw: str) -> tuple[str, ...]:
+    """Comma-separated signing keys, blanks dropped."""
+    return tuple(key.strip() for key in raw.split(",") if key.strip())
+
+
+def _convert(name: str, raw: str) -> Any:
+    env_name = f"ROUTER_{name.upper()}"
+    try:
+        match name:
+            case "signing_keys":
+                return parse_keys(raw)
+            case "port" | "max_body_bytes" | "retry_after":
+                return int(raw)
+            case "confirm_timeout":
+                return float(raw)
+            case _:
+                return raw
+    except ValueError:
+        raise ConfigError(f"{env_name} must be a number, not {raw!r}") from None
+
+
+__all__ = ["DEFAULT_AMQP_URL", "LogFormat", "Settings", "parse_keys"]
