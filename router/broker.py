@@ -50,6 +50,7 @@ class Broker:
         self._channel: AbstractRobustChannel | None = None
         self._topology: Topology | None = None
         self._connect_task: asyncio.Task[None] | None = None
+        self._closing = False
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -66,6 +67,7 @@ class Broker:
 
     async def close(self) -> None:
         """Stop connecting and close the connection."""
+        self._closing = True
         if self._connect_task is not None:
             self._connect_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -79,7 +81,7 @@ class Broker:
             attempt += 1
             try:
                 await self._connect()
-            except (OSError, aiormq.exceptions.AMQPError, asyncio.TimeoutError) as error:
+            except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as error:
                 if attempt == 1 or attempt % 30 == 0:
                     log.warning("broker_unreachable", attempt=attempt, error=repr(error))
                 await asyncio.sleep(RECONNECT_INTERVAL)
@@ -101,9 +103,20 @@ class Broker:
         except BaseException:
             await connection.close()
             raise
-        connection.reconnect_callbacks.add(_log_reconnected)
-        connection.close_callbacks.add(_log_lost)
+        connection.reconnect_callbacks.add(self._on_reconnected)
+        connection.close_callbacks.add(self._on_connection_lost)
         self._connection, self._channel, self._topology = connection, channel, topology
+
+    def _on_reconnected(self, *_: object) -> Awaitable[None] | None:
+        log.info("broker_reconnected")
+        return None
+
+    def _on_connection_lost(
+        self, _: object, error: BaseException | None = None
+    ) -> Awaitable[None] | None:
+        if not self._closing:
+            log.warning("broker_connection_lost", error=repr(error))
+        return None
 
     # -- state ------------------------------------------------------------------------
 
@@ -137,9 +150,7 @@ class Broker:
         """Publish to the events exchange and wait for the broker's confirm."""
         await self._publish(self._names.events_exchange, routing_key, body, properties)
 
-    async def publish_to_queue(
-        self, queue: str, body: bytes, properties: Basic.Properties
-    ) -> None:
+    async def publish_to_queue(self, queue: str, body: bytes, properties: Basic.Properties) -> None:
         """Publish straight into ``queue`` (through the default exchange) with a confirm."""
         await self._publish("", queue, body, properties)
 
@@ -160,7 +171,6 @@ class Broker:
                 properties=properties,
                 mandatory=True,
                 timeout=self._confirm_timeout,
-                wait=False,
             )
         except TimeoutError:
             raise PublishFailed(f"no confirm within {self._confirm_timeout:g}s") from None
@@ -176,22 +186,12 @@ class Broker:
 
 def _is_blocked(connection: AbstractRobustConnection) -> bool:
     # aiormq tracks Connection.Blocked/Unblocked in a private event and exposes no
-    # property for it; tests/test_alarms.py fails if that ever changes.
-    underlay = connection.transport
-    if underlay is None:
+    # property for it; tests/test_broker_faults.py fails if that ever changes.
+    transport = connection.transport
+    if transport is None:
         return False
-    unblocked: asyncio.Event | None = getattr(underlay, "_Connection__connection_unblocked", None)
-    return unblocked is not None and not unblocked.is_set()
-
-
-def _log_reconnected(*_: object) -> Awaitable[None] | None:
-    log.info("broker_reconnected")
-    return None
-
-
-def _log_lost(_: object, error: BaseException | None = None) -> Awaitable[None] | None:
-    log.warning("broker_connection_lost", error=repr(error))
-    return None
+    unblocked = getattr(transport.connection, "_Connection__connection_unblocked", None)
+    return isinstance(unblocked, asyncio.Event) and not unblocked.is_set()
 
 
 __all__ = ["Broker"]

@@ -28,7 +28,7 @@ async def queue_depths(amqp_url: str, names: Names, timeout: float = 10.0) -> di
                 raise RouterError(
                     f"queue {queue_name} does not exist: has the router run on this broker?"
                 ) from None
-            depths[queue_name] = queue.declaration_result.message_count
+            depths[queue_name] = queue.declaration_result.message_count or 0
             await channel.close()
     return depths
 

@@ -30,8 +30,6 @@ CLOUDEVENTS_SOURCE = "https://api.attentivemobile.com/webhooks"
 #: The longest routing key AMQP carries (a short string: 255 bytes).
 MAX_ROUTING_KEY_BYTES = 255
 
-QUORUM_QUEUE_ARGUMENTS: dict[str, str] = {"x-queue-type": "quorum"}
-
 
 @dataclass(frozen=True, slots=True)
 class Names:
@@ -75,7 +73,6 @@ __all__ = [
     "COMPANY_HEADER",
     "INVALID_REASON_HEADER",
     "MAX_ROUTING_KEY_BYTES",
-    "QUORUM_QUEUE_ARGUMENTS",
     "RECEIVED_AT_HEADER",
     "RECEIVED_PATH_HEADER",
     "SIGNATURE_HEADER",

@@ -6,6 +6,7 @@ Library code never reads ``os.environ``: it receives a :class:`Settings`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -15,6 +16,7 @@ from router.names import Names
 
 LogFormat = Literal["auto", "json", "console"]
 DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/"
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -60,10 +62,12 @@ class Settings:
             raise ConfigError(f"ROUTER_PORT must be between 1 and 65535, not {self.port}")
         if self.max_body_bytes <= 0:
             raise ConfigError("ROUTER_MAX_BODY_BYTES must be positive")
-        if self.confirm_timeout <= 0:
-            raise ConfigError("ROUTER_CONFIRM_TIMEOUT must be positive")
+        if not (math.isfinite(self.confirm_timeout) and self.confirm_timeout > 0):
+            raise ConfigError("ROUTER_CONFIRM_TIMEOUT must be a positive number of seconds")
         if self.retry_after < 0:
             raise ConfigError("ROUTER_RETRY_AFTER must not be negative")
+        if self.log_level.upper() not in _LOG_LEVELS:
+            raise ConfigError(f"ROUTER_LOG_LEVEL must be one of {', '.join(_LOG_LEVELS).lower()}")
         if self.log_format not in ("auto", "json", "console"):
             raise ConfigError("ROUTER_LOG_FORMAT must be auto, json or console")
         if not self.namespace or any(c in self.namespace for c in " *#"):

@@ -15,8 +15,12 @@ from dataclasses import dataclass
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange
+from pamqp.common import FieldTable
 
-from router.names import QUORUM_QUEUE_ARGUMENTS, Names
+from router.names import Names
+
+#: Queue arguments of a quorum queue: replicated, durable, with a delivery limit available.
+QUORUM_QUEUE_ARGUMENTS: FieldTable = {"x-queue-type": "quorum"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,9 +41,7 @@ async def declare(channel: AbstractChannel, names: Names) -> Topology:
         names.unrouted_queue, durable=True, arguments=QUORUM_QUEUE_ARGUMENTS
     )
     await unrouted_queue.bind(unrouted)
-    await channel.declare_queue(
-        names.invalid_queue, durable=True, arguments=QUORUM_QUEUE_ARGUMENTS
-    )
+    await channel.declare_queue(names.invalid_queue, durable=True, arguments=QUORUM_QUEUE_ARGUMENTS)
     events = await channel.declare_exchange(
         names.events_exchange,
         aio_pika.ExchangeType.TOPIC,
@@ -57,4 +59,4 @@ async def delete(channel: AbstractChannel, names: Names) -> None:
         await channel.exchange_delete(exchange)
 
 
-__all__ = ["Topology", "declare", "delete"]
+__all__ = ["QUORUM_QUEUE_ARGUMENTS", "Topology", "declare", "delete"]

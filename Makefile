@@ -1,0 +1,39 @@
+# The two commands a newcomer runs: `make run` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint unit install bench clean
+
+run: $(STAMP)  ## the router on :8080 with one test event of each type sent through it
+	@scripts/ensure-rabbitmq.sh
+	@scripts/run-demo.sh
+
+test: lint  ## lint, then the whole suite against the local RabbitMQ
+	@scripts/ensure-rabbitmq.sh
+	$(BIN)/pytest
+
+lint: $(STAMP)  ## ruff and mypy --strict
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+unit: $(STAMP)  ## only the tests that need no broker
+	$(BIN)/pytest -m "not broker"
+
+bench: $(STAMP)  ## ingress throughput and latency against a bare aio-pika publisher (not a test)
+	@scripts/ensure-rabbitmq.sh
+	$(BIN)/python bench/ingress.py
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is required")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

@@ -1,0 +1,171 @@
+"""Fixtures shared by the tests that talk to the real RabbitMQ on this machine.
+
+Every test gets its own namespace (``t-<uuid>``), so its exchanges and queues are its own;
+the fixture that made them deletes them. Connections are named after the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import aio_pika
+import pytest
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from router import topology
+from router.ingress import BROKER, create_app
+from router.names import SIGNATURE_HEADER, Names
+from router.settings import Settings
+from router.signing import sign
+from router.topology import QUORUM_QUEUE_ARGUMENTS
+
+AMQP_URL = os.environ.get("ROUTER_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+SIGNING_KEY = "test-signing-key"
+OLD_SIGNING_KEY = "old-signing-key"
+
+
+@pytest.fixture
+def test_id(request: pytest.FixtureRequest) -> str:
+    return str(request.node.nodeid)
+
+
+@pytest.fixture
+async def names(test_id: str) -> AsyncIterator[Names]:
+    """A namespace of this test's own; its topology is deleted afterwards."""
+    ns = Names(prefix=f"t-{uuid.uuid4().hex[:12]}")
+    yield ns
+    connection = await aio_pika.connect(AMQP_URL, client_properties={"connection_name": test_id})
+    async with connection:
+        await topology.delete(await connection.channel(), ns)
+
+
+@pytest.fixture
+def settings(names: Names) -> Settings:
+    return Settings(
+        amqp_url=AMQP_URL,
+        signing_keys=(SIGNING_KEY, OLD_SIGNING_KEY),
+        namespace=names.prefix,
+        confirm_timeout=2.0,
+        retry_after=3,
+    )
+
+
+@pytest.fixture
+async def amqp(test_id: str) -> AsyncIterator[AbstractRobustConnection]:
+    """A connection of the test's own, to look into queues."""
+    connection = await aio_pika.connect_robust(
+        AMQP_URL, client_properties={"connection_name": test_id}
+    )
+    async with connection:
+        yield connection
+
+
+Client = TestClient[web.Request, web.Application]
+MakeIngress = Callable[..., Awaitable[Client]]
+
+
+@pytest.fixture
+async def make_ingress(test_id: str) -> AsyncIterator[MakeIngress]:
+    """Start an ingress for some settings; ``wait_ready`` waits for its broker connection."""
+    clients: list[Client] = []
+
+    async def start(settings: Settings, *, wait_ready: bool = True) -> Client:
+        app = create_app(settings, connection_name=test_id)
+        client = Client(TestServer(app))
+        await client.start_server()
+        clients.append(client)
+        if wait_ready:
+            await app[BROKER].wait_ready(timeout=15)
+        return client
+
+    yield start
+    for client in clients:
+        await client.close()
+
+
+@pytest.fixture
+async def ingress(make_ingress: MakeIngress, settings: Settings) -> Client:
+    """The ingress under test, connected to the local RabbitMQ with this test's namespace."""
+    return await make_ingress(settings)
+
+
+@dataclass
+class Tap:
+    """A queue of the test's own bound to the events exchange: what a consumer would see."""
+
+    queue: AbstractQueue
+
+    async def take(self, count: int, timeout: float = 10.0) -> list[AbstractIncomingMessage]:
+        """Get (and ack) ``count`` messages, waiting up to ``timeout`` for them."""
+        return await take(self.queue, count, timeout)
+
+
+async def take(
+    queue: AbstractQueue, count: int, timeout: float = 10.0
+) -> list[AbstractIncomingMessage]:
+    messages: list[AbstractIncomingMessage] = []
+    async with asyncio.timeout(timeout):
+        while len(messages) < count:
+            message = await queue.get(fail=False, no_ack=True)
+            if message is None:
+                await asyncio.sleep(0.02)
+            else:
+                messages.append(message)
+    return messages
+
+
+async def depth(connection: AbstractRobustConnection, queue_name: str) -> int:
+    """How many messages wait in ``queue_name`` (a passive declare: nothing is consumed)."""
+    channel = await connection.channel()
+    queue = await channel.declare_queue(queue_name, passive=True)
+    await channel.close()
+    count = queue.declaration_result.message_count
+    assert count is not None
+    return count
+
+
+TapFactory = Callable[[str], Awaitable[Tap]]
+
+
+@pytest.fixture
+async def tap_factory(amqp: AbstractRobustConnection, names: Names) -> AsyncIterator[TapFactory]:
+    """Bind a quorum queue of the test's own to ``attentive.events`` with a binding key."""
+    channel = await amqp.channel()
+    await topology.declare(channel, names)
+    made: list[AbstractQueue] = []
+
+    async def bind(binding_key: str) -> Tap:
+        queue = await channel.declare_queue(
+            f"{names.prefix}.tap.{len(made)}", durable=True, arguments=QUORUM_QUEUE_ARGUMENTS
+        )
+        await queue.bind(names.events_exchange, binding_key)
+        made.append(queue)
+        return Tap(queue)
+
+    yield bind
+    for queue in made:
+        await queue.delete(if_unused=False, if_empty=False)
+
+
+def signed(body: bytes, key: str = SIGNING_KEY) -> dict[str, str]:
+    """Headers Attentive sends with ``body``."""
+    return {"Content-Type": "application/json", SIGNATURE_HEADER: sign(body, key)}
+
+
+__all__ = [
+    "OLD_SIGNING_KEY",
+    "SIGNING_KEY",
+    "Client",
+    "MakeIngress",
+    "Tap",
+    "TapFactory",
+    "depth",
+    "signed",
+    "take",
+]

@@ -1,0 +1,206 @@
+"""Settings from ``ROUTER_*`` variables and flags, and the configurations that are refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from router.errors import ConfigError
+from router.settings import DEFAULT_AMQP_URL, Settings, parse_keys
+
+
+def test_an_empty_environment_gives_the_documented_defaults() -> None:
+    settings = Settings.from_env({})
+
+    assert settings.amqp_url == DEFAULT_AMQP_URL == "amqp://guest:guest@localhost:5672/"
+    assert settings.signing_keys == ()
+    assert settings.host == "0.0.0.0"
+    assert settings.port == 8080
+    assert settings.max_body_bytes == 256 * 1024
+    assert settings.confirm_timeout == 5.0
+    assert settings.retry_after == 5
+    assert settings.namespace == "attentive"
+    assert settings.log_format == "auto"
+    assert settings.log_level == "info"
+
+
+def test_variables_without_the_router_prefix_are_ignored() -> None:
+    settings = Settings.from_env({"PORT": "9999", "SIGNING_KEYS": "k", "router_port": "9999"})
+
+    assert settings.port == 8080
+    assert settings.signing_keys == ()
+
+
+def test_signing_keys_are_comma_separated_with_blanks_dropped() -> None:
+    """Given "a, b,,c", the keys are a, b and c: spaces trimmed, the empty one dropped."""
+    settings = Settings.from_env({"ROUTER_SIGNING_KEYS": "a, b,,c"})
+
+    assert settings.signing_keys == ("a", "b", "c")
+
+
+@pytest.mark.parametrize(
+    ("raw", "keys"),
+    [
+        ("only", ("only",)),
+        (" new , old ", ("new", "old")),
+        (",,", ()),
+        ("a,a", ("a", "a")),
+    ],
+)
+def test_parse_keys(raw: str, keys: tuple[str, ...]) -> None:
+    assert parse_keys(raw) == keys
+
+
+def test_numbers_are_read_as_numbers() -> None:
+    env = {
+        "ROUTER_PORT": "9090",
+        "ROUTER_CONFIRM_TIMEOUT": "2.5",
+        "ROUTER_MAX_BODY_BYTES": "1024",
+        "ROUTER_RETRY_AFTER": "0",
+    }
+
+    settings = Settings.from_env(env)
+
+    assert settings.port == 9090
+    assert isinstance(settings.port, int)
+    assert settings.confirm_timeout == 2.5
+    assert settings.max_body_bytes == 1024
+    assert settings.retry_after == 0
+
+
+def test_strings_are_taken_as_given_with_surrounding_blanks_trimmed() -> None:
+    env = {
+        "ROUTER_AMQP_URL": " amqp://u:p@rabbit:5672/vh ",
+        "ROUTER_HOST": "127.0.0.1",
+        "ROUTER_PORT": " 9090\n",
+        "ROUTER_NAMESPACE": "staging",
+        "ROUTER_LOG_FORMAT": "json",
+        "ROUTER_LOG_LEVEL": "debug",
+    }
+
+    settings = Settings.from_env(env)
+
+    assert settings.amqp_url == "amqp://u:p@rabbit:5672/vh"
+    assert settings.host == "127.0.0.1"
+    assert settings.port == 9090
+    assert settings.namespace == "staging"
+    assert settings.log_format == "json"
+    assert settings.log_level == "debug"
+
+
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_a_blank_variable_counts_as_unset(blank: str) -> None:
+    settings = Settings.from_env({"ROUTER_PORT": blank, "ROUTER_NAMESPACE": blank})
+
+    assert settings.port == 8080
+    assert settings.namespace == "attentive"
+
+
+def test_flags_win_over_the_environment() -> None:
+    """Given a port and keys in the environment, the flags' values are the ones used."""
+    env = {"ROUTER_PORT": "9090", "ROUTER_SIGNING_KEYS": "from-env", "ROUTER_HOST": "::"}
+
+    settings = Settings.from_env(env, port=7070, signing_keys=("from-flag",))
+
+    assert settings.port == 7070
+    assert settings.signing_keys == ("from-flag",)
+    assert settings.host == "::"  # not overridden: still the environment's
+
+
+def test_a_flag_that_was_not_given_leaves_the_environment_value() -> None:
+    """argparse passes None for an absent flag; None must not replace the environment's value."""
+    env = {"ROUTER_PORT": "9090", "ROUTER_SIGNING_KEYS": "k1,k2"}
+
+    settings = Settings.from_env(env, port=None, signing_keys=None, host=None, amqp_url=None)
+
+    assert settings.port == 9090
+    assert settings.signing_keys == ("k1", "k2")
+    assert settings.host == "0.0.0.0"
+    assert settings.amqp_url == DEFAULT_AMQP_URL
+
+
+@pytest.mark.parametrize(
+    ("env", "names_variable"),
+    [
+        pytest.param({"ROUTER_PORT": "eighty"}, "ROUTER_PORT", id="port-not-a-number"),
+        pytest.param({"ROUTER_PORT": "80.5"}, "ROUTER_PORT", id="port-not-an-integer"),
+        pytest.param({"ROUTER_PORT": "0"}, "ROUTER_PORT", id="port-0"),
+        pytest.param({"ROUTER_PORT": "70000"}, "ROUTER_PORT", id="port-70000"),
+        pytest.param({"ROUTER_PORT": "65536"}, "ROUTER_PORT", id="port-65536"),
+        pytest.param({"ROUTER_PORT": "-1"}, "ROUTER_PORT", id="port-negative"),
+        pytest.param(
+            {"ROUTER_CONFIRM_TIMEOUT": "-1"}, "ROUTER_CONFIRM_TIMEOUT", id="negative-timeout"
+        ),
+        pytest.param({"ROUTER_CONFIRM_TIMEOUT": "0"}, "ROUTER_CONFIRM_TIMEOUT", id="zero-timeout"),
+        pytest.param({"ROUTER_CONFIRM_TIMEOUT": "nan"}, "ROUTER_CONFIRM_TIMEOUT", id="nan-timeout"),
+        pytest.param({"ROUTER_CONFIRM_TIMEOUT": "inf"}, "ROUTER_CONFIRM_TIMEOUT", id="inf-timeout"),
+        pytest.param({"ROUTER_LOG_LEVEL": "loud"}, "ROUTER_LOG_LEVEL", id="bad-log-level"),
+        pytest.param(
+            {"ROUTER_CONFIRM_TIMEOUT": "soon"}, "ROUTER_CONFIRM_TIMEOUT", id="timeout-not-a-number"
+        ),
+        pytest.param(
+            {"ROUTER_MAX_BODY_BYTES": "0"}, "ROUTER_MAX_BODY_BYTES", id="zero-max-body-bytes"
+        ),
+        pytest.param({"ROUTER_RETRY_AFTER": "-1"}, "ROUTER_RETRY_AFTER", id="negative-retry"),
+        pytest.param({"ROUTER_LOG_FORMAT": "xml"}, "ROUTER_LOG_FORMAT", id="bad-log-format"),
+        pytest.param({"ROUTER_LOG_FORMAT": "JSON"}, "ROUTER_LOG_FORMAT", id="log-format-case"),
+        pytest.param({"ROUTER_NAMESPACE": "a b"}, "ROUTER_NAMESPACE", id="namespace-space"),
+        pytest.param({"ROUTER_NAMESPACE": "a.#"}, "ROUTER_NAMESPACE", id="namespace-wildcard"),
+    ],
+)
+def test_a_setting_that_cannot_work_is_refused_by_name(
+    env: dict[str, str], names_variable: str
+) -> None:
+    """The error names the variable, so the operator knows which one to fix."""
+    with pytest.raises(ConfigError, match=names_variable):
+        Settings.from_env(env)
+
+
+@pytest.mark.parametrize("port", [1, 65535])
+def test_the_extreme_valid_ports_are_accepted(port: int) -> None:
+    assert Settings.from_env({"ROUTER_PORT": str(port)}).port == port
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        pytest.param({"port": 0}, id="port"),
+        pytest.param({"confirm_timeout": -0.5}, id="timeout"),
+        pytest.param({"log_format": "yaml"}, id="log-format"),
+        pytest.param({"namespace": ""}, id="namespace"),
+    ],
+)
+def test_flags_are_validated_like_the_environment(overrides: dict[str, object]) -> None:
+    with pytest.raises(ConfigError):
+        Settings.from_env({}, **overrides)
+
+
+def test_require_signing_keys_refuses_settings_without_a_key() -> None:
+    settings = Settings.from_env({"ROUTER_SIGNING_KEYS": " , "})
+    assert settings.signing_keys == ()
+
+    with pytest.raises(ConfigError, match="ROUTER_SIGNING_KEYS"):
+        settings.require_signing_keys()
+
+
+def test_require_signing_keys_accepts_settings_with_a_key() -> None:
+    settings = Settings.from_env({"ROUTER_SIGNING_KEYS": "k"})
+
+    settings.require_signing_keys()  # Then: no ConfigError
+
+
+def test_broker_names_derive_from_the_namespace() -> None:
+    """Given namespace "t-1", every exchange and queue name starts with "t-1."."""
+    names = Settings.from_env({"ROUTER_NAMESPACE": "t-1"}).names
+
+    assert names.prefix == "t-1"
+    assert names.events_exchange == "t-1.events"
+    assert names.unrouted_exchange == "t-1.unrouted"
+    assert names.unrouted_queue == "t-1.unrouted"
+    assert names.invalid_queue == "t-1.invalid"
+
+
+def test_the_default_namespace_gives_the_production_names() -> None:
+    names = Settings.from_env({}).names
+
+    assert names.events_exchange == "attentive.events"
+    assert names.invalid_queue == "attentive.invalid"
