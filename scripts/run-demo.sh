@@ -9,7 +9,9 @@ base=http://127.0.0.1:$ROUTER_PORT
 
 "$bin/attentive-router" serve --log-format console &
 router=$!
-trap 'kill $router 2>/dev/null; wait $router 2>/dev/null || true' EXIT INT TERM
+stop() { kill $router 2>/dev/null; wait $router 2>/dev/null || true; }
+trap stop EXIT
+trap 'stop; exit 0' INT TERM
 
 for _ in $(seq 1 100); do
   "$bin/python" - "$base/readyz" <<'PY' && break
