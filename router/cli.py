@@ -1,6 +1,7 @@
 """The ``attentive-router`` command: parse arguments, build settings, call the library.
 
-Exit codes: 0 done, 1 the operation failed, 2 wrong usage or configuration.
+Exit codes: 0 done, 1 the operation failed (or was refused), 2 wrong usage, configuration or
+input.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from router.errors import ConfigError, RouterError
+from router.errors import ConfigError, InvalidClaim, RouterError
 from router.events import EVENT_TYPES
 from router.examples import DEFAULT_COMPANY_ID
 from router.settings import Settings, parse_keys
@@ -45,6 +46,9 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--confirm-timeout", type=float, help="ROUTER_CONFIRM_TIMEOUT (5 s)")
     serve.add_argument("--namespace", help="prefix of exchange and queue names (attentive)")
     serve.add_argument("--log-format", choices=["auto", "json", "console"])
+    serve.add_argument("--database-url", help="where claims persist (ROUTER_DATABASE_URL)")
+    serve.add_argument("--admin-host", help="admin API address (ROUTER_ADMIN_HOST, 127.0.0.1)")
+    serve.add_argument("--admin-port", type=int, help="admin API port (ROUTER_ADMIN_PORT, 8081)")
 
     send = commands.add_parser("send-test", help="sign and post example webhooks")
     send.add_argument("event_type", nargs="?", help="one of: " + ", ".join(EVENT_TYPES))
@@ -57,10 +61,50 @@ def _build_parser() -> argparse.ArgumentParser:
     send.add_argument("--company-id", default=DEFAULT_COMPANY_ID)
     send.add_argument("--signing-key", help="default: the first of ROUTER_SIGNING_KEYS")
 
+    _add_claims_parser(commands)
+
     queues = commands.add_parser("queues", help="message counts of the router's queues")
     queues.add_argument("--amqp-url", help="RabbitMQ URL (ROUTER_AMQP_URL)")
     queues.add_argument("--namespace", help="prefix of exchange and queue names (attentive)")
+    queues.add_argument(
+        "--app", action="append", default=[], help="also this application's queue (repeatable)"
+    )
     return parser
+
+
+def _add_claims_parser(commands: Any) -> None:
+    claims = commands.add_parser("claims", help="who owns which events (the admin API)")
+    sub = claims.add_subparsers(dest="claims_command", required=True, parser_class=_Parser)
+
+    def admin_options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--admin-url", help="default ROUTER_ADMIN_URL or http://127.0.0.1:8081")
+        parser.add_argument("--token", help="admin token (default ROUTER_ADMIN_TOKEN)")
+        parser.add_argument("--json", action="store_true", help="JSON output for scripts")
+
+    listing = sub.add_parser("list", help="every claim")
+    listing.add_argument("--app", help="only this application's claims")
+    admin_options(listing)
+    add = sub.add_parser("add", help="claim event patterns for an application")
+    add.add_argument("app")
+    add.add_argument("events", nargs="+", metavar="EVENT", help="sms.subscribed, sms.* or *")
+    add.add_argument("--company", help="one company id (default: all companies)")
+    admin_options(add)
+    remove = sub.add_parser("remove", help="release a claim by id")
+    remove.add_argument("id", type=int)
+    admin_options(remove)
+    check = sub.add_parser("check", help="find conflicts in a TOML/YAML file of intended claims")
+    check.add_argument("file")
+    definitions = sub.add_parser(
+        "rabbitmq-definitions",
+        help="RabbitMQ users and permissions so applications cannot bypass their claims",
+    )
+    definitions.add_argument(
+        "--app", action="append", default=[], help="also for this application (repeatable)"
+    )
+    definitions.add_argument("--credentials-out", help="write app=password lines to this file")
+    definitions.add_argument("--vhost", default="/")
+    definitions.add_argument("--namespace", help="prefix of queue names (attentive)")
+    admin_options(definitions)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -74,7 +118,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _send_test(args)
             case "queues":
                 return _queues(args)
-    except ConfigError as error:
+            case "claims":
+                from router.claims_cli import run_claims_command
+
+                return run_claims_command(args, os.environ)
+    except (ConfigError, InvalidClaim) as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return 2
     except RouterError as error:
@@ -84,10 +132,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
+    import structlog
 
-    from router.ingress import create_app
     from router.observability import configure_logging
+    from router.server import serve
 
     keys = tuple(k for raw in args.signing_keys or () for k in parse_keys(raw)) or None
     settings = Settings.from_env(
@@ -100,25 +148,16 @@ def _serve(args: argparse.Namespace) -> int:
         confirm_timeout=args.confirm_timeout,
         namespace=args.namespace,
         log_format=args.log_format,
+        database_url=args.database_url,
+        admin_host=args.admin_host,
+        admin_port=args.admin_port,
     )
     settings.require_signing_keys()
     configure_logging(settings.log_format, settings.log_level)
-    import structlog
-
     structlog.get_logger("router").info(
-        "serving",
-        host=settings.host,
-        port=settings.port,
-        signing_keys=len(settings.signing_keys),
-        namespace=settings.namespace,
+        "starting", signing_keys=len(settings.signing_keys), namespace=settings.namespace
     )
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        access_log=None,
-        print=None,
-    )
+    asyncio.run(serve(settings))
     return 0
 
 
@@ -147,7 +186,7 @@ def _queues(args: argparse.Namespace) -> int:
     from router.inspect import queue_depths
 
     settings = Settings.from_env(os.environ, amqp_url=args.amqp_url, namespace=args.namespace)
-    depths = asyncio.run(queue_depths(settings.amqp_url, settings.names))
+    depths = asyncio.run(queue_depths(settings.amqp_url, settings.names, apps=args.app))
     for queue, count in depths.items():
         print(f"{queue:<40} {count:>8}")
     return 0

@@ -15,4 +15,12 @@ class PublishFailed(RouterError):
     """Raised when the broker did not confirm a message: down, blocked, nacked or too slow."""
 
 
-__all__ = ["ConfigError", "PublishFailed", "RouterError"]
+class InvalidClaim(RouterError):
+    """Raised when a claim's application name, event pattern or company is malformed."""
+
+
+class ClaimStoreError(RouterError):
+    """Raised when the claims database cannot be reached or used."""
+
+
+__all__ = ["ClaimStoreError", "ConfigError", "InvalidClaim", "PublishFailed", "RouterError"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 
 import aio_pika
 import aiormq
@@ -11,8 +12,13 @@ from router.errors import RouterError
 from router.names import Names
 
 
-async def queue_depths(amqp_url: str, names: Names, timeout: float = 10.0) -> dict[str, int]:
-    """Message count of each router queue (passive declares: nothing is created or consumed)."""
+async def queue_depths(
+    amqp_url: str, names: Names, *, apps: Iterable[str] = (), timeout: float = 10.0
+) -> dict[str, int]:
+    """Message count of each router queue and of the given applications' queues.
+
+    Passive declares: nothing is created or consumed.
+    """
     try:
         async with asyncio.timeout(timeout):
             connection = await aio_pika.connect(amqp_url)
@@ -20,7 +26,7 @@ async def queue_depths(amqp_url: str, names: Names, timeout: float = 10.0) -> di
         raise RouterError(f"cannot reach RabbitMQ at {_redact(amqp_url)}: {error!r}") from None
     depths: dict[str, int] = {}
     async with connection:
-        for queue_name in (names.unrouted_queue, names.invalid_queue):
+        for queue_name in (*map(names.app_queue, apps), names.unrouted_queue, names.invalid_queue):
             channel = await connection.channel()
             try:
                 queue = await channel.declare_queue(queue_name, passive=True)

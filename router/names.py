@@ -57,6 +57,19 @@ class Names:
         """Quorum queue holding authentic webhooks the router could not parse."""
         return f"{self.prefix}.invalid"
 
+    def app_queue(self, app: str) -> str:
+        """The quorum queue of one application, bound by its claims (its replicas share it)."""
+        return f"{self.prefix}.app.{app}"
+
+    @property
+    def app_queue_prefix(self) -> str:
+        """What every application queue's name starts with."""
+        return f"{self.prefix}.app."
+
+    def app_user(self, app: str) -> str:
+        """The RabbitMQ user an application's workers connect as."""
+        return f"{self.prefix}-app-{app}"
+
 
 def routing_key(event_type: str, company_id: str) -> str:
     """The routing key of an event: ``<event type>.<company id>``.

@@ -38,6 +38,12 @@ class Settings:
     namespace: str = "attentive"
     log_format: LogFormat = "auto"
     log_level: str = "info"
+    #: Where claims persist: ``sqlite:///relative.db``, ``sqlite:////abs.db``, ``postgresql://``.
+    database_url: str = "sqlite:///attentive-router.db"
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 8081
+    #: Bearer token of the admin API; without one the admin API does not start.
+    admin_token: str = ""
 
     @property
     def names(self) -> Names:
@@ -58,8 +64,9 @@ class Settings:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first setting that cannot work."""
-        if not 0 < self.port < 65536:
-            raise ConfigError(f"ROUTER_PORT must be between 1 and 65535, not {self.port}")
+        for name, port in (("ROUTER_PORT", self.port), ("ROUTER_ADMIN_PORT", self.admin_port)):
+            if not 0 < port < 65536:
+                raise ConfigError(f"{name} must be between 1 and 65535, not {port}")
         if self.max_body_bytes <= 0:
             raise ConfigError("ROUTER_MAX_BODY_BYTES must be positive")
         if not (math.isfinite(self.confirm_timeout) and self.confirm_timeout > 0):
@@ -72,6 +79,18 @@ class Settings:
             raise ConfigError("ROUTER_LOG_FORMAT must be auto, json or console")
         if not self.namespace or any(c in self.namespace for c in " *#"):
             raise ConfigError("ROUTER_NAMESPACE must be a non-empty name without spaces, * or #")
+
+    def require_admin_token(self) -> str:
+        """The admin token, or :class:`ConfigError` when none is configured."""
+        if not self.admin_token:
+            raise ConfigError("no admin token: set ROUTER_ADMIN_TOKEN")
+        return self.admin_token
+
+    @property
+    def admin_url(self) -> str:
+        """Where the CLI finds the admin API (``ROUTER_ADMIN_URL`` is read by the CLI)."""
+        host = "127.0.0.1" if self.admin_host in ("0.0.0.0", "::", "") else self.admin_host
+        return f"http://{host}:{self.admin_port}"
 
     def require_signing_keys(self) -> None:
         """Raise :class:`ConfigError` when no signing key is configured."""
@@ -92,7 +111,7 @@ def _convert(name: str, raw: str) -> Any:
         match name:
             case "signing_keys":
                 return parse_keys(raw)
-            case "port" | "max_body_bytes" | "retry_after":
+            case "port" | "admin_port" | "max_body_bytes" | "retry_after":
                 return int(raw)
             case "confirm_timeout":
                 return float(raw)

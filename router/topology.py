@@ -2,7 +2,7 @@
 
 ::
 
-    attentive.events (topic, durable) ──binding per claim──▶ application queues
+    attentive.events (topic, durable) ──binding per claim──▶ attentive.app.<app> (quorum queues)
         └── alternate-exchange: attentive.unrouted (fanout) ──▶ attentive.unrouted (quorum queue)
     default exchange ──▶ attentive.invalid (quorum queue): authentic webhooks that cannot be parsed
 
@@ -51,6 +51,15 @@ async def declare(channel: AbstractChannel, names: Names) -> Topology:
     return Topology(events=events, direct=channel.default_exchange)
 
 
+async def declare_app_queue(
+    channel: AbstractChannel, names: Names, app: str
+) -> aio_pika.abc.AbstractQueue:
+    """The durable quorum queue of one application (its replicas share it)."""
+    return await channel.declare_queue(
+        names.app_queue(app), durable=True, arguments=QUORUM_QUEUE_ARGUMENTS
+    )
+
+
 async def delete(channel: AbstractChannel, names: Names) -> None:
     """Remove everything :func:`declare` made (used by tests and ``make clean``-style tools)."""
     for queue in (names.unrouted_queue, names.invalid_queue):
@@ -59,4 +68,4 @@ async def delete(channel: AbstractChannel, names: Names) -> None:
         await channel.exchange_delete(exchange)
 
 
-__all__ = ["QUORUM_QUEUE_ARGUMENTS", "Topology", "declare", "delete"]
+__all__ = ["QUORUM_QUEUE_ARGUMENTS", "Topology", "declare", "declare_app_queue", "delete"]
