@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -341,3 +342,28 @@ def test_claims_check_names_the_conflicts_in_a_teams_file(
     broken.write_text("claims:\n  - app: Not Valid\n    events: ['sms.*']\n")
     assert main(["claims", "check", str(broken)]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+async def test_the_cli_emits_rabbitmq_definitions_for_every_claiming_app(
+    admin: Client,
+    app_queues: Callable[[str], Awaitable[int]],
+    names: Names,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert await claim(admin, "sms-audit", "sms.*") == 201
+    url = f"http://127.0.0.1:{admin.server.port}"
+    creds = tmp_path / "creds.txt"
+    args = ["claims", "rabbitmq-definitions", "--app", "extra", "--namespace", names.prefix]
+    args += ["--credentials-out", str(creds), "--admin-url", url, "--token", TOKEN]
+    assert await asyncio.to_thread(main, args) == 0
+
+    out = capsys.readouterr().out  # the in-process admin API logs to stdout here too
+    document = json.loads(out[out.index("{\n") :])
+    users = sorted(u["name"] for u in document["users"])
+    assert users == [names.app_user("extra"), names.app_user("sms-audit")]
+    assert all(u["password_hash"] for u in document["users"])
+    lines = creds.read_text().splitlines()
+    assert sorted(line.split("=", 1)[0] for line in lines) == users
+    assert creds.stat().st_mode & 0o777 == 0o600
+    await app_queues("sms-audit")
