@@ -1,0 +1,150 @@
+"""``attentive-router serve`` and ``send-test`` as a user runs them: real processes, real ports."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from router.cli import main
+from router.events import EVENT_TYPES
+from router.names import Names
+from tests.conftest import AMQP_URL, SIGNING_KEY, TapFactory
+
+pytestmark = pytest.mark.broker
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Router:
+    process: subprocess.Popen[bytes]
+    port: int
+    admin_port: int
+    log: Path
+
+
+StartRouter = Callable[..., Router]
+
+
+@pytest.fixture
+def start_router(names: Names, tmp_path: Path) -> Iterator[StartRouter]:
+    """Start ``python -m router serve`` on free ports with this test's namespace."""
+    started: list[Router] = []
+
+    def start(**env: str) -> Router:
+        port, admin_port = free_port(), free_port()
+        log = tmp_path / f"router-{len(started)}.log"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "router", "serve", "--log-format", "json"],
+            env={
+                **os.environ,
+                "ROUTER_AMQP_URL": AMQP_URL,
+                "ROUTER_SIGNING_KEYS": SIGNING_KEY,
+                "ROUTER_HOST": "127.0.0.1",
+                "ROUTER_PORT": str(port),
+                "ROUTER_ADMIN_PORT": str(admin_port),
+                "ROUTER_NAMESPACE": names.prefix,
+                "ROUTER_DATABASE_URL": f"sqlite:///{tmp_path / 'claims.db'}",
+                **env,
+            },
+            stdout=subprocess.DEVNULL,
+            stderr=log.open("wb"),
+        )
+        router = Router(process, port, admin_port, log)
+        started.append(router)
+        return router
+
+    yield start
+    for router in started:
+        if router.process.poll() is None:
+            router.process.kill()
+            router.process.wait(timeout=10)
+
+
+async def wait_ready(session: aiohttp.ClientSession, port: int) -> None:
+    async with asyncio.timeout(20):
+        while True:
+            try:
+                async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.1)
+
+
+async def test_serve_runs_until_sigterm_and_keeps_the_admin_api_off_without_a_token(
+    start_router: StartRouter, tap_factory: TapFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given the router started as a user would, without an admin token
+    router = start_router()
+    tap = await tap_factory("#")
+    async with aiohttp.ClientSession() as session:
+        await wait_ready(session, router.port)
+
+        # Then send-test --all gets 200 for each of the 11 types, all published
+        url = f"http://127.0.0.1:{router.port}/webhooks/attentive"
+        argv = ["send-test", "--all", "--url", url, "--signing-key", SIGNING_KEY]
+        assert await asyncio.to_thread(main, argv) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert [line.split()[:2] for line in lines] == [[t, "200"] for t in EVENT_TYPES]
+        assert len(await tap.take(11)) == 11
+
+        # And the admin API is not listening
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await session.get(f"http://127.0.0.1:{router.admin_port}/admin/claims")
+
+    # When SIGTERM arrives, it stops cleanly
+    router.process.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(router.process.wait, 20) == 0
+    assert b"admin_api_disabled" in router.log.read_bytes()
+
+
+async def test_serve_with_a_token_opens_the_admin_api_on_its_own_port(
+    start_router: StartRouter,
+) -> None:
+    router = start_router(ROUTER_ADMIN_TOKEN="t0k3n")
+    async with aiohttp.ClientSession() as session:
+        await wait_ready(session, router.port)
+        admin = f"http://127.0.0.1:{router.admin_port}/admin/claims"
+        async with asyncio.timeout(10):
+            while True:
+                try:
+                    async with session.get(admin, headers={"Authorization": "Bearer t0k3n"}) as r:
+                        assert r.status == 200
+                        break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.1)
+        # the admin API is not on the public port
+        async with session.get(
+            f"http://127.0.0.1:{router.port}/admin/claims",
+            headers={"Authorization": "Bearer t0k3n"},
+        ) as r:
+            assert r.status == 404
+    router.process.send_signal(signal.SIGINT)
+    assert await asyncio.to_thread(router.process.wait, 20) == 0
+
+
+def test_serve_refuses_to_start_without_a_signing_key() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTER_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "router", "serve"], env=env, capture_output=True, timeout=30
+    )
+    assert done.returncode == 2
+    assert done.stderr.decode().strip().count("\n") == 0
+    assert b"ROUTER_SIGNING_KEYS" in done.stderr
