@@ -22,6 +22,23 @@ RECEIVED_PATH_HEADER = "x-attentive-received-path"
 #: AMQP header on a quarantined webhook: when the router received it (Unix ms).
 RECEIVED_AT_HEADER = "x-attentive-received-at"
 
+#: AMQP header: which attempt at handling this delivery is (1 for the first). Our own count,
+#: not ``x-death``, which RabbitMQ 3.13+ stops counting for republished messages.
+ATTEMPT_HEADER = "x-attentive-attempt"
+#: AMQP header: how many times ops replayed this event out of a dead-letter queue.
+REPLAY_COUNT_HEADER = "x-attentive-replay-count"
+#: AMQP headers a worker sets when it retries or dead-letters an event.
+ERROR_HEADER = "x-attentive-error"
+TRACEBACK_HEADER = "x-attentive-traceback"
+FIRST_FAILED_AT_HEADER = "x-attentive-first-failed-at"
+LAST_FAILED_AT_HEADER = "x-attentive-last-failed-at"
+DEAD_LETTERED_AT_HEADER = "x-attentive-dead-lettered-at"
+#: Why an event was dead-lettered: ``exhausted`` (out of attempts), ``rejected`` (the handler
+#: said no retry can help), ``no-handler``; RabbitMQ's own ``delivery_limit`` shows in x-death.
+DEAD_LETTER_REASON_HEADER = "x-attentive-dead-letter-reason"
+#: The application that dead-lettered the event.
+APP_HEADER = "x-attentive-app"
+
 #: CloudEvents 1.0 binary-mode attribute prefix for AMQP application properties.
 CLOUDEVENTS_PREFIX = "cloudEvents:"
 #: CloudEvents ``source`` of every event the router publishes.
@@ -61,6 +78,26 @@ class Names:
         """The quorum queue of one application, bound by its claims (its replicas share it)."""
         return f"{self.prefix}.app.{app}"
 
+    def app_dead_letter_queue(self, app: str) -> str:
+        """Where an application's events go when they cannot be handled: ops inspect and replay."""
+        return f"{self.prefix}.app.{app}.dlq"
+
+    def app_dead_letter_exchange(self, app: str) -> str:
+        """Fanout exchange into :meth:`app_dead_letter_queue` (also the queue's own DLX)."""
+        return f"{self.prefix}.app.{app}.dead"
+
+    def app_retry_exchange(self, app: str) -> str:
+        """Direct exchange into the retry delay queues, keyed by delay tier."""
+        return f"{self.prefix}.app.{app}.retry"
+
+    def app_retry_queue(self, app: str, delay_ms: int) -> str:
+        """The queue where an event waits ``delay_ms`` before going back to the app queue."""
+        return f"{self.prefix}.app.{app}.retry.{delay_ms}ms"
+
+    def app_requeue_exchange(self, app: str) -> str:
+        """Fanout exchange expired retries dead-letter into: it feeds the app queue."""
+        return f"{self.prefix}.app.{app}.requeue"
+
     @property
     def app_queue_prefix(self) -> str:
         """What every application queue's name starts with."""
@@ -81,14 +118,23 @@ def routing_key(event_type: str, company_id: str) -> str:
 
 
 __all__ = [
+    "APP_HEADER",
+    "ATTEMPT_HEADER",
     "CLOUDEVENTS_PREFIX",
     "CLOUDEVENTS_SOURCE",
     "COMPANY_HEADER",
+    "DEAD_LETTERED_AT_HEADER",
+    "DEAD_LETTER_REASON_HEADER",
+    "ERROR_HEADER",
+    "FIRST_FAILED_AT_HEADER",
     "INVALID_REASON_HEADER",
+    "LAST_FAILED_AT_HEADER",
     "MAX_ROUTING_KEY_BYTES",
     "RECEIVED_AT_HEADER",
     "RECEIVED_PATH_HEADER",
+    "REPLAY_COUNT_HEADER",
     "SIGNATURE_HEADER",
+    "TRACEBACK_HEADER",
     "Names",
     "routing_key",
 ]

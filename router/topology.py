@@ -11,6 +11,7 @@ Declared through a robust channel, so aio-pika declares them again after a recon
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import aio_pika
@@ -21,6 +22,13 @@ from router.names import Names
 
 #: Queue arguments of a quorum queue: replicated, durable, with a delivery limit available.
 QUORUM_QUEUE_ARGUMENTS: FieldTable = {"x-queue-type": "quorum"}
+CLASSIC_QUEUE_ARGUMENTS: FieldTable = {"x-queue-type": "classic"}
+#: A quorum queue dead-letters with publisher confirms only with these two (RabbitMQ 3.10+);
+#: otherwise dead-lettering is at-most-once.
+_AT_LEAST_ONCE_DEAD_LETTERING: FieldTable = {
+    "x-dead-letter-strategy": "at-least-once",
+    "x-overflow": "reject-publish",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,13 +59,91 @@ async def declare(channel: AbstractChannel, names: Names) -> Topology:
     return Topology(events=events, direct=channel.default_exchange)
 
 
+#: Deliveries after which RabbitMQ itself dead-letters an event from an application queue:
+#: an event that crashes its workers again and again (they never get to count an attempt).
+APP_DELIVERY_LIMIT = 20
+
+
 async def declare_app_queue(
     channel: AbstractChannel, names: Names, app: str
 ) -> aio_pika.abc.AbstractQueue:
-    """The durable quorum queue of one application (its replicas share it)."""
-    return await channel.declare_queue(
-        names.app_queue(app), durable=True, arguments=QUORUM_QUEUE_ARGUMENTS
+    """The durable quorum queue of one application (its replicas share it), and its neighbours.
+
+    ::
+
+        attentive.app.<app> ──(delivery limit, at-least-once)──▶ .dead (fanout) ──▶ .dlq
+        .requeue (fanout) ──▶ attentive.app.<app>      (expired retries come back this way)
+
+    The dead-letter queue is a classic queue: ops list it by taking every message and putting
+    them all back, which on a classic queue keeps their order and counts toward no limit.
+    """
+    dead = await channel.declare_exchange(
+        names.app_dead_letter_exchange(app), aio_pika.ExchangeType.FANOUT, durable=True
     )
+    dlq = await channel.declare_queue(
+        names.app_dead_letter_queue(app), durable=True, arguments=CLASSIC_QUEUE_ARGUMENTS
+    )
+    await dlq.bind(dead)
+    queue = await channel.declare_queue(
+        names.app_queue(app),
+        durable=True,
+        arguments={
+            **QUORUM_QUEUE_ARGUMENTS,
+            "x-delivery-limit": APP_DELIVERY_LIMIT,
+            "x-dead-letter-exchange": names.app_dead_letter_exchange(app),
+            **_AT_LEAST_ONCE_DEAD_LETTERING,
+        },
+    )
+    requeue = await channel.declare_exchange(
+        names.app_requeue_exchange(app), aio_pika.ExchangeType.FANOUT, durable=True
+    )
+    await queue.bind(requeue)
+    return queue
+
+
+async def declare_retry_queues(
+    channel: AbstractChannel, names: Names, app: str, delays_ms: Iterable[int]
+) -> AbstractExchange:
+    """One delay queue per retry tier: an event waits there, then expires back to the app queue."""
+    retry = await channel.declare_exchange(
+        names.app_retry_exchange(app), aio_pika.ExchangeType.DIRECT, durable=True
+    )
+    for delay_ms in delays_ms:
+        queue = await channel.declare_queue(
+            names.app_retry_queue(app, delay_ms),
+            durable=True,
+            arguments={
+                **QUORUM_QUEUE_ARGUMENTS,
+                "x-message-ttl": delay_ms,
+                "x-dead-letter-exchange": names.app_requeue_exchange(app),
+                **_AT_LEAST_ONCE_DEAD_LETTERING,
+            },
+        )
+        await queue.bind(retry, routing_key=retry_routing_key(delay_ms))
+    return retry
+
+
+def retry_routing_key(delay_ms: int) -> str:
+    """The routing key of the retry exchange that leads to the ``delay_ms`` tier."""
+    return f"{delay_ms}ms"
+
+
+async def delete_app(
+    channel: AbstractChannel, names: Names, app: str, delays_ms: Iterable[int] = ()
+) -> None:
+    """Remove an application's queues and exchanges (tests and decommissioning)."""
+    for queue in (
+        names.app_queue(app),
+        names.app_dead_letter_queue(app),
+        *(names.app_retry_queue(app, d) for d in delays_ms),
+    ):
+        await channel.queue_delete(queue)
+    for exchange in (
+        names.app_dead_letter_exchange(app),
+        names.app_requeue_exchange(app),
+        names.app_retry_exchange(app),
+    ):
+        await channel.exchange_delete(exchange)
 
 
 async def delete(channel: AbstractChannel, names: Names) -> None:
@@ -68,4 +154,15 @@ async def delete(channel: AbstractChannel, names: Names) -> None:
         await channel.exchange_delete(exchange)
 
 
-__all__ = ["QUORUM_QUEUE_ARGUMENTS", "Topology", "declare", "declare_app_queue", "delete"]
+__all__ = [
+    "APP_DELIVERY_LIMIT",
+    "CLASSIC_QUEUE_ARGUMENTS",
+    "QUORUM_QUEUE_ARGUMENTS",
+    "Topology",
+    "declare",
+    "declare_app_queue",
+    "declare_retry_queues",
+    "delete",
+    "delete_app",
+    "retry_routing_key",
+]

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import aio_pika
@@ -35,10 +36,55 @@ def test_id(request: pytest.FixtureRequest) -> str:
     return str(request.node.nodeid)
 
 
+_NAMESPACES: set[str] = set()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sweep_namespaces() -> Iterator[None]:
+    """After the session, delete whatever any test's namespace left at the broker.
+
+    Tests clean up what they know they made; this catches the rest (an application queue a
+    claim created, a test that failed half-way), so the broker does not fill with leftovers.
+    """
+    yield
+    if _NAMESPACES:
+        sweep(tuple(f"{prefix}." for prefix in _NAMESPACES))
+
+
+def sweep(prefixes: tuple[str, ...]) -> None:
+    """Delete every queue and exchange whose name starts with one of ``prefixes``."""
+    listed = {
+        kind: subprocess.run(
+            ["rabbitmqctl", "-q", f"list_{kind}", "name", "--no-table-headers"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        ).stdout.split()
+        for kind in ("queues", "exchanges")
+    }
+
+    async def delete() -> None:
+        connection = await aio_pika.connect(
+            AMQP_URL, client_properties={"connection_name": "test-sweep"}
+        )
+        async with connection:
+            channel = await connection.channel()
+            for queue in listed["queues"]:
+                if queue.startswith(prefixes):
+                    await channel.queue_delete(queue)
+            for exchange in listed["exchanges"]:
+                if exchange.startswith(prefixes):
+                    await channel.exchange_delete(exchange)
+
+    asyncio.run(delete())
+
+
 @pytest.fixture
 async def names(test_id: str) -> AsyncIterator[Names]:
     """A namespace of this test's own; its topology is deleted afterwards."""
     ns = Names(prefix=f"t-{uuid.uuid4().hex[:12]}")
+    _NAMESPACES.add(ns.prefix)
     yield ns
     connection = await aio_pika.connect(AMQP_URL, client_properties={"connection_name": test_id})
     async with connection:
