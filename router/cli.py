@@ -63,6 +63,14 @@ def _build_parser() -> argparse.ArgumentParser:
 
     _add_claims_parser(commands)
 
+    worker = commands.add_parser("worker", help="run a consumer worker: MODULE:OBJECT")
+    worker.add_argument("target", metavar="MODULE:OBJECT", help="e.g. consumers.sms_audit:worker")
+    worker.add_argument("--prefetch", type=int, help="deliveries in flight (WORKER_PREFETCH)")
+    worker.add_argument(
+        "--metrics-port", type=int, help="serve /metrics here (WORKER_METRICS_PORT)"
+    )
+    worker.add_argument("--log-format", choices=["auto", "json", "console"])
+
     queues = commands.add_parser("queues", help="message counts of the router's queues")
     queues.add_argument("--amqp-url", help="RabbitMQ URL (ROUTER_AMQP_URL)")
     queues.add_argument("--namespace", help="prefix of exchange and queue names (attentive)")
@@ -118,6 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _send_test(args)
             case "queues":
                 return _queues(args)
+            case "worker":
+                from consumers.runtime.cli import run_worker_command
+
+                return run_worker_command(args, os.environ)
             case "claims":
                 from router.claims_cli import run_claims_command
 

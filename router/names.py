@@ -38,6 +38,9 @@ DEAD_LETTERED_AT_HEADER = "x-attentive-dead-lettered-at"
 DEAD_LETTER_REASON_HEADER = "x-attentive-dead-letter-reason"
 #: The application that dead-lettered the event.
 APP_HEADER = "x-attentive-app"
+#: The event's routing key on ``attentive.events``, kept when a worker moves it through its
+#: retry tiers and dead-letter queue (those moves change the AMQP routing key).
+ROUTING_KEY_HEADER = "x-attentive-routing-key"
 
 #: CloudEvents 1.0 binary-mode attribute prefix for AMQP application properties.
 CLOUDEVENTS_PREFIX = "cloudEvents:"
@@ -133,6 +136,7 @@ __all__ = [
     "RECEIVED_AT_HEADER",
     "RECEIVED_PATH_HEADER",
     "REPLAY_COUNT_HEADER",
+    "ROUTING_KEY_HEADER",
     "SIGNATURE_HEADER",
     "TRACEBACK_HEADER",
     "Names",

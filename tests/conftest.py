@@ -11,7 +11,8 @@ import os
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import aio_pika
 import pytest
@@ -20,6 +21,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from router import topology
+from router.admin import create_admin_app
 from router.ingress import BROKER, create_app
 from router.names import SIGNATURE_HEADER, Names
 from router.settings import Settings
@@ -141,6 +143,39 @@ async def ingress(make_ingress: MakeIngress, settings: Settings) -> Client:
     return await make_ingress(settings)
 
 
+TOKEN = "test-admin-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+MakeAdmin = Callable[[], Awaitable[Client]]
+
+
+@pytest.fixture
+def admin_settings(settings: Settings, tmp_path: Path) -> Settings:
+    """The test's settings with an admin token and a claims database of its own."""
+    return replace(settings, admin_token=TOKEN, database_url=f"sqlite:///{tmp_path / 'claims.db'}")
+
+
+@pytest.fixture
+async def make_admin(admin_settings: Settings) -> AsyncIterator[MakeAdmin]:
+    """Start an admin API on the test's database (again, to simulate a router restart)."""
+    clients: list[Client] = []
+
+    async def start() -> Client:
+        client = Client(TestServer(create_admin_app(admin_settings)))
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    yield start
+    for client in clients:
+        await client.close()
+
+
+@pytest.fixture
+async def admin(make_admin: MakeAdmin) -> Client:
+    """The admin API under test (claims in a fresh SQLite file)."""
+    return await make_admin()
+
+
 @dataclass
 class Tap:
     """A queue of the test's own bound to the events exchange: what a consumer would see."""
@@ -205,9 +240,12 @@ def signed(body: bytes, key: str = SIGNING_KEY) -> dict[str, str]:
 
 
 __all__ = [
+    "AUTH",
     "OLD_SIGNING_KEY",
     "SIGNING_KEY",
+    "TOKEN",
     "Client",
+    "MakeAdmin",
     "MakeIngress",
     "Tap",
     "TapFactory",

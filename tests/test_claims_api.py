@@ -5,54 +5,20 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from aio_pika.abc import AbstractRobustConnection
-from aiohttp.test_utils import TestServer
 
-from router.admin import create_admin_app
 from router.cli import main
 from router.events import EVENT_TYPES
 from router.examples import example_body
 from router.names import Names
-from router.settings import Settings
-from tests.conftest import Client, depth, signed, take
+from tests.conftest import AUTH, TOKEN, Client, MakeAdmin, depth, signed, take
 
 pytestmark = pytest.mark.broker
 
-TOKEN = "test-admin-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 WEBHOOK = "/webhooks/attentive"
-
-MakeAdmin = Callable[[], Awaitable[Client]]
-
-
-@pytest.fixture
-def admin_settings(settings: Settings, tmp_path: Path) -> Settings:
-    return replace(settings, admin_token=TOKEN, database_url=f"sqlite:///{tmp_path / 'claims.db'}")
-
-
-@pytest.fixture
-async def make_admin(admin_settings: Settings) -> AsyncIterator[MakeAdmin]:
-    """Start an admin API on the test's database (again, to simulate a router restart)."""
-    clients: list[Client] = []
-
-    async def start() -> Client:
-        client = Client(TestServer(create_admin_app(admin_settings)))
-        await client.start_server()
-        clients.append(client)
-        return client
-
-    yield start
-    for client in clients:
-        await client.close()
-
-
-@pytest.fixture
-async def admin(make_admin: MakeAdmin) -> Client:
-    return await make_admin()
 
 
 @pytest.fixture

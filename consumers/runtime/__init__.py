@@ -1,0 +1,1 @@
+"""The worker runtime: handler registration, the middleware pipeline, and the broker loop."""

@@ -1,0 +1,65 @@
+"""``attentive-router worker MODULE:OBJECT``: load a worker definition and run it until a signal."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import signal
+import sys
+from collections.abc import Mapping
+
+from consumers.runtime.errors import ClaimRefused, WorkerConfigError
+from consumers.runtime.runner import WorkerRunner
+from consumers.runtime.settings import WorkerSettings
+from consumers.runtime.worker import Worker
+from router.admin_client import AdminRequestFailed, AdminUnreachable
+from router.observability import configure_logging
+
+
+def load_worker(target: str) -> Worker:
+    """Import ``module:object``; the object is a :class:`Worker` or a function returning one."""
+    module_name, _, attribute = target.partition(":")
+    if not module_name or not attribute:
+        raise WorkerConfigError(
+            f"expected MODULE:OBJECT, such as consumers.sms_audit:worker, not {target!r}"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise WorkerConfigError(f"cannot import {module_name}: {error}") from None
+    found = getattr(module, attribute, None)
+    if callable(found) and not isinstance(found, Worker):
+        found = found()
+    if not isinstance(found, Worker):
+        raise WorkerConfigError(f"{target} is not a consumers.Worker")
+    return found
+
+
+def run_worker_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """The exit code: 0 stopped by a signal, 1 refused or failed, 2 misconfigured."""
+    try:
+        settings = WorkerSettings.from_env(
+            env, prefetch=args.prefetch, metrics_port=args.metrics_port, log_format=args.log_format
+        )
+        worker = load_worker(args.target)
+        configure_logging(settings.log_format, settings.log_level)
+        asyncio.run(_run(worker, settings))
+    except WorkerConfigError as error:
+        print(f"attentive-router worker: {error}", file=sys.stderr)
+        return 2
+    except (ClaimRefused, AdminUnreachable, AdminRequestFailed) as error:
+        print(f"attentive-router worker: refusing to start: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _run(worker: Worker, settings: WorkerSettings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await WorkerRunner(worker, settings).run(stop)
+
+
+__all__ = ["load_worker", "run_worker_command"]

@@ -1,0 +1,169 @@
+"""The pipeline every delivery goes through, outermost first:
+
+    logging ─▶ metrics ─▶ retries ─▶ idempotency ─▶ your handler
+
+Each middleware is an object with ``async def __call__(event, call_next) -> Outcome``: it
+may act before and after the rest of the pipeline. Retry policy lives in :class:`Retries`
+alone: it turns a handler's exception into a typed outcome the runtime settles.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from consumers.runtime.errors import NoHandler, Reject, Retry
+from consumers.runtime.event import Event
+from consumers.runtime.idempotency import IdempotencyStore
+from consumers.runtime.outcomes import DeadLetter, Handled, Outcome, RetryLater, Skipped
+from consumers.runtime.retry import RetryPolicy
+
+Next = Callable[[Event], Awaitable[Outcome]]
+log = structlog.get_logger("consumers")
+
+
+class Middleware(Protocol):
+    async def __call__(self, event: Event, call_next: Next) -> Outcome: ...
+
+
+def chain(middleware: Sequence[Middleware], handler: Next) -> Next:
+    """Compose ``middleware`` around ``handler``, the first one outermost."""
+    call = handler
+    for layer in reversed(middleware):
+        call = _bind(layer, call)
+    return call
+
+
+def _bind(layer: Middleware, call_next: Next) -> Next:
+    async def call(event: Event) -> Outcome:
+        return await layer(event, call_next)
+
+    return call
+
+
+class Logging:
+    """One log line per delivery, with the message id bound for everything logged inside."""
+
+    def __init__(self, app: str) -> None:
+        self.app = app
+
+    async def __call__(self, event: Event, call_next: Next) -> Outcome:
+        started = time.perf_counter()
+        with structlog.contextvars.bound_contextvars(
+            app=self.app, message_id=event.message_id, event_type=event.type, attempt=event.attempt
+        ):
+            outcome = await call_next(event)
+            fields = {
+                "company_id": event.company_id,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+            }
+            match outcome:
+                case Handled():
+                    log.info("event_handled", **fields)
+                case Skipped(reason=reason):
+                    log.info("event_skipped", reason=reason, **fields)
+                case RetryLater(delay_ms=delay_ms, error=error):
+                    log.warning("event_retry", delay_ms=delay_ms, error=_summary(error), **fields)
+                case DeadLetter(reason=reason, error=error):
+                    log.error("event_dead_lettered", reason=reason, error=_summary(error), **fields)
+        return outcome
+
+
+class Metrics:
+    """Counts outcomes and times handlers, in the worker's registry."""
+
+    def __init__(self, app: str, registry: CollectorRegistry) -> None:
+        self.outcomes = Counter(
+            "attentive_worker_events",
+            "Deliveries by outcome (handled, skipped, retry, dead_letter).",
+            ["app", "type", "outcome"],
+            registry=registry,
+        )
+        self.seconds = Histogram(
+            "attentive_worker_handler_seconds",
+            "Time spent in the pipeline per delivery.",
+            ["app"],
+            registry=registry,
+        )
+        self.app = app
+
+    async def __call__(self, event: Event, call_next: Next) -> Outcome:
+        started = time.perf_counter()
+        outcome = await call_next(event)
+        self.seconds.labels(self.app).observe(time.perf_counter() - started)
+        name = {Handled: "handled", Skipped: "skipped", RetryLater: "retry"}.get(
+            type(outcome), "dead_letter"
+        )
+        self.outcomes.labels(self.app, event.type, name).inc()
+        return outcome
+
+
+class Retries:
+    """Exceptions become outcomes: :class:`Reject` dead-letters now; anything else retries
+    through the policy's tiers until ``max_attempts``, then dead-letters."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+
+    async def __call__(self, event: Event, call_next: Next) -> Outcome:
+        try:
+            return await call_next(event)
+        except NoHandler as error:
+            return DeadLetter("no-handler", error)
+        except Reject as error:
+            return DeadLetter("rejected", error)
+        except Exception as error:
+            at_least = error.delay if isinstance(error, Retry) else 0.0
+            delay = self.policy.delay_after(event.attempt, at_least=at_least)
+            if delay is None:
+                return DeadLetter("exhausted", error)
+            return RetryLater(delay, error)
+
+
+class Idempotency:
+    """Skip a message id this application already handled; remember it once handled."""
+
+    def __init__(self, app: str, store: IdempotencyStore) -> None:
+        self.app = app
+        self.store = store
+
+    async def __call__(self, event: Event, call_next: Next) -> Outcome:
+        if await self.store.seen(self.app, event.message_id):
+            return Skipped("duplicate")
+        outcome = await call_next(event)
+        if isinstance(outcome, Handled):
+            await self.store.remember(self.app, event.message_id)
+        return outcome
+
+
+def _summary(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"[:500]
+
+
+def error_summary(error: BaseException) -> str:
+    """``Type: message``, at most 500 characters (for headers and logs)."""
+    return _summary(error)
+
+
+def traceback_summary(error: BaseException, limit: int = 2000) -> str:
+    """The last frames of the traceback, at most ``limit`` characters."""
+    text = "".join(traceback.format_exception(type(error), error, error.__traceback__, limit=-5))
+    return text[-limit:]
+
+
+__all__ = [
+    "Idempotency",
+    "Logging",
+    "Metrics",
+    "Middleware",
+    "Next",
+    "Retries",
+    "chain",
+    "error_summary",
+    "traceback_summary",
+]

@@ -1,0 +1,275 @@
+"""Running a worker against RabbitMQ: claim, consume, settle every delivery, drain on stop.
+
+Every move between queues is publish-with-confirm, then ack: a retry is published to the
+delay tier and a dead letter to the dead-letter queue, and only once RabbitMQ confirmed it is
+the delivery acked. If the publish fails, the delivery is returned (nack, requeue) and comes
+back. A worker killed at any instant leaves its unacked deliveries to be redelivered; one that
+crashes again and again is stopped by the queue's delivery limit (RabbitMQ dead-letters it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+import aio_pika
+import structlog
+from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractRobustConnection
+from aiohttp import web
+from prometheus_client import generate_latest
+
+from consumers.runtime.errors import ClaimRefused, Reject, WorkerConfigError
+from consumers.runtime.event import Event
+from consumers.runtime.middleware import error_summary, traceback_summary
+from consumers.runtime.outcomes import DeadLetter, Handled, Outcome, RetryLater, Skipped
+from consumers.runtime.settings import WorkerSettings
+from consumers.runtime.worker import Worker
+from router.admin_client import AdminClient
+from router.names import (
+    APP_HEADER,
+    ATTEMPT_HEADER,
+    DEAD_LETTER_REASON_HEADER,
+    DEAD_LETTERED_AT_HEADER,
+    ERROR_HEADER,
+    FIRST_FAILED_AT_HEADER,
+    LAST_FAILED_AT_HEADER,
+    ROUTING_KEY_HEADER,
+    TRACEBACK_HEADER,
+)
+from router.topology import declare_app_queue, declare_retry_queues, retry_routing_key
+
+log = structlog.get_logger("consumers")
+
+#: Headers RabbitMQ maintains itself; a republished copy starts without them.
+_BROKER_HEADERS = ("x-delivery-count",)
+
+
+async def claim_events(worker: Worker, settings: WorkerSettings) -> None:
+    """Claim every pattern of the worker through the admin API; :class:`ClaimRefused` if not."""
+    if not settings.admin_token:
+        raise WorkerConfigError(
+            "a worker claims its events through the router's admin API: "
+            "set ROUTER_ADMIN_TOKEN (and ROUTER_ADMIN_URL)"
+        )
+    if not worker.routes:
+        raise WorkerConfigError(f"worker {worker.app} has no handlers")
+    by_company: dict[str | None, list[str]] = defaultdict(list)
+    for spec in worker.claims:
+        by_company[spec.company].append(str(spec.pattern))
+    async with AdminClient(settings.admin_url, settings.admin_token) as admin:
+        for company, patterns in by_company.items():
+            answer = await admin.add_claims(worker.app, patterns, company)
+            if not answer.granted:
+                held = answer.conflicts[0]
+                scope = f"company {held['company']}" if held["company"] else "all companies"
+                raise ClaimRefused(
+                    f"{worker.app} cannot claim {held['wanted']}: application "
+                    f"{held['app']!r} holds {held['event']} ({scope}), claim {held['id']}"
+                )
+    log.info("claims_granted", app=worker.app, claims=[str(s.pattern) for s in worker.claims])
+
+
+class WorkerRunner:
+    """Consumes one application's queue with one worker definition."""
+
+    def __init__(self, worker: Worker, settings: WorkerSettings) -> None:
+        self.worker = worker
+        self.settings = settings
+        self.names = settings.names
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self._retry: AbstractExchange | None = None
+        self._dead: AbstractExchange | None = None
+        self.consuming = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event, *, claim: bool = True) -> None:
+        """Claim, consume until ``stop`` is set, then drain and close."""
+        worker = self.worker
+        if claim:
+            await claim_events(worker, self.settings)
+        await worker.idempotency.open()
+        for hook in worker.on_startup:
+            await hook()
+        metrics = await self._start_metrics()
+        connection: AbstractRobustConnection | None = None
+        try:
+            connection = await aio_pika.connect_robust(
+                self.settings.amqp_url,
+                client_properties={"connection_name": f"worker {worker.app}"},
+                reconnect_interval=1,
+            )
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            await channel.set_qos(prefetch_count=self.settings.prefetch or worker.prefetch)
+            queue = await declare_app_queue(channel, self.names, worker.app)
+            self._retry = await declare_retry_queues(
+                channel, self.names, worker.app, worker.retry.tiers_ms
+            )
+            self._dead = await channel.get_exchange(self.names.app_dead_letter_exchange(worker.app))
+            tag = await queue.consume(self._on_message)
+            self.consuming.set()
+            log.info("worker_consuming", app=worker.app, queue=queue.name)
+            await stop.wait()
+            await self._drain(queue, tag)
+        finally:
+            if connection is not None:
+                await connection.close()  # what was not acked goes back to the queue
+            if metrics is not None:
+                await metrics.cleanup()
+            for hook in worker.on_shutdown:
+                await hook()
+            await worker.idempotency.close()
+            log.info("worker_stopped", app=worker.app)
+
+    async def _drain(self, queue: aio_pika.abc.AbstractQueue, tag: str) -> None:
+        """Stop taking deliveries; give in-flight handlers until the deadline to finish."""
+        self._stopping = True
+        with contextlib.suppress(Exception):
+            await queue.cancel(tag)
+        deadline = self.settings.shutdown_timeout or self.worker.shutdown_timeout
+        if self._tasks:
+            log.info("worker_draining", in_flight=len(self._tasks), deadline_s=deadline)
+            _, pending = await asyncio.wait(self._tasks, timeout=deadline)
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.warning("worker_drain_deadline", unfinished=len(pending))
+                await asyncio.wait(pending, timeout=5)
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        if self._stopping:
+            return  # not started: it goes back to the queue when the channel closes
+        task = asyncio.create_task(self._process(message))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _process(self, message: AbstractIncomingMessage) -> None:
+        headers = dict(message.headers or {})
+        attempt = _int(headers.get(ATTEMPT_HEADER), default=1)
+        try:
+            event = Event.from_body(
+                message.body,
+                message_id=message.message_id,
+                attempt=attempt,
+                routing_key=_routing_key(message),
+                headers=headers,
+            )
+        except Reject as error:
+            await self._settle(message, attempt, DeadLetter("rejected", error))
+            return
+        outcome = await self.worker.handle(event)
+        await self._settle(message, attempt, outcome)
+
+    async def _settle(
+        self, message: AbstractIncomingMessage, attempt: int, outcome: Outcome
+    ) -> None:
+        """Ack, or move the delivery (publish with confirm, then ack); on failure, return it."""
+        try:
+            match outcome:
+                case Handled() | Skipped():
+                    pass
+                case RetryLater(delay_ms=delay_ms, error=error):
+                    now = _now()
+                    await self._republish(
+                        self._retry,
+                        retry_routing_key(delay_ms),
+                        message,
+                        {
+                            ATTEMPT_HEADER: attempt + 1,
+                            ERROR_HEADER: error_summary(error),
+                            FIRST_FAILED_AT_HEADER: _header(message, FIRST_FAILED_AT_HEADER) or now,
+                            LAST_FAILED_AT_HEADER: now,
+                        },
+                    )
+                case DeadLetter(reason=reason, error=error):
+                    now = _now()
+                    await self._republish(
+                        self._dead,
+                        _routing_key(message),
+                        message,
+                        {
+                            ATTEMPT_HEADER: attempt,
+                            ERROR_HEADER: error_summary(error),
+                            TRACEBACK_HEADER: traceback_summary(error),
+                            DEAD_LETTER_REASON_HEADER: reason,
+                            APP_HEADER: self.worker.app,
+                            FIRST_FAILED_AT_HEADER: _header(message, FIRST_FAILED_AT_HEADER) or now,
+                            LAST_FAILED_AT_HEADER: now,
+                            DEAD_LETTERED_AT_HEADER: now,
+                        },
+                    )
+            await message.ack()
+        except Exception as error:
+            log.warning("settle_failed_returning", error=repr(error), message_id=message.message_id)
+            with contextlib.suppress(Exception):
+                await message.nack(requeue=True)
+
+    async def _republish(
+        self,
+        exchange: AbstractExchange | None,
+        routing_key: str,
+        message: AbstractIncomingMessage,
+        extra_headers: dict[str, Any],
+    ) -> None:
+        assert exchange is not None, "topology is declared before consuming"
+        headers = {k: v for k, v in (message.headers or {}).items() if k not in _BROKER_HEADERS}
+        headers[ROUTING_KEY_HEADER] = _routing_key(message)
+        headers.update(extra_headers)
+        copy = aio_pika.Message(
+            message.body,
+            headers=headers,
+            content_type=message.content_type,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=message.message_id,
+            timestamp=message.timestamp,
+        )
+        await exchange.publish(copy, routing_key, timeout=self.settings.publish_timeout)
+
+    async def _start_metrics(self) -> web.AppRunner | None:
+        if not self.settings.metrics_port:
+            return None
+        registry = self.worker.registry
+
+        async def metrics(_: web.Request) -> web.Response:
+            return web.Response(body=generate_latest(registry), content_type="text/plain")
+
+        async def healthz(_: web.Request) -> web.Response:
+            return web.json_response({"status": "alive", "consuming": self.consuming.is_set()})
+
+        app = web.Application()
+        app.router.add_get("/metrics", metrics)
+        app.router.add_get("/healthz", healthz)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, self.settings.metrics_host, self.settings.metrics_port).start()
+        return runner
+
+
+def _now() -> str:
+    return datetime.now(tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _routing_key(message: AbstractIncomingMessage) -> str:
+    """The event's routing key on the events exchange, wherever the delivery came from."""
+    return _header(message, ROUTING_KEY_HEADER) or message.routing_key or ""
+
+
+def _header(message: AbstractIncomingMessage, name: str) -> str | None:
+    value = (message.headers or {}).get(name)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value if isinstance(value, str) else None
+
+
+def _int(value: object, *, default: int) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    if isinstance(value, bytes | str):
+        with contextlib.suppress(ValueError):
+            return max(1, int(value))
+    return default
+
+
+__all__ = ["WorkerRunner", "claim_events"]
