@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import inspect
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from consumers.runtime.errors import ClaimRefused, WorkerConfigError
 from consumers.runtime.runner import WorkerRunner
@@ -29,11 +30,24 @@ def load_worker(target: str) -> Worker:
     except ImportError as error:
         raise WorkerConfigError(f"cannot import {module_name}: {error}") from None
     found = getattr(module, attribute, None)
-    if callable(found) and not isinstance(found, Worker):
-        found = found()
+    if callable(found) and not isinstance(found, Worker) and _takes_no_arguments(found):
+        try:
+            found = found()
+        except Exception as error:
+            raise WorkerConfigError(f"{target}() failed: {error!r}") from None
     if not isinstance(found, Worker):
         raise WorkerConfigError(f"{target} is not a consumers.Worker")
     return found
+
+
+def _takes_no_arguments(function: Callable[..., object]) -> bool:
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return all(
+        p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in parameters
+    )
 
 
 def run_worker_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
