@@ -26,6 +26,7 @@ from consumers.runtime.event import Event
 from consumers.runtime.middleware import error_summary, traceback_summary
 from consumers.runtime.outcomes import DeadLetter, Handled, Outcome, RetryLater, Skipped
 from consumers.runtime.settings import WorkerSettings
+from consumers.runtime.shared_stores import idempotency_store_from_url
 from consumers.runtime.worker import Worker
 from router.admin_client import AdminClient
 from router.names import (
@@ -90,6 +91,8 @@ class WorkerRunner:
         worker = self.worker
         if claim:
             await claim_events(worker, self.settings)
+        if self.settings.idempotency_url:
+            worker.use_idempotency(idempotency_store_from_url(self.settings.idempotency_url))
         await worker.idempotency.open()
         for hook in worker.on_startup:
             await hook()

@@ -33,6 +33,9 @@ class WorkerSettings:
     publish_timeout: float = 10.0
     #: ``WORKER_SHUTDOWN_TIMEOUT``: overrides the worker's own drain deadline.
     shutdown_timeout: float | None = None
+    #: ``WORKER_IDEMPOTENCY_URL``: ``redis://…`` or ``postgresql://…`` to share the handled
+    #: message ids between replicas (else the worker's own store, in memory by default).
+    idempotency_url: str | None = None
     log_format: LogFormat = "auto"
     log_level: str = "info"
 
@@ -52,6 +55,7 @@ class WorkerSettings:
             "metrics_host": env.get("WORKER_METRICS_HOST"),
             "publish_timeout": env.get("WORKER_PUBLISH_TIMEOUT"),
             "shutdown_timeout": env.get("WORKER_SHUTDOWN_TIMEOUT"),
+            "idempotency_url": env.get("WORKER_IDEMPOTENCY_URL"),
             "log_format": env.get("ROUTER_LOG_FORMAT"),
             "log_level": env.get("ROUTER_LOG_LEVEL"),
         }

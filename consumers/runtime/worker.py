@@ -115,6 +115,11 @@ class Worker:
                     specs.append(spec)
         return specs
 
+    def use_idempotency(self, store: IdempotencyStore) -> None:
+        """Replace the idempotency store (before the worker handles anything)."""
+        self.idempotency = store
+        self._pipeline = None
+
     def route(self, event: Event) -> HandlerFn | None:
         """The handler an event goes to, if any."""
         return next((r.handler for r in self.routes if r.matches(event)), None)
