@@ -43,10 +43,26 @@ class WorkerHarness:
         company_id: str = DEFAULT_COMPANY_ID,
         attempt: int = 1,
     ) -> Outcome:
-        """An example of a type (``"sms.sent"``), a payload, a raw body or an :class:`Event`."""
-        outcome = await self.worker.handle(self._event(event, company_id, attempt))
+        """An example of a type (``"sms.sent"``, for ``company_id``), a payload, a raw body or
+        an :class:`Event`. A body that is no event is dead-lettered, as the runtime does."""
+        try:
+            parsed = self._event(event, company_id, attempt)
+        except Reject as error:
+            outcome: Outcome = DeadLetter("rejected", error)
+        else:
+            outcome = await self.worker.handle(parsed)
         self.outcomes.append(outcome)
         return outcome
+
+    async def __aenter__(self) -> WorkerHarness:
+        """Run the worker's start-up hooks (``async with WorkerHarness(worker) as h:``)."""
+        for hook in self.worker.on_startup:
+            await hook()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        for hook in self.worker.on_shutdown:
+            await hook()
 
     async def deliver_until_settled(
         self, event: str | dict[str, Any] | bytes, **kwargs: Any
@@ -54,6 +70,10 @@ class WorkerHarness:
         """Deliver, then keep redelivering while the outcome is a retry (no waiting): the
         sequence of outcomes the event would go through, ending handled or dead-lettered."""
         attempt = kwargs.pop("attempt", 1)
+        if isinstance(event, str):  # one example body, redelivered: the same message id
+            event = orjson.dumps(
+                example_payload(event, kwargs.pop("company_id", DEFAULT_COMPANY_ID))
+            )
         outcomes = [await self.deliver(event, attempt=attempt, **kwargs)]
         while isinstance(outcomes[-1], RetryLater):
             attempt += 1

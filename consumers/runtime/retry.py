@@ -35,7 +35,7 @@ class RetryPolicy:
         if failed_attempt >= self.max_attempts:
             return None
         tiers = self.tiers_ms
-        scheduled = tiers[min(failed_attempt - 1, len(tiers) - 1)]
+        scheduled = round(self.delays[min(failed_attempt - 1, len(self.delays) - 1)] * 1000)
         wanted = round(at_least * 1000)
         if wanted > scheduled:
             return next((t for t in tiers if t >= wanted), tiers[-1])

@@ -17,7 +17,7 @@ from typing import Any
 
 import aio_pika
 import structlog
-from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 from aiohttp import web
 from prometheus_client import generate_latest
 
@@ -93,17 +93,23 @@ class WorkerRunner:
             await claim_events(worker, self.settings)
         if self.settings.idempotency_url:
             worker.use_idempotency(idempotency_store_from_url(self.settings.idempotency_url))
-        await worker.idempotency.open()
-        for hook in worker.on_startup:
-            await hook()
-        metrics = await self._start_metrics()
-        connection: AbstractRobustConnection | None = None
-        try:
+        async with contextlib.AsyncExitStack() as resources:
+            await worker.idempotency.open()
+            resources.push_async_callback(worker.idempotency.close)
+            for hook in worker.on_startup:
+                await hook()
+            for hook in reversed(worker.on_shutdown):
+                resources.push_async_callback(hook)
+            metrics = await self._start_metrics()
+            if metrics is not None:
+                resources.push_async_callback(metrics.cleanup)
             connection = await aio_pika.connect_robust(
                 self.settings.amqp_url,
                 client_properties={"connection_name": f"worker {worker.app}"},
                 reconnect_interval=1,
             )
+            # closed first: what was not acked goes back to the queue
+            resources.push_async_callback(connection.close)
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             await channel.set_qos(prefetch_count=self.settings.prefetch or worker.prefetch)
             queue = await declare_app_queue(channel, self.names, worker.app)
@@ -116,15 +122,7 @@ class WorkerRunner:
             log.info("worker_consuming", app=worker.app, queue=queue.name)
             await stop.wait()
             await self._drain(queue, tag)
-        finally:
-            if connection is not None:
-                await connection.close()  # what was not acked goes back to the queue
-            if metrics is not None:
-                await metrics.cleanup()
-            for hook in worker.on_shutdown:
-                await hook()
-            await worker.idempotency.close()
-            log.info("worker_stopped", app=worker.app)
+        log.info("worker_stopped", app=worker.app)
 
     async def _drain(self, queue: aio_pika.abc.AbstractQueue, tag: str) -> None:
         """Stop taking deliveries; give in-flight handlers until the deadline to finish."""

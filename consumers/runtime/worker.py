@@ -85,6 +85,10 @@ class Worker:
         self, pattern: str, *, companies: Sequence[str] | None = None
     ) -> Callable[[HandlerFn], HandlerFn]:
         """Register the decorated coroutine for events matching ``pattern`` (and companies)."""
+        if isinstance(companies, str):
+            raise WorkerConfigError(
+                f"companies must be a list of ids, not the string {companies!r}"
+            )
         try:
             specs = self._specs(pattern, companies)
         except InvalidClaim as error:
