@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: the router on ROUTER_PORT (8080) with its admin API on ROUTER_ADMIN_PORT (8081),
-# three applications claiming their events, one signed test event of each type sent through
-# it, and where they landed. Ctrl-C stops the router.
+# the three example workers claiming their events, one signed test event of each type sent
+# through it, and what each worker did with them. Ctrl-C stops everything.
 set -euo pipefail
 bin=${VENV:-.venv}/bin
 export ROUTER_SIGNING_KEYS=${ROUTER_SIGNING_KEYS:-dev-signing-key}
@@ -9,46 +9,57 @@ export ROUTER_ADMIN_TOKEN=${ROUTER_ADMIN_TOKEN:-dev-admin-token}
 export ROUTER_PORT=${ROUTER_PORT:-8080}
 export ROUTER_ADMIN_PORT=${ROUTER_ADMIN_PORT:-8081}
 export ROUTER_DATABASE_URL=${ROUTER_DATABASE_URL:-sqlite:///.demo/claims.db}
-base=http://127.0.0.1:$ROUTER_PORT
 export ROUTER_ADMIN_URL=http://127.0.0.1:$ROUTER_ADMIN_PORT
+export ROUTER_LOG_FORMAT=console
+base=http://127.0.0.1:$ROUTER_PORT
+metrics_port=${DEMO_METRICS_PORT:-9101}
+receiver_port=${DEMO_RECEIVER_PORT:-9199}
+mkdir -p .demo
 
-"$bin/attentive-router" serve --log-format console &
-router=$!
-stop() { kill $router 2>/dev/null; wait $router 2>/dev/null || true; }
+pids=()
+stop() { kill "${pids[@]}" 2>/dev/null; wait "${pids[@]}" 2>/dev/null || true; }
 trap stop EXIT
 trap 'stop; exit 0' INT TERM
 
-for _ in $(seq 1 100); do
-  "$bin/python" - "$base/readyz" <<'PY' && break
-import sys, urllib.request
-try:
-    urllib.request.urlopen(sys.argv[1], timeout=1)
-except Exception:
-    sys.exit(1)
-PY
-  kill -0 $router 2>/dev/null || { echo "the router exited; see its log above" >&2; exit 1; }
+"$bin/attentive-router" serve & pids+=($!)
+until "$bin/python" -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=1)" \
+    "$base/readyz" 2>/dev/null; do
+  kill -0 "${pids[0]}" 2>/dev/null || { echo "the router exited; see its log above" >&2; exit 1; }
   sleep 0.2
 done
 
-apps=(--app sms-audit --app email-engagement --app attribute-forwarder)
+"$bin/python" scripts/demo-receiver.py "$receiver_port" & pids+=($!)
+SMS_AUDIT_DB=.demo/sms-audit.db "$bin/attentive-router" worker consumers.sms_audit:worker & pids+=($!)
+WORKER_METRICS_PORT=$metrics_port "$bin/attentive-router" worker consumers.email_engagement:worker & pids+=($!)
+ATTRIBUTE_FORWARDER_URL=http://127.0.0.1:$receiver_port/attributes \
+  "$bin/attentive-router" worker consumers.attribute_forwarder:worker & pids+=($!)
+
+for _ in $(seq 1 100); do
+  [ "$("$bin/attentive-router" claims list --json | "$bin/python" -c \
+      'import json,sys; print(len({c["app"] for c in json.load(sys.stdin)["claims"]}))')" -ge 3 ] && break
+  sleep 0.2
+done
+sleep 1
 echo
-echo "== three applications claim their events (one application per event type per company)"
-"$bin/attentive-router" claims add sms-audit 'sms.*'
-"$bin/attentive-router" claims add email-engagement 'email.*' >/dev/null
-"$bin/attentive-router" claims add attribute-forwarder custom_attribute.set >/dev/null
+echo "== the three example workers claimed their events (one application per type per company)"
 "$bin/attentive-router" claims list
 echo
 echo "== a fourth application asks for sms.subscribed: refused, sms-audit holds sms.*"
 "$bin/attentive-router" claims add growth sms.subscribed || true
 echo
-echo "== queue depths before"
-"$bin/attentive-router" queues "${apps[@]}"
-echo
 echo "== sending one signed test event of each type to $base/webhooks/attentive"
 "$bin/attentive-router" send-test --all --url "$base/webhooks/attentive"
+sleep 2
 echo
-echo "== queue depths after: each event is in its owner's queue"
-"$bin/attentive-router" queues "${apps[@]}"
+echo "== sms-audit's log (python -m consumers.sms_audit query --db .demo/sms-audit.db)"
+"$bin/python" -m consumers.sms_audit query --db .demo/sms-audit.db | tail -n 6
 echo
-echo "The router listens on $base, its admin API on $ROUTER_ADMIN_URL. Ctrl-C to stop."
-wait $router
+echo "== email-engagement's counters (http://127.0.0.1:$metrics_port/metrics)"
+"$bin/python" -c "import urllib.request,sys; print(urllib.request.urlopen(sys.argv[1]).read().decode())" \
+  "http://127.0.0.1:$metrics_port/metrics" | grep '^attentive_email_engagement_total' || true
+echo
+echo "== queue depths: every event was handled"
+"$bin/attentive-router" queues --app sms-audit --app email-engagement --app attribute-forwarder
+echo
+echo "Router on $base, admin API on $ROUTER_ADMIN_URL, workers running. Ctrl-C to stop."
+wait "${pids[0]}"
