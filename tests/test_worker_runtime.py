@@ -299,3 +299,34 @@ async def test_a_poison_event_is_stopped_by_the_delivery_limit_and_dead_lettered
     assert dead.body == body
     assert dead.headers["x-first-death-reason"] == "delivery_limit"
     assert returns == APP_DELIVERY_LIMIT + 1
+
+
+async def test_when_a_retry_cannot_be_confirmed_the_event_is_returned_not_lost(
+    ingress: Client, start_worker: StartWorker, amqp: AbstractRobustConnection, names: Names
+) -> None:
+    # Given a worker whose handler always fails, and whose retry tier has vanished
+    # (its delay queue deleted: a publish there is returned by the broker, never confirmed)
+    deliveries: list[int] = []
+    worker = Worker("unlucky", retry=RetryPolicy(delays=(60.0,), max_attempts=5))
+
+    @worker.on("sms.sent")
+    async def handle(event: Event) -> None:
+        deliveries.append(event.attempt)
+        raise ConnectionError("down")
+
+    await start_worker(worker)
+    channel = await amqp.channel()
+    await channel.queue_delete(names.app_retry_queue("unlucky", 60_000))
+
+    # When an event arrives
+    body = example_body("sms.sent")
+    await post(ingress, body)
+
+    # Then it is never acked without a confirmed move: it keeps coming back as attempt 1,
+    # until the queue's delivery limit hands it to the dead-letter queue: nothing is lost
+    dlq = await channel.get_queue(names.app_dead_letter_queue("unlucky"))
+    (dead,) = await take(dlq, 1, timeout=30)
+    assert dead.body == body
+    assert dead.headers["x-first-death-reason"] == "delivery_limit"
+    assert set(deliveries) == {1}
+    assert len(deliveries) == APP_DELIVERY_LIMIT + 1
