@@ -16,6 +16,7 @@ import orjson
 import structlog
 from aiohttp import web
 
+from router.admin_deadletters import add_deadletter_routes
 from router.claims.bindings import Bindings, BrokerUnavailable
 from router.claims.model import ClaimSpec
 from router.claims.open import store_from_url
@@ -45,6 +46,7 @@ def create_admin_app(settings: Settings, service: ClaimsService | None = None) -
     app.router.add_get("/admin/claims", list_claims)
     app.router.add_post("/admin/claims", add_claims)
     app.router.add_delete("/admin/claims/{id}", remove_claim)
+    add_deadletter_routes(app, settings)
     return app
 
 

@@ -62,6 +62,9 @@ def _build_parser() -> argparse.ArgumentParser:
     send.add_argument("--signing-key", help="default: the first of ROUTER_SIGNING_KEYS")
 
     _add_claims_parser(commands)
+    from router.deadletters_cli import add_deadletter_parsers
+
+    add_deadletter_parsers(commands, _Parser)
 
     worker = commands.add_parser("worker", help="run a consumer worker: MODULE:OBJECT")
     worker.add_argument("target", metavar="MODULE:OBJECT", help="e.g. consumers.sms_audit:worker")
@@ -130,6 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from consumers.runtime.cli import run_worker_command
 
                 return run_worker_command(args, os.environ)
+            case "dlq" | "unrouted" | "invalid":
+                from router.deadletters_cli import run_deadletter_command
+
+                return run_deadletter_command(args, os.environ)
             case "claims":
                 from router.claims_cli import run_claims_command
 

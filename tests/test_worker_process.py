@@ -79,7 +79,7 @@ async def test_a_worker_killed_mid_handler_loses_nothing(
     hung = start_worker_process(SAMPLE_WORKER_HANG="1")
     log = tmp_path / "worker.log"
     body = example_body("sms.sent")
-    await wait_for_claim(admin, "killable")
+    await wait_for_line(tmp_path / "worker-process.log", "worker_consuming")
     response = await ingress.post("/webhooks/attentive", data=body, headers=signed(body))
     mid = (await response.json())["message_id"]
     await wait_for_line(log, f"start {mid}")
@@ -93,17 +93,6 @@ async def test_a_worker_killed_mid_handler_loses_nothing(
     await wait_for_line(log, f"done {mid}")
     async with asyncio.timeout(10):
         while await depth(amqp, names.app_queue("killable")) != 0:
-            await asyncio.sleep(0.05)
-
-
-async def wait_for_claim(admin: Client, app: str) -> None:
-    """The worker process claims at start-up (and so gets its binding): wait for that."""
-    async with asyncio.timeout(20):
-        while True:
-            response = await admin.get("/admin/claims", params={"app": app}, headers=AUTH)
-            answer = await response.json()
-            if answer["claims"]:
-                return
             await asyncio.sleep(0.05)
 
 
