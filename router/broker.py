@@ -1,25 +1,25 @@
-"""The router's one connection to RabbitMQ: robust, confirm-mode, every wait bounded.
+"""The router's one connection to RabbitMQ: confirm-mode, every wait bounded, reconnecting.
 
 :class:`Broker` connects in the background (the ingress serves 503 until it is up),
-declares the topology, reconnects by itself, and publishes each message with a publisher
-confirm awaited under a timeout. Many publishes share the channel and are in flight at
-once; each awaits only its own confirm. Anything short of a broker ack raises
-:class:`~router.errors.PublishFailed`.
+declares the topology, reconnects by itself (to another node of the list when its node is
+gone), and publishes each message with a publisher confirm awaited under a timeout. Many
+publishes share the channel and are in flight at once; each awaits only its own confirm.
+Anything short of a broker ack raises :class:`~router.errors.PublishFailed`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable
+from collections.abc import Sequence
 
-import aio_pika
 import aiormq
 import structlog
-from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractConnection
 from pamqp.commands import Basic
 
-from router.errors import PublishFailed
+from router.amqp import connect_first, redact, split_urls
+from router.errors import PublishFailed, RouterError
 from router.names import Names
 from router.topology import Topology, declare
 
@@ -32,32 +32,38 @@ DECLARE_TIMEOUT = 10.0
 
 
 class Broker:
-    """A robust confirm-mode channel to RabbitMQ and the router's declared topology."""
+    """A confirm-mode channel to RabbitMQ and the router's declared topology.
+
+    It connects to the first listed node that answers and, when that connection is lost,
+    connects again, starting with the next node, and declares the topology again.
+    """
 
     def __init__(
         self,
-        url: str,
+        urls: str | Sequence[str],
         names: Names,
         *,
         confirm_timeout: float,
         connection_name: str = "attentive-router",
     ) -> None:
-        self._url = url
+        self._urls = split_urls(urls)
         self._names = names
         self._confirm_timeout = confirm_timeout
         self._connection_name = connection_name
-        self._connection: AbstractRobustConnection | None = None
-        self._channel: AbstractRobustChannel | None = None
+        self._connection: AbstractConnection | None = None
+        self._channel: AbstractChannel | None = None
         self._topology: Topology | None = None
-        self._connect_task: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None
         self._closing = False
+        #: Index of the URL currently (or last) connected to.
+        self.node = 0
 
     # -- life cycle -------------------------------------------------------------------
 
     def start(self) -> None:
         """Begin connecting in the background; :attr:`ready` tells when it is done."""
-        if self._connect_task is None:
-            self._connect_task = asyncio.create_task(self._connect_until_up())
+        if self._task is None:
+            self._task = asyncio.create_task(self._stay_connected())
 
     async def wait_ready(self, timeout: float) -> None:
         """Wait until :attr:`ready` (raises TimeoutError)."""
@@ -66,36 +72,39 @@ class Broker:
                 await asyncio.sleep(0.05)
 
     async def close(self) -> None:
-        """Stop connecting and close the connection."""
+        """Stop reconnecting and close the connection."""
         self._closing = True
-        if self._connect_task is not None:
-            self._connect_task.cancel()
+        if self._task is not None:
+            self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._connect_task
-        if self._connection is not None:
+                await self._task
+        if self._connection is not None and not self._connection.is_closed:
             await self._connection.close()
 
-    async def _connect_until_up(self) -> None:
+    async def _stay_connected(self) -> None:
         attempt = 0
-        while True:
+        start = 0
+        while not self._closing:
             attempt += 1
             try:
-                await self._connect()
-            except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as error:
+                connection = await self._connect(start)
+            except (RouterError, OSError, aiormq.exceptions.AMQPError, TimeoutError) as error:
                 if attempt == 1 or attempt % 30 == 0:
-                    log.warning("broker_unreachable", attempt=attempt, error=repr(error))
+                    log.warning("broker_unreachable", attempt=attempt, error=str(error))
+                start = (start + 1) % len(self._urls)
                 await asyncio.sleep(RECONNECT_INTERVAL)
-            else:
-                log.info("broker_connected", attempt=attempt)
+                continue
+            log.info("broker_connected", attempt=attempt, node=redact(self._urls[self.node]))
+            attempt = 0
+            await connection.closed()
+            self._topology = None
+            if self._closing:
                 return
+            log.warning("broker_connection_lost", node=redact(self._urls[self.node]))
+            start = (self.node + 1) % len(self._urls)  # another node first
 
-    async def _connect(self) -> None:
-        connection = await aio_pika.connect_robust(
-            self._url,
-            timeout=DECLARE_TIMEOUT,
-            reconnect_interval=RECONNECT_INTERVAL,
-            client_properties={"connection_name": self._connection_name},
-        )
+    async def _connect(self, start: int) -> AbstractConnection:
+        connection, self.node = await connect_first(self._urls, start, name=self._connection_name)
         try:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             async with asyncio.timeout(DECLARE_TIMEOUT):
@@ -103,20 +112,10 @@ class Broker:
         except BaseException:
             await connection.close()
             raise
-        connection.reconnect_callbacks.add(self._on_reconnected)
-        connection.close_callbacks.add(self._on_connection_lost)
+        # a channel closed by the broker takes the connection with it: one way to recover
+        channel.close_callbacks.add(lambda *_: asyncio.ensure_future(connection.close()))
         self._connection, self._channel, self._topology = connection, channel, topology
-
-    def _on_reconnected(self, *_: object) -> Awaitable[None] | None:
-        log.info("broker_reconnected")
-        return None
-
-    def _on_connection_lost(
-        self, _: object, error: BaseException | None = None
-    ) -> Awaitable[None] | None:
-        if not self._closing:
-            log.warning("broker_connection_lost", error=repr(error))
-        return None
+        return connection
 
     # -- state ------------------------------------------------------------------------
 
@@ -124,12 +123,7 @@ class Broker:
     def connected(self) -> bool:
         """The connection is open and the topology was declared on it."""
         connection = self._connection
-        return (
-            connection is not None
-            and self._topology is not None
-            and connection.connected.is_set()
-            and not connection.is_closed
-        )
+        return connection is not None and self._topology is not None and not connection.is_closed
 
     @property
     def blocked(self) -> bool:
@@ -184,7 +178,7 @@ class Broker:
             raise PublishFailed(f"unexpected confirmation {confirmation!r}")
 
 
-def _is_blocked(connection: AbstractRobustConnection) -> bool:
+def _is_blocked(connection: AbstractConnection) -> bool:
     # aiormq tracks Connection.Blocked/Unblocked in a private event and exposes no
     # property for it; tests/test_broker_faults.py fails if that ever changes.
     transport = connection.transport

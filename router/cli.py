@@ -35,6 +35,9 @@ def _build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the webhook ingress")
     serve.add_argument("--host", help="address to listen on (ROUTER_HOST, default 0.0.0.0)")
     serve.add_argument("--port", type=int, help="port to listen on (ROUTER_PORT, default 8080)")
+    serve.add_argument(
+        "--workers", type=int, help="ingress processes sharing the port (ROUTER_WORKERS, 1)"
+    )
     serve.add_argument("--amqp-url", help="RabbitMQ URL (ROUTER_AMQP_URL)")
     serve.add_argument(
         "--signing-key",
@@ -65,6 +68,9 @@ def _build_parser() -> argparse.ArgumentParser:
     from router.deadletters_cli import add_deadletter_parsers
 
     add_deadletter_parsers(commands, _Parser)
+    from router.attentive_cli import add_attentive_parser
+
+    add_attentive_parser(commands, _Parser)
 
     worker = commands.add_parser("worker", help="run a consumer worker: MODULE:OBJECT")
     worker.add_argument("target", metavar="MODULE:OBJECT", help="e.g. consumers.sms_audit:worker")
@@ -137,6 +143,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from router.deadletters_cli import run_deadletter_command
 
                 return run_deadletter_command(args, os.environ)
+            case "attentive":
+                from router.attentive_cli import run_attentive_command
+
+                return run_attentive_command(args, os.environ)
             case "claims":
                 from router.claims_cli import run_claims_command
 
@@ -154,13 +164,14 @@ def _serve(args: argparse.Namespace) -> int:
     import structlog
 
     from router.observability import configure_logging
-    from router.server import serve
+    from router.server import run
 
     keys = tuple(k for raw in args.signing_keys or () for k in parse_keys(raw)) or None
     settings = Settings.from_env(
         os.environ,
         host=args.host,
         port=args.port,
+        workers=args.workers,
         amqp_url=args.amqp_url,
         signing_keys=keys,
         max_body_bytes=args.max_body_bytes,
@@ -176,8 +187,7 @@ def _serve(args: argparse.Namespace) -> int:
     structlog.get_logger("router").info(
         "starting", signing_keys=len(settings.signing_keys), namespace=settings.namespace
     )
-    asyncio.run(serve(settings))
-    return 0
+    return run(settings)
 
 
 def _send_test(args: argparse.Namespace) -> int:

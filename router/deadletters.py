@@ -3,9 +3,10 @@
 
 Every operation walks the queue once with ``basic.get``, without acking: a message it leaves
 alone stays unacked until the walk ends, when closing the channel returns every one of them
-to the queue, where it was (the DLQ is a classic queue, which keeps positions; the quorum
-queues ``unrouted`` and ``invalid`` keep them too on RabbitMQ 3.10, though each walk adds one
-to their ``x-delivery-count``). Pulling one at a time keeps memory flat however long the
+to the queue, where it was: the DLQ is a classic queue, which keeps positions. ``unrouted``
+and ``invalid`` are quorum queues (no delivery limit: a walk adds one to each
+``x-delivery-count``), which return messages in another order: a walk keeps what is in them,
+not their order. Pulling one at a time keeps memory flat however long the
 queue is. A message leaves the queue only by an ack, and a replayed one only after the
 broker confirmed its copy, so an event is never lost; a walk killed midway returns
 everything it had not yet acked, and an event whose copy was confirmed but not yet acked is
@@ -27,6 +28,7 @@ import aiormq
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
+from router.amqp import connect_first
 from router.claims.model import EventPattern, validate_app
 from router.errors import PublishFailed, RouterError
 from router.masking import mask_payload, mask_text
@@ -349,7 +351,7 @@ class DeadLetters:
 
     async def _depth(self, parked: Parked) -> int:
         try:
-            connection = await aio_pika.connect(self._url)
+            connection, _ = await connect_first(self._url, name="attentive-router depth")
             async with connection:
                 channel = await connection.channel()
                 queue = await channel.declare_queue(parked.queue, passive=True)
@@ -364,12 +366,7 @@ class DeadLetters:
         progress: Progress | None,
     ) -> int:
         """Get every message that was in the queue when the walk began, once; return the count."""
-        try:
-            connection = await aio_pika.connect(
-                self._url, client_properties={"connection_name": f"attentive-router {parked.kind}"}
-            )
-        except (OSError, aiormq.exceptions.AMQPError) as error:
-            raise RouterError(f"cannot reach RabbitMQ: {error!r}") from None
+        connection, _ = await connect_first(self._url, name=f"attentive-router {parked.kind}")
         async with connection:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             try:

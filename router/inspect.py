@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
 
-import aio_pika
 import aiormq
 
+from router.amqp import connect_first
 from router.errors import RouterError
 from router.names import Names
 
@@ -19,11 +18,7 @@ async def queue_depths(
 
     Passive declares: nothing is created or consumed.
     """
-    try:
-        async with asyncio.timeout(timeout):
-            connection = await aio_pika.connect(amqp_url)
-    except (OSError, aiormq.exceptions.AMQPError, TimeoutError) as error:
-        raise RouterError(f"cannot reach RabbitMQ at {_redact(amqp_url)}: {error!r}") from None
+    connection, _ = await connect_first(amqp_url, name="attentive-router queues", timeout=timeout)
     depths: dict[str, int] = {}
     async with connection:
         for queue_name in (*map(names.app_queue, apps), names.unrouted_queue, names.invalid_queue):
@@ -37,10 +32,6 @@ async def queue_depths(
             depths[queue_name] = queue.declaration_result.message_count or 0
             await channel.close()
     return depths
-
-
-def _redact(url: str) -> str:
-    return str(aio_pika.connection.make_url(url).with_password("***"))
 
 
 __all__ = ["queue_depths"]

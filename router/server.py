@@ -2,11 +2,18 @@
 
 Both run in one process and one event loop; SIGTERM or SIGINT stops them together (the
 ingress finishes its in-flight requests first, then the broker connection closes).
+
+``--workers N`` (``ROUTER_WORKERS``) starts N such processes on one port (SO_REUSEPORT: the
+kernel spreads connections between them), so one machine's cores are used. They start and
+stop together: a signal to the parent reaches all of them, and if one dies the others are
+stopped. Only the first runs the admin listener.
 """
 
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import os
 import signal
 
 import structlog
@@ -14,6 +21,7 @@ from aiohttp import web
 
 from router.admin import create_admin_app
 from router.ingress import create_app
+from router.observability import configure_logging
 from router.settings import Settings
 
 log = structlog.get_logger("router")
@@ -22,7 +30,48 @@ log = structlog.get_logger("router")
 SHUTDOWN_TIMEOUT = 15.0
 
 
-async def serve(settings: Settings) -> None:
+def run(settings: Settings) -> int:
+    """Run ``settings.workers`` ingress processes until a signal; the exit code."""
+    if settings.workers == 1:
+        asyncio.run(serve(settings))
+        return 0
+    context = multiprocessing.get_context("spawn")
+    children = [
+        context.Process(target=_child, args=(settings, index), name=f"ingress-{index}")
+        for index in range(settings.workers)
+    ]
+    stopping = False
+
+    def forward(signum: int, _: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            if child.is_alive() and child.pid is not None:
+                os.kill(child.pid, signal.SIGTERM)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, forward)
+    for child in children:
+        child.start()
+    log.info("serving_processes", workers=settings.workers, port=settings.port)
+    while any(child.is_alive() for child in children):
+        for child in children:
+            child.join(timeout=0.2)
+            if child.exitcode not in (None, 0) and not stopping:
+                log.error("ingress_process_died", process=child.name, exitcode=child.exitcode)
+                forward(signal.SIGTERM, None)
+    failed = [c.name for c in children if c.exitcode not in (0, -signal.SIGTERM)]
+    return 1 if failed and not stopping else 0
+
+
+def _child(settings: Settings, index: int) -> None:
+    configure_logging(settings.log_format, settings.log_level)
+    structlog.contextvars.bind_contextvars(process=index)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards SIGTERM
+    asyncio.run(serve(settings, admin=index == 0, reuse_port=True))
+
+
+async def serve(settings: Settings, *, admin: bool = True, reuse_port: bool = False) -> None:
     """Run until SIGTERM/SIGINT."""
     runners: list[web.AppRunner] = []
     stop = asyncio.Event()
@@ -35,17 +84,17 @@ async def serve(settings: Settings) -> None:
         )
         await ingress.setup()
         runners.append(ingress)
-        await web.TCPSite(ingress, settings.host, settings.port).start()
+        await web.TCPSite(ingress, settings.host, settings.port, reuse_port=reuse_port).start()
         log.info("serving", listener="webhooks", host=settings.host, port=settings.port)
-        if settings.admin_token:
-            admin = web.AppRunner(create_admin_app(settings), access_log=None)
-            await admin.setup()
-            runners.append(admin)
-            await web.TCPSite(admin, settings.admin_host, settings.admin_port).start()
+        if settings.admin_token and admin:
+            admin_runner = web.AppRunner(create_admin_app(settings), access_log=None)
+            await admin_runner.setup()
+            runners.append(admin_runner)
+            await web.TCPSite(admin_runner, settings.admin_host, settings.admin_port).start()
             log.info(
                 "serving", listener="admin", host=settings.admin_host, port=settings.admin_port
             )
-        else:
+        elif not settings.admin_token:
             log.info("admin_api_disabled", reason="ROUTER_ADMIN_TOKEN is not set")
         await stop.wait()
         log.info("stopping")
@@ -54,4 +103,4 @@ async def serve(settings: Settings) -> None:
             await runner.cleanup()
 
 
-__all__ = ["serve"]
+__all__ = ["run", "serve"]

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from router.amqp import split_urls
 from router.errors import ConfigError
 from router.names import Names
 
@@ -23,11 +24,14 @@ _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 class Settings:
     """Everything the ingress needs to run."""
 
+    #: One RabbitMQ URL, or several comma-separated (one per cluster node).
     amqp_url: str = DEFAULT_AMQP_URL
     #: Every key a signature is accepted under (several during a key rotation).
     signing_keys: tuple[str, ...] = ()
     host: str = "0.0.0.0"
     port: int = 8080
+    #: Ingress processes sharing the port (SO_REUSEPORT).
+    workers: int = 1
     #: Bodies larger than this are refused with 413.
     max_body_bytes: int = 256 * 1024
     #: How long a publish may wait for the broker's confirm before the ingress answers 503.
@@ -67,6 +71,8 @@ class Settings:
         for name, port in (("ROUTER_PORT", self.port), ("ROUTER_ADMIN_PORT", self.admin_port)):
             if not 0 < port < 65536:
                 raise ConfigError(f"{name} must be between 1 and 65535, not {port}")
+        if not 1 <= self.workers <= 64:
+            raise ConfigError(f"ROUTER_WORKERS must be between 1 and 64, not {self.workers}")
         if self.max_body_bytes <= 0:
             raise ConfigError("ROUTER_MAX_BODY_BYTES must be positive")
         if not (math.isfinite(self.confirm_timeout) and self.confirm_timeout > 0):
@@ -77,6 +83,7 @@ class Settings:
             raise ConfigError(f"ROUTER_LOG_LEVEL must be one of {', '.join(_LOG_LEVELS).lower()}")
         if self.log_format not in ("auto", "json", "console"):
             raise ConfigError("ROUTER_LOG_FORMAT must be auto, json or console")
+        split_urls(self.amqp_url)  # raises ConfigError naming a URL that is not amqp(s)://
         if not self.namespace or any(c in self.namespace for c in " *#"):
             raise ConfigError("ROUTER_NAMESPACE must be a non-empty name without spaces, * or #")
 
@@ -111,7 +118,7 @@ def _convert(name: str, raw: str) -> Any:
         match name:
             case "signing_keys":
                 return parse_keys(raw)
-            case "port" | "admin_port" | "max_body_bytes" | "retry_after":
+            case "port" | "admin_port" | "max_body_bytes" | "retry_after" | "workers":
                 return int(raw)
             case "confirm_timeout":
                 return float(raw)

@@ -65,7 +65,7 @@ APP_DELIVERY_LIMIT = 20
 
 
 async def declare_app_queue(
-    channel: AbstractChannel, names: Names, app: str
+    channel: AbstractChannel, names: Names, app: str, *, with_dead_letter_queue: bool = True
 ) -> aio_pika.abc.AbstractQueue:
     """The durable quorum queue of one application (its replicas share it), and its neighbours.
 
@@ -75,15 +75,22 @@ async def declare_app_queue(
         .requeue (fanout) ──▶ attentive.app.<app>      (expired retries come back this way)
 
     The dead-letter queue is a classic queue: ops list it by taking every message and putting
-    them all back, which on a classic queue keeps their order and counts toward no limit.
+    them all back, which on a classic queue keeps their order (a quorum queue returns them
+    in another order) and counts toward no limit. Not being replicated, it is unavailable
+    while its node is down: a dead-letter publish then comes back unroutable (the worker
+    returns the delivery, so it waits in the application queue), and RabbitMQ's at-least-once
+    dead-lettering keeps what it moves until the queue is back. A worker therefore declares
+    everything but the DLQ itself (``with_dead_letter_queue=False``): it can start while the
+    DLQ's node is down. The router declares the DLQ when a claim is granted.
     """
     dead = await channel.declare_exchange(
         names.app_dead_letter_exchange(app), aio_pika.ExchangeType.FANOUT, durable=True
     )
-    dlq = await channel.declare_queue(
-        names.app_dead_letter_queue(app), durable=True, arguments=CLASSIC_QUEUE_ARGUMENTS
-    )
-    await dlq.bind(dead)
+    if with_dead_letter_queue:
+        dlq = await channel.declare_queue(
+            names.app_dead_letter_queue(app), durable=True, arguments=CLASSIC_QUEUE_ARGUMENTS
+        )
+        await dlq.bind(dead)
     queue = await channel.declare_queue(
         names.app_queue(app),
         durable=True,

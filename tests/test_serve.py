@@ -17,8 +17,9 @@ import pytest
 
 from router.cli import main
 from router.events import EVENT_TYPES
+from router.examples import example_body
 from router.names import Names
-from tests.conftest import AMQP_URL, SIGNING_KEY, TapFactory
+from tests.conftest import AMQP_URL, SIGNING_KEY, TapFactory, signed
 
 pytestmark = pytest.mark.broker
 
@@ -148,3 +149,52 @@ def test_serve_refuses_to_start_without_a_signing_key() -> None:
     assert done.returncode == 2
     assert done.stderr.decode().strip().count("\n") == 0
     assert b"ROUTER_SIGNING_KEYS" in done.stderr
+
+
+def _ingress_children(pid: int) -> list[int]:
+    """The parent's ingress processes (not multiprocessing's resource tracker)."""
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    children = [int(p) for p in path.read_text().split()] if path.exists() else []
+    return [c for c in children if b"spawn_main" in _cmdline(c)]
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return b"zombie" in Path(f"/proc/{pid}/status").read_bytes().lower()
+    except OSError:
+        return True
+
+
+async def test_serve_with_workers_runs_that_many_processes_on_one_port_and_stops_them_all(
+    start_router: StartRouter, tap_factory: TapFactory
+) -> None:
+    # Given the router started with two ingress processes
+    router = start_router(ROUTER_WORKERS="2")
+    tap = await tap_factory("#")
+    async with aiohttp.ClientSession() as session:
+        await wait_ready(session, router.port)
+
+        # Then two children serve the one port, and events go through
+        async with asyncio.timeout(20):
+            while len(_ingress_children(router.process.pid)) < 2:
+                await asyncio.sleep(0.1)
+        children = _ingress_children(router.process.pid)
+        assert len(children) == 2
+        url = f"http://127.0.0.1:{router.port}/webhooks/attentive"
+        for event_type in EVENT_TYPES:
+            body = example_body(event_type)
+            async with session.post(url, data=body, headers=signed(body)) as response:
+                assert response.status == 200
+        assert len(await tap.take(11)) == 11
+
+    # When the parent gets SIGTERM, every process stops
+    router.process.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(router.process.wait, 30) == 0
+    assert all(_gone(child) for child in children)

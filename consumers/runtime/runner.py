@@ -16,8 +16,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
+import aiormq
 import structlog
-from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
+from aio_pika.abc import AbstractConnection, AbstractExchange, AbstractIncomingMessage
 from aiohttp import web
 from prometheus_client import generate_latest
 
@@ -29,6 +30,7 @@ from consumers.runtime.settings import WorkerSettings
 from consumers.runtime.shared_stores import idempotency_store_from_url
 from consumers.runtime.worker import Worker
 from router.admin_client import AdminClient
+from router.amqp import BrokerUnreachable, connect_first
 from router.names import (
     APP_HEADER,
     ATTEMPT_HEADER,
@@ -44,6 +46,8 @@ from router.topology import declare_app_queue, declare_retry_queues, retry_routi
 
 log = structlog.get_logger("consumers")
 
+#: Seconds between attempts to reach a broker node.
+RECONNECT_INTERVAL = 1.0
 #: Headers RabbitMQ maintains itself; a republished copy starts without them.
 _BROKER_HEADERS = ("x-delivery-count",)
 
@@ -103,26 +107,62 @@ class WorkerRunner:
             metrics = await self._start_metrics()
             if metrics is not None:
                 resources.push_async_callback(metrics.cleanup)
-            connection = await aio_pika.connect_robust(
-                self.settings.amqp_url,
-                client_properties={"connection_name": f"worker {worker.app}"},
-                reconnect_interval=1,
-            )
-            # closed first: what was not acked goes back to the queue
-            resources.push_async_callback(connection.close)
-            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            await channel.set_qos(prefetch_count=self.settings.prefetch or worker.prefetch)
-            queue = await declare_app_queue(channel, self.names, worker.app)
-            self._retry = await declare_retry_queues(
-                channel, self.names, worker.app, worker.retry.tiers_ms
-            )
-            self._dead = await channel.get_exchange(self.names.app_dead_letter_exchange(worker.app))
-            tag = await queue.consume(self._on_message)
-            self.consuming.set()
-            log.info("worker_consuming", app=worker.app, queue=queue.name)
-            await stop.wait()
-            await self._drain(queue, tag)
+            await self._consume_until_stopped(stop)
         log.info("worker_stopped", app=worker.app)
+
+    async def _consume_until_stopped(self, stop: asyncio.Event) -> None:
+        """Consume on one node; when its connection is lost, go on with the next node."""
+        worker, start = self.worker, 0
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                try:
+                    connection, node = await connect_first(
+                        self.settings.amqp_url, start, name=f"worker {worker.app}"
+                    )
+                except BrokerUnreachable as error:
+                    log.warning("broker_unreachable", error=str(error))
+                    start += 1
+                    await asyncio.wait({stopping}, timeout=RECONNECT_INTERVAL)
+                    continue
+                try:
+                    queue, tag = await self._start_consuming(connection)
+                    log.info("worker_consuming", app=worker.app, queue=queue.name, node=node)
+                    lost = asyncio.ensure_future(connection.closed())
+                    await asyncio.wait({stopping, lost}, return_when=asyncio.FIRST_COMPLETED)
+                    if stop.is_set():
+                        await self._drain(queue, tag)
+                        return
+                    log.warning("broker_connection_lost", app=worker.app, node=node)
+                    start = node + 1  # unacked deliveries come back; another node first
+                except (aiormq.exceptions.AMQPError, OSError, RuntimeError) as error:
+                    log.warning("consume_failed", app=worker.app, error=repr(error))
+                    start = node + 1
+                    await asyncio.wait({stopping}, timeout=RECONNECT_INTERVAL)
+                finally:
+                    self.consuming.clear()
+                    if not connection.is_closed:
+                        await connection.close()  # what was not acked goes back to the queue
+        finally:
+            stopping.cancel()
+
+    async def _start_consuming(
+        self, connection: AbstractConnection
+    ) -> tuple[aio_pika.abc.AbstractQueue, str]:
+        worker = self.worker
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        channel.close_callbacks.add(lambda *_: asyncio.ensure_future(connection.close()))
+        await channel.set_qos(prefetch_count=self.settings.prefetch or worker.prefetch)
+        queue = await declare_app_queue(
+            channel, self.names, worker.app, with_dead_letter_queue=False
+        )
+        self._retry = await declare_retry_queues(
+            channel, self.names, worker.app, worker.retry.tiers_ms
+        )
+        self._dead = await channel.get_exchange(self.names.app_dead_letter_exchange(worker.app))
+        tag = await queue.consume(self._on_message)
+        self.consuming.set()
+        return queue, tag
 
     async def _drain(self, queue: aio_pika.abc.AbstractQueue, tag: str) -> None:
         """Stop taking deliveries; give in-flight handlers until the deadline to finish."""

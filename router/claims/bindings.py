@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
-import aio_pika
 import aiormq
 
 from router import topology
+from router.amqp import BrokerUnreachable, connect_first
 from router.errors import PublishFailed
 from router.names import Names
 
@@ -44,9 +44,7 @@ class Bindings:
             return
         try:
             async with asyncio.timeout(self._timeout):
-                connection = await aio_pika.connect(
-                    self._url, client_properties={"connection_name": "attentive-router claims"}
-                )
+                connection, _ = await connect_first(self._url, name="attentive-router claims")
                 async with connection:
                     channel = await connection.channel()
                     events = self._names.events_exchange
@@ -59,7 +57,7 @@ class Bindings:
                         queue = await topology.declare_app_queue(channel, self._names, app)
                         for key in sorted(keys):
                             await queue.unbind(events, key)
-        except (OSError, TimeoutError, aiormq.exceptions.AMQPError) as error:
+        except (OSError, TimeoutError, aiormq.exceptions.AMQPError, BrokerUnreachable) as error:
             raise BrokerUnavailable(
                 f"RabbitMQ did not take the binding change: {error!r}"
             ) from None

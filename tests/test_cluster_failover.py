@@ -1,0 +1,163 @@
+"""A real 3-node RabbitMQ cluster on local ports: the node the ingress (and a worker) is
+connected to stops mid-stream; every event answered 2xx still reaches its owner.
+
+Slow (the nodes take a while to start), still part of ``make test``; the nodes are removed
+afterwards, and the machine's own broker is not touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from consumers import Event, Worker
+from consumers.runtime.runner import WorkerRunner
+from consumers.runtime.settings import WorkerSettings
+from router.admin import create_admin_app
+from router.events import message_id
+from router.examples import example_body
+from router.ingress import BROKER
+from router.names import Names
+from router.settings import Settings
+from tests.conftest import AUTH, TOKEN, Client, MakeIngress, signed
+from tests.rabbit_cluster import LocalCluster
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+WEBHOOK = "/webhooks/attentive"
+
+
+@pytest.fixture
+def cluster() -> Iterator[LocalCluster]:
+    nodes = LocalCluster(size=3)
+    try:
+        nodes.start()
+        yield nodes
+    finally:
+        nodes.stop()
+
+
+@pytest.fixture
+def cluster_settings(settings: Settings, cluster: LocalCluster, tmp_path: Path) -> Settings:
+    return replace(
+        settings,
+        amqp_url=cluster.urls,
+        admin_token=TOKEN,
+        database_url=f"sqlite:///{tmp_path / 'claims.db'}",
+        confirm_timeout=2.0,
+    )
+
+
+@pytest.fixture
+async def cluster_admin(cluster_settings: Settings) -> AsyncIterator[Client]:
+    client = Client(TestServer(create_admin_app(cluster_settings)))
+    await client.start_server()
+    yield client
+    await client.close()
+
+
+class Stream:
+    """Posts distinct signed events, remembering every answer."""
+
+    def __init__(self, ingress: Client) -> None:
+        self.ingress = ingress
+        self.answers: dict[bytes, int] = {}
+        self._stop = asyncio.Event()
+        self._next = 0
+
+    async def _sender(self) -> None:
+        while not self._stop.is_set():
+            self._next += 1
+            body = example_body("sms.sent", "acme", external_id=self._next)
+            try:
+                response = await self.ingress.post(WEBHOOK, data=body, headers=signed(body))
+                self.answers[body] = response.status
+            except Exception:
+                self.answers[body] = 0
+            await asyncio.sleep(0.003)
+
+    @contextlib.asynccontextmanager
+    async def running(self, senders: int = 4) -> AsyncIterator[None]:
+        tasks = [asyncio.create_task(self._sender()) for _ in range(senders)]
+        try:
+            yield
+        finally:
+            self._stop.set()
+            await asyncio.gather(*tasks)
+
+    def count(self, status: int) -> int:
+        return Counter(self.answers.values())[status]
+
+    async def until(self, status: int, at_least: int, timeout: float = 60) -> None:
+        async with asyncio.timeout(timeout):
+            while self.count(status) < at_least:
+                await asyncio.sleep(0.05)
+
+
+async def test_the_ingress_and_a_worker_move_to_another_node_and_nothing_answered_2xx_is_lost(
+    cluster: LocalCluster,
+    cluster_settings: Settings,
+    cluster_admin: Client,
+    make_ingress: MakeIngress,
+    names: Names,
+) -> None:
+    # Given an application owning sms.* on a 3-node cluster (its quorum queue replicated)
+    response = await cluster_admin.post(
+        "/admin/claims", json={"app": "sms-audit", "events": ["sms.*"]}, headers=AUTH
+    )
+    assert response.status == 201
+    handled: Counter[str] = Counter()
+    worker = Worker("sms-audit", prefetch=64)
+
+    @worker.on("sms.*")
+    async def record(event: Event) -> None:
+        handled[event.message_id] += 1
+
+    runner = WorkerRunner(
+        worker,
+        WorkerSettings(amqp_url=cluster.urls, namespace=names.prefix, shutdown_timeout=5),
+    )
+    stop_worker = asyncio.Event()
+    worker_task = asyncio.create_task(runner.run(stop_worker, claim=False))
+    ingress = await make_ingress(cluster_settings)
+    broker = ingress.app[BROKER]
+
+    # And events streaming through the ingress
+    stream = Stream(ingress)
+    async with stream.running():
+        await stream.until(200, at_least=200)
+
+        # When the node the ingress is connected to stops mid-stream
+        victim = cluster.nodes[broker.node]
+        await asyncio.to_thread(victim.stop)
+
+        # Then the ingress moves to another node and accepts again
+        accepted_before = stream.count(200)
+        await stream.until(200, at_least=accepted_before + 200, timeout=90)
+        assert cluster.nodes[broker.node] is not victim
+
+    # And every event answered 200 was handled by its owner (duplicates allowed, none lost)
+    accepted = {message_id(body) for body, status in stream.answers.items() if status == 200}
+    try:
+        async with asyncio.timeout(60):
+            while not accepted <= handled.keys():
+                await asyncio.sleep(0.1)
+    finally:
+        stop_worker.set()
+        await asyncio.wait_for(worker_task, 30)
+    statuses = Counter(stream.answers.values())
+    duplicates = sum(n - 1 for n in handled.values() if n > 1)
+    print(
+        f"\nsent={len(stream.answers)} 200={statuses[200]} 503={statuses[503]} "
+        f"other={len(stream.answers) - statuses[200] - statuses[503]} "
+        f"handled={len(handled)} duplicates={duplicates} "
+        f"missing={len(accepted - handled.keys())}"
+    )
+    assert set(statuses) <= {200, 503}, statuses  # while it could not publish: 503, not 2xx
