@@ -127,7 +127,7 @@ async def receive_webhook(request: web.Request) -> web.Response:
                 await _publish(app, event, body)
             except PublishFailed as error:
                 return _unavailable(request, settings, error, event)
-            app[METRICS].published.labels(event.type, "true" if event.known else "false").inc()
+            app[METRICS].count_published(event.type, event.known)
             return _answer(
                 request,
                 Outcome.ACCEPTED,
@@ -292,7 +292,7 @@ async def _observe(
         )
     record = request.get(_RECORD)
     if record is not None:
-        request.app[METRICS].requests.labels(record.outcome.value).inc()
+        request.app[METRICS].request_outcomes[record.outcome].inc()
         log.info(
             "webhook",
             outcome=record.outcome.value,

@@ -75,11 +75,19 @@ class Metrics:
             "1 when connected to RabbitMQ with the topology declared and not blocked.",
             registry=self.registry,
         )
-        # Resolve the label children of the hot path once.
-        for outcome in Outcome:
-            self.requests.labels(outcome.value)
-        for event_type in EVENT_TYPES:
-            self.published.labels(event_type, "true")
+        # The label children of the hot path, resolved once (labels() takes a lock each call).
+        self.request_outcomes = {
+            outcome: self.requests.labels(outcome.value) for outcome in Outcome
+        }
+        self._published_by_type = {t: self.published.labels(t, "true") for t in EVENT_TYPES}
+
+    def count_published(self, event_type: str, known: bool) -> None:
+        """One more event of ``event_type`` published (unknown types get their own label)."""
+        child = self._published_by_type.get(event_type)
+        if child is None:
+            child = self.published.labels(event_type, "true" if known else "false")
+            self._published_by_type[event_type] = child
+        child.inc()
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

@@ -36,10 +36,16 @@ def configure_logging(log_format: LogFormat = "auto", level: str = "info") -> No
         renderer = structlog.processors.JSONRenderer(serializer=_json_str)
     else:
         renderer = structlog.dev.ConsoleRenderer()
+    # Our own events (one per request on the hot path) go out as bytes straight from orjson.
+    own: list[Processor] = [*shared, renderer]
+    factory: Any = structlog.WriteLoggerFactory(sys.stderr)
+    if as_json and hasattr(sys.stderr, "buffer"):
+        own = [*shared, structlog.processors.JSONRenderer(serializer=orjson.dumps)]
+        factory = structlog.BytesLoggerFactory(sys.stderr.buffer)
     structlog.configure(
-        processors=[*shared, renderer],
+        processors=own,
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
-        logger_factory=structlog.WriteLoggerFactory(sys.stderr),
+        logger_factory=factory,
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stderr)

@@ -15,6 +15,8 @@ import asyncio
 import multiprocessing
 import os
 import signal
+from collections.abc import Coroutine
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -30,10 +32,29 @@ log = structlog.get_logger("router")
 SHUTDOWN_TIMEOUT = 15.0
 
 
+async def _stop_when_orphaned(parent: int, stop: asyncio.Event) -> None:
+    """A child whose parent died (even by SIGKILL) stops too: they run and stop together."""
+    while os.getppid() == parent:
+        await asyncio.sleep(1.0)
+    log.warning("parent_gone_stopping", parent=parent)
+    stop.set()
+
+
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on uvloop where it is installed (it is, on Linux and macOS): its event
+    loop and transports cost the ingress a good part less CPU per request than asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
+
+
 def run(settings: Settings) -> int:
     """Run ``settings.workers`` ingress processes until a signal; the exit code."""
     if settings.workers == 1:
-        asyncio.run(serve(settings))
+        run_loop(serve(settings))
         return 0
     context = multiprocessing.get_context("spawn")
     children = [
@@ -68,11 +89,13 @@ def _child(settings: Settings, index: int) -> None:
     configure_logging(settings.log_format, settings.log_level)
     structlog.contextvars.bind_contextvars(process=index)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards SIGTERM
-    asyncio.run(serve(settings, admin=index == 0, reuse_port=True))
+    run_loop(serve(settings, admin=index == 0, reuse_port=True, parent=os.getppid()))
 
 
-async def serve(settings: Settings, *, admin: bool = True, reuse_port: bool = False) -> None:
-    """Run until SIGTERM/SIGINT."""
+async def serve(
+    settings: Settings, *, admin: bool = True, reuse_port: bool = False, parent: int | None = None
+) -> None:
+    """Run until SIGTERM/SIGINT (or, for a child of ``serve --workers``, its parent's death)."""
     runners: list[web.AppRunner] = []
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -96,11 +119,14 @@ async def serve(settings: Settings, *, admin: bool = True, reuse_port: bool = Fa
             )
         elif not settings.admin_token:
             log.info("admin_api_disabled", reason="ROUTER_ADMIN_TOKEN is not set")
+        watchdog = asyncio.create_task(_stop_when_orphaned(parent, stop)) if parent else None
         await stop.wait()
+        if watchdog is not None:
+            watchdog.cancel()
         log.info("stopping")
     finally:
         for runner in runners:
             await runner.cleanup()
 
 
-__all__ = ["run", "serve"]
+__all__ = ["run", "run_loop", "serve"]

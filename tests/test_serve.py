@@ -73,8 +73,12 @@ def start_router(names: Names, tmp_path: Path) -> Iterator[StartRouter]:
     yield start
     for router in started:
         if router.process.poll() is None:
-            router.process.kill()
-            router.process.wait(timeout=10)
+            router.process.terminate()  # SIGTERM reaches its ingress processes too
+            try:
+                router.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                router.process.kill()
+                router.process.wait(timeout=10)
 
 
 async def wait_ready(session: aiohttp.ClientSession, port: int) -> None:
@@ -198,3 +202,22 @@ async def test_serve_with_workers_runs_that_many_processes_on_one_port_and_stops
     router.process.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(router.process.wait, 30) == 0
     assert all(_gone(child) for child in children)
+
+
+async def test_ingress_processes_stop_when_their_parent_is_killed(
+    start_router: StartRouter,
+) -> None:
+    router = start_router(ROUTER_WORKERS="2")
+    async with aiohttp.ClientSession() as session:
+        await wait_ready(session, router.port)
+    async with asyncio.timeout(20):
+        while len(_ingress_children(router.process.pid)) < 2:
+            await asyncio.sleep(0.1)
+    children = _ingress_children(router.process.pid)
+
+    router.process.kill()  # SIGKILL: the parent cannot forward anything
+    await asyncio.to_thread(router.process.wait, 10)
+
+    async with asyncio.timeout(15):
+        while not all(_gone(child) for child in children):
+            await asyncio.sleep(0.2)
