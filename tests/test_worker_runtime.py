@@ -11,14 +11,19 @@ from dataclasses import dataclass
 import aio_pika
 import pytest
 from aio_pika.abc import AbstractRobustConnection
+from aiohttp.test_utils import TestServer
 
 from consumers import ClaimRefused, Event, Reject, RetryPolicy, Worker
 from consumers.runtime.runner import WorkerRunner
 from consumers.runtime.settings import WorkerSettings
+from router.admin import create_admin_app
+from router.admin_client import AdminUnreachable
 from router.examples import example_body
 from router.names import Names
+from router.settings import Settings
 from router.topology import APP_DELIVERY_LIMIT, declare_app_queue
 from tests.conftest import AMQP_URL, AUTH, TOKEN, Client, depth, signed, take
+from tests.test_serve import free_port
 
 pytestmark = pytest.mark.broker
 
@@ -330,3 +335,52 @@ async def test_when_a_retry_cannot_be_confirmed_the_event_is_returned_not_lost(
     assert dead.headers["x-first-death-reason"] == "delivery_limit"
     assert set(deliveries) == {1}
     assert len(deliveries) == APP_DELIVERY_LIMIT + 1
+
+
+async def test_a_worker_keeps_asking_an_admin_api_that_is_not_up_yet(
+    admin_settings: Settings, names: Names
+) -> None:
+    # Given a worker starting while the router (and so its admin API) is still down
+    port = free_port()
+    worker = Worker("patient")
+
+    @worker.on("sms.sent")
+    async def handle(event: Event) -> None:
+        return None
+
+    settings = WorkerSettings(
+        amqp_url=AMQP_URL,
+        admin_url=f"http://127.0.0.1:{port}",
+        admin_token=TOKEN,
+        namespace=names.prefix,
+        claim_timeout=20,
+    )
+    stop = asyncio.Event()
+    runner = WorkerRunner(worker, settings)
+    task = asyncio.create_task(runner.run(stop))
+    await asyncio.sleep(1.5)
+    assert not task.done()
+
+    # When the router comes up, the worker claims and consumes
+    admin = Client(TestServer(create_admin_app(admin_settings), port=port))
+    await admin.start_server()
+    try:
+        await until(runner.consuming.is_set, timeout=20)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await admin.close()
+
+
+async def test_a_worker_gives_up_on_an_admin_api_that_never_answers(names: Names) -> None:
+    worker = Worker("impatient")
+
+    @worker.on("sms.sent")
+    async def handle(event: Event) -> None:
+        return None
+
+    settings = WorkerSettings(
+        admin_url=f"http://127.0.0.1:{free_port()}", admin_token=TOKEN, claim_timeout=1.0
+    )
+    with pytest.raises(AdminUnreachable):
+        await WorkerRunner(worker, settings).run(asyncio.Event())

@@ -29,7 +29,7 @@ from consumers.runtime.outcomes import DeadLetter, Handled, Outcome, RetryLater,
 from consumers.runtime.settings import WorkerSettings
 from consumers.runtime.shared_stores import idempotency_store_from_url
 from consumers.runtime.worker import Worker
-from router.admin_client import AdminClient
+from router.admin_client import AdminClient, AdminRequestFailed, AdminUnreachable, ClaimAnswer
 from router.amqp import BrokerUnreachable, connect_first
 from router.names import (
     APP_HEADER,
@@ -64,17 +64,37 @@ async def claim_events(worker: Worker, settings: WorkerSettings) -> None:
     by_company: dict[str | None, list[str]] = defaultdict(list)
     for spec in worker.claims:
         by_company[spec.company].append(str(spec.pattern))
-    async with AdminClient(settings.admin_url, settings.admin_token) as admin:
-        for company, patterns in by_company.items():
-            answer = await admin.add_claims(worker.app, patterns, company)
-            if not answer.granted:
-                held = answer.conflicts[0]
-                scope = f"company {held['company']}" if held["company"] else "all companies"
-                raise ClaimRefused(
-                    f"{worker.app} cannot claim {held['wanted']}: application "
-                    f"{held['app']!r} holds {held['event']} ({scope}), claim {held['id']}"
-                )
+    deadline = asyncio.get_running_loop().time() + settings.claim_timeout
+    for company, patterns in by_company.items():
+        answer = await _claim_with_retries(worker.app, patterns, company, settings, deadline)
+        if not answer.granted:
+            held = answer.conflicts[0]
+            scope = f"company {held['company']}" if held["company"] else "all companies"
+            raise ClaimRefused(
+                f"{worker.app} cannot claim {held['wanted']}: application "
+                f"{held['app']!r} holds {held['event']} ({scope}), claim {held['id']}"
+            )
     log.info("claims_granted", app=worker.app, claims=[str(s.pattern) for s in worker.claims])
+
+
+async def _claim_with_retries(
+    app: str, patterns: list[str], company: str | None, settings: WorkerSettings, deadline: float
+) -> ClaimAnswer:
+    """Ask the admin API, retrying while it is unreachable or unavailable (a router being
+    restarted) until ``deadline``; a refusal or a bad request is final at once."""
+    loop = asyncio.get_running_loop()
+    delay = 0.5
+    while True:
+        try:
+            async with AdminClient(settings.admin_url, settings.admin_token) as admin:
+                return await admin.add_claims(app, patterns, company)
+        except (AdminUnreachable, AdminRequestFailed) as error:
+            retryable = isinstance(error, AdminUnreachable) or error.status in (502, 503, 504)
+            if not retryable or loop.time() + delay > deadline:
+                raise
+            log.warning("claim_retrying", app=app, error=str(error), retry_in_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 class WorkerRunner:

@@ -11,7 +11,7 @@ from router.names import Names
 from router.settings import DEFAULT_AMQP_URL, LogFormat
 
 _INTS = frozenset({"prefetch", "metrics_port"})
-_FLOATS = frozenset({"publish_timeout", "shutdown_timeout"})
+_FLOATS = frozenset({"publish_timeout", "shutdown_timeout", "claim_timeout"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -29,6 +29,8 @@ class WorkerSettings:
     #: ``WORKER_METRICS_PORT``: serve /metrics and /healthz there; 0 for none.
     metrics_port: int = 0
     metrics_host: str = "127.0.0.1"
+    #: ``WORKER_CLAIM_TIMEOUT``: how long start-up keeps asking an unreachable admin API.
+    claim_timeout: float = 60.0
     #: ``WORKER_PUBLISH_TIMEOUT``: how long a retry/dead-letter publish waits for its confirm.
     publish_timeout: float = 10.0
     #: ``WORKER_SHUTDOWN_TIMEOUT``: overrides the worker's own drain deadline.
@@ -54,6 +56,7 @@ class WorkerSettings:
             "metrics_port": env.get("WORKER_METRICS_PORT"),
             "metrics_host": env.get("WORKER_METRICS_HOST"),
             "publish_timeout": env.get("WORKER_PUBLISH_TIMEOUT"),
+            "claim_timeout": env.get("WORKER_CLAIM_TIMEOUT"),
             "shutdown_timeout": env.get("WORKER_SHUTDOWN_TIMEOUT"),
             "idempotency_url": env.get("WORKER_IDEMPOTENCY_URL"),
             "log_format": env.get("ROUTER_LOG_FORMAT"),
