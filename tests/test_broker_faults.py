@@ -12,6 +12,7 @@ import contextlib
 import subprocess
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 
 import aio_pika
 import pytest
@@ -133,23 +134,54 @@ async def test_broker_stopped_mid_stream_no_2xx_without_confirm_and_recovery(
     assert not missing, f"{len(missing)} events answered 200 never reached the queue"
 
 
-@pytest.fixture
-def memory_watermark() -> Iterator[str]:
-    """The node's memory high watermark, put back afterwards."""
-    original = rabbitmqctl("eval", "vm_memory_monitor:get_vm_memory_high_watermark().").strip()
-    yield original
-    value = original if original.replace(".", "", 1).isdigit() else "0.4"
-    rabbitmqctl("set_vm_memory_high_watermark", value)
+@dataclass(frozen=True)
+class Alarm:
+    """How to raise one kind of resource alarm on the node, and how to clear it."""
+
+    kind: str
+    raise_args: tuple[str, ...]
+    read: str  # an Erlang expression giving the current limit
+    set_command: str
+    fallback: str
 
 
-async def test_a_memory_alarm_blocks_publishing_503_until_it_clears(
-    ingress: Client, names: Names, tap_factory: TapFactory, memory_watermark: str
+ALARMS = [
+    Alarm(
+        "memory",
+        ("set_vm_memory_high_watermark", "0"),  # every byte is too many
+        "vm_memory_monitor:get_vm_memory_high_watermark().",
+        "set_vm_memory_high_watermark",
+        "0.4",
+    ),
+    Alarm(
+        "disk",
+        ("set_disk_free_limit", "100000GB"),  # more free disk than any machine has
+        "rabbit_disk_monitor:get_disk_free_limit().",
+        "set_disk_free_limit",
+        "50000000",
+    ),
+]
+
+
+@pytest.fixture(params=ALARMS, ids=[a.kind for a in ALARMS])
+def alarm(request: pytest.FixtureRequest) -> Iterator[tuple[Alarm, str]]:
+    """A kind of alarm and the node's current limit for it, put back afterwards."""
+    kind: Alarm = request.param
+    original = rabbitmqctl("eval", kind.read).strip()
+    yield kind, original
+    value = original if original.replace(".", "", 1).isdigit() else kind.fallback
+    rabbitmqctl(kind.set_command, value)
+
+
+async def test_a_resource_alarm_blocks_publishing_503_until_it_clears(
+    ingress: Client, names: Names, tap_factory: TapFactory, alarm: tuple[Alarm, str]
 ) -> None:
+    kind, original = alarm
     tap = await tap_factory("#")
     body = example_body("email.sent")
 
-    # When RabbitMQ raises a memory alarm (watermark 0: every byte is too many)
-    await ctl("set_vm_memory_high_watermark", "0")
+    # When RabbitMQ raises a memory or disk alarm
+    await ctl(*kind.raise_args)
 
     # Then a webhook is answered 503 with Retry-After within the confirm timeout (2 s here):
     # RabbitMQ stops reading from publishers, so no confirm comes
@@ -171,7 +203,7 @@ async def test_a_memory_alarm_blocks_publishing_503_until_it_clears(
     assert response.status == 503
 
     # When the alarm clears, service resumes on its own
-    await ctl("set_vm_memory_high_watermark", memory_watermark)
+    await ctl(kind.set_command, original)
     await wait_ready(ingress, timeout=30)
     response = await ingress.post(URL, data=body, headers=signed(body))
     assert response.status == 200
