@@ -202,10 +202,10 @@ async def test_no_event_answered_2xx_is_lost_through_broker_worker_and_router_fa
 ) -> None:
     # Given the router and three workers, each owning its channel's types
     system.start_router()
-    await wait_until(lambda: _ready(system.port), 60)
+    await wait_until(lambda: ready(system.port), 60)
     for app in APPS:
         system.start_worker(app)
-    await wait_until(lambda: _claims(system) == len(APPS), 60)
+    await wait_until(lambda: claimed_apps(system.admin_port) == len(APPS), 60)
 
     stream = Stream(f"http://127.0.0.1:{system.port}/webhooks/attentive")
     async with stream.running():
@@ -239,7 +239,7 @@ async def test_no_event_answered_2xx_is_lost_through_broker_worker_and_router_fa
         system.router.terminate()
         await asyncio.to_thread(system.router.wait, 30)
         system.start_router()
-        await wait_until(lambda: _ready(system.port), 60)
+        await wait_until(lambda: ready(system.port), 60)
         await stream.more_accepted(300)
 
     # Then every event answered 2xx was handled by its owner, and only by its owner
@@ -278,7 +278,8 @@ async def test_no_event_answered_2xx_is_lost_through_broker_worker_and_router_fa
     assert not missing, f"{len(missing)} events answered 2xx were never handled"
 
 
-def _ready(port: int) -> bool:
+def ready(port: int) -> bool:
+    """Whether the ingress on ``port`` answers /readyz with 200."""
     import urllib.request
 
     try:
@@ -288,11 +289,12 @@ def _ready(port: int) -> bool:
         return False
 
 
-def _claims(system: System) -> int:
+def claimed_apps(admin_port: int) -> int:
+    """How many applications hold claims (0 while the admin API does not answer)."""
     import urllib.request
 
     request = urllib.request.Request(
-        f"http://127.0.0.1:{system.admin_port}/admin/claims",
+        f"http://127.0.0.1:{admin_port}/admin/claims",
         headers={"Authorization": f"Bearer {TOKEN}"},
     )
     try:
