@@ -22,9 +22,9 @@ lint: $(STAMP)  ## ruff and mypy --strict
 unit: $(STAMP)  ## only the tests that need no broker
 	$(BIN)/pytest -m "not broker"
 
-bench: $(STAMP)  ## ingress throughput and latency against a bare aio-pika publisher (not a test)
+bench: $(STAMP)  ## the benchmark suite (not a test); BENCH_ARGS="--quick" for a smoke run
 	@scripts/ensure-rabbitmq.sh
-	$(BIN)/python bench/ingress.py
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 install: $(STAMP)
 

@@ -15,6 +15,7 @@ from consumers.runtime.runner import WorkerRunner
 from consumers.runtime.settings import WorkerSettings
 from consumers.runtime.worker import Worker
 from router.admin_client import AdminRequestFailed, AdminUnreachable
+from router.loop import run_loop
 from router.observability import configure_logging
 
 
@@ -58,7 +59,7 @@ def run_worker_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         )
         worker = load_worker(args.target)
         configure_logging(settings.log_format, settings.log_level)
-        asyncio.run(_run(worker, settings))
+        run_loop(_run(worker, settings))
     except WorkerConfigError as error:
         print(f"attentive-router worker: {error}", file=sys.stderr)
         return 2

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -91,16 +91,23 @@ class Metrics:
             registry=registry,
         )
         self.app = app
+        self._seconds = self.seconds.labels(app)
+        self._counters: dict[tuple[str, type], Any] = {}  # label children, resolved once
 
     async def __call__(self, event: Event, call_next: Next) -> Outcome:
         started = time.perf_counter()
         outcome = await call_next(event)
-        self.seconds.labels(self.app).observe(time.perf_counter() - started)
-        name = {Handled: "handled", Skipped: "skipped", RetryLater: "retry"}.get(
-            type(outcome), "dead_letter"
-        )
-        self.outcomes.labels(self.app, event.type, name).inc()
+        self._seconds.observe(time.perf_counter() - started)
+        key = (event.type, type(outcome))
+        counter = self._counters.get(key)
+        if counter is None:
+            name = _OUTCOME_NAMES.get(type(outcome), "dead_letter")
+            counter = self._counters[key] = self.outcomes.labels(self.app, event.type, name)
+        counter.inc()
         return outcome
+
+
+_OUTCOME_NAMES: dict[type, str] = {Handled: "handled", Skipped: "skipped", RetryLater: "retry"}
 
 
 class Retries:

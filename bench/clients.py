@@ -1,0 +1,270 @@
+"""The bench's own client processes; each prints one JSON line and exits.
+
+    python -m bench.clients publish --exchange X [--seconds S --warmup W --in-flight 64]
+    python -m bench.clients prefill --exchange X --queue Q --count N
+    python -m bench.clients consume --queue Q --count N [--prefetch 256]
+    python -m bench.clients send --url URL [--rate 1000 --seconds S --warmup W]
+
+``publish`` is the bare aio-pika publisher (confirms, N in flight, no HTTP): the client-side
+ceiling. ``consume`` is the bare aio-pika consumer (manual ack). ``send`` is an open-loop
+HTTP sender: request i leaves at start + i/rate whatever the server does, and its body
+carries ``bench_sent_at`` (``time.time()`` just before it is sent) for the end-to-end
+latency. ``--loop uvloop`` runs any of them on uvloop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import json
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import aio_pika
+import aiohttp
+import orjson
+from aio_pika.abc import AbstractIncomingMessage
+
+from bench.common import (
+    AMQP_URL,
+    KEY,
+    PAYLOAD_BYTES,
+    SENT_AT,
+    SEQ,
+    WARMUP,
+    BenchError,
+    amqp_message,
+    parsed,
+    payload_bodies,
+    payload_templates,
+    summarize_ms,
+)
+from router.signing import sign
+
+
+async def publish(exchange_name: str, seconds: float, warmup: float, in_flight: int) -> Any:
+    """Publish for ``seconds`` (after ``warmup``) with ``in_flight`` awaiting confirms."""
+    bodies = payload_bodies(PAYLOAD_BYTES)
+    events = [parsed(body) for body in bodies]
+    loop = asyncio.get_running_loop()
+    connection = await aio_pika.connect(AMQP_URL, timeout=10)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(exchange_name)
+
+        async def run(until: float, latencies: list[float] | None, offset: int) -> None:
+            i = offset
+            while loop.time() < until:
+                k = i % len(bodies)
+                started = time.perf_counter()
+                await exchange.publish(
+                    amqp_message(bodies[k], events[k]), routing_key=events[k].routing_key
+                )
+                if latencies is not None:
+                    latencies.append((time.perf_counter() - started) * 1000)
+                i += in_flight
+
+        if warmup > 0:
+            until = loop.time() + warmup
+            await asyncio.gather(*(run(until, None, n) for n in range(in_flight)))
+        latencies: list[float] = []
+        started = time.perf_counter()
+        until = loop.time() + seconds
+        await asyncio.gather(*(run(until, latencies, n) for n in range(in_flight)))
+        elapsed = time.perf_counter() - started
+    return {
+        "messages": len(latencies),
+        "seconds": round(elapsed, 3),
+        "msgs_per_s": round(len(latencies) / elapsed),
+        **summarize_ms(latencies),
+    }
+
+
+async def prefill(exchange_name: str, queue_name: str, count: int, timeout: float) -> Any:
+    """Publish ``count`` unique events (confirmed), then wait until the queue holds them."""
+    templates = payload_templates(PAYLOAD_BYTES)
+    started = time.perf_counter()
+    connection = await aio_pika.connect(AMQP_URL, timeout=10)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(exchange_name)
+        counter = iter(range(count))
+
+        async def publisher() -> None:
+            for i in counter:
+                body = orjson.dumps({**templates[i % len(templates)], SEQ: i})
+                event = parsed(body)
+                await exchange.publish(amqp_message(body, event), routing_key=event.routing_key)
+
+        await asyncio.wait_for(asyncio.gather(*(publisher() for _ in range(64))), timeout)
+        queue = await channel.declare_queue(queue_name, passive=True)
+        deadline = time.monotonic() + 30
+        while (queue.declaration_result.message_count or 0) < count:
+            if time.monotonic() > deadline:
+                raise BenchError(
+                    f"{queue_name} holds {queue.declaration_result.message_count} of {count}"
+                )
+            await asyncio.sleep(0.2)
+            queue = await channel.declare_queue(queue_name, passive=True)
+        held = queue.declaration_result.message_count
+    return {"published": count, "depth": held, "seconds": round(time.perf_counter() - started, 2)}
+
+
+async def consume(queue_name: str, count: int, prefetch: int, timeout: float) -> Any:
+    """Drain ``count`` deliveries, acking each; the rate from the first to the last arrival."""
+    done = asyncio.Event()
+    first = last = 0.0
+    seen = 0
+    connection = await aio_pika.connect(AMQP_URL, timeout=10)
+    async with connection:
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=prefetch)
+        queue = await channel.get_queue(queue_name)
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            nonlocal first, last, seen
+            now = time.perf_counter()
+            seen += 1
+            if seen == 1:
+                first = now
+            await message.ack()
+            if seen == count:
+                last = now
+                done.set()
+
+        tag = await queue.consume(on_message)
+        try:
+            await asyncio.wait_for(done.wait(), timeout)
+        except TimeoutError:
+            raise BenchError(f"consumed {seen} of {count} in {timeout:.0f} s") from None
+        finally:
+            with contextlib.suppress(Exception):
+                await queue.cancel(tag)
+    return {
+        "messages": count,
+        "seconds": round(last - first, 3),
+        "msgs_per_s": round((count - 1) / (last - first)) if last > first else None,
+        "prefetch": prefetch,
+    }
+
+
+async def send(url: str, rate: float, seconds: float, warmup: float) -> Any:
+    """Open loop: request i at start + i/rate, each in its own task, body stamped at send."""
+    templates = payload_templates(PAYLOAD_BYTES)
+    clock = time.perf_counter  # uvloop's loop.time() has a 1 ms resolution
+    total = int(rate * (warmup + seconds))
+    measured_from = int(rate * warmup)
+    latencies: list[float] = []
+    statuses: dict[str, int] = {}
+    errors = 0
+    tasks: set[asyncio.Task[None]] = set()
+    max_lag = 0.0
+    connector = aiohttp.TCPConnector(limit=0, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def one(i: int, scheduled: float) -> None:
+            nonlocal errors
+            payload = {**templates[i % len(templates)], SENT_AT: time.time()}
+            if i < measured_from:
+                payload[WARMUP] = True  # the e2e worker does not count it
+            body = orjson.dumps(payload)
+            headers = {
+                "Content-Type": "application/json",
+                "x-attentive-hmac-sha256": sign(body, KEY),
+            }
+            try:
+                async with session.post(url, data=body, headers=headers) as response:
+                    await response.read()
+                    status = response.status
+            except (aiohttp.ClientError, TimeoutError):
+                if i >= measured_from:
+                    errors += 1
+                return
+            if i >= measured_from:
+                latencies.append((clock() - scheduled) * 1000)
+                statuses[str(status)] = statuses.get(str(status), 0) + 1
+
+        start = clock() + 0.05
+        for i in range(total):
+            scheduled = start + i / rate
+            wait = scheduled - clock()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            else:
+                max_lag = max(max_lag, -wait)
+            task = asyncio.create_task(one(i, scheduled))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        span = clock() - (start + measured_from / rate)
+        if tasks:
+            await asyncio.wait(set(tasks), timeout=15)
+    return {
+        "requests": total - measured_from,
+        "achieved_rps": round((total - measured_from) / span, 1) if span > 0 else None,
+        "statuses": statuses,
+        "errors": errors,
+        "sched_lag_max_ms": round(max_lag * 1000, 3),
+        "http": summarize_ms(latencies),
+    }
+
+
+def run_on(loop_name: str, coroutine: Coroutine[Any, Any, Any]) -> Any:
+    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    if loop_name == "uvloop":
+        factory = importlib.import_module("uvloop").new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(coroutine)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.clients")
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
+    commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("publish")
+    p.add_argument("--exchange", required=True)
+    p.add_argument("--seconds", type=float, default=10)
+    p.add_argument("--warmup", type=float, default=2)
+    p.add_argument("--in-flight", type=int, default=64)
+    f = commands.add_parser("prefill")
+    f.add_argument("--exchange", required=True)
+    f.add_argument("--queue", required=True)
+    f.add_argument("--count", type=int, required=True)
+    f.add_argument("--timeout", type=float, default=600)
+    c = commands.add_parser("consume")
+    c.add_argument("--queue", required=True)
+    c.add_argument("--count", type=int, required=True)
+    c.add_argument("--prefetch", type=int, default=256)
+    c.add_argument("--timeout", type=float, default=600)
+    s = commands.add_parser("send")
+    s.add_argument("--url", required=True)
+    s.add_argument("--rate", type=float, default=1000)
+    s.add_argument("--seconds", type=float, default=10)
+    s.add_argument("--warmup", type=float, default=2)
+    args = parser.parse_args(argv)
+    coroutine: Coroutine[Any, Any, Any]
+    match args.command:
+        case "publish":
+            coroutine = publish(args.exchange, args.seconds, args.warmup, args.in_flight)
+        case "prefill":
+            coroutine = prefill(args.exchange, args.queue, args.count, args.timeout)
+        case "consume":
+            coroutine = consume(args.queue, args.count, args.prefetch, args.timeout)
+        case _:
+            coroutine = send(args.url, args.rate, args.seconds, args.warmup)
+    try:
+        result = run_on(args.loop, coroutine)
+    except BenchError as error:
+        print(f"bench.clients {args.command}: {error}", file=sys.stderr)
+        return 1
+    result["loop"] = args.loop
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,268 @@
+"""The targets, the one table and the JSON of a benchmark run."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    key: str
+    label: str
+    text: str
+    passes: Callable[[float], bool]
+
+
+TARGETS = (
+    Target("ingress_to_bare", "ingress / bare publisher", ">= 1.00x", lambda v: v >= 1.0),
+    Target("ingress_to_go", "ingress / Go reference", ">= 0.60x", lambda v: v >= 0.6),
+    Target("ingress_p99_fixed_ms", "ingress p99 at 1,000/s", "<= 5 ms", lambda v: v <= 5.0),
+    Target("e2e_p99_ms", "end-to-end p99 at 1,000/s", "<= 20 ms", lambda v: v <= 20.0),
+    Target("worker_to_bare", "worker / bare consumer", ">= 0.80x", lambda v: v >= 0.8),
+    Target("ingress_peak_rss_mb", "ingress peak RSS", "<= 100 MB", lambda v: v <= 100.0),
+)
+
+
+def _get(results: dict[str, Any], *path: str) -> Any:
+    node: Any = results
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def _ratio(numerator: Any, denominator: Any) -> float | None:
+    if isinstance(numerator, int | float) and isinstance(denominator, int | float) and denominator:
+        return round(numerator / denominator, 3)
+    return None
+
+
+def evaluate(results: dict[str, Any]) -> None:
+    """Add ``ratios`` and ``targets`` (value, target, PASS / FAIL / n/a) to ``results``."""
+    ingress = _get(results, "b", "saturation", "ok_per_s")
+    values: dict[str, float | None] = {
+        "ingress_to_bare": _ratio(ingress, _get(results, "a", "msgs_per_s")),
+        "ingress_to_go": _ratio(ingress, _get(results, "f", "saturation", "ok_per_s")),
+        "ingress_p99_fixed_ms": _get(results, "b", "fixed_rate", "p99_ms"),
+        "e2e_p99_ms": _get(results, "c", "p99_ms"),
+        "worker_to_bare": _ratio(
+            _get(results, "d", "worker", "msgs_per_s"), _get(results, "d", "bare", "msgs_per_s")
+        ),
+        "ingress_peak_rss_mb": _get(results, "e", "peak_rss_mb"),
+    }
+    results["ratios"] = {
+        k: v
+        for k, v in values.items()
+        if k in ("ingress_to_bare", "ingress_to_go", "worker_to_bare")
+    }
+    results["targets"] = [
+        {
+            "key": t.key,
+            "label": t.label,
+            "value": values[t.key],
+            "target": t.text,
+            "result": _verdict(t, values[t.key]),
+        }
+        for t in TARGETS
+    ]
+
+
+def _verdict(target: Target, value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return "PASS" if target.passes(value) else "FAIL"
+
+
+def _n(value: Any, digits: int = 0) -> str:
+    if not isinstance(value, int | float):
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def _lat(node: Any, keys: tuple[str, ...] = ("p50_ms", "p99_ms")) -> str:
+    names = {"p50_ms": "p50", "p99_ms": "p99", "max_ms": "max"}
+    return " / ".join(f"{names[k]} {_n(_get(node, k), 2)}" for k in keys) + " ms"
+
+
+def _spread(node: Any, field: str) -> str:
+    samples = _get(node, "samples") or []
+    values = [s[field] for s in samples if isinstance(s, dict) and field in s]
+    if len(values) < 2:
+        return ""
+    return f" (median of {len(values)}: {_n(min(values))}..{_n(max(values))})"
+
+
+def _target(results: dict[str, Any], key: str) -> tuple[str, str]:
+    for t in results.get("targets", []):
+        if t["key"] == key:
+            return t["target"], t["result"]
+    return "", ""
+
+
+def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """(section, figure, value, target, result) for every figure measured or attempted."""
+    out: list[tuple[str, str, str, str, str]] = []
+    config = results.get("config", {})
+
+    def add(section: str, figure: str, value: str, key: str | None = None) -> None:
+        target, result = _target(results, key) if key else ("", "")
+        out.append((section, figure, value, target, result))
+
+    def failed(section: str, figure: str, node: Any, key: str | None = None) -> bool:
+        if isinstance(node, dict) and "error" in node:
+            add(section, figure, f"not measured: {node['error']}", key)
+            return True
+        return False
+
+    inflight = config.get("connections", 64)
+    if "a" in results:
+        a = results["a"]
+        figure = f"bare aio-pika publisher, confirms, {inflight} in flight"
+        if not failed("a", figure, a):
+            value = f"{_n(a['msgs_per_s'])} msg/s, {_lat(a)}{_spread(a, 'msgs_per_s')}"
+            add("a", figure + f" [{a.get('loop')}]", value)
+    if "b" in results:
+        b = results["b"]
+        workers = config.get("workers", 1)
+        figure = f"ingress saturation, wrk {inflight} conns, {workers} proc"
+        sat = b.get("saturation")
+        if sat is not None and not failed("b", figure, sat):
+            value = (
+                f"{_n(sat['ok_per_s'])} ev/s 200, {_lat(sat)}, non-2xx {sat['non_2xx']}, "
+                f"sock err {sat['socket_errors']}{_spread(sat, 'ok_per_s')}"
+            )
+            add("b", figure, value)
+        add(
+            "",
+            "  ratio ingress / bare publisher",
+            _ratio_text(results, "ingress_to_bare"),
+            "ingress_to_bare",
+        )
+        add(
+            "",
+            "  ratio ingress / Go reference",
+            _ratio_text(results, "ingress_to_go"),
+            "ingress_to_go",
+        )
+        fixed = b.get("fixed_rate")
+        figure = f"ingress at open-loop {config.get('rate', 1000):,}/s (loadgen, 1 body)"
+        if fixed is None:
+            add("b", figure, "-", "ingress_p99_fixed_ms")
+        elif not failed("b", figure, fixed, "ingress_p99_fixed_ms"):
+            value = (
+                f"{_lat(fixed, ('p50_ms', 'p99_ms', 'max_ms'))}, "
+                f"{_n(fixed.get('achieved_rps'))}/s, non-2xx {fixed.get('non2xx')}, "
+                f"err {fixed.get('errors')}"
+            )
+            add("b", figure, value, "ingress_p99_fixed_ms")
+    if "c" in results:
+        c = results["c"]
+        figure = f"end-to-end sent -> handler at {config.get('rate', 1000):,}/s"
+        if not failed("c", figure, c, "e2e_p99_ms"):
+            value = (
+                f"{_lat(c, ('p50_ms', 'p99_ms', 'max_ms'))}, {_n(c.get('count'))} handled, "
+                f"lost {c.get('lost')}"
+            )
+            add("c", figure, value, "e2e_p99_ms")
+            http = _get(c, "sender", "http")
+            if isinstance(http, dict):
+                add(
+                    "c",
+                    "  HTTP answer seen by the Python sender, 44 bodies",
+                    _lat(http, ("p50_ms", "p99_ms", "max_ms")),
+                )
+    if "d" in results:
+        d = results["d"]
+        n = _n(config.get("drain_events"))
+        prefetch = config.get("prefetch", 256)
+        for key, figure in (
+            ("worker", f"no-op worker draining {n} (prefetch {prefetch})"),
+            ("bare", f"bare aio-pika consumer draining {n}, manual ack"),
+        ):
+            node = d.get(key)
+            if node is not None and not failed("d", figure, node):
+                value = f"{_n(node['msgs_per_s'])} msg/s{_spread(node, 'msgs_per_s')}"
+                add("d", figure + f" [{node.get('loop')}]", value)
+        add(
+            "",
+            "  ratio worker / bare consumer",
+            _ratio_text(results, "worker_to_bare"),
+            "worker_to_bare",
+        )
+    if "e" in results:
+        e = results["e"]
+        figure = f"ingress peak RSS (VmHWM) after {_n(config.get('rss_events'))} events"
+        if not failed("e", figure, e, "ingress_peak_rss_mb"):
+            value = (
+                f"{_n(e['peak_rss_mb'], 1)} MB after {_n(e['answered_200'])} answered 200 "
+                f"(start {_n(e.get('start_rss_mb'), 1)} MB, {_n(e.get('seconds'))} s, "
+                f"non-2xx {_n(e.get('non_2xx'))})"
+            )
+            add("e", figure, value, "ingress_peak_rss_mb")
+    if "f" in results:
+        f = results["f"]
+        sat = f.get("saturation")
+        figure = f"Go reference saturation, wrk {inflight} conns"
+        if sat is not None and not failed("f", figure, sat):
+            value = (
+                f"{_n(sat['ok_per_s'])} ev/s 200, {_lat(sat)}, non-2xx {sat['non_2xx']}"
+                f"{_spread(sat, 'ok_per_s')}"
+            )
+            add("f", figure, value)
+        fixed = f.get("fixed_rate")
+        figure = f"Go reference at open-loop {config.get('rate', 1000):,}/s (loadgen)"
+        if fixed is not None and not failed("f", figure, fixed):
+            value = (
+                f"{_lat(fixed, ('p50_ms', 'p99_ms', 'max_ms'))}, "
+                f"non-2xx {fixed.get('non2xx')}, err {fixed.get('errors')}"
+            )
+            add("f", figure, value)
+    return out
+
+
+def _ratio_text(results: dict[str, Any], key: str) -> str:
+    value = _get(results, "ratios", key)
+    return f"{value:.2f}x" if isinstance(value, int | float) else "-"
+
+
+def render(results: dict[str, Any]) -> str:
+    machine = results.get("machine", {})
+    uv = machine.get("uvloop", {})
+    lines = [
+        f"attentive-router benchmark, {results.get('started_at')} ({results.get('mode')} run)",
+        (
+            f"machine: {machine.get('cores')} cores ({machine.get('cpu')}), "
+            f"RabbitMQ {machine.get('rabbitmq', {}).get('version', '?')}, "
+            f"Python {machine.get('python')}, uvloop: ingress {uv.get('ingress', '?')}, "
+            f"worker {uv.get('worker', '?')}, bench clients {uv.get('clients', '?')}; "
+            f"background CPU {machine.get('background_cpu_percent', '?')}% before, "
+            f"load avg {machine.get('loadavg_before', '?')}"
+        ),
+        f"payloads: {results.get('payload', {}).get('description', '')}",
+        "",
+    ]
+    table = rows(results)
+    header = ("", "figure", "value", "target", "result")
+    widths = [max(len(r[i]) for r in [header, *table]) for i in range(5)]
+    for row in [header, *table]:
+        lines.append("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+        if row is header:
+            lines.append("  ".join("-" * w for w in widths))
+    notes = results.get("notes", [])
+    if notes:
+        lines += ["", "notes:"] + [f"  - {note}" for note in notes]
+    return "\n".join(lines)
+
+
+def write(results: dict[str, Any], directory: Path, stamp: str) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(results, indent=2, default=str)
+    paths = [directory / f"{stamp}.json", directory / "latest.json"]
+    for path in paths:
+        path.write_text(text + "\n")
+    return paths

@@ -1,0 +1,895 @@
+"""Benchmark suite: the ingress, the worker runtime and their references, in one run.
+
+    python -m bench.run [--quick] [--only a,b,...] [--workers N] [--seconds S] [--repeat K]
+
+Not a test: it prints one table (figures, ratios, targets with PASS/FAIL) and writes the
+same as JSON to bench/results/<timestamp>.json and bench/results/latest.json.
+
+a. bare aio-pika publisher, confirms, 64 in flight, no HTTP: the client-side ceiling;
+b. the ingress (``attentive-router serve [--workers N]``, a separate process) under wrk at
+   saturation (events/s answered 200), and at a steady open-loop 1,000 events/s (the Go
+   loadgen of ../shared/anchors, built with its build.sh when missing);
+c. end-to-end latency at an open-loop 1,000 events/s, from the request being sent to the
+   worker's handler being called (``bench.e2e_worker:worker`` under ``attentive-router
+   worker``, claiming its events through the admin API);
+d. a no-op worker (the consumers runtime) draining a pre-filled queue, against a bare
+   aio-pika consumer (manual ack, the same prefetch) draining the same amount;
+e. the ingress process's peak RSS (VmHWM) after --rss-events events (wrk);
+f. the Go reference ingress of ../shared/anchors: saturation and 1,000 events/s.
+
+Every figure uses the same broker and the same realistic signed payloads (all 11 types x 4
+companies, about 1 KiB), in a fresh namespace (``bench-<uuid>``) deleted afterwards. Every
+process it starts it stops; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import report
+from bench.common import (
+    ADMIN_TOKEN,
+    AMQP_URL,
+    APP,
+    COMPANIES,
+    GO_INGRESS,
+    GO_SINK,
+    KEY,
+    PAYLOAD_BYTES,
+    BenchError,
+    BrokerLog,
+    ForeignCpu,
+    Proc,
+    bench_env,
+    bind_sink,
+    broker_pids,
+    broker_version,
+    delete_namespace,
+    free_port,
+    http_status,
+    median,
+    memory_mb,
+    payload_bodies,
+    purge,
+    python_argv,
+    run_async,
+    setup,
+    signed_post_status,
+    sink_queue,
+    summarize_ms,
+    uses_uvloop,
+    wait_until,
+)
+from bench.loads import (
+    WrkResult,
+    build_anchors,
+    run_client,
+    run_loadgen,
+    run_wrk,
+    wrk_script,
+)
+from consumers.runtime.retry import RetryPolicy
+from router.admin_client import AdminClient
+from router.events import EVENT_TYPES
+from router.names import Names
+
+PHASES = "abcdef"
+RESULTS = Path(__file__).resolve().parent / "results"
+UVLOOP_INSTALLED = importlib.util.find_spec("uvloop") is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    only: str
+    quick: bool
+    workers: int
+    seconds: float
+    warmup: float
+    repeat: int
+    connections: int
+    rate: int
+    drain_events: int
+    rss_events: int
+    rss_max_seconds: float
+    prefetch: int
+    client_loop: str
+    results_dir: Path
+
+
+def parse_args(argv: list[str] | None) -> Config:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.run",
+        description="The ingress and worker benchmark suite (see bench/run.py).",
+    )
+    parser.add_argument("--quick", action="store_true", help="short durations: a smoke run")
+    parser.add_argument("--only", default=",".join(PHASES), help="phases to run, e.g. a,b,f")
+    parser.add_argument("--workers", type=int, default=1, help="ingress processes (serve)")
+    parser.add_argument("--seconds", type=float, help="measured seconds per run (10; quick 2)")
+    parser.add_argument("--warmup", type=float, help="warm-up seconds (2; quick 1)")
+    parser.add_argument("--repeat", type=int, default=1, help="median of K saturation runs")
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections, in flight")
+    parser.add_argument("--rate", type=int, default=1000, help="open-loop events/s (b, c, f)")
+    parser.add_argument("--drain-events", type=int, help="pre-filled events (50,000; quick 5,000)")
+    parser.add_argument("--rss-events", type=int, help="events for RSS (1,000,000; quick 20,000)")
+    parser.add_argument("--rss-max-seconds", type=float, default=1800, help="bound of phase e")
+    parser.add_argument("--prefetch", type=int, default=256, help="worker and consumer prefetch")
+    parser.add_argument(
+        "--client-loop",
+        choices=["auto", "asyncio", "uvloop"],
+        default="auto",
+        help="event loop of the bare clients; auto: the one the ingress (a) / worker (d) uses",
+    )
+    parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    only = "".join(p for p in PHASES if p in args.only.replace(",", "").replace(" ", ""))
+    unknown = set(args.only.replace(",", "").replace(" ", "")) - set(PHASES)
+    if unknown or not only:
+        parser.error(f"--only takes letters of {','.join(PHASES)}")
+    if args.client_loop == "uvloop" and not UVLOOP_INSTALLED:
+        parser.error("--client-loop uvloop: uvloop is not installed")
+    if min(args.workers, args.repeat, args.connections, args.rate, args.prefetch) < 1:
+        parser.error("--workers, --repeat, --connections, --rate and --prefetch must be >= 1")
+    quick = args.quick
+    return Config(
+        only=only,
+        quick=quick,
+        workers=args.workers,
+        seconds=args.seconds or (2.0 if quick else 10.0),
+        warmup=args.warmup if args.warmup is not None else (1.0 if quick else 2.0),
+        repeat=args.repeat,
+        connections=args.connections,
+        rate=args.rate,
+        drain_events=args.drain_events or (5_000 if quick else 50_000),
+        rss_events=args.rss_events or (20_000 if quick else 1_000_000),
+        rss_max_seconds=args.rss_max_seconds,
+        prefetch=args.prefetch,
+        client_loop=args.client_loop,
+        results_dir=args.results_dir,
+    )
+
+
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def cpu_busy_percent(seconds: float = 1.0) -> float:
+    """How busy all CPUs were over ``seconds`` (the bench itself idle meanwhile)."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+        idle = fields[3] + fields[4]
+        return sum(fields), idle
+
+    total0, idle0 = sample()
+    time.sleep(seconds)
+    total1, idle1 = sample()
+    return round(100 * (1 - (idle1 - idle0) / max(1, total1 - total0)), 1)
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def package_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def median_of(samples: list[dict[str, Any]], fields: tuple[str, ...]) -> dict[str, Any]:
+    """The median of each field over the samples, and the samples themselves."""
+    merged: dict[str, Any] = {
+        field: round(median([s[field] for s in samples]), 3)
+        for field in fields
+        if all(isinstance(s.get(field), int | float) for s in samples)
+    }
+    for field in ("non_2xx", "socket_errors"):
+        if all(field in s for s in samples):
+            merged[field] = sum(s[field] for s in samples)
+    merged["samples"] = samples
+    return merged
+
+
+WRK_FIELDS = ("ok_per_s", "p50_ms", "p99_ms", "max_ms")
+#: Cores' worth of CPU other processes may use during a measurement before it is flagged.
+FOREIGN_CPU_LIMIT = 0.15
+
+
+class Bench:
+    def __init__(self, config: Config, tmp: Path) -> None:
+        self.config = config
+        self.tmp = tmp
+        self.names = Names(f"bench-{uuid.uuid4().hex[:12]}")
+        self.bodies = payload_bodies(PAYLOAD_BYTES)
+        self.script = wrk_script(self.bodies, tmp)
+        self.stack = contextlib.ExitStack()
+        self.results: dict[str, Any] = {}
+        self.notes: list[str] = []
+        self.ingress: Proc | None = None
+        self.ingress_port = 0
+        self.admin_port = 0
+        self.go: Proc | None = None
+        self.go_port = 0
+        self.go_used = False
+        self.sink_bound = False
+        self.claimed = False
+        self.uvloop: dict[str, Any] = {}
+        self.anchors_problem: str | None = None
+        self.started = time.monotonic()
+
+    # -- processes -------------------------------------------------------------------
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> Proc:
+        proc = Proc(name, argv, self.tmp / f"{name}.log", env)
+        self.stack.callback(proc.stop)
+        return proc
+
+    def start_ingress(self, name: str) -> tuple[Proc, int, int]:
+        """``attentive-router serve`` with the admin API, ready and answering a signed event."""
+        port, admin_port = free_port(), free_port()
+        env = bench_env(
+            ROUTER_SIGNING_KEYS=KEY,
+            ROUTER_AMQP_URL=AMQP_URL,
+            ROUTER_ADMIN_TOKEN=ADMIN_TOKEN,
+            ROUTER_DATABASE_URL=f"sqlite:///{self.tmp / f'{name}-claims.db'}",
+            ROUTER_NAMESPACE=self.names.prefix,
+            ROUTER_LOG_FORMAT="json",
+        )
+        argv = python_argv(
+            *("-m", "router", "serve", "--host", "127.0.0.1", "--port", str(port)),
+            *("--admin-port", str(admin_port), "--workers", str(self.config.workers)),
+        )
+        proc = self.spawn(name, argv, env)
+        ready = 0
+
+        def is_ready() -> bool:
+            nonlocal ready
+            proc.check_alive()
+            ok = http_status(f"http://127.0.0.1:{port}/readyz", timeout=1) == 200
+            ready = ready + 1 if ok else 0
+            return ready >= 5 * self.config.workers  # every process, most likely
+
+        wait_until(f"{name} to be ready", is_ready, timeout=60, interval=0.1)
+        admin = http_status(
+            f"http://127.0.0.1:{admin_port}/admin/claims",
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        )
+        status = signed_post_status(f"http://127.0.0.1:{port}/webhooks/attentive", self.bodies[0])
+        if admin != 200 or status != 200:
+            raise BenchError(f"{name}: admin API answered {admin}, a signed event {status}")
+        return proc, port, admin_port
+
+    def ensure_ingress(self, name: str = "ingress") -> Proc:
+        if self.ingress is None or not self.ingress.alive():
+            say(f"starting the ingress ({name}): serve --workers {self.config.workers}")
+            self.ingress, self.ingress_port, self.admin_port = self.start_ingress(name)
+            self.uvloop["ingress"] = "yes" if uses_uvloop(self.ingress.pids()) else "no"
+        return self.ingress
+
+    def stop_ingress(self) -> None:
+        if self.ingress is not None:
+            self.ingress.stop()
+            self.ingress = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.ingress_port}/webhooks/attentive"
+
+    def ensure_go(self) -> Proc:
+        if self.go is None or not self.go.alive():
+            if self.anchors_problem:
+                raise BenchError(f"the Go reference is not built: {self.anchors_problem}")
+            say("starting the Go reference ingress")
+            self.go_port = free_port()
+            argv = [str(GO_INGRESS), "-port", str(self.go_port), "-key", KEY, "-amqp", AMQP_URL]
+            self.go = self.spawn("go-ingress", argv, bench_env())
+            self.go_used = True
+            go = self.go
+
+            def answers() -> bool:
+                go.check_alive()
+                return signed_post_status(self.go_url, self.bodies[0]) == 200
+
+            wait_until("the Go ingress to answer 200", answers, timeout=30, interval=0.2)
+        return self.go
+
+    @property
+    def go_url(self) -> str:
+        return f"http://127.0.0.1:{self.go_port}/webhooks/attentive"
+
+    def start_worker(self, target: str, name: str, **extra: str) -> Proc:
+        env = bench_env(
+            ROUTER_ADMIN_URL=f"http://127.0.0.1:{self.admin_port}",
+            ROUTER_ADMIN_TOKEN=ADMIN_TOKEN,
+            ROUTER_AMQP_URL=AMQP_URL,
+            ROUTER_NAMESPACE=self.names.prefix,
+            ROUTER_LOG_FORMAT="json",
+            **extra,
+        )
+        argv = python_argv(
+            "-m", "router", "worker", target, "--prefetch", str(self.config.prefetch)
+        )
+        return self.spawn(name, argv, env)
+
+    def client_loop(self, process: str) -> str:
+        """The bare clients' event loop: as asked, or (auto) the one ``process`` runs."""
+        if self.config.client_loop != "auto":
+            return self.config.client_loop
+        return "uvloop" if self.uvloop.get(process) == "yes" and UVLOOP_INSTALLED else "asyncio"
+
+    # -- the broker ------------------------------------------------------------------
+
+    def set_sink(self, bound: bool) -> None:
+        if self.sink_bound != bound:
+            run_async(bind_sink(self.names, bound))
+            self.sink_bound = bound
+
+    def purge_sink(self) -> None:
+        run_async(purge(sink_queue(self.names)))
+
+    def claim(self) -> None:
+        async def grant() -> None:
+            async with AdminClient(f"http://127.0.0.1:{self.admin_port}", ADMIN_TOKEN) as admin:
+                answer = await admin.add_claims(APP, ["*"])
+                if not answer.granted:
+                    raise BenchError(f"claim of * refused: {answer.conflicts}")
+
+        run_async(grant())
+        self.claimed = True
+
+    def release(self) -> None:
+        async def release() -> None:
+            async with AdminClient(f"http://127.0.0.1:{self.admin_port}", ADMIN_TOKEN) as admin:
+                for claim in await admin.list_claims(APP):
+                    await admin.remove_claim(int(claim["id"]))
+
+        run_async(release())
+        self.claimed = False
+
+    # -- running ---------------------------------------------------------------------
+
+    def attempt(self, label: str, action: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        say(label)
+        watch, broker_log = ForeignCpu(), BrokerLog()
+        try:
+            result = action()
+            cores, top = watch.cores()
+            result["foreign_cpu_cores"] = cores
+            alarms = broker_log.events()
+            if alarms:
+                result["broker_events"] = alarms
+                self.notes.append(
+                    f"{label}: the broker logged {len(alarms)} alarm/stop events meanwhile "
+                    f"(first: {alarms[0]}): the figure is disturbed"
+                )
+            if cores >= FOREIGN_CPU_LIMIT:
+                self.notes.append(
+                    f"{label}: other processes used {cores} cores meanwhile (top: {top}): "
+                    "the figure is disturbed"
+                )
+            return result
+        except Exception as error:
+            say(f"{label}: FAILED: {error}")
+            if not isinstance(error, BenchError):
+                traceback.print_exc()
+            text = str(error).strip() or repr(error)
+            return {"error": text.splitlines()[0][:300], "detail": text[:3000]}
+
+    def run(self) -> None:
+        config, only = self.config, self.config.only
+        self.results["machine"] = self.machine()
+        ForeignCpu.broker = frozenset(broker_pids())
+        self.results["machine"]["broker_pids"] = sorted(ForeignCpu.broker)
+        run_async(setup(self.names))
+        if "b" in only or "f" in only:
+            self.anchors_problem = build_anchors(self.tmp / "anchors-build.log")
+            if self.anchors_problem:
+                say(f"the anchors could not be built: {self.anchors_problem}")
+                self.notes.append(f"Go anchors not built: {self.anchors_problem}")
+        if any(p in only for p in "bcd") or ("a" in only and config.client_loop == "auto"):
+            try:
+                self.ensure_ingress()
+            except BenchError as error:  # each phase that needs it tries again and says why
+                say(f"the ingress did not start: {error}")
+        if "a" in only or "b" in only or "f" in only:
+            self.group_publish()
+        if "c" in only or "d" in only:
+            self.group_consume()
+        self.stop_ingress()
+        if "e" in only:
+            self.results["e"] = self.attempt("e: ingress peak RSS", self.phase_e)
+
+    def group_publish(self) -> None:
+        """a, b and f with every event going to the sink queue (purged between runs)."""
+        config, only = self.config, self.config.only
+        self.set_sink(True)
+        self.purge_sink()
+        bare: list[dict[str, Any]] = []
+        ingress: list[dict[str, Any]] = []
+        go: list[dict[str, Any]] = []
+        for k in range(config.repeat):
+            tag = f" (run {k + 1}/{config.repeat})" if config.repeat > 1 else ""
+            if "a" in only:
+                bare.append(self.attempt("a: bare aio-pika publisher" + tag, self.phase_a))
+            if "b" in only:
+                ingress.append(
+                    self.attempt(
+                        "b: ingress at saturation" + tag, functools.partial(self.saturate, k)
+                    )
+                )
+            if "f" in only:
+                go.append(
+                    self.attempt(
+                        "f: Go at saturation" + tag, functools.partial(self.go_saturate, k)
+                    )
+                )
+        if "a" in only:
+            self.results["a"] = self.merge(bare, ("msgs_per_s", "p50_ms", "p99_ms", "max_ms"))
+            self.results["a"]["loop"] = self.client_loop("ingress")
+        if "b" in only:
+            self.results["b"] = {
+                "saturation": self.merge(ingress, WRK_FIELDS),
+                "fixed_rate": self.attempt("b: ingress at a fixed rate (loadgen)", self.fixed_rate),
+            }
+        if "f" in only:
+            self.results["f"] = {
+                "saturation": self.merge(go, WRK_FIELDS),
+                "fixed_rate": self.attempt("f: Go at a fixed rate (loadgen)", self.go_fixed_rate),
+            }
+            if self.go is not None:
+                self.results["f"]["memory_mb"] = memory_mb(self.go.pid)
+                self.go.stop()
+            with contextlib.suppress(Exception):
+                run_async(purge(GO_SINK))
+
+    def merge(self, samples: list[dict[str, Any]], fields: tuple[str, ...]) -> dict[str, Any]:
+        good = [s for s in samples if "error" not in s]
+        if not good:
+            return samples[0] if samples else {"error": "not run"}
+        merged = median_of(good, fields)
+        if len(good) < len(samples):
+            merged["failed_runs"] = [s["error"] for s in samples if "error" in s]
+        for key in ("loop", "messages", "seconds"):
+            if key in good[0] and key not in merged:
+                merged[key] = good[0][key]
+        return merged
+
+    def phase_a(self) -> dict[str, Any]:
+        config = self.config
+        result = run_client(
+            [
+                *("publish", "--exchange", self.names.events_exchange),
+                *("--seconds", str(config.seconds), "--warmup", str(config.warmup)),
+                *("--in-flight", str(config.connections)),
+            ],
+            loop=self.client_loop("ingress"),
+            timeout=config.seconds + config.warmup + 120,
+        )
+        self.purge_sink()
+        return result
+
+    def saturate(self, run: int) -> dict[str, Any]:
+        self.ensure_ingress()
+        if run == 0:
+            run_wrk(self.url, self.script, self.config.warmup, self.config.connections)
+            self.purge_sink()
+        result = run_wrk(self.url, self.script, self.config.seconds, self.config.connections)
+        self.purge_sink()
+        return result.as_dict()
+
+    def fixed_rate(self) -> dict[str, Any]:
+        if self.anchors_problem:
+            raise BenchError(f"loadgen is not built: {self.anchors_problem}")
+        self.ensure_ingress()
+        config = self.config
+        result = run_loadgen(
+            self.url, self.bodies[0], config.rate, config.seconds, config.warmup, self.tmp
+        )
+        self.purge_sink()
+        return result
+
+    def go_saturate(self, run: int) -> dict[str, Any]:
+        self.ensure_go()
+        if run == 0:
+            run_wrk(self.go_url, self.script, self.config.warmup, self.config.connections)
+        result = run_wrk(self.go_url, self.script, self.config.seconds, self.config.connections)
+        run_async(purge(GO_SINK))
+        return result.as_dict()
+
+    def go_fixed_rate(self) -> dict[str, Any]:
+        self.ensure_go()
+        config = self.config
+        result = run_loadgen(
+            self.go_url, self.bodies[0], config.rate, config.seconds, config.warmup, self.tmp
+        )
+        run_async(purge(GO_SINK))
+        return result
+
+    def group_consume(self) -> None:
+        """c and d: the application ``bench`` claims ``*``; the sink is unbound meanwhile."""
+        only = self.config.only
+        try:
+            self.ensure_ingress()
+            self.set_sink(False)
+            self.claim()
+        except Exception as error:
+            for phase in "cd":
+                if phase in only:
+                    self.results[phase] = {"error": f"set-up failed: {error}"}
+            return
+        try:
+            if "c" in only:
+                self.results["c"] = self.attempt("c: end-to-end latency", self.phase_c)
+            if "d" in only:
+                self.results["d"] = self.phase_d()
+        finally:
+            with contextlib.suppress(Exception):
+                self.release()
+
+    def app_queue(self) -> str:
+        return self.names.app_queue(APP)
+
+    def phase_c(self) -> dict[str, Any]:
+        config = self.config
+        out = self.tmp / "e2e-latencies.txt"
+        out.touch()
+        worker = self.start_worker("bench.e2e_worker:worker", "e2e-worker", BENCH_E2E_OUT=str(out))
+        try:
+            self.wait_consuming(worker)
+            self.uvloop["worker"] = "yes" if uses_uvloop(worker.pids()) else "no"
+            sender_loop = "uvloop" if UVLOOP_INSTALLED else "asyncio"
+            sender = run_client(
+                [
+                    *("send", "--url", self.url, "--rate", str(config.rate)),
+                    *("--seconds", str(config.seconds), "--warmup", str(config.warmup)),
+                ],
+                loop=sender_loop,
+                timeout=config.seconds + config.warmup + 60,
+            )
+            expected = int(sender["statuses"].get("200", 0))
+
+            def lines() -> int:
+                return out.read_bytes().count(b"\n")
+
+            with contextlib.suppress(BenchError):
+                wait_until("the worker to handle every event", lambda: lines() >= expected, 30)
+        finally:
+            worker.stop()
+        latencies = [float(line.split()[1]) for line in out.read_text().splitlines() if line]
+        run_async(purge(self.app_queue()))
+        return {
+            **summarize_ms(latencies),
+            "lost": max(0, expected - len(latencies)),
+            "sender": sender,
+            "sender_loop": sender_loop,
+        }
+
+    def wait_consuming(self, worker: Proc) -> None:
+        def consuming() -> bool:
+            worker.check_alive()
+            return b'"worker_consuming"' in worker.log.read_bytes()
+
+        wait_until("the worker to consume", consuming, timeout=60, interval=0.1)
+
+    def phase_d(self) -> dict[str, Any]:
+        config = self.config
+        n = config.drain_events
+        workers: list[dict[str, Any]] = []
+        bares: list[dict[str, Any]] = []
+        for k in range(config.repeat):
+            tag = f" (run {k + 1}/{config.repeat})" if config.repeat > 1 else ""
+            workers.append(self.attempt(f"d: worker draining {n:,}" + tag, self.drain_worker))
+            bares.append(self.attempt(f"d: bare consumer draining {n:,}" + tag, self.drain_bare))
+        return {
+            "worker": self.merge(workers, ("msgs_per_s", "seconds")),
+            "bare": self.merge(bares, ("msgs_per_s", "seconds")),
+        }
+
+    def prefill(self) -> dict[str, Any]:
+        n = self.config.drain_events
+        run_async(purge(self.app_queue()))
+        return run_client(
+            [
+                *("prefill", "--exchange", self.names.events_exchange),
+                *("--queue", self.app_queue(), "--count", str(n)),
+            ],
+            loop="uvloop" if UVLOOP_INSTALLED else "asyncio",
+            timeout=n / 200 + 120,
+        )
+
+    def drain_worker(self) -> dict[str, Any]:
+        n = self.config.drain_events
+        self.prefill()
+        out = self.tmp / f"drain-{uuid.uuid4().hex[:6]}.json"
+        worker = self.start_worker(
+            "bench.e2e_worker:drain_worker",
+            "drain-worker",
+            BENCH_DRAIN_EXPECT=str(n),
+            BENCH_DRAIN_OUT=str(out),
+        )
+        try:
+
+            def done() -> bool:
+                worker.check_alive()
+                return out.exists()
+
+            wait_until(f"the worker to drain {n:,} events", done, timeout=n / 200 + 60)
+            self.uvloop["worker"] = "yes" if uses_uvloop(worker.pids()) else "no"
+        finally:
+            worker.stop()
+        result: dict[str, Any] = json.loads(out.read_text())
+        result["loop"] = "uvloop" if self.uvloop.get("worker") == "yes" else "asyncio"
+        run_async(purge(self.app_queue()))
+        return result
+
+    def drain_bare(self) -> dict[str, Any]:
+        n = self.config.drain_events
+        self.prefill()
+        result = run_client(
+            [
+                *("consume", "--queue", self.app_queue(), "--count", str(n)),
+                *("--prefetch", str(self.config.prefetch), "--timeout", str(n / 200 + 60)),
+            ],
+            loop=self.client_loop("worker"),
+            timeout=n / 200 + 120,
+        )
+        run_async(purge(self.app_queue()))
+        return result
+
+    def phase_e(self) -> dict[str, Any]:
+        """A fresh ingress, driven by wrk rounds until --rss-events were answered 200."""
+        config = self.config
+        self.set_sink(True)
+        self.purge_sink()
+        ingress = self.ensure_ingress("ingress-rss")
+        start = max(memory_mb(pid).get("VmHWM", 0.0) for pid in ingress.pids())
+        rate = self.saturation_estimate()
+        answered = requests = non2xx = errors = 0
+        trend: list[tuple[int, float]] = []
+        details: list[dict[str, Any]] = []
+        started = time.monotonic()
+        rounds = 0
+        while answered < config.rss_events:
+            elapsed = time.monotonic() - started
+            if elapsed > config.rss_max_seconds:
+                self.notes.append(
+                    f"e: stopped at --rss-max-seconds {config.rss_max_seconds:.0f} "
+                    f"with {answered:,} of {config.rss_events:,} events"
+                )
+                break
+            remaining = config.rss_events - answered
+            seconds = 3.0 if rate is None else remaining / rate * 1.02 + 1
+            # rounds of at most 30 s: the sink is purged between them
+            seconds = min(30.0, max(1.0, seconds), config.rss_max_seconds - elapsed + 1)
+            at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+            result: WrkResult = run_wrk(self.url, self.script, seconds, config.connections)
+            details.append({"at": at, **result.as_dict()})
+            rounds += 1
+            answered += result.ok
+            requests += result.requests
+            non2xx += result.non_2xx
+            errors += result.socket_errors
+            if result.ok_per_s > 0:
+                rate = result.ok_per_s
+            self.purge_sink()
+            ingress.check_alive()
+            now = max(memory_mb(pid).get("VmRSS", 0.0) for pid in ingress.pids())
+            trend.append((answered, now))
+            say(f"e: {answered:,} of {config.rss_events:,} answered 200, RSS {now} MB")
+        memory = {str(pid): memory_mb(pid) for pid in ingress.pids()}
+        peak = max(m.get("VmHWM", 0.0) for m in memory.values())
+        seconds_total = round(time.monotonic() - started, 1)
+        self.stop_ingress()
+        return {
+            "peak_rss_mb": peak,
+            "start_rss_mb": start,
+            "answered_200": answered,
+            "requests": requests,
+            "non_2xx": non2xx,
+            "socket_errors": errors,
+            "wrk_rounds": rounds,
+            "seconds": seconds_total,
+            "memory_by_pid": memory,
+            "rss_trend_mb": trend,
+            "rounds": details,
+        }
+
+    def saturation_estimate(self) -> float | None:
+        value = self.results.get("b", {}).get("saturation", {}).get("ok_per_s")
+        return float(value) if isinstance(value, int | float) and value > 0 else None
+
+    # -- the record ------------------------------------------------------------------
+
+    def machine(self) -> dict[str, Any]:
+        cpu = "?"
+        with contextlib.suppress(OSError):
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+        memory = "?"
+        with contextlib.suppress(OSError, IndexError):
+            kb = int(Path("/proc/meminfo").read_text().split("\n")[0].split()[1])
+            memory = f"{kb / 1e6:.1f} GB"
+        try:
+            rabbitmq: dict[str, str] = run_async(broker_version(), timeout=15)
+        except Exception as error:
+            rabbitmq = {"error": str(error)}
+        wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
+        return {
+            "cores": os.cpu_count(),
+            "cpu": cpu,
+            "memory": memory,
+            "kernel": platform.release(),
+            "python": platform.python_version(),
+            "rabbitmq": rabbitmq,
+            "packages": {
+                name: package_version(name)
+                for name in ("aiohttp", "aio-pika", "aiormq", "orjson", "uvloop")
+            },
+            "wrk": (wrk.stdout or wrk.stderr).strip().splitlines()[0:1],
+            "loadavg_before": loadavg(),
+            "background_cpu_percent": cpu_busy_percent(),
+        }
+
+    def close(self) -> None:
+        """Stop every process, then delete the namespace (and empty the Go sink)."""
+        self.stack.close()
+        try:
+            run_async(delete_namespace(self.names, [APP], RetryPolicy().tiers_ms), timeout=120)
+        except Exception as error:
+            self.notes.append(f"namespace {self.names.prefix} not fully deleted: {error}")
+        if self.go_used:
+            with contextlib.suppress(Exception):
+                run_async(purge(GO_SINK))
+
+
+def flag_suspicious(results: dict[str, Any], config: Config, notes: list[str]) -> None:
+    """Notes on figures that deserve a second look."""
+    machine = results.get("machine", {})
+    busy = machine.get("background_cpu_percent")
+    if isinstance(busy, int | float) and busy > 10:
+        notes.append(
+            f"the CPUs were {busy}% busy before the run started (other processes): "
+            "throughput figures are likely low"
+        )
+    after = machine.get("background_cpu_percent_after")
+    if isinstance(after, int | float) and after > 10:
+        notes.append(f"the CPUs were {after}% busy after the run: something else was running")
+    for path, label in (
+        (("b", "saturation"), "ingress saturation"),
+        (("f", "saturation"), "Go saturation"),
+        (("e",), "RSS load"),
+    ):
+        node: Any = results
+        for key in path:
+            node = node.get(key, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict) and (node.get("non_2xx") or node.get("socket_errors")):
+            notes.append(
+                f"{label}: {node.get('non_2xx')} non-2xx answers, "
+                f"{node.get('socket_errors')} socket errors"
+            )
+        samples = node.get("samples", []) if isinstance(node, dict) else []
+        values = [s["ok_per_s"] for s in samples if "ok_per_s" in s]
+        if len(values) > 1 and (max(values) - min(values)) / median(values) > 0.15:
+            notes.append(f"{label}: runs differ by more than 15% ({min(values)}..{max(values)})")
+    for key, label in (("b", "ingress"), ("f", "Go")):
+        fixed = results.get(key, {}).get("fixed_rate", {})
+        if isinstance(fixed.get("achieved_rps"), int | float):
+            if fixed["achieved_rps"] < 0.98 * config.rate:
+                notes.append(f"{label} fixed rate: loadgen achieved {fixed['achieved_rps']}/s only")
+            if fixed.get("errors") or fixed.get("non2xx"):
+                notes.append(
+                    f"{label} fixed rate: {fixed.get('errors')} errors, "
+                    f"{fixed.get('non2xx')} non-2xx"
+                )
+    c = results.get("c", {})
+    if c.get("lost"):
+        notes.append(f"e2e: {c['lost']} events answered 200 never reached the handler in time")
+    sender = c.get("sender", {})
+    if sender:
+        statuses = sender.get("statuses", {})
+        if sender.get("errors") or set(statuses) - {"200"}:
+            notes.append(f"e2e sender: statuses {statuses}, {sender.get('errors')} errors")
+        if isinstance(sender.get("achieved_rps"), int | float) and (
+            sender["achieved_rps"] < 0.98 * config.rate
+        ):
+            notes.append(f"e2e sender achieved {sender['achieved_rps']}/s only")
+    e = results.get("e", {})
+    if isinstance(e.get("answered_200"), int) and e["answered_200"] < config.rss_events:
+        notes.append(f"RSS measured after {e['answered_200']:,} events, not {config.rss_events:,}")
+    uv = machine.get("uvloop", {})
+    if uv.get("ingress") == "yes" and results.get("a", {}).get("loop") == "asyncio":
+        notes.append("the ingress runs uvloop but the bare publisher ran on asyncio")
+    ratio = results.get("ratios", {}).get("ingress_to_bare")
+    if isinstance(ratio, int | float) and ratio > 1.3:
+        notes.append(
+            f"ingress / bare = {ratio}: the ingress beats the bare client by far; check that "
+            "both loops and confirm modes are comparable"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_args(argv)
+    started = datetime.now(UTC)
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    interrupted = False
+    with tempfile.TemporaryDirectory(prefix="attentive-bench-") as tmp:
+        bench = Bench(config, Path(tmp))
+        say(f"namespace {bench.names.prefix}, phases {','.join(config.only)}")
+        try:
+            bench.run()
+        except KeyboardInterrupt:
+            interrupted = True
+            bench.notes.append("interrupted: the figures are partial")
+        except Exception as error:
+            traceback.print_exc()
+            bench.notes.append(f"the run stopped early: {error}")
+        finally:
+            bench.close()
+        results = bench.results
+        machine = results.setdefault("machine", {})
+        machine["uvloop"] = {
+            "ingress": bench.uvloop.get("ingress", "not run"),
+            "worker": bench.uvloop.get("worker", "not run"),
+            "clients": ", ".join(
+                sorted(
+                    {
+                        str(node.get("loop"))
+                        for node in (results.get("a"), *results.get("d", {}).values())
+                        if isinstance(node, dict) and node.get("loop")
+                    }
+                )
+            )
+            or "not run",
+            "installed": UVLOOP_INSTALLED,
+        }
+    machine["loadavg_after"] = loadavg()
+    machine["background_cpu_percent_after"] = cpu_busy_percent()
+    final: dict[str, Any] = {
+        "started_at": started.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "mode": "quick" if config.quick else "full",
+        "config": {**asdict(config), "results_dir": str(config.results_dir)},
+        "namespace": bench.names.prefix,
+        "payload": {
+            "description": (
+                f"{len(bench.bodies)} signed bodies ({len(EVENT_TYPES)} types x "
+                f"{len(COMPANIES)} companies), {min(map(len, bench.bodies))}-"
+                f"{max(map(len, bench.bodies))} bytes"
+            ),
+            "bodies": len(bench.bodies),
+        },
+        **results,
+        "duration_s": round(time.monotonic() - bench.started, 1),
+    }
+    report.evaluate(final)
+    notes = list(bench.notes)
+    flag_suspicious(final, config, notes)
+    final["notes"] = notes
+    print(report.render(final))
+    for path in report.write(final, config.results_dir, stamp):
+        print(f"wrote {path}", file=sys.stderr)
+    return 130 if interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
