@@ -7,6 +7,7 @@ RabbitMQ has confirmed the persistent message, 503 with Retry-After whenever it 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -62,8 +63,10 @@ _RECORD = web.RequestKey("record", _Record)
 
 #: Outcomes of the HTTP errors aiohttp raises itself (unknown path, wrong method, body too big).
 _OUTCOME_BY_STATUS = {
+    400: Outcome.BAD_REQUEST,
     404: Outcome.NOT_FOUND,
     405: Outcome.METHOD_NOT_ALLOWED,
+    408: Outcome.TIMEOUT,
     413: Outcome.TOO_LARGE,
 }
 
@@ -104,7 +107,7 @@ async def receive_webhook(request: web.Request) -> web.Response:
     """POST /webhooks/attentive[/{company_id}]: verify, parse, publish, then answer."""
     app = request.app
     settings = app[SETTINGS]
-    body = await request.read()  # over client_max_size: aiohttp raises 413
+    body = await _read_body(request, settings.body_timeout)
     if not app[VERIFIER].verify(body, request.headers.get(SIGNATURE_HEADER)):
         return _answer(request, Outcome.UNAUTHORIZED, 401, {"error": "unauthorized"})
 
@@ -141,6 +144,31 @@ async def receive_webhook(request: web.Request) -> web.Response:
     raise AssertionError("parse() returns an Event or an Unusable")  # pragma: no cover
 
 
+async def _read_body(request: web.Request, timeout: float) -> bytes:
+    """The whole body, within ``timeout`` seconds of the headers.
+
+    Over ``client_max_size`` aiohttp raises 413. A body that does not arrive in time gets 408
+    (a slow client holds no handler for long); one aiohttp cannot read (a broken chunked
+    encoding, gzip or deflate that does not decompress) gets 400, not 500; so does a client
+    that hung up half-way (it hears nothing: that is no server error to log and count).
+    """
+    refusal: web.HTTPException
+    try:
+        async with asyncio.timeout(timeout):
+            return await request.read()
+    except TimeoutError:
+        log.warning("webhook_body_timeout", path=request.path, timeout=timeout)
+        refusal = web.HTTPRequestTimeout()
+    except web.RequestPayloadError as error:
+        log.warning("webhook_body_unreadable", path=request.path, error=str(error))
+        refusal = web.HTTPBadRequest()
+    except ConnectionResetError:
+        log.info("webhook_client_gone", path=request.path)
+        refusal = web.HTTPBadRequest()
+    refusal.force_close()  # the rest of this body is not read: the connection cannot be reused
+    raise refusal
+
+
 async def _publish(app: web.Application, event: Event, body: bytes) -> None:
     received_ms = event.timestamp_ms if event.timestamp_ms is not None else _now_ms()
     occurred = datetime.fromtimestamp(received_ms / 1000, tz=UTC)
@@ -167,7 +195,7 @@ async def _quarantine(
     """Park an authentic but unusable body, raw, in the invalid queue; 202 once confirmed."""
     app = request.app
     properties = Basic.Properties(
-        content_type=request.content_type or "application/octet-stream",
+        content_type=_declared_content_type(request),
         delivery_mode=_PERSISTENT,
         message_id=message_id,
         timestamp=datetime.now(tz=UTC),
@@ -192,6 +220,13 @@ async def _quarantine(
         message_id=message_id,
         reason=reason,
     )
+
+
+def _declared_content_type(request: web.Request) -> str:
+    """The client's media type, when an AMQP ``content_type`` (a short string) can carry it."""
+    declared = request.content_type
+    fits = declared.isascii() and declared.isprintable() and 0 < len(declared) <= 255
+    return declared if fits else "application/octet-stream"
 
 
 async def _confirmed(app: web.Application, publishing: Awaitable[None]) -> None:
@@ -284,6 +319,8 @@ async def _observe(
             content_type="application/json",
             headers={k: v for k, v in error.headers.items() if k.lower() == "allow"},
         )
+        if error.keep_alive is False:
+            response.force_close()
     except Exception:
         log.exception("unhandled_error", path=request.path, method=request.method)
         request[_RECORD] = _Record(Outcome.ERROR)

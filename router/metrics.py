@@ -30,6 +30,8 @@ class Outcome(StrEnum):
     FORBIDDEN = "forbidden"  # 403: subscription URL of another company
     NOT_FOUND = "not_found"  # 404
     METHOD_NOT_ALLOWED = "method_not_allowed"  # 405
+    BAD_REQUEST = "bad_request"  # 400: a body that cannot be read (broken encoding)
+    TIMEOUT = "timeout"  # 408: a body that did not arrive in time
     TOO_LARGE = "too_large"  # 413
     UNAVAILABLE = "unavailable"  # 503: the broker did not confirm
     ERROR = "error"  # 500: a bug

@@ -15,14 +15,16 @@ import asyncio
 import multiprocessing
 import os
 import signal
-from collections.abc import Coroutine
 from typing import Any
 
 import structlog
 from aiohttp import web
+from aiohttp.streams import StreamReader
+from aiohttp.web_protocol import RequestHandler
 
 from router.admin import create_admin_app
 from router.ingress import create_app
+from router.loop import run_loop
 from router.observability import configure_logging
 from router.settings import Settings
 
@@ -32,23 +34,110 @@ log = structlog.get_logger("router")
 SHUTDOWN_TIMEOUT = 15.0
 
 
+def ingress_runner(
+    settings: Settings, *, connection_name: str = "attentive-router"
+) -> web.AppRunner:
+    """The runner of the webhook listener: the ingress app (whose handler gives a body
+    ``settings.body_timeout``), on connections that must send each request's line and headers
+    within ``settings.header_timeout`` (see :class:`_HeadDeadlineHandler`)."""
+    return _IngressRunner(
+        create_app(settings, connection_name=connection_name),
+        header_timeout=settings.header_timeout,
+        access_log=None,
+        shutdown_timeout=SHUTDOWN_TIMEOUT,
+    )
+
+
+class _IngressRunner(web.AppRunner):
+    """An AppRunner whose server makes :class:`_HeadDeadlineHandler` connections."""
+
+    def __init__(self, app: web.Application, *, header_timeout: float, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._header_timeout = header_timeout
+
+    async def _make_server(self) -> web.Server:
+        return _HeadDeadlineServer(await super()._make_server(), self._header_timeout)
+
+
+class _HeadDeadlineServer(web.Server):
+    """The server aiohttp made for the app, making connections with a head deadline."""
+
+    def __init__(self, made: web.Server, header_timeout: float) -> None:
+        super().__init__(
+            made.request_handler,
+            request_factory=made.request_factory,
+            handler_cancellation=made.handler_cancellation,
+            loop=made._loop,
+            **made._kwargs,
+        )
+        self._header_timeout = header_timeout
+
+    def __call__(self) -> RequestHandler:
+        return _HeadDeadlineHandler(
+            self, loop=self._loop, header_timeout=self._header_timeout, **self._kwargs
+        )
+
+
+class _HeadDeadlineHandler(RequestHandler):
+    """aiohttp's connection, closed when a request head arrives too slowly (slowloris).
+
+    aiohttp has no header or body timeout. Its one timer, ``keepalive_timeout`` (3630 s by
+    default), closes a connection that has not delivered a complete request head that long
+    after it opened or after its last answer; lowering it would also close the idle pooled
+    connections of a proxy in front (nginx keeps them 60 s). Here a connection must deliver
+    a complete head within ``header_timeout`` of being opened, and each later request within
+    ``header_timeout`` of its first byte, or it is closed; idle time between requests is left
+    to keepalive_timeout. Bodies are the webhook handler's (``ROUTER_BODY_TIMEOUT``).
+
+    It relies on RequestHandler internals (``_request_count``, ``_messages``); the slow-client
+    tests in tests/test_hostile_input.py fail if they change.
+    """
+
+    def __init__(self, manager: web.Server, *, header_timeout: float, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._header_timeout = header_timeout
+        self._head_deadline: asyncio.TimerHandle | None = None
+        #: The body of the latest request whose head arrived: until its end, bytes are body.
+        self._latest_body: StreamReader | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._arm_head_deadline()
+
+    def data_received(self, data: bytes) -> None:
+        heads = self._request_count
+        super().data_received(data)
+        if self._request_count != heads:  # a complete head (or a malformed one, answered 400)
+            self._disarm_head_deadline()
+            self._latest_body = self._messages[-1][1] if self._messages else None
+        elif data and (self._latest_body is None or self._latest_body.is_eof()):
+            self._arm_head_deadline()  # the first bytes of the next request's head
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._disarm_head_deadline()
+        super().connection_lost(exc)
+
+    def _arm_head_deadline(self) -> None:
+        if self._head_deadline is None:
+            self._head_deadline = self._loop.call_later(self._header_timeout, self._head_late)
+
+    def _disarm_head_deadline(self) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+            self._head_deadline = None
+
+    def _head_late(self) -> None:
+        self._head_deadline = None
+        log.info("request_head_timeout", peer=str(self.peername), timeout=self._header_timeout)
+        self.force_close()
+
+
 async def _stop_when_orphaned(parent: int, stop: asyncio.Event) -> None:
     """A child whose parent died (even by SIGKILL) stops too: they run and stop together."""
     while os.getppid() == parent:
         await asyncio.sleep(1.0)
     log.warning("parent_gone_stopping", parent=parent)
     stop.set()
-
-
-def run_loop(main: Coroutine[Any, Any, None]) -> None:
-    """Run ``main`` on uvloop where it is installed (it is, on Linux and macOS): its event
-    loop and transports cost the ingress a good part less CPU per request than asyncio's."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)
-    else:
-        uvloop.run(main)
 
 
 def run(settings: Settings) -> int:
@@ -102,9 +191,7 @@ async def serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        ingress = web.AppRunner(
-            create_app(settings), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT
-        )
+        ingress = ingress_runner(settings)
         await ingress.setup()
         runners.append(ingress)
         await web.TCPSite(ingress, settings.host, settings.port, reuse_port=reuse_port).start()
@@ -129,4 +216,4 @@ async def serve(
             await runner.cleanup()
 
 
-__all__ = ["run", "run_loop", "serve"]
+__all__ = ["ingress_runner", "run", "serve"]

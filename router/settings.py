@@ -38,6 +38,11 @@ class Settings:
     confirm_timeout: float = 5.0
     #: Seconds in the Retry-After header of a 503.
     retry_after: int = 5
+    #: Seconds a client has to send a request's line and headers, counted from the opening of
+    #: its connection or from the first byte of a later request on it; then it is disconnected.
+    header_timeout: float = 10.0
+    #: Seconds a client may take to send a webhook's body once its headers arrived; 408 after.
+    body_timeout: float = 30.0
     #: Prefix of every exchange and queue name (see :class:`router.names.Names`).
     namespace: str = "attentive"
     log_format: LogFormat = "auto"
@@ -75,8 +80,13 @@ class Settings:
             raise ConfigError(f"ROUTER_WORKERS must be between 1 and 64, not {self.workers}")
         if self.max_body_bytes <= 0:
             raise ConfigError("ROUTER_MAX_BODY_BYTES must be positive")
-        if not (math.isfinite(self.confirm_timeout) and self.confirm_timeout > 0):
-            raise ConfigError("ROUTER_CONFIRM_TIMEOUT must be a positive number of seconds")
+        for name, seconds in (
+            ("ROUTER_CONFIRM_TIMEOUT", self.confirm_timeout),
+            ("ROUTER_HEADER_TIMEOUT", self.header_timeout),
+            ("ROUTER_BODY_TIMEOUT", self.body_timeout),
+        ):
+            if not (math.isfinite(seconds) and seconds > 0):
+                raise ConfigError(f"{name} must be a positive number of seconds")
         if self.retry_after < 0:
             raise ConfigError("ROUTER_RETRY_AFTER must not be negative")
         if self.log_level.upper() not in _LOG_LEVELS:
@@ -120,7 +130,7 @@ def _convert(name: str, raw: str) -> Any:
                 return parse_keys(raw)
             case "port" | "admin_port" | "max_body_bytes" | "retry_after" | "workers":
                 return int(raw)
-            case "confirm_timeout":
+            case "confirm_timeout" | "header_timeout" | "body_timeout":
                 return float(raw)
             case _:
                 return raw
