@@ -96,9 +96,15 @@ class Stream:
         return Counter(self.answers.values())[status]
 
     async def until(self, status: int, at_least: int, timeout: float = 60) -> None:
-        async with asyncio.timeout(timeout):
-            while self.count(status) < at_least:
-                await asyncio.sleep(0.05)
+        try:
+            async with asyncio.timeout(timeout):
+                while self.count(status) < at_least:
+                    await asyncio.sleep(0.05)
+        except TimeoutError:
+            raise AssertionError(
+                f"waited {timeout:g} s for {at_least} answers {status}; "
+                f"have {Counter(self.answers.values())}"
+            ) from None
 
 
 async def test_the_ingress_and_a_worker_move_to_another_node_and_nothing_answered_2xx_is_lost(
