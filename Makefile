@@ -19,8 +19,8 @@ lint: $(STAMP)  ## ruff and mypy --strict
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-unit: $(STAMP)  ## only the tests that need no broker
-	$(BIN)/pytest -m "not broker"
+unit: $(STAMP)  ## only the tests that need no broker and no database
+	$(BIN)/pytest -m "not broker and not database"
 
 bench: $(STAMP)  ## the benchmark suite (not a test); BENCH_ARGS="--quick" for a smoke run
 	@scripts/ensure-rabbitmq.sh
