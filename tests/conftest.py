@@ -20,6 +20,9 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustC
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from consumers import Worker
+from consumers.runtime.runner import WorkerRunner
+from consumers.runtime.settings import WorkerSettings
 from router import topology
 from router.admin import create_admin_app
 from router.ingress import BROKER, create_app
@@ -177,6 +180,49 @@ async def admin(make_admin: MakeAdmin) -> Client:
 
 
 @dataclass
+class Running:
+    """A worker running in the test's process."""
+
+    runner: WorkerRunner
+    stop: asyncio.Event
+    task: asyncio.Task[None]
+
+
+StartWorker = Callable[..., Awaitable[Running]]
+
+
+@pytest.fixture
+async def start_worker(admin: Client, names: Names) -> AsyncIterator[StartWorker]:
+    """Run a worker in this process against the test's router and namespace."""
+    running: list[Running] = []
+
+    async def start(worker: Worker, **overrides: object) -> Running:
+        settings = WorkerSettings(
+            amqp_url=AMQP_URL,
+            admin_url=str(admin.make_url("")).rstrip("/"),
+            admin_token=TOKEN,
+            namespace=names.prefix,
+            **overrides,  # type: ignore[arg-type]
+        )
+        stop = asyncio.Event()
+        runner = WorkerRunner(worker, settings)
+        task = asyncio.create_task(runner.run(stop))
+        async with asyncio.timeout(15):
+            while not runner.consuming.is_set():
+                if task.done():
+                    task.result()  # raises what stopped it
+                await asyncio.sleep(0.02)
+        handle = Running(runner, stop, task)
+        running.append(handle)
+        return handle
+
+    yield start
+    for handle in running:
+        handle.stop.set()
+        await asyncio.wait_for(asyncio.shield(handle.task), 30)
+
+
+@dataclass
 class Tap:
     """A queue of the test's own bound to the events exchange: what a consumer would see."""
 
@@ -247,6 +293,8 @@ __all__ = [
     "Client",
     "MakeAdmin",
     "MakeIngress",
+    "Running",
+    "StartWorker",
     "Tap",
     "TapFactory",
     "depth",

@@ -8,10 +8,8 @@ confirm, and the ingress recovers on its own.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import subprocess
-from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import aio_pika
@@ -20,6 +18,7 @@ import pytest
 from router.examples import example_body
 from router.names import Names
 from tests.conftest import AMQP_URL, Client, TapFactory, signed, take
+from tests.streams import Post, Stream
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -51,45 +50,11 @@ async def wait_ready(ingress: Client, timeout: float) -> None:
             await asyncio.sleep(0.1)
 
 
-class Stream:
-    """Posts distinct signed events with a few in flight, remembering every answer."""
+def posting(ingress: Client) -> Post:
+    async def post(body: bytes) -> int:
+        return (await ingress.post(URL, data=body, headers=signed(body))).status
 
-    def __init__(self, ingress: Client) -> None:
-        self.ingress = ingress
-        self.answers: dict[str, int] = {}
-        self._stop = asyncio.Event()
-        self._next = 0
-
-    async def _sender(self) -> None:
-        while not self._stop.is_set():
-            self._next += 1
-            body = example_body("sms.sent", "acme", external_id=self._next)
-            try:
-                response = await self.ingress.post(URL, data=body, headers=signed(body))
-                self.answers[body.hex()] = response.status
-            except Exception:  # the client gave up: counts as no answer, never as a 2xx
-                self.answers[body.hex()] = 0
-            await asyncio.sleep(0.005)
-
-    @contextlib.asynccontextmanager
-    async def running(self, senders: int = 4) -> AsyncIterator[None]:
-        tasks = [asyncio.create_task(self._sender()) for _ in range(senders)]
-        try:
-            yield
-        finally:
-            self._stop.set()
-            await asyncio.gather(*tasks)
-
-    def count(self, status: int) -> int:
-        return Counter(self.answers.values())[status]
-
-    async def until(self, status: int, at_least: int, timeout: float = 60) -> None:
-        async with asyncio.timeout(timeout):
-            while self.count(status) < at_least:
-                await asyncio.sleep(0.05)
-
-    def accepted(self) -> set[bytes]:
-        return {bytes.fromhex(b) for b, status in self.answers.items() if status == 200}
+    return post
 
 
 async def test_broker_stopped_mid_stream_no_2xx_without_confirm_and_recovery(
@@ -98,7 +63,7 @@ async def test_broker_stopped_mid_stream_no_2xx_without_confirm_and_recovery(
     # Given events streaming through the ingress into a bound queue
     tap = await tap_factory("#")
     queue_name = tap.queue.name
-    stream = Stream(ingress)
+    stream = Stream(posting(ingress))
     async with stream.running():
         await stream.until(200, at_least=50)
 

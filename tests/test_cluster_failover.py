@@ -8,7 +8,6 @@ afterwards, and the machine's own broker is not touched.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
@@ -22,12 +21,13 @@ from consumers.runtime.runner import WorkerRunner
 from consumers.runtime.settings import WorkerSettings
 from router.admin import create_admin_app
 from router.events import message_id
-from router.examples import example_body
 from router.ingress import BROKER
 from router.names import Names
 from router.settings import Settings
-from tests.conftest import AUTH, TOKEN, Client, MakeIngress, signed
+from tests.conftest import AUTH, TOKEN, Client, MakeIngress
 from tests.rabbit_cluster import LocalCluster
+from tests.streams import Stream
+from tests.test_broker_faults import posting
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -63,50 +63,6 @@ async def cluster_admin(cluster_settings: Settings) -> AsyncIterator[Client]:
     await client.close()
 
 
-class Stream:
-    """Posts distinct signed events, remembering every answer."""
-
-    def __init__(self, ingress: Client) -> None:
-        self.ingress = ingress
-        self.answers: dict[bytes, int] = {}
-        self._stop = asyncio.Event()
-        self._next = 0
-
-    async def _sender(self) -> None:
-        while not self._stop.is_set():
-            self._next += 1
-            body = example_body("sms.sent", "acme", external_id=self._next)
-            try:
-                response = await self.ingress.post(WEBHOOK, data=body, headers=signed(body))
-                self.answers[body] = response.status
-            except Exception:
-                self.answers[body] = 0
-            await asyncio.sleep(0.003)
-
-    @contextlib.asynccontextmanager
-    async def running(self, senders: int = 4) -> AsyncIterator[None]:
-        tasks = [asyncio.create_task(self._sender()) for _ in range(senders)]
-        try:
-            yield
-        finally:
-            self._stop.set()
-            await asyncio.gather(*tasks)
-
-    def count(self, status: int) -> int:
-        return Counter(self.answers.values())[status]
-
-    async def until(self, status: int, at_least: int, timeout: float = 60) -> None:
-        try:
-            async with asyncio.timeout(timeout):
-                while self.count(status) < at_least:
-                    await asyncio.sleep(0.05)
-        except TimeoutError:
-            raise AssertionError(
-                f"waited {timeout:g} s for {at_least} answers {status}; "
-                f"have {Counter(self.answers.values())}"
-            ) from None
-
-
 async def test_the_ingress_and_a_worker_move_to_another_node_and_nothing_answered_2xx_is_lost(
     cluster: LocalCluster,
     cluster_settings: Settings,
@@ -136,7 +92,7 @@ async def test_the_ingress_and_a_worker_move_to_another_node_and_nothing_answere
     broker = ingress.app[BROKER]
 
     # And events streaming through the ingress
-    stream = Stream(ingress)
+    stream = Stream(posting(ingress))
     async with stream.running():
         await stream.until(200, at_least=200)
 
@@ -150,7 +106,7 @@ async def test_the_ingress_and_a_worker_move_to_another_node_and_nothing_answere
         assert cluster.nodes[broker.node] is not victim
 
     # And every event answered 200 was handled by its owner (duplicates allowed, none lost)
-    accepted = {message_id(body) for body, status in stream.answers.items() if status == 200}
+    accepted = {message_id(body) for body in stream.accepted()}
     try:
         async with asyncio.timeout(60):
             while not accepted <= handled.keys():

@@ -8,7 +8,7 @@ import io
 import re
 import socket
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,15 +27,12 @@ from consumers.email_engagement import build_worker as build_engagement
 from consumers.runtime.cli import load_worker
 from consumers.runtime.errors import WorkerConfigError
 from consumers.runtime.retry import RetryPolicy
-from consumers.runtime.runner import WorkerRunner
-from consumers.runtime.settings import WorkerSettings
 from consumers.sms_audit import build_worker as build_audit
 from consumers.sms_audit.query import AuditRow, main, mask_phone, query
 from consumers.testing import DeadLetter, Handled, RetryLater, Skipped, WorkerHarness
 from router.events import message_id
 from router.examples import example_body, example_payload
-from router.names import Names
-from tests.conftest import AMQP_URL, TOKEN, Client, signed
+from tests.conftest import Client, StartWorker, signed
 
 SMS_TYPES = (
     "sms.subscribed",
@@ -572,47 +569,6 @@ def test_the_forwarder_without_a_url_fails_to_load_with_its_config_error(
 
 
 # --- sms-audit through the real RabbitMQ ----------------------------------------------------
-
-
-@dataclass
-class Running:
-    runner: WorkerRunner
-    stop: asyncio.Event
-    task: asyncio.Task[None]
-
-
-StartWorker = Callable[[Worker], Awaitable[Running]]
-
-
-@pytest.fixture
-async def start_worker(admin: Client, names: Names) -> AsyncIterator[StartWorker]:
-    """Run a worker in this process against the test's router and namespace (the approach of
-    tests/test_worker_runtime.py); stop it, draining, at the end of the test."""
-    running: list[Running] = []
-
-    async def start(worker: Worker) -> Running:
-        settings = WorkerSettings(
-            amqp_url=AMQP_URL,
-            admin_url=str(admin.make_url("")).rstrip("/"),
-            admin_token=TOKEN,
-            namespace=names.prefix,
-        )
-        stop = asyncio.Event()
-        runner = WorkerRunner(worker, settings)
-        task = asyncio.create_task(runner.run(stop))
-        async with asyncio.timeout(15):
-            while not runner.consuming.is_set():
-                if task.done():
-                    task.result()  # raises what stopped it
-                await asyncio.sleep(0.02)
-        handle = Running(runner, stop, task)
-        running.append(handle)
-        return handle
-
-    yield start
-    for handle in running:
-        handle.stop.set()
-        await asyncio.wait_for(asyncio.shield(handle.task), 30)
 
 
 def rows_or_none(db: Path) -> list[AuditRow]:

@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -30,6 +30,7 @@ from router.examples import example_body
 from tests.conftest import SIGNING_KEY, TOKEN, signed
 from tests.fault_workers import APPS
 from tests.rabbit_cluster import LocalCluster, Node
+from tests.streams import Stream
 from tests.test_serve import free_port
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -146,49 +147,11 @@ def system(node: Node, tmp_path: Path) -> Iterator[System]:
         client.close()
 
 
-class Stream:
-    """Signed events of every type for four companies, a few in flight, every answer kept."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.answers: dict[bytes, int] = {}
-        self._stop = asyncio.Event()
-        self._next = 0
-
-    async def _sender(self, session: aiohttp.ClientSession) -> None:
-        while not self._stop.is_set():
-            self._next += 1
-            n = self._next
-            body = example_body(
-                EVENT_TYPES[n % len(EVENT_TYPES)], COMPANIES[n % len(COMPANIES)], external_id=n
-            )
-            try:
-                async with session.post(self.url, data=body, headers=signed(body)) as response:
-                    self.answers[body] = response.status
-            except (aiohttp.ClientError, TimeoutError):
-                self.answers[body] = 0  # no answer: Attentive would retry it
-                await asyncio.sleep(0.05)
-            await asyncio.sleep(0.002)
-
-    @contextlib.asynccontextmanager
-    async def running(self, senders: int = 4) -> AsyncIterator[None]:
-        timeout = aiohttp.ClientTimeout(total=10)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            tasks = [asyncio.create_task(self._sender(session)) for _ in range(senders)]
-            try:
-                yield
-            finally:
-                self._stop.set()
-                await asyncio.gather(*tasks)
-
-    def count(self, status: int) -> int:
-        return sum(1 for s in self.answers.values() if s == status)
-
-    async def more_accepted(self, n: int, timeout: float = 120) -> None:
-        target = self.count(200) + n
-        async with asyncio.timeout(timeout):
-            while self.count(200) < target:
-                await asyncio.sleep(0.05)
+def any_type(n: int) -> bytes:
+    """The n-th event: the 11 types and 4 companies in turn."""
+    return example_body(
+        EVENT_TYPES[n % len(EVENT_TYPES)], COMPANIES[n % len(COMPANIES)], external_id=n
+    )
 
 
 async def wait_until(check: Callable[[], bool], timeout: float) -> None:
@@ -207,32 +170,45 @@ async def test_no_event_answered_2xx_is_lost_through_broker_worker_and_router_fa
         system.start_worker(app)
     await wait_until(lambda: claimed_apps(system.admin_port) == len(APPS), 60)
 
-    stream = Stream(f"http://127.0.0.1:{system.port}/webhooks/attentive")
+    url = f"http://127.0.0.1:{system.port}/webhooks/attentive"
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+
+        async def post(body: bytes) -> int:
+            async with session.post(url, data=body, headers=signed(body)) as response:
+                return response.status
+
+        stream = Stream(post, any_type)
+        await _break_things_while_streaming(stream, system, node)
+    await _check_every_accepted_event_was_handled(stream, system, node)
+
+
+async def _break_things_while_streaming(stream: Stream, system: System, node: Node) -> None:
     async with stream.running():
-        await stream.more_accepted(300)
+        await stream.more(200, 300)
 
         # RabbitMQ's app stopped and started
         await asyncio.to_thread(node.ctl, "stop_app")
         await asyncio.sleep(2)
         await asyncio.to_thread(node.ctl, "start_app")
-        await stream.more_accepted(300)
+        await stream.more(200, 300)
 
         # its connections force-closed
         await asyncio.to_thread(node.ctl, "close_all_connections", "fault test")
-        await stream.more_accepted(300)
+        await stream.more(200, 300)
 
         # the node killed with SIGKILL and started again
         await asyncio.to_thread(node.kill)
         await asyncio.sleep(1)
         await asyncio.to_thread(node.start)
         await asyncio.to_thread(node.wait_up)
-        await stream.more_accepted(300)
+        await stream.more(200, 300)
 
         # a worker killed with SIGKILL mid-handler, and restarted
         system.workers["faults-sms"].send_signal(signal.SIGKILL)
         await asyncio.to_thread(system.workers["faults-sms"].wait, 10)
         system.start_worker("faults-sms")
-        await stream.more_accepted(300)
+        await stream.more(200, 300)
 
         # the router restarted
         assert system.router is not None
@@ -240,12 +216,14 @@ async def test_no_event_answered_2xx_is_lost_through_broker_worker_and_router_fa
         await asyncio.to_thread(system.router.wait, 30)
         system.start_router()
         await wait_until(lambda: ready(system.port), 60)
-        await stream.more_accepted(300)
+        await stream.more(200, 300)
 
-    # Then every event answered 2xx was handled by its owner, and only by its owner
-    accepted = {
-        message_id(b): OWNER[orjson.loads(b)["type"]] for b, s in stream.answers.items() if s == 200
-    }
+
+async def _check_every_accepted_event_was_handled(
+    stream: Stream, system: System, node: Node
+) -> None:
+    """Every event answered 2xx was handled by its owner, and only by its owner."""
+    accepted = {message_id(b): OWNER[orjson.loads(b)["type"]] for b in stream.accepted()}
 
     def all_handled() -> bool:
         handled = system.handled()

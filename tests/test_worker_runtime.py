@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import aio_pika
 import pytest
@@ -22,54 +21,13 @@ from router.examples import example_body
 from router.names import Names
 from router.settings import Settings
 from router.topology import APP_DELIVERY_LIMIT, declare_app_queue
-from tests.conftest import AMQP_URL, AUTH, TOKEN, Client, depth, signed, take
+from tests.conftest import AMQP_URL, AUTH, TOKEN, Client, StartWorker, depth, signed, take
 from tests.test_serve import free_port
 
 pytestmark = pytest.mark.broker
 
 WEBHOOK = "/webhooks/attentive"
 FAST = RetryPolicy(delays=(0.2, 0.4), max_attempts=3)
-
-
-@dataclass
-class Running:
-    runner: WorkerRunner
-    stop: asyncio.Event
-    task: asyncio.Task[None]
-
-
-StartWorker = Callable[..., Awaitable[Running]]
-
-
-@pytest.fixture
-async def start_worker(admin: Client, names: Names) -> AsyncIterator[StartWorker]:
-    """Run a worker in this process against the test's router and namespace."""
-    running: list[Running] = []
-
-    async def start(worker: Worker, **overrides: object) -> Running:
-        settings = WorkerSettings(
-            amqp_url=AMQP_URL,
-            admin_url=str(admin.make_url("")).rstrip("/"),
-            admin_token=TOKEN,
-            namespace=names.prefix,
-            **overrides,  # type: ignore[arg-type]
-        )
-        stop = asyncio.Event()
-        runner = WorkerRunner(worker, settings)
-        task = asyncio.create_task(runner.run(stop))
-        async with asyncio.timeout(15):
-            while not runner.consuming.is_set():
-                if task.done():
-                    task.result()  # raises what stopped it
-                await asyncio.sleep(0.02)
-        handle = Running(runner, stop, task)
-        running.append(handle)
-        return handle
-
-    yield start
-    for handle in running:
-        handle.stop.set()
-        await asyncio.wait_for(asyncio.shield(handle.task), 30)
 
 
 async def post(ingress: Client, body: bytes) -> None:
