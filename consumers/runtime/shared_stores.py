@@ -17,9 +17,7 @@ delivery retry, like any other failure.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import math
-import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -34,13 +32,13 @@ from redis.exceptions import RedisError
 
 from consumers.runtime.errors import ConsumerError, WorkerConfigError
 from consumers.runtime.idempotency import IdempotencyStore, MemoryStore
+from router.pg import TABLE_NAME_RULE, advisory_lock_key, create_pool, valid_table_name
 
 #: How long an id counts as handled unless told otherwise: a day.
 DEFAULT_WINDOW = 24 * 3600.0
 DEFAULT_KEY_PREFIX = "attentive:handled"
 DEFAULT_TABLE = "attentive_handled"
 
-_TABLE_RE = re.compile(r"[a-z_][a-z0-9_]{0,39}")
 _REDIS_SCHEMES = ("redis", "rediss")
 _POSTGRES_SCHEMES = ("postgresql", "postgres")
 _ACCEPTED = (
@@ -148,8 +146,7 @@ class RedisStore:
 
 def lock_key(table: str) -> int:
     """The advisory-lock key (a signed 64-bit integer) serializing the schema of ``table``."""
-    digest = hashlib.sha256(f"attentive-router idempotency {table}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
+    return advisory_lock_key("idempotency", table)
 
 
 class PostgresStore:
@@ -173,10 +170,9 @@ class PostgresStore:
         timeout: float = 10.0,
     ) -> None:
         _check_window(window)
-        if not _TABLE_RE.fullmatch(table):
+        if not valid_table_name(table):
             raise WorkerConfigError(
-                f"invalid idempotency table name {table!r}: use lowercase letters, digits and "
-                "'_' (not starting with a digit, at most 40 characters)"
+                f"invalid idempotency table name {table!r}: use {TABLE_NAME_RULE}"
             )
         self.url = url
         self.window = window
@@ -200,12 +196,8 @@ class PostgresStore:
             return
         try:
             async with self._translated("cannot connect to the idempotency database"):
-                pool = await asyncpg.create_pool(
-                    self.url,
-                    min_size=self.min_size,
-                    max_size=self.max_size,
-                    timeout=self.timeout,
-                    command_timeout=self.timeout,
+                pool = await create_pool(
+                    self.url, min_size=self.min_size, max_size=self.max_size, timeout=self.timeout
                 )
         except ValueError as exc:  # asyncpg's verdict on the URL, before any connection
             raise WorkerConfigError(

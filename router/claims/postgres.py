@@ -10,8 +10,6 @@ database at once do not race on ``CREATE TABLE IF NOT EXISTS``.
 from __future__ import annotations
 
 import builtins
-import hashlib
-import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -22,9 +20,9 @@ import asyncpg
 from router.claims.model import Claim, ClaimSpec, EventPattern
 from router.claims.store import Granted, Refused, decide
 from router.errors import ClaimStoreError, ConfigError, InvalidClaim
+from router.pg import TABLE_NAME_RULE, advisory_lock_key, create_pool, valid_table_name
 
 DEFAULT_TABLE = "attentive_claims"
-_TABLE_RE = re.compile(r"[a-z_][a-z0-9_]{0,39}")
 _COLUMNS = "id, app, pattern, company, created_at"
 #: What the driver raises when the server, the network or the URL is wrong.
 _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
@@ -32,8 +30,7 @@ _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
 def lock_key(table: str) -> int:
     """The advisory-lock key (a signed 64-bit integer) serializing writers of ``table``."""
-    digest = hashlib.sha256(f"attentive-router claims {table}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
+    return advisory_lock_key("claims", table)
 
 
 class PostgresClaimStore:
@@ -48,11 +45,8 @@ class PostgresClaimStore:
         max_size: int = 4,
         timeout: float = 30.0,
     ) -> None:
-        if not _TABLE_RE.fullmatch(table):
-            raise ConfigError(
-                f"invalid claims table name {table!r}: use lowercase letters, digits and '_' "
-                "(not starting with a digit, at most 40 characters)"
-            )
+        if not valid_table_name(table):
+            raise ConfigError(f"invalid claims table name {table!r}: use {TABLE_NAME_RULE}")
         self.url = url
         self.table = table
         self.min_size = min_size
@@ -69,12 +63,8 @@ class PostgresClaimStore:
         if self._pool is not None:
             return
         async with self._translated("cannot connect to the claims database"):
-            pool = await asyncpg.create_pool(
-                self.url,
-                min_size=self.min_size,
-                max_size=self.max_size,
-                timeout=self.timeout,
-                command_timeout=self.timeout,
+            pool = await create_pool(
+                self.url, min_size=self.min_size, max_size=self.max_size, timeout=self.timeout
             )
         self._pool = pool
         try:
