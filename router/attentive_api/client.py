@@ -1,19 +1,4 @@
-"""A client of Attentive's Webhooks API: list, create, update and delete webhooks.
-
-``https://api.attentivemobile.com/v1`` with an OAuth bearer token that has the
-``webhooks:write`` scope. The client copes with the API's quirks:
-
-- a create answer may omit the new webhook's ``id``: the client finds it by listing
-  (same url and events, not among the webhooks that existed before) and says so;
-- ``PUT`` needs ``url``, ``events`` and ``disabled`` together (callers merge, see the CLI);
-- 429, 5xx, timeouts and connection failures are retried a bounded number of times with
-  exponential backoff, honouring ``Retry-After``. A create is not blindly repeated when its
-  first try may have taken effect (5xx, timeout, dropped connection): the client first lists,
-  and a webhook that appeared counts as created, so a retry never makes a duplicate webhook.
-
-The token lives only in the session's ``Authorization`` header: no error, log line or repr
-carries it (answers quoted in errors are scrubbed of it too).
-"""
+"""The client: list, create, update and delete webhooks, with bounded retries."""
 
 from __future__ import annotations
 
@@ -21,308 +6,28 @@ import asyncio
 import email.utils
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import aiohttp
 import orjson
 import structlog
 
-from router.claims.model import EventPattern, PatternKind
-from router.errors import ConfigError, InvalidClaim, RouterError
-from router.events import EVENT_TYPES, KNOWN_TYPES
+from router.attentive_api.errors import (
+    AttentiveAuthError,
+    AttentiveError,
+    AttentiveNotFound,
+    AttentiveProtocolError,
+    AttentiveRejected,
+    AttentiveUnavailable,
+)
+from router.attentive_api.settings import TOKEN_VARIABLE, WEBHOOKS_SCOPE, AttentiveSettings
+from router.attentive_api.webhooks import Created, Webhook, optional_text
 
-#: Attentive's API (``ATTENTIVE_API_URL`` overrides it, e.g. for a local fake).
-DEFAULT_API_URL = "https://api.attentivemobile.com/v1"
-#: The OAuth scope the token needs.
-WEBHOOKS_SCOPE = "webhooks:write"
-TOKEN_VARIABLE = "ATTENTIVE_API_TOKEN"
-_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
-_MAX_URL_LENGTH = 2048
 _MAX_MESSAGE_CHARS = 300
-
-
-# -- errors ---------------------------------------------------------------------------------
-
-
-class AttentiveError(RouterError):
-    """Root of the failures of a call to Attentive; its message is one line without the token."""
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        #: Attentive's HTTP status, when it answered.
-        self.status = status
-
-
-class AttentiveAuthError(AttentiveError):
-    """401 or 403: the token is wrong, expired, or lacks the ``webhooks:write`` scope."""
-
-
-class AttentiveNotFound(AttentiveError):
-    """404, or no webhook with that id in the listing."""
-
-
-class AttentiveRejected(AttentiveError):
-    """400 (or another 4xx): Attentive refused the request; its own message is quoted."""
-
-
-class AttentiveUnavailable(AttentiveError):
-    """429, 5xx, a timeout or a network failure, still so after the last try."""
-
-
-class AttentiveProtocolError(AttentiveError):
-    """An answer the client cannot read, or a created webhook it cannot identify."""
-
-
-class InvalidWebhookInput(RouterError):
-    """A webhook URL or event list refused before anything is sent (CLI exit code 2)."""
-
-
-# -- settings -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AttentiveSettings:
-    """How to reach Attentive: read once at the edge (:meth:`from_env`), then passed down."""
-
-    token: str = field(repr=False)
-    base_url: str = DEFAULT_API_URL
-    #: Tries per request (the first one included).
-    attempts: int = 3
-    #: Seconds before the second try; doubled before each further one.
-    retry_delay: float = 0.5
-    #: No single wait is longer; a longer ``Retry-After`` ends the retries at once.
-    max_delay: float = 30.0
-    #: Seconds per request.
-    timeout: float = 15.0
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str], *, base_url: str | None = None) -> AttentiveSettings:
-        """``ATTENTIVE_API_TOKEN`` (required), ``ATTENTIVE_API_URL``, ``ATTENTIVE_API_ATTEMPTS``,
-        ``ATTENTIVE_API_RETRY_DELAY``, ``ATTENTIVE_API_TIMEOUT``; :class:`ConfigError` if wrong.
-        """
-        token = env.get(TOKEN_VARIABLE, "").strip()
-        if not token:
-            raise ConfigError(
-                f"no Attentive API token: set {TOKEN_VARIABLE} "
-                f"(an OAuth token with the {WEBHOOKS_SCOPE} scope)"
-            )
-        settings = cls(
-            token=token,
-            base_url=base_url or env.get("ATTENTIVE_API_URL", "").strip() or DEFAULT_API_URL,
-            attempts=_env_number(env, "ATTENTIVE_API_ATTEMPTS", 3, int),
-            retry_delay=_env_number(env, "ATTENTIVE_API_RETRY_DELAY", 0.5, float),
-            timeout=_env_number(env, "ATTENTIVE_API_TIMEOUT", 15.0, float),
-        )
-        settings.validate()
-        return settings
-
-    def validate(self) -> None:
-        """Raise :class:`ConfigError` naming the first setting that cannot work."""
-        if not self.token or any(c.isspace() or not c.isprintable() for c in self.token):
-            # never quote the token, not even a wrong one
-            raise ConfigError(f"{TOKEN_VARIABLE} must be one word without spaces")
-        parts = urlsplit(self.base_url)
-        secure = parts.scheme == "https" or (
-            parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS
-        )
-        if not secure or not parts.hostname:
-            raise ConfigError(
-                "ATTENTIVE_API_URL must be an https:// URL (plain http only to localhost), "
-                f"not {self.base_url!r}"
-            )
-        if not 1 <= self.attempts <= 10:
-            raise ConfigError("ATTENTIVE_API_ATTEMPTS must be between 1 and 10")
-        if not (math.isfinite(self.retry_delay) and self.retry_delay >= 0):
-            raise ConfigError("ATTENTIVE_API_RETRY_DELAY must be a number of seconds (>= 0)")
-        if not (math.isfinite(self.timeout) and self.timeout > 0):
-            raise ConfigError("ATTENTIVE_API_TIMEOUT must be a positive number of seconds")
-
-
-_N = TypeVar("_N", int, float)
-
-
-def _env_number(env: Mapping[str, str], name: str, default: _N, kind: Callable[[str], _N]) -> _N:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return kind(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
-
-
-# -- webhooks -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Webhook:
-    """One of Attentive's webhooks."""
-
-    id: str
-    url: str
-    events: tuple[str, ...]
-    #: ``SUBSCRIPTION`` or ``STATIC`` (None when the answer did not say, as on create).
-    type: str | None = None
-    #: The company whose events it receives; None for a universal (static) webhook.
-    company_id: str | None = None
-    #: ``YYYY-MM-DD hh:mm:ss`` when disabled, None while enabled.
-    disabled_at: str | None = None
-
-    @property
-    def enabled(self) -> bool:
-        return self.disabled_at is None
-
-    def to_json(self) -> dict[str, Any]:
-        """Attentive's field names, plus ``enabled``."""
-        return {
-            "id": self.id,
-            "url": self.url,
-            "type": self.type,
-            "events": list(self.events),
-            "companyId": self.company_id,
-            "disabledAt": self.disabled_at,
-            "enabled": self.enabled,
-        }
-
-    @classmethod
-    def from_json(cls, data: object) -> Webhook:
-        """Read one webhook of an answer; :class:`AttentiveProtocolError` when malformed."""
-        if not isinstance(data, dict):
-            raise AttentiveProtocolError("Attentive answered a webhook that is not an object")
-        webhook_id = _optional_text(data.get("id"))
-        url = data.get("url")
-        events = data.get("events")
-        if (
-            webhook_id is None
-            or not isinstance(url, str)
-            or not isinstance(events, list)
-            or not all(isinstance(e, str) for e in events)
-        ):
-            raise AttentiveProtocolError(
-                "Attentive answered a webhook without a usable id, url or events list"
-            )
-        return cls(
-            id=webhook_id,
-            url=url,
-            events=tuple(events),
-            type=_optional_text(data.get("type")),
-            company_id=_optional_text(data.get("companyId")),
-            disabled_at=_optional_text(data.get("disabledAt")),
-        )
-
-    def same_target(self, url: str, events: Iterable[str]) -> bool:
-        """Same URL and the same set of events (Attentive may reorder them)."""
-        return self.url == url and set(self.events) == set(events)
-
-
-@dataclass(frozen=True, slots=True)
-class Created:
-    """A created webhook, and how its id was learnt."""
-
-    webhook: Webhook
-    #: True when Attentive's answer did not carry the id (or was lost) and a listing found it.
-    id_from_listing: bool = False
-    #: A sentence for the operator when ``id_from_listing``.
-    note: str | None = None
-
-
-def _optional_text(value: object) -> str | None:
-    if isinstance(value, bool) or value is None or value == "":
-        return None
-    if isinstance(value, int | str):
-        return str(value)
-    return None
-
-
-# -- validation (used by the CLI before anything is sent) ------------------------------------
-
-
-def validate_webhook_url(url: str, *, what: str = "--url") -> str:
-    """An ``https://`` URL with a host, no credentials and no fragment."""
-    if any(c.isspace() or not c.isprintable() for c in url) or len(url) > _MAX_URL_LENGTH:
-        raise InvalidWebhookInput(
-            f"{what} must be a URL without spaces, at most {_MAX_URL_LENGTH} characters"
-        )
-    parts = urlsplit(url)
-    if parts.scheme.lower() != "https":
-        raise InvalidWebhookInput(f"{what} must be an https:// URL, not {url!r}")
-    if "@" in parts.netloc:
-        raise InvalidWebhookInput(f"{what} must not carry a user or password")
-    try:
-        parts.port  # noqa: B018 - raises ValueError for a malformed port
-    except ValueError:
-        raise InvalidWebhookInput(f"{what} has an invalid port: {url!r}") from None
-    if not parts.hostname:
-        raise InvalidWebhookInput(f"{what} has no host: {url!r}")
-    if parts.fragment:
-        raise InvalidWebhookInput(f"{what} must not have a #fragment: {url!r}")
-    return url
-
-
-def subscription_url(router_base_url: str, company_id: str) -> str:
-    """This router's subscription webhook URL for one company:
-    ``<router-base-url>/webhooks/attentive/<company_id>``."""
-    if not company_id or any(c.isspace() or not c.isprintable() for c in company_id):
-        raise InvalidWebhookInput("--company-id must be a non-empty id without spaces")
-    validate_webhook_url(router_base_url, what="--router-base-url")
-    base = router_base_url.rstrip("/")
-    return validate_webhook_url(f"{base}/webhooks/attentive/{quote(company_id, safe='')}")
-
-
-def resolve_events(texts: Iterable[str]) -> tuple[str, ...]:
-    """Event names and patterns (``sms.*``, ``*``; commas allowed) as the concrete types to send.
-
-    Names are case sensitive, as at Attentive. The result follows :data:`EVENT_TYPES` order,
-    without repeats; :class:`InvalidWebhookInput` names the first item that is not one of the
-    11 types and matches none of them.
-    """
-    wanted: set[str] = set()
-    items = [item.strip() for text in texts for item in text.split(",") if item.strip()]
-    if not items:
-        raise InvalidWebhookInput("give at least one event type, e.g. --events 'sms.*'")
-    for item in items:
-        if item in KNOWN_TYPES:
-            wanted.add(item)
-            continue
-        try:
-            pattern = EventPattern.parse(item)
-        except InvalidClaim:
-            pattern = None
-        matched = (
-            [t for t in EVENT_TYPES if pattern.matches(t)]
-            if pattern is not None and pattern.kind is not PatternKind.EXACT
-            else []
-        )
-        if not matched:
-            raise InvalidWebhookInput(_unknown_event_message(item))
-        wanted.update(matched)
-    return tuple(t for t in EVENT_TYPES if t in wanted)
-
-
-def _unknown_event_message(item: str) -> str:
-    hint = ""
-    lowered = item.lower()
-    if lowered != item and (lowered in KNOWN_TYPES or _is_known_pattern(lowered)):
-        hint = f" (event names are case sensitive: did you mean {lowered!r}?)"
-    return (
-        f"unknown event type {item!r}{hint}; use one of {', '.join(EVENT_TYPES)}, "
-        "a channel pattern such as sms.* or * for all 11"
-    )
-
-
-def _is_known_pattern(text: str) -> bool:
-    try:
-        pattern = EventPattern.parse(text)
-    except InvalidClaim:
-        return False
-    return any(pattern.matches(t) for t in EVENT_TYPES)
-
-
-# -- the client -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -425,7 +130,7 @@ class AttentiveClient:
                     )
             checked = "; no webhook was made (checked by listing)" if outcome.maybe_applied else ""
             await self._pause_or_give_up("POST", "/webhooks", attempt, outcome, suffix=checked)
-        if isinstance(outcome, dict) and _optional_text(outcome.get("id")) is not None:
+        if isinstance(outcome, dict) and optional_text(outcome.get("id")) is not None:
             return Created(Webhook.from_json(outcome))
         try:
             found = await self._find_created(url, events, before)
@@ -686,21 +391,4 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, seconds)
 
 
-__all__ = [
-    "DEFAULT_API_URL",
-    "WEBHOOKS_SCOPE",
-    "AttentiveAuthError",
-    "AttentiveClient",
-    "AttentiveError",
-    "AttentiveNotFound",
-    "AttentiveProtocolError",
-    "AttentiveRejected",
-    "AttentiveSettings",
-    "AttentiveUnavailable",
-    "Created",
-    "InvalidWebhookInput",
-    "Webhook",
-    "resolve_events",
-    "subscription_url",
-    "validate_webhook_url",
-]
+__all__ = ["AttentiveClient"]
