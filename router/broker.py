@@ -29,6 +29,12 @@ log = structlog.get_logger("router.broker")
 RECONNECT_INTERVAL = 1.0
 #: Longest wait for the broker when declaring topology.
 DECLARE_TIMEOUT = 10.0
+#: Nacks with no ack in between for this long make the broker start over on a new
+#: connection (at most once per NACK_RECYCLE_INTERVAL): after a cluster node is lost, a
+#: channel whose quorum-queue publishing state went stale was seen to be nacked for good,
+#: while a new channel publishes at once (tests/test_cluster_failover.py).
+NACK_RECYCLE_AFTER = 3.0
+NACK_RECYCLE_INTERVAL = 10.0
 
 
 class Broker:
@@ -55,6 +61,8 @@ class Broker:
         self._topology: Topology | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._nacked_since: float | None = None
+        self._last_recycle = -NACK_RECYCLE_INTERVAL
         #: Index of the URL currently (or last) connected to.
         self.node = 0
 
@@ -171,11 +179,30 @@ class Broker:
         except aiormq.exceptions.PublishError:
             raise PublishFailed("unroutable: no queue took the message") from None
         except aiormq.exceptions.DeliveryError:
+            self._nacked()
             raise PublishFailed("RabbitMQ refused the message (nack)") from None
         except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as error:
             raise PublishFailed(f"connection lost before the confirm: {error!r}") from None
+        except Exception as error:  # whatever else: the broker did not confirm, so 503
+            log.warning("publish_failed_unexpectedly", error=repr(error))
+            raise PublishFailed(f"no confirm: {error!r}") from None
         if not isinstance(confirmation, Basic.Ack):
             raise PublishFailed(f"unexpected confirmation {confirmation!r}")
+        self._nacked_since = None
+
+    def _nacked(self) -> None:
+        """Count a nack; when nothing but nacks came for a while, start over elsewhere."""
+        now = asyncio.get_running_loop().time()
+        if self._nacked_since is None:
+            self._nacked_since = now
+            return
+        stale = now - self._nacked_since >= NACK_RECYCLE_AFTER
+        if stale and now - self._last_recycle >= NACK_RECYCLE_INTERVAL:
+            self._last_recycle, self._nacked_since = now, None
+            connection = self._connection
+            if connection is not None and not connection.is_closed:
+                log.warning("broker_recycling_after_nacks", node=redact(self._urls[self.node]))
+                asyncio.get_running_loop().create_task(connection.close())
 
 
 def _is_blocked(connection: AbstractConnection) -> bool:

@@ -153,7 +153,8 @@ class LocalCluster:
             node.stop()
         for node in self.nodes:
             node.kill()
-        shutil.rmtree(self.root, ignore_errors=True)
+        if not os.environ.get("KEEP_CLUSTER_FILES"):  # keep the node logs to look into a failure
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
 __all__ = ["LocalCluster", "Node"]

@@ -122,4 +122,5 @@ async def test_the_ingress_and_a_worker_move_to_another_node_and_nothing_answere
         f"handled={len(handled)} duplicates={duplicates} "
         f"missing={len(accepted - handled.keys())}"
     )
-    assert set(statuses) <= {200, 503}, statuses  # while it could not publish: 503, not 2xx
+    # while it could not publish: 503 (or no answer at all), never a 2xx
+    assert set(statuses) <= {200, 503, 0}, statuses
