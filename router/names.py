@@ -42,6 +42,12 @@ APP_HEADER = "x-attentive-app"
 #: retry tiers and dead-letter queue (those moves change the AMQP routing key).
 ROUTING_KEY_HEADER = "x-attentive-routing-key"
 
+#: Headers RabbitMQ itself maintains: a quorum queue's delivery count, and the history of
+#: dead-lettering (``x-death``, with the first death's reason also on its own).
+DELIVERY_COUNT_HEADER = "x-delivery-count"
+DEATH_HEADER = "x-death"
+FIRST_DEATH_REASON_HEADER = "x-first-death-reason"
+
 #: CloudEvents 1.0 binary-mode attribute prefix for AMQP application properties.
 CLOUDEVENTS_PREFIX = "cloudEvents:"
 #: CloudEvents ``source`` of every event the router publishes.
@@ -128,7 +134,10 @@ __all__ = [
     "COMPANY_HEADER",
     "DEAD_LETTERED_AT_HEADER",
     "DEAD_LETTER_REASON_HEADER",
+    "DEATH_HEADER",
+    "DELIVERY_COUNT_HEADER",
     "ERROR_HEADER",
+    "FIRST_DEATH_REASON_HEADER",
     "FIRST_FAILED_AT_HEADER",
     "INVALID_REASON_HEADER",
     "LAST_FAILED_AT_HEADER",

@@ -36,6 +36,7 @@ from router.names import (
     ATTEMPT_HEADER,
     DEAD_LETTER_REASON_HEADER,
     DEAD_LETTERED_AT_HEADER,
+    DELIVERY_COUNT_HEADER,
     ERROR_HEADER,
     FIRST_FAILED_AT_HEADER,
     LAST_FAILED_AT_HEADER,
@@ -49,7 +50,7 @@ log = structlog.get_logger("consumers")
 #: Seconds between attempts to reach a broker node.
 RECONNECT_INTERVAL = 1.0
 #: Headers RabbitMQ maintains itself; a republished copy starts without them.
-_BROKER_HEADERS = ("x-delivery-count",)
+_BROKER_HEADERS = (DELIVERY_COUNT_HEADER,)
 
 
 async def claim_events(worker: Worker, settings: WorkerSettings) -> None:

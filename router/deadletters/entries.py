@@ -19,7 +19,10 @@ from router.names import (
     COMPANY_HEADER,
     DEAD_LETTER_REASON_HEADER,
     DEAD_LETTERED_AT_HEADER,
+    DEATH_HEADER,
+    DELIVERY_COUNT_HEADER,
     ERROR_HEADER,
+    FIRST_DEATH_REASON_HEADER,
     INVALID_REASON_HEADER,
     RECEIVED_AT_HEADER,
     REPLAY_COUNT_HEADER,
@@ -204,11 +207,11 @@ def _attempts(headers: Mapping[str, Any], kind: Kind) -> int | None:
     if attempts is not None or kind is not Kind.DLQ:
         # on unrouted/invalid, x-delivery-count only counts how often they were listed
         return attempts
-    return _int(headers.get("x-delivery-count"))  # dead-lettered by the delivery limit
+    return _int(headers.get(DELIVERY_COUNT_HEADER))  # dead-lettered by the delivery limit
 
 
 def _death_reason(headers: Mapping[str, Any]) -> str | None:
-    return _str(headers.get("x-first-death-reason"))
+    return _str(headers.get(FIRST_DEATH_REASON_HEADER))
 
 
 def _parked_at(
@@ -220,7 +223,7 @@ def _parked_at(
             return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
         except ValueError:
             pass
-    deaths = headers.get("x-death")
+    deaths = headers.get(DEATH_HEADER)
     if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
         when = deaths[0].get("time")
         if isinstance(when, datetime):

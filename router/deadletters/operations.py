@@ -27,7 +27,10 @@ from router.names import (
     ATTEMPT_HEADER,
     DEAD_LETTER_REASON_HEADER,
     DEAD_LETTERED_AT_HEADER,
+    DEATH_HEADER,
+    DELIVERY_COUNT_HEADER,
     ERROR_HEADER,
+    FIRST_DEATH_REASON_HEADER,
     FIRST_FAILED_AT_HEADER,
     LAST_FAILED_AT_HEADER,
     REPLAY_COUNT_HEADER,
@@ -46,14 +49,14 @@ _FAILURE_HEADERS = frozenset(
         FIRST_FAILED_AT_HEADER,
         LAST_FAILED_AT_HEADER,
         APP_HEADER,
-        "x-death",
+        DEATH_HEADER,
         "x-first-death-exchange",
         "x-first-death-queue",
-        "x-first-death-reason",
+        FIRST_DEATH_REASON_HEADER,
         "x-last-death-exchange",
         "x-last-death-queue",
         "x-last-death-reason",
-        "x-delivery-count",
+        DELIVERY_COUNT_HEADER,
     }
 )
 #: How long a walk waits for a confirm before counting the event as failed (it stays parked).
