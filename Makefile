@@ -24,6 +24,7 @@ unit: $(STAMP)  ## only the tests that need no broker and no database
 
 bench: $(STAMP)  ## the benchmark suite (not a test); BENCH_ARGS="--quick" for a smoke run
 	@scripts/ensure-rabbitmq.sh
+	@scripts/ensure-load-tools.sh
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 install: $(STAMP)
