@@ -147,7 +147,7 @@ def run(settings: Settings) -> int:
         return 0
     context = multiprocessing.get_context("spawn")
     children = [
-        context.Process(target=_child, args=(settings, index), name=f"ingress-{index}")
+        context.Process(target=_child, args=(settings, index, os.getpid()), name=f"ingress-{index}")
         for index in range(settings.workers)
     ]
     stopping = False
@@ -174,11 +174,13 @@ def run(settings: Settings) -> int:
     return 1 if failed and not stopping else 0
 
 
-def _child(settings: Settings, index: int) -> None:
+def _child(settings: Settings, index: int, parent: int) -> None:
+    # ``parent`` comes from the parent itself: a child asking os.getppid() while it was still
+    # starting up, after its parent had been killed, would watch PID 1 and never stop
     configure_logging(settings.log_format, settings.log_level)
     structlog.contextvars.bind_contextvars(process=index)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards SIGTERM
-    run_loop(serve(settings, admin=index == 0, reuse_port=True, parent=os.getppid()))
+    run_loop(serve(settings, admin=index == 0, reuse_port=True, parent=parent))
 
 
 async def serve(
