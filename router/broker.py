@@ -1,10 +1,11 @@
-"""The router's one connection to RabbitMQ: confirm-mode, every wait bounded, reconnecting.
+"""The router's connection to RabbitMQ: confirm-mode, every wait bounded, reconnecting.
 
 :class:`Broker` connects in the background (the ingress serves 503 until it is up),
-declares the topology, reconnects by itself (to another node of the list when its node is
-gone), and publishes each message with a publisher confirm awaited under a timeout. Many
-publishes share the channel and are in flight at once; each awaits only its own confirm.
-Anything short of a broker ack raises :class:`~router.errors.PublishFailed`.
+declares the topology with aio-pika, then publishes on a :class:`~router.publisher.
+ConfirmPublisher` to the same node: a lean publish-only connection whose confirms are
+pipelined (many publishes in flight, each awaiting only its own confirm). When that
+connection is lost it connects again, to another node of the list first, and declares the
+topology again. Anything short of a broker ack raises :class:`~router.errors.PublishFailed`.
 """
 
 from __future__ import annotations
@@ -15,12 +16,19 @@ from collections.abc import Sequence
 
 import aiormq
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractConnection
-from pamqp.commands import Basic
 
-from router.amqp import connect_first, redact, split_urls
+from router.amqp import CONNECT_TIMEOUT, connect_first, redact, split_urls
+from router.amqp_frames import Properties
 from router.errors import PublishFailed, RouterError
 from router.names import Names
+from router.publisher import (
+    ConfirmPublisher,
+    ConfirmTimedOut,
+    ConnectionLost,
+    Nacked,
+    NotConfirmed,
+    Returned,
+)
 from router.topology import Topology, declare
 
 log = structlog.get_logger("router.broker")
@@ -38,7 +46,7 @@ NACK_RECYCLE_INTERVAL = 10.0
 
 
 class Broker:
-    """A confirm-mode channel to RabbitMQ and the router's declared topology.
+    """A confirm-mode publishing connection to RabbitMQ and the router's declared topology.
 
     It connects to the first listed node that answers and, when that connection is lost,
     connects again, starting with the next node, and declares the topology again.
@@ -56,8 +64,7 @@ class Broker:
         self._names = names
         self._confirm_timeout = confirm_timeout
         self._connection_name = connection_name
-        self._connection: AbstractConnection | None = None
-        self._channel: AbstractChannel | None = None
+        self._publisher: ConfirmPublisher | None = None
         self._topology: Topology | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -86,8 +93,8 @@ class Broker:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self._connection is not None and not self._connection.is_closed:
-            await self._connection.close()
+        if self._publisher is not None:
+            await self._publisher.close()
 
     async def _stay_connected(self) -> None:
         attempt = 0
@@ -95,8 +102,14 @@ class Broker:
         while not self._closing:
             attempt += 1
             try:
-                connection = await self._connect(start)
-            except (RouterError, OSError, aiormq.exceptions.AMQPError, TimeoutError) as error:
+                publisher = await self._connect(start)
+            except (
+                RouterError,
+                OSError,
+                aiormq.exceptions.AMQPError,
+                TimeoutError,
+                NotConfirmed,
+            ) as error:
                 if attempt == 1 or attempt % 30 == 0:
                     log.warning("broker_unreachable", attempt=attempt, error=str(error))
                 start = (start + 1) % len(self._urls)
@@ -104,40 +117,46 @@ class Broker:
                 continue
             log.info("broker_connected", attempt=attempt, node=redact(self._urls[self.node]))
             attempt = 0
-            await connection.closed()
+            reason = await publisher.wait_closed()
             self._topology = None
             if self._closing:
                 return
-            log.warning("broker_connection_lost", node=redact(self._urls[self.node]))
+            log.warning("broker_connection_lost", node=redact(self._urls[self.node]), reason=reason)
             start = (self.node + 1) % len(self._urls)  # another node first
 
-    async def _connect(self, start: int) -> AbstractConnection:
-        connection, self.node = await connect_first(self._urls, start, name=self._connection_name)
+    async def _connect(self, start: int) -> ConfirmPublisher:
+        """Declare the topology on the first node that answers, then open the publisher there."""
+        connection, self.node = await connect_first(
+            self._urls, start, name=f"{self._connection_name} (declaring)"
+        )
         try:
-            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            channel = await connection.channel()
             async with asyncio.timeout(DECLARE_TIMEOUT):
                 topology = await declare(channel, self._names)
-        except BaseException:
+        finally:
             await connection.close()
-            raise
-        # a channel closed by the broker takes the connection with it: one way to recover
-        channel.close_callbacks.add(lambda *_: asyncio.ensure_future(connection.close()))
-        self._connection, self._channel, self._topology = connection, channel, topology
-        return connection
+        publisher = await ConfirmPublisher.open(
+            self._urls[self.node],
+            name=self._connection_name,
+            confirm_timeout=self._confirm_timeout,
+            timeout=CONNECT_TIMEOUT,
+        )
+        self._publisher, self._topology = publisher, topology
+        return publisher
 
     # -- state ------------------------------------------------------------------------
 
     @property
     def connected(self) -> bool:
-        """The connection is open and the topology was declared on it."""
-        connection = self._connection
-        return connection is not None and self._topology is not None and not connection.is_closed
+        """The publishing connection is open and the topology was declared."""
+        publisher = self._publisher
+        return publisher is not None and self._topology is not None and publisher.is_open
 
     @property
     def blocked(self) -> bool:
         """RabbitMQ has blocked the connection (a memory or disk alarm): publishes stall."""
-        connection = self._connection
-        return connection is not None and _is_blocked(connection)
+        publisher = self._publisher
+        return publisher is not None and publisher.blocked
 
     @property
     def ready(self) -> bool:
@@ -146,48 +165,34 @@ class Broker:
 
     # -- publishing -------------------------------------------------------------------
 
-    async def publish_event(
-        self, routing_key: str, body: bytes, properties: Basic.Properties
-    ) -> None:
+    async def publish_event(self, routing_key: str, body: bytes, properties: Properties) -> None:
         """Publish to the events exchange and wait for the broker's confirm."""
         await self._publish(self._names.events_exchange, routing_key, body, properties)
 
-    async def publish_to_queue(self, queue: str, body: bytes, properties: Basic.Properties) -> None:
+    async def publish_to_queue(self, queue: str, body: bytes, properties: Properties) -> None:
         """Publish straight into ``queue`` (through the default exchange) with a confirm."""
         await self._publish("", queue, body, properties)
 
     async def _publish(
-        self, exchange: str, routing_key: str, body: bytes, properties: Basic.Properties
+        self, exchange: str, routing_key: str, body: bytes, properties: Properties
     ) -> None:
-        channel = self._channel
-        if channel is None or not self.connected:
+        publisher = self._publisher
+        if publisher is None or not self.connected:
             raise PublishFailed("not connected to RabbitMQ")
-        if self.blocked:
+        if publisher.blocked:
             raise PublishFailed("RabbitMQ has blocked publishing (resource alarm)")
         try:
-            underlay = await channel.get_underlay_channel()
-            confirmation = await underlay.basic_publish(
-                body,
-                exchange=exchange,
-                routing_key=routing_key,
-                properties=properties,
-                mandatory=True,
-                timeout=self._confirm_timeout,
-            )
-        except TimeoutError:
-            raise PublishFailed(f"no confirm within {self._confirm_timeout:g}s") from None
-        except aiormq.exceptions.PublishError:
-            raise PublishFailed("unroutable: no queue took the message") from None
-        except aiormq.exceptions.DeliveryError:
+            await publisher.publish(exchange, routing_key, body, properties)
+        except (ConfirmTimedOut, Returned) as error:
+            raise PublishFailed(str(error)) from None
+        except ConnectionLost as error:
+            raise PublishFailed(f"connection lost before the confirm: {error}") from None
+        except Nacked as error:
             self._nacked()
-            raise PublishFailed("RabbitMQ refused the message (nack)") from None
-        except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as error:
-            raise PublishFailed(f"connection lost before the confirm: {error!r}") from None
+            raise PublishFailed(str(error)) from None
         except Exception as error:  # whatever else: the broker did not confirm, so 503
             log.warning("publish_failed_unexpectedly", error=repr(error))
             raise PublishFailed(f"no confirm: {error!r}") from None
-        if not isinstance(confirmation, Basic.Ack):
-            raise PublishFailed(f"unexpected confirmation {confirmation!r}")
         self._nacked_since = None
 
     def _nacked(self) -> None:
@@ -199,20 +204,10 @@ class Broker:
         stale = now - self._nacked_since >= NACK_RECYCLE_AFTER
         if stale and now - self._last_recycle >= NACK_RECYCLE_INTERVAL:
             self._last_recycle, self._nacked_since = now, None
-            connection = self._connection
-            if connection is not None and not connection.is_closed:
+            publisher = self._publisher
+            if publisher is not None and publisher.is_open:
                 log.warning("broker_recycling_after_nacks", node=redact(self._urls[self.node]))
-                asyncio.get_running_loop().create_task(connection.close())
-
-
-def _is_blocked(connection: AbstractConnection) -> bool:
-    # aiormq tracks Connection.Blocked/Unblocked in a private event and exposes no
-    # property for it; tests/test_broker_faults.py fails if that ever changes.
-    transport = connection.transport
-    if transport is None:
-        return False
-    unblocked = getattr(transport.connection, "_Connection__connection_unblocked", None)
-    return isinstance(unblocked, asyncio.Event) and not unblocked.is_set()
+                asyncio.get_running_loop().create_task(publisher.close())
 
 
 __all__ = ["Broker"]

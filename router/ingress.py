@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 import structlog
 from aiohttp import web
-from pamqp.commands import Basic
 
+from router.amqp_frames import Properties
 from router.broker import Broker
 from router.errors import PublishFailed
 from router.events import Event, Unusable, parse
@@ -43,7 +43,6 @@ METRICS = web.AppKey("metrics", Metrics)
 VERIFIER = web.AppKey("verifier", Verifier)
 
 WEBHOOK_PATH = "/webhooks/attentive"
-_PERSISTENT = 2
 _CE_SPECVERSION = f"{CLOUDEVENTS_PREFIX}specversion"
 _CE_ID = f"{CLOUDEVENTS_PREFIX}id"
 _CE_TYPE = f"{CLOUDEVENTS_PREFIX}type"
@@ -172,11 +171,10 @@ async def _read_body(request: web.Request, timeout: float) -> bytes:
 async def _publish(app: web.Application, event: Event, body: bytes) -> None:
     received_ms = event.timestamp_ms if event.timestamp_ms is not None else _now_ms()
     occurred = datetime.fromtimestamp(received_ms / 1000, tz=UTC)
-    properties = Basic.Properties(
+    properties = Properties(
         content_type="application/json",
-        delivery_mode=_PERSISTENT,
         message_id=event.message_id,
-        timestamp=occurred,
+        timestamp=received_ms // 1000,
         headers={
             _CE_SPECVERSION: "1.0",
             _CE_ID: event.message_id,
@@ -194,15 +192,15 @@ async def _quarantine(
 ) -> web.Response:
     """Park an authentic but unusable body, raw, in the invalid queue; 202 once confirmed."""
     app = request.app
-    properties = Basic.Properties(
+    received_ms = _now_ms()
+    properties = Properties(
         content_type=_declared_content_type(request),
-        delivery_mode=_PERSISTENT,
         message_id=message_id,
-        timestamp=datetime.now(tz=UTC),
+        timestamp=received_ms // 1000,
         headers={
             INVALID_REASON_HEADER: reason,
             RECEIVED_PATH_HEADER: request.path,
-            RECEIVED_AT_HEADER: _now_ms(),
+            RECEIVED_AT_HEADER: received_ms,
         },
     )
     queue = app[SETTINGS].names.invalid_queue

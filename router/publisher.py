@@ -1,0 +1,444 @@
+"""A publish-only AMQP 0-9-1 connection: one confirm-mode channel, confirms pipelined.
+
+The ingress publishes one persistent message per webhook and answers only once RabbitMQ
+confirmed it. aiormq does that well but generally: per publish it takes a lock, starts a
+timeout, marshals three frames through pamqp and hands them to a writer task, which cost
+the ingress about a third of its CPU at saturation. This protocol does only what publishing
+needs, and so does it cheaply:
+
+- the frames are built by :mod:`router.amqp_frames`; writes made in one turn of the event
+  loop go out in one ``writelines``;
+- each publish is a future in a dict keyed by delivery tag; acks (single or ``multiple``)
+  and nacks are read without a general unmarshaller, everything else with pamqp;
+- one 0.1 s ticker fails publishes older than the confirm timeout and keeps the heartbeat,
+  instead of a timer per publish;
+- a message returned as unroutable (``mandatory``) fails with :class:`Returned` (the return
+  comes just before that message's ack, and names its message id), a nack with
+  :class:`Nacked`; a connection or channel closed by either side fails every publish still
+  waiting with :class:`ConnectionLost`, and :meth:`wait_closed` returns.
+
+Connection.Blocked and Unblocked (memory and disk alarms) are tracked in :attr:`blocked`.
+Topology is not declared here: :class:`~router.broker.Broker` does that with aio-pika first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import struct
+from collections import deque
+from typing import Any, cast
+
+from pamqp import commands
+from pamqp import frame as pamqp_frame
+from pamqp.base import Frame
+from pamqp.exceptions import UnmarshalingException
+from pamqp.header import ContentHeader, ProtocolHeader
+from yarl import URL
+
+from router.amqp_frames import (
+    FRAME_END,
+    FRAME_HEARTBEAT,
+    FRAME_PREFIX,
+    Properties,
+    publish_frames,
+    publish_method,
+)
+
+CHANNEL = 1
+#: Largest frame we offer; RabbitMQ's default (131,072) holds a 1 KiB event in one frame.
+FRAME_MAX = 131_072
+#: Seconds between checks of confirm deadlines and of the heartbeat.
+TICK = 0.1
+#: Method frames whose payload is a delivery tag and one flags octet: read without pamqp.
+_ACK = struct.pack(">HH", 60, 80)
+_NACK = struct.pack(">HH", 60, 120)
+_TAG_AND_FLAGS = struct.Struct(">QB")
+_END = FRAME_END[0]
+_CACHED_METHODS = 4096
+
+
+class NotConfirmed(Exception):
+    """RabbitMQ did not confirm the message; it may or may not have been routed."""
+
+
+class Nacked(NotConfirmed):
+    """RabbitMQ answered basic.nack: it could not take the message."""
+
+
+class Returned(NotConfirmed):
+    """The message was mandatory and no queue took it (basic.return)."""
+
+
+class ConfirmTimedOut(NotConfirmed):
+    """No confirm arrived within the confirm timeout."""
+
+
+class ConnectionLost(NotConfirmed):
+    """The connection or the channel closed before the confirm arrived."""
+
+
+class _Pending:
+    __slots__ = ("deadline", "future", "message_id", "returned")
+
+    def __init__(self, future: asyncio.Future[None], message_id: str, deadline: float) -> None:
+        self.future = future
+        self.message_id = message_id
+        self.deadline = deadline
+        self.returned = False
+
+
+class ConfirmPublisher(asyncio.Protocol):
+    """A connection with one confirm-mode channel; :meth:`publish` returns the confirm's future.
+
+    Open it with :meth:`open`; it never reconnects (the caller decides where to go next).
+    """
+
+    def __init__(self, url: URL, *, name: str, confirm_timeout: float) -> None:
+        self._url = url
+        self._name = name
+        self._confirm_timeout = confirm_timeout
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._outgoing: list[bytes] = []
+        self._flush_scheduled = False
+        self._frame_max = FRAME_MAX
+        self._heartbeat = 0.0
+        self._last_sent = self._last_received = self._loop.time()
+        self._ticker: asyncio.TimerHandle | None = None
+        self._methods: dict[tuple[str, str, bool], bytes] = {}
+        self._tag = 0
+        self._pending: dict[int, _Pending] = {}
+        self._order: deque[int] = deque()
+        self._returning: commands.Basic.Return | None = None
+        self._returned_ids: list[str | None] = []
+        self._ready: asyncio.Future[None] = self._loop.create_future()
+        self._closed: asyncio.Future[None] = self._loop.create_future()
+        self._close_reason = "not connected"
+        #: RabbitMQ has blocked this connection (a resource alarm): publishes stall.
+        self.blocked = False
+
+    # -- opening and closing --------------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls, url: str, *, name: str, confirm_timeout: float, timeout: float
+    ) -> ConfirmPublisher:
+        """Connect, authenticate and open a confirm-mode channel within ``timeout`` seconds."""
+        parsed = URL(url)
+        secure = parsed.scheme == "amqps"
+        loop = asyncio.get_running_loop()
+        protocol = cls(parsed, name=name, confirm_timeout=confirm_timeout)
+        try:
+            async with asyncio.timeout(timeout):
+                await loop.create_connection(
+                    lambda: protocol,
+                    parsed.host or "localhost",
+                    parsed.port or (5671 if secure else 5672),
+                    ssl=_ssl_context(parsed) if secure else None,
+                )
+                await protocol._ready
+        except BaseException:
+            protocol.abort()
+            raise
+        return protocol
+
+    async def close(self, timeout: float = 2.0) -> None:
+        """Close the connection politely (Connection.Close), then the socket."""
+        if self._transport is None or self._closed.done():
+            return
+        self._close_reason = "closed"
+        self._send(frame_of(commands.Connection.Close(200, "closing", 0, 0), 0))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._closed), timeout)
+        self.abort()
+
+    def abort(self) -> None:
+        """Drop the connection at once; waiting publishes fail with :class:`ConnectionLost`."""
+        if self._transport is not None:
+            self._transport.abort()
+
+    async def wait_closed(self) -> str:
+        """Wait until the connection is gone; returns why."""
+        await asyncio.shield(self._closed)
+        return self._close_reason
+
+    @property
+    def is_open(self) -> bool:
+        """Open, authenticated, and the channel in confirm mode."""
+        ready = self._ready
+        return (
+            ready.done()
+            and not ready.cancelled()
+            and ready.exception() is None
+            and (not self._closed.done())
+        )
+
+    @property
+    def in_flight(self) -> int:
+        """Publishes waiting for their confirm."""
+        return len(self._pending)
+
+    # -- publishing -----------------------------------------------------------------------
+
+    def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        properties: Properties,
+        *,
+        mandatory: bool = True,
+    ) -> asyncio.Future[None]:
+        """Write the message; the future resolves on RabbitMQ's ack (or fails: see module)."""
+        if not self.is_open:
+            raise ConnectionLost(self._close_reason)
+        key = (exchange, routing_key, mandatory)
+        method = self._methods.get(key)
+        if method is None:
+            method = publish_method(CHANNEL, exchange, routing_key, mandatory=mandatory)
+            if len(self._methods) >= _CACHED_METHODS:
+                self._methods.clear()
+            self._methods[key] = method
+        frames = publish_frames(method, CHANNEL, body, properties, self._frame_max)
+        self._tag += 1
+        future: asyncio.Future[None] = self._loop.create_future()
+        deadline = self._loop.time() + self._confirm_timeout
+        self._pending[self._tag] = _Pending(future, properties.message_id, deadline)
+        self._order.append(self._tag)
+        self._outgoing += frames
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+        return future
+
+    def _send(self, data: bytes) -> None:
+        self._outgoing.append(data)
+        self._flush()
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._outgoing and self._transport is not None and not self._transport.is_closing():
+            self._transport.writelines(self._outgoing)
+            self._last_sent = self._loop.time()
+        self._outgoing = []
+
+    # -- asyncio.Protocol -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self._transport.write(ProtocolHeader().marshal())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._close_reason == "not connected" or exc is not None:
+            self._close_reason = f"connection lost: {exc!r}" if exc else "connection closed"
+        self._fail_all(ConnectionLost(self._close_reason))
+        if not self._ready.done():
+            self._ready.set_exception(ConnectionLost(self._close_reason))
+        if self._ticker is not None:
+            self._ticker.cancel()
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        self._last_received = self._loop.time()
+        buffer = self._buffer
+        buffer += data
+        offset, size = 0, len(buffer)
+        while size - offset >= FRAME_PREFIX.size:
+            kind, _, length = FRAME_PREFIX.unpack_from(buffer, offset)
+            end = offset + FRAME_PREFIX.size + length
+            if end >= size:
+                break  # the frame is not all here yet
+            if buffer[end] != _END:
+                self._protocol_error("a frame did not end with 0xCE")
+                return
+            start = offset + FRAME_PREFIX.size
+            if kind == 1 and length == 13 and buffer[start : start + 4] in (_ACK, _NACK):
+                tag, flags = _TAG_AND_FLAGS.unpack_from(buffer, start + 4)
+                self._settle(tag, bool(flags & 1), nacked=buffer[start + 3] == 120)
+            elif kind != FRAME_HEARTBEAT:
+                try:
+                    _, _, value = pamqp_frame.unmarshal(bytes(buffer[offset : end + 1]))
+                except UnmarshalingException as error:
+                    self._protocol_error(f"unreadable frame: {error}")
+                    return
+                self._on_frame(value)
+            offset = end + 1
+        del buffer[:offset]
+
+    # -- frames from RabbitMQ -------------------------------------------------------------
+
+    def _on_frame(self, value: Any) -> None:
+        match value:
+            case commands.Connection.Start(mechanisms=mechanisms):
+                if "PLAIN" not in str(mechanisms).split():
+                    self._protocol_error(f"RabbitMQ offers no PLAIN login: {mechanisms!r}")
+                    return
+                login = f"\0{self._url.user or 'guest'}\0{self._url.password or 'guest'}"
+                start_ok = commands.Connection.StartOk(
+                    client_properties=_client_properties(self._name), response=login
+                )
+                self._send(frame_of(start_ok, 0))
+            case commands.Connection.Tune(frame_max=frame_max, heartbeat=offered):
+                self._frame_max = min(frame_max or FRAME_MAX, FRAME_MAX)
+                heartbeat = _heartbeat(self._url, offered)
+                self._heartbeat = float(heartbeat)
+                self._send(frame_of(commands.Connection.TuneOk(1, self._frame_max, heartbeat), 0))
+                self._send(frame_of(commands.Connection.Open(_vhost(self._url)), 0))
+            case commands.Connection.OpenOk():
+                self._send(frame_of(commands.Channel.Open(), CHANNEL))
+            case commands.Channel.OpenOk():
+                self._send(frame_of(commands.Confirm.Select(), CHANNEL))
+            case commands.Confirm.SelectOk():
+                self._ticker = self._loop.call_later(TICK, self._tick)
+                self._ready.set_result(None)
+            case commands.Connection.Blocked():
+                self.blocked = True
+            case commands.Connection.Unblocked():
+                self.blocked = False
+            case commands.Basic.Return():
+                self._returning = value
+            case ContentHeader(properties=properties) if self._returning is not None:
+                self._returned_ids.append(properties.message_id)
+                self._returning = None
+            case commands.Connection.Close(reply_code=code, reply_text=text):
+                self._close_reason = f"closed by RabbitMQ: {code} {text}"
+                self._send(frame_of(commands.Connection.CloseOk(), 0))
+                self.abort()
+            case commands.Connection.CloseOk():
+                self.abort()
+            case commands.Channel.Close(reply_code=code, reply_text=text):
+                # the channel is all this connection is for: close the connection with it
+                self._close_reason = f"channel closed by RabbitMQ: {code} {text}"
+                self._send(frame_of(commands.Channel.CloseOk(), CHANNEL))
+                self._send(frame_of(commands.Connection.Close(200, "channel closed", 0, 0), 0))
+                self._fail_all(ConnectionLost(self._close_reason))
+            case _:
+                pass  # body frames of a returned message, and methods we need not act on
+
+    def _settle(self, tag: int, multiple: bool, *, nacked: bool) -> None:
+        pending = self._pending
+        covered: list[_Pending] = []
+        if multiple:
+            order = self._order
+            while order and order[0] <= tag:
+                entry = pending.pop(order.popleft(), None)
+                if entry is not None:
+                    covered.append(entry)
+        elif (entry := pending.pop(tag, None)) is not None:
+            covered.append(entry)
+        if self._returned_ids:
+            self._match_returns(covered)
+        for entry in covered:
+            _resolve(entry, nacked)
+
+    def _match_returns(self, covered: list[_Pending]) -> None:
+        """RabbitMQ sends basic.return just before the ack of that message: among what this
+        ack settles, the newest publish with the returned message's id is the one returned."""
+        for message_id in self._returned_ids:
+            for entry in reversed(covered):
+                if entry.message_id == message_id and not entry.returned:
+                    entry.returned = True
+                    break
+        self._returned_ids.clear()
+
+    # -- timekeeping ----------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        now = self._loop.time()
+        pending, order = self._pending, self._order
+        while order:
+            entry = pending.get(order[0])
+            if entry is None:
+                order.popleft()  # settled out of order
+            elif entry.deadline <= now:
+                del pending[order.popleft()]
+                if not entry.future.done():
+                    entry.future.set_exception(
+                        ConfirmTimedOut(f"no confirm within {self._confirm_timeout:g}s")
+                    )
+            else:
+                break
+        if self._heartbeat:
+            if now - self._last_received > 2 * self._heartbeat:
+                self._close_reason = "RabbitMQ missed two heartbeats"
+                self.abort()
+                return
+            if now - self._last_sent >= self._heartbeat / 2:
+                self._send(FRAME_PREFIX.pack(FRAME_HEARTBEAT, 0, 0) + FRAME_END)
+        self._ticker = self._loop.call_later(TICK, self._tick)
+
+    def _fail_all(self, error: NotConfirmed) -> None:
+        pending, self._pending = self._pending, {}
+        self._order.clear()
+        for entry in pending.values():
+            if not entry.future.done():
+                entry.future.set_exception(error)
+
+    def _protocol_error(self, reason: str) -> None:
+        self._close_reason = reason
+        self.abort()
+
+
+def frame_of(value: Frame, channel: int) -> bytes:
+    """A method frame marshalled by pamqp (for the few methods besides publishing)."""
+    return pamqp_frame.marshal(value, channel)
+
+
+def _resolve(entry: _Pending, nacked: bool) -> None:
+    future = entry.future
+    if future.done():
+        return  # timed out or its waiter gave up
+    if nacked:
+        future.set_exception(Nacked("RabbitMQ refused the message (nack)"))
+    elif entry.returned:
+        future.set_exception(Returned("unroutable: no queue took the message"))
+    else:
+        future.set_result(None)
+
+
+def _client_properties(name: str) -> dict[str, Any]:
+    return {
+        "connection_name": name,
+        "product": "attentive-router",
+        "capabilities": {
+            "authentication_failure_close": True,
+            "basic.nack": True,
+            "connection.blocked": True,
+            "publisher_confirms": True,
+        },
+    }
+
+
+def _vhost(url: URL) -> str:
+    return url.path[1:] or "/"
+
+
+def _heartbeat(url: URL, offered: int) -> int:
+    """The URL's ``heartbeat`` (seconds) when it sets one, else what RabbitMQ offered."""
+    asked = url.query.get("heartbeat")
+    return int(asked) if asked is not None and asked.isdigit() else offered
+
+
+def _ssl_context(url: URL) -> ssl.SSLContext:
+    """TLS for amqps:// with the URL's ``cafile``, ``certfile`` and ``keyfile`` if given."""
+    context = ssl.create_default_context(cafile=url.query.get("cafile"))
+    if certfile := url.query.get("certfile"):
+        context.load_cert_chain(certfile, url.query.get("keyfile"))
+    if url.query.get("no_verify_ssl") == "1":
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+__all__ = [
+    "ConfirmPublisher",
+    "ConfirmTimedOut",
+    "ConnectionLost",
+    "Nacked",
+    "NotConfirmed",
+    "Returned",
+]

@@ -1,0 +1,257 @@
+"""The ingress's publish-only AMQP connection, against the real RabbitMQ.
+
+First the bytes: what :mod:`router.amqp_frames` writes must read back, through pamqp's own
+unmarshaller, as the publish we meant. Then the outcomes a publish can have, each produced
+by the broker itself: ack, pipelined acks, a return (mandatory and unroutable), a nack (a
+full queue refusing publishes), a channel error, the broker closing the connection, a
+refused login.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import aio_pika
+import pytest
+from aio_pika.abc import AbstractRobustConnection
+from pamqp import frame as pamqp_frame
+from pamqp.body import ContentBody
+from pamqp.commands import Basic
+from pamqp.header import ContentHeader
+from yarl import URL
+
+from router.amqp_frames import Properties, publish_frames, publish_method
+from router.names import Names
+from router.publisher import (
+    ConfirmPublisher,
+    ConnectionLost,
+    Nacked,
+    Returned,
+)
+from tests.conftest import AMQP_URL
+
+PROPERTIES = Properties(
+    content_type="application/json",
+    message_id="3f" * 32,
+    timestamp=1_764_000_000,
+    headers={"ce-type": "sms.sent", "ce-company": "acme-ü", "received-at": 1_764_000_000_123},
+)
+
+
+def unmarshal_all(data: bytes) -> list[object]:
+    frames: list[object] = []
+    offset = 0
+    while offset < len(data):
+        used, channel, value = pamqp_frame.unmarshal(data[offset:])
+        assert channel == 1
+        frames.append(value)
+        offset += used
+    return frames
+
+
+# -- the bytes ------------------------------------------------------------------------------
+
+
+def test_a_publish_reads_back_through_pamqp_as_the_message_meant() -> None:
+    method = publish_method(1, "attentive.events", "sms.sent.acme", mandatory=True)
+    body = b'{"type":"sms.sent"}'
+
+    frames = unmarshal_all(b"".join(publish_frames(method, 1, body, PROPERTIES, 131_072)))
+
+    publish, header, content = frames
+    assert isinstance(publish, Basic.Publish)
+    assert (publish.exchange, publish.routing_key) == ("attentive.events", "sms.sent.acme")
+    assert publish.mandatory is True and publish.immediate is False
+    assert isinstance(header, ContentHeader) and header.body_size == len(body)
+    props = header.properties
+    assert props.content_type == "application/json"
+    assert props.delivery_mode == 2
+    assert props.message_id == PROPERTIES.message_id
+    assert props.timestamp == datetime.fromtimestamp(PROPERTIES.timestamp, tz=UTC)
+    assert props.headers == PROPERTIES.headers
+    assert isinstance(content, ContentBody) and content.value == body
+
+
+def test_a_body_larger_than_a_frame_is_split_and_headers_of_any_type_still_encode() -> None:
+    method = publish_method(1, "", "a-queue", mandatory=False)
+    body = bytes(range(256)) * 40  # 10,240 bytes
+    properties = Properties(
+        content_type="application/octet-stream",
+        message_id="m",
+        timestamp=0,
+        headers={"nested": {"list": [1, "two"]}, "flag": True},  # pamqp encodes these
+    )
+
+    frames = unmarshal_all(b"".join(publish_frames(method, 1, body, properties, 4096)))
+
+    publish, header, *contents = frames
+    assert isinstance(publish, Basic.Publish) and publish.mandatory is False
+    assert isinstance(header, ContentHeader) and header.properties.headers == properties.headers
+    assert len(contents) == 3  # 4,096 minus 8 bytes of framing per frame
+    assert b"".join(c.value for c in contents if isinstance(c, ContentBody)) == body
+
+
+def test_names_longer_than_an_amqp_short_string_are_refused() -> None:
+    with pytest.raises(ValueError, match="short string"):
+        publish_method(1, "x" * 256, "key", mandatory=True)
+
+
+# -- the outcomes, from the real broker ---------------------------------------------------
+
+
+@pytest.fixture
+async def publisher(test_id: str) -> AsyncIterator[ConfirmPublisher]:
+    opened = await ConfirmPublisher.open(AMQP_URL, name=test_id, confirm_timeout=5, timeout=10)
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+async def queue_name(names: Names, amqp: AbstractRobustConnection) -> AsyncIterator[str]:
+    name = f"{names.prefix}.publisher"
+    channel = await amqp.channel()
+    await channel.declare_queue(name, arguments={"x-queue-type": "quorum"}, durable=True)
+    yield name
+    await channel.queue_delete(name)
+
+
+@pytest.mark.broker
+async def test_an_acked_publish_arrives_with_its_body_and_properties(
+    publisher: ConfirmPublisher, queue_name: str, amqp: AbstractRobustConnection
+) -> None:
+    await publisher.publish("", queue_name, b"hello", PROPERTIES)
+
+    channel = await amqp.channel()
+    queue = await channel.get_queue(queue_name)
+    message = await queue.get(timeout=5)
+    assert message is not None
+    assert message.body == b"hello"
+    assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+    assert message.message_id == PROPERTIES.message_id
+    assert {k: v for k, v in message.headers.items() if k != "x-delivery-count"} == dict(
+        PROPERTIES.headers
+    )
+    assert message.timestamp == datetime.fromtimestamp(PROPERTIES.timestamp, tz=UTC)
+    await message.ack()
+
+
+@pytest.mark.broker
+async def test_thousands_in_flight_are_each_confirmed(
+    publisher: ConfirmPublisher, queue_name: str, amqp: AbstractRobustConnection
+) -> None:
+    confirms = [publisher.publish("", queue_name, b"%d" % i, PROPERTIES) for i in range(2000)]
+    assert publisher.in_flight > 0  # all written before any confirm was read
+
+    await asyncio.gather(*confirms)
+
+    assert publisher.in_flight == 0
+    channel = await amqp.channel()
+    declared = await channel.declare_queue(queue_name, passive=True)
+    assert declared.declaration_result.message_count == 2000
+
+
+@pytest.mark.broker
+async def test_a_mandatory_message_no_queue_takes_is_returned(
+    publisher: ConfirmPublisher, queue_name: str
+) -> None:
+    nowhere = f"{queue_name}.does-not-exist"
+    landed = publisher.publish("", queue_name, b"kept", PROPERTIES)
+    returned = publisher.publish("", nowhere, b"lost", PROPERTIES)  # same message id
+
+    await landed
+    with pytest.raises(Returned, match="unroutable"):
+        await returned
+    assert publisher.is_open  # a return is no channel error
+
+
+@pytest.mark.broker
+async def test_among_many_in_flight_exactly_the_unroutable_ones_fail(
+    publisher: ConfirmPublisher, queue_name: str
+) -> None:
+    nowhere = f"{queue_name}.does-not-exist"
+    targets = [nowhere if i % 10 == 3 else queue_name for i in range(500)]
+    confirms = [
+        publisher.publish("", target, b"x", replace(PROPERTIES, message_id=f"m{i % 7}"))
+        for i, target in enumerate(targets)
+    ]
+
+    outcomes = await asyncio.gather(*confirms, return_exceptions=True)
+
+    results = zip(targets, outcomes, strict=True)
+    failed = [target for target, outcome in results if outcome is not None]
+    assert all(isinstance(o, Returned) for o in outcomes if o is not None)
+    assert failed == [nowhere] * 50
+
+
+@pytest.mark.broker
+async def test_a_queue_refusing_publishes_nacks_them(
+    publisher: ConfirmPublisher, names: Names, amqp: AbstractRobustConnection
+) -> None:
+    name = f"{names.prefix}.full"
+    channel = await amqp.channel()
+    arguments = {"x-max-length": 1, "x-overflow": "reject-publish"}
+    await channel.declare_queue(name, arguments=arguments)
+    try:
+        await publisher.publish("", name, b"first", PROPERTIES)
+        with pytest.raises(Nacked):
+            await publisher.publish("", name, b"second", PROPERTIES)
+        assert publisher.is_open
+    finally:
+        await channel.queue_delete(name)
+
+
+@pytest.mark.broker
+async def test_a_channel_error_fails_the_publish_and_closes_the_connection(
+    publisher: ConfirmPublisher,
+) -> None:
+    with pytest.raises(ConnectionLost, match="404"):
+        await publisher.publish(f"no-such-exchange-{uuid.uuid4().hex}", "k", b"x", PROPERTIES)
+
+    async with asyncio.timeout(10):
+        reason = await publisher.wait_closed()
+    assert "404" in reason
+    with pytest.raises(ConnectionLost):
+        publisher.publish("", "any", b"x", PROPERTIES)
+
+
+@pytest.mark.broker
+async def test_the_broker_closing_the_connection_fails_what_waits_and_says_why() -> None:
+    name = f"publisher-{uuid.uuid4().hex}"
+    publisher = await ConfirmPublisher.open(AMQP_URL, name=name, confirm_timeout=5, timeout=10)
+
+    await asyncio.to_thread(close_connection_named, name, "closed by the test")
+
+    async with asyncio.timeout(10):
+        reason = await publisher.wait_closed()
+    assert "320" in reason and "closed by the test" in reason
+    assert not publisher.is_open
+
+
+@pytest.mark.broker
+async def test_a_refused_login_fails_the_open() -> None:
+    wrong = str(URL(AMQP_URL).with_password("not-the-password"))
+    with pytest.raises(ConnectionLost, match=r"ACCESS_REFUSED|403"):
+        await ConfirmPublisher.open(wrong, name="wrong password", confirm_timeout=1, timeout=10)
+
+
+def close_connection_named(name: str, reason: str) -> None:
+    listed = subprocess.run(
+        ["rabbitmqctl", "-q", "list_connections", "pid", "client_properties", "--no-table-headers"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    pids = [line.split("\t")[0] for line in listed.splitlines() if f'"{name}"' in line]
+    assert len(pids) == 1, f"no single connection named {name!r}: {listed[:500]}"
+    subprocess.run(
+        ["rabbitmqctl", "close_connection", pids[0], reason],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
