@@ -137,6 +137,14 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                 f"sock err {sat['socket_errors']}{_spread(sat, 'ok_per_s')}"
             )
             add("b", figure, value)
+        one = b.get("saturation_one_process")
+        figure = f"ingress saturation, wrk {inflight} conns, 1 proc"
+        if one is not None and not failed("b", figure, one):
+            value = (
+                f"{_n(one['ok_per_s'])} ev/s 200, {_lat(one)}, non-2xx {one['non_2xx']}, "
+                f"sock err {one['socket_errors']}"
+            )
+            add("b", figure, value)
         add(
             "",
             "  ratio ingress / bare publisher",

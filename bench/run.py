@@ -6,9 +6,10 @@ Not a test: it prints one table (figures, ratios, targets with PASS/FAIL) and wr
 same as JSON to bench/results/<timestamp>.json and bench/results/latest.json.
 
 a. bare aio-pika publisher, confirms, 64 in flight, no HTTP: the client-side ceiling;
-b. the ingress (``attentive-router serve [--workers N]``, a separate process) under wrk at
-   saturation (events/s answered 200), and at a steady open-loop 1,000 events/s (the Go
-   loadgen of ../shared/anchors, built with its build.sh when missing);
+b. the ingress (``attentive-router serve --workers N``, N one per core by default, a separate
+   process) under wrk at saturation (events/s answered 200), and one process alone when N > 1;
+   and at a steady open-loop 1,000 events/s (the Go loadgen of ../shared/anchors, built with
+   its build.sh when missing);
 c. end-to-end latency at an open-loop 1,000 events/s, from the request being sent to the
    worker's handler being called (``bench.e2e_worker:worker`` under ``attentive-router
    worker``, claiming its events through the admin API);
@@ -121,7 +122,13 @@ def parse_args(argv: list[str] | None) -> Config:
     )
     parser.add_argument("--quick", action="store_true", help="short durations: a smoke run")
     parser.add_argument("--only", default=",".join(PHASES), help="phases to run, e.g. a,b,f")
-    parser.add_argument("--workers", type=int, default=1, help="ingress processes (serve)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="ingress processes (serve --workers); default one per core, as in the README's "
+        "Sizing; with more than one, b also measures one process at saturation",
+    )
     parser.add_argument("--seconds", type=float, help="measured seconds per run (10; quick 2)")
     parser.add_argument("--warmup", type=float, help="warm-up seconds (2; quick 1)")
     parser.add_argument("--repeat", type=int, default=1, help="median of K saturation runs")
@@ -243,8 +250,9 @@ class Bench:
         self.stack.callback(proc.stop)
         return proc
 
-    def start_ingress(self, name: str) -> tuple[Proc, int, int]:
+    def start_ingress(self, name: str, workers: int | None = None) -> tuple[Proc, int, int]:
         """``attentive-router serve`` with the admin API, ready and answering a signed event."""
+        workers = workers or self.config.workers
         port, admin_port = free_port(), free_port()
         env = bench_env(
             ROUTER_SIGNING_KEYS=KEY,
@@ -256,7 +264,7 @@ class Bench:
         )
         argv = python_argv(
             *("-m", "router", "serve", "--host", "127.0.0.1", "--port", str(port)),
-            *("--admin-port", str(admin_port), "--workers", str(self.config.workers)),
+            *("--admin-port", str(admin_port), "--workers", str(workers)),
         )
         proc = self.spawn(name, argv, env)
         ready = 0
@@ -266,7 +274,7 @@ class Bench:
             proc.check_alive()
             ok = http_status(f"http://127.0.0.1:{port}/readyz", timeout=1) == 200
             ready = ready + 1 if ok else 0
-            return ready >= 5 * self.config.workers  # every process, most likely
+            return ready >= 5 * workers  # every process, most likely
 
         wait_until(f"{name} to be ready", is_ready, timeout=60, interval=0.1)
         admin = http_status(
@@ -446,10 +454,14 @@ class Bench:
             self.results["a"] = self.merge(bare, ("msgs_per_s", "p50_ms", "p99_ms", "max_ms"))
             self.results["a"]["loop"] = self.client_loop("ingress")
         if "b" in only:
-            self.results["b"] = {
-                "saturation": self.merge(ingress, WRK_FIELDS),
-                "fixed_rate": self.attempt("b: ingress at a fixed rate (loadgen)", self.fixed_rate),
-            }
+            self.results["b"] = {"saturation": self.merge(ingress, WRK_FIELDS)}
+            if config.workers > 1:
+                self.results["b"]["saturation_one_process"] = self.attempt(
+                    "b: ingress at saturation, 1 process", self.saturate_one_process
+                )
+            self.results["b"]["fixed_rate"] = self.attempt(
+                "b: ingress at a fixed rate (loadgen)", self.fixed_rate
+            )
         if "f" in only:
             self.results["f"] = {
                 "saturation": self.merge(go, WRK_FIELDS),
@@ -495,6 +507,21 @@ class Bench:
         result = run_wrk(self.url, self.script, self.config.seconds, self.config.connections)
         self.purge_sink()
         return result.as_dict()
+
+    def saturate_one_process(self) -> dict[str, Any]:
+        """The per-process figure behind the README's Sizing, beside the --workers N one."""
+        self.stop_ingress()
+        say("starting the ingress (ingress-1proc): serve --workers 1")
+        single, port, _ = self.start_ingress("ingress-1proc", workers=1)
+        try:
+            url = f"http://127.0.0.1:{port}/webhooks/attentive"
+            run_wrk(url, self.script, self.config.warmup, self.config.connections)
+            self.purge_sink()
+            result = run_wrk(url, self.script, self.config.seconds, self.config.connections)
+            self.purge_sink()
+        finally:
+            single.stop()
+        return {**result.as_dict(), "processes": 1}
 
     def fixed_rate(self) -> dict[str, Any]:
         if self.anchors_problem:
@@ -777,6 +804,7 @@ def flag_suspicious(results: dict[str, Any], config: Config, notes: list[str]) -
         notes.append(f"the CPUs were {after}% busy after the run: something else was running")
     for path, label in (
         (("b", "saturation"), "ingress saturation"),
+        (("b", "saturation_one_process"), "ingress saturation, 1 process"),
         (("f", "saturation"), "Go saturation"),
         (("e",), "RSS load"),
     ):
