@@ -153,6 +153,8 @@ async def _read_body(request: web.Request, timeout: float) -> bytes:
     """
     refusal: web.HTTPException
     try:
+        if request.content.is_eof():  # all of it came with the headers: no timer needed
+            return await request.read()
         async with asyncio.timeout(timeout):
             return await request.read()
     except TimeoutError:
