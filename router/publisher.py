@@ -428,9 +428,6 @@ def _ssl_context(url: URL) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=url.query.get("cafile"))
     if certfile := url.query.get("certfile"):
         context.load_cert_chain(certfile, url.query.get("keyfile"))
-    if url.query.get("no_verify_ssl") == "1":
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
     return context
 
 
