@@ -232,7 +232,7 @@ class ConfirmPublisher(asyncio.Protocol):
         self._transport.write(ProtocolHeader().marshal())
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._close_reason == "not connected" or exc is not None:
+        if self._close_reason == "not connected":  # no reason given before: the socket's
             self._close_reason = f"connection lost: {exc!r}" if exc else "connection closed"
         self._fail_all(ConnectionLost(self._close_reason))
         if not self._ready.done():
