@@ -4,12 +4,16 @@ in-process, so each delivery ends as the outcome the runner would settle."""
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import MutableMapping
 from typing import Any
 
 import orjson
 import pytest
+import structlog
 
 from consumers import Event, Reject, Retry, RetryPolicy, Worker
+from consumers.runtime import middleware
 from consumers.runtime.errors import NoHandler, WorkerConfigError
 from consumers.testing import DeadLetter, Handled, RetryLater, Skipped, WorkerHarness
 from router.examples import DEFAULT_COMPANY_ID, example_payload
@@ -207,6 +211,71 @@ async def test_outcomes_are_counted_in_the_worker_registry() -> None:
 
     assert (count("handled"), count("skipped")) == (1.0, 1.0)
     assert harness.outcomes == [Handled(), Skipped("duplicate")]
+
+
+@pytest.fixture
+def pipeline_logs(monkeypatch: pytest.MonkeyPatch) -> list[MutableMapping[str, Any]]:
+    """What the pipeline's logger writes, at every level, with the bound context merged."""
+    capture = structlog.testing.LogCapture()
+    logger = structlog.wrap_logger(
+        None,
+        processors=[structlog.contextvars.merge_contextvars, capture],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+    )
+    monkeypatch.setattr(middleware, "log", logger)
+    return capture.entries
+
+
+async def test_a_handled_delivery_is_logged_at_debug_and_failures_louder(
+    pipeline_logs: list[MutableMapping[str, Any]],
+) -> None:
+    # Given a worker that handles sms.sent and fails on anything else
+    worker = Worker("logger", retry=RetryPolicy(delays=(1.0,), max_attempts=2))
+
+    @worker.on("sms.sent")
+    async def handle(event: Event) -> None:
+        pass
+
+    @worker.on("sms.*")
+    async def fail(event: Event) -> None:
+        raise ConnectionError("down")
+
+    # When one event is handled, one skipped, and one retried then dead-lettered
+    harness = WorkerHarness(worker)
+    await harness.deliver(SMS_SENT)
+    await harness.deliver(SMS_SENT)
+    await harness.deliver_until_settled("sms.subscribed")
+
+    # Then success is a debug line (thousands a second), the rest info, warning, error
+    assert [(e["event"], e["log_level"]) for e in pipeline_logs] == [
+        ("event_handled", "debug"),
+        ("event_skipped", "info"),
+        ("event_retry", "warning"),
+        ("event_dead_lettered", "error"),
+    ]
+    assert all(e["app"] == "logger" and len(e["message_id"]) == 64 for e in pipeline_logs)
+
+
+async def test_a_handler_logs_with_the_message_id_bound_and_nothing_is_left_bound(
+    pipeline_logs: list[MutableMapping[str, Any]],
+) -> None:
+    worker = Worker("narrator")
+
+    @worker.on("sms.sent")
+    async def narrate(event: Event) -> None:
+        middleware.log.info("narrating")
+
+    structlog.contextvars.bind_contextvars(attempt="outer")
+    try:
+        await WorkerHarness(worker).deliver(SMS_SENT)
+        left = structlog.contextvars.get_contextvars()
+    finally:
+        structlog.contextvars.clear_contextvars()
+
+    narrated = next(e for e in pipeline_logs if e["event"] == "narrating")
+    handled = next(e for e in pipeline_logs if e["event"] == "event_handled")
+    assert (narrated["message_id"], narrated["attempt"]) == (handled["message_id"], 1)
+    assert left == {"attempt": "outer"}
 
 
 async def test_the_harness_refuses_a_string_that_is_not_an_event_type() -> None:

@@ -47,16 +47,24 @@ def _bind(layer: Middleware, call_next: Next) -> Next:
 
 
 class Logging:
-    """One log line per delivery, with the message id bound for everything logged inside."""
+    """One log line per delivery, with the message id bound for everything logged inside.
+
+    A handled delivery is logged at debug level (``ROUTER_LOG_LEVEL=debug`` shows it): that
+    line cost a no-op worker about a fifth of its CPU per delivery, more than the rest of
+    the pipeline. A skipped duplicate is logged at info, a retry at warning and a dead letter
+    at error, as before.
+    """
 
     def __init__(self, app: str) -> None:
         self.app = app
 
     async def __call__(self, event: Event, call_next: Next) -> Outcome:
         started = time.perf_counter()
-        with structlog.contextvars.bound_contextvars(
+        # bind and reset by token: bound_contextvars() copies the whole context twice
+        tokens = structlog.contextvars.bind_contextvars(
             app=self.app, message_id=event.message_id, event_type=event.type, attempt=event.attempt
-        ):
+        )
+        try:
             outcome = await call_next(event)
             fields = {
                 "company_id": event.company_id,
@@ -64,13 +72,15 @@ class Logging:
             }
             match outcome:
                 case Handled():
-                    log.info("event_handled", **fields)
+                    log.debug("event_handled", **fields)
                 case Skipped(reason=reason):
                     log.info("event_skipped", reason=reason, **fields)
                 case RetryLater(delay_ms=delay_ms, error=error):
                     log.warning("event_retry", delay_ms=delay_ms, error=_summary(error), **fields)
                 case DeadLetter(reason=reason, error=error):
                     log.error("event_dead_lettered", reason=reason, error=_summary(error), **fields)
+        finally:
+            structlog.contextvars.reset_contextvars(**tokens)
         return outcome
 
 
