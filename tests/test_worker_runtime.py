@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Any
 
 import aio_pika
 import pytest
-from aio_pika.abc import AbstractRobustConnection
+from aio_pika.abc import AbstractConnection, AbstractRobustConnection
 from aiohttp.test_utils import TestServer
 
 from consumers import ClaimRefused, Event, Reject, RetryPolicy, Worker
@@ -17,6 +18,7 @@ from consumers.runtime.runner import WorkerRunner
 from consumers.runtime.settings import WorkerSettings
 from router.admin import create_admin_app
 from router.admin_client import AdminUnreachable
+from router.amqp import connect_first
 from router.examples import example_body
 from router.names import Names
 from router.settings import Settings
@@ -221,6 +223,54 @@ async def test_a_handler_past_the_shutdown_deadline_is_redelivered_later(
     async with asyncio.timeout(10):
         while await depth(amqp, names.app_queue("stubborn")) != 1:
             await asyncio.sleep(0.05)
+
+
+async def test_a_handler_running_when_the_connection_is_lost_runs_to_its_end(
+    ingress: Client,
+    start_worker: StartWorker,
+    amqp: AbstractRobustConnection,
+    names: Names,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a worker whose handler waits for a gate, and the connections the worker makes
+    connections: list[AbstractConnection] = []
+
+    async def recording(*args: Any, **kwargs: Any) -> tuple[AbstractConnection, int]:
+        connection, node = await connect_first(*args, **kwargs)
+        connections.append(connection)
+        return connection, node
+
+    monkeypatch.setattr("consumers.runtime.runner.connect_first", recording)
+    gate = asyncio.Event()
+    runs: list[str] = []
+    worker = Worker("steadfast")
+
+    @worker.on("sms.sent")
+    async def held(event: Event) -> None:
+        runs.append("started")
+        try:
+            await gate.wait()
+        except asyncio.CancelledError:
+            runs.append("cancelled")
+            raise
+        runs.append("finished")
+
+    running = await start_worker(worker)
+    await post(ingress, example_body("sms.sent"))
+    await until(lambda: runs == ["started"])
+
+    # When its connection is lost while the handler runs (the event, unacked, comes back to
+    # the worker's next connection and starts a second run before the first one ends)
+    await connections[0].close()
+    await until(lambda: len(connections) == 2 and runs.count("started") == 2)
+    gate.set()
+
+    # Then neither run is cancelled, and the redelivery is acked: nothing is left
+    await until(lambda: len(runs) == 4)
+    running.stop.set()
+    await asyncio.wait_for(running.task, 15)
+    assert runs == ["started", "started", "finished", "finished"]
+    assert await depth(amqp, names.app_queue("steadfast")) == 0
 
 
 async def test_a_worker_whose_claim_conflicts_refuses_to_start_naming_the_holder(

@@ -18,10 +18,12 @@ from typing import Any
 import aio_pika
 import aiormq
 import structlog
-from aio_pika.abc import AbstractConnection, AbstractExchange, AbstractIncomingMessage
+from aio_pika.abc import AbstractConnection, AbstractExchange
 from aiohttp import web
+from aiormq.abc import DeliveredMessage
 from prometheus_client import generate_latest
 
+from consumers.runtime.delivery import Delivery
 from consumers.runtime.errors import ClaimRefused, Reject, WorkerConfigError
 from consumers.runtime.event import Event
 from consumers.runtime.middleware import error_summary, traceback_summary
@@ -181,9 +183,13 @@ class WorkerRunner:
             channel, self.names, worker.app, worker.retry.tiers_ms
         )
         self._dead = await channel.get_exchange(self.names.app_dead_letter_exchange(worker.app))
-        tag = await queue.consume(self._on_message)
+        # on aio-pika's own aiormq channel: see consumers.runtime.delivery
+        underlay = await channel.get_underlay_channel()
+        consuming = await underlay.basic_consume(queue.name, self._on_delivery)
+        if consuming.consumer_tag is None:
+            raise RuntimeError(f"RabbitMQ gave no consumer tag for {queue.name}")
         self.consuming.set()
-        return queue, tag
+        return queue, consuming.consumer_tag
 
     async def _drain(self, queue: aio_pika.abc.AbstractQueue, tag: str) -> None:
         """Stop taking deliveries; give in-flight handlers until the deadline to finish."""
@@ -200,23 +206,26 @@ class WorkerRunner:
                 log.warning("worker_drain_deadline", unfinished=len(pending))
                 await asyncio.wait(pending, timeout=5)
 
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+    async def _on_delivery(self, message: DeliveredMessage) -> None:
+        """aiormq runs this in a task it cancels when the channel closes, so the delivery is
+        handled in a task of the runner's own, which only the drain deadline cancels: a
+        handler running when the connection is lost runs to its end (its ack then fails and
+        the broker redelivers the event, as for any unacked delivery)."""
         if self._stopping:
             return  # not started: it goes back to the queue when the channel closes
-        task = asyncio.create_task(self._process(message))
+        task = asyncio.create_task(self._process(Delivery.from_aiormq(message)))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _process(self, message: AbstractIncomingMessage) -> None:
-        headers = dict(message.headers or {})
-        attempt = _int(headers.get(ATTEMPT_HEADER), default=1)
+    async def _process(self, message: Delivery) -> None:
+        attempt = _int(message.headers.get(ATTEMPT_HEADER), default=1)
         try:
             event = Event.from_body(
                 message.body,
                 message_id=message.message_id,
                 attempt=attempt,
-                routing_key=_routing_key(message),
-                headers=headers,
+                routing_key=message.routing_key,
+                headers=message.headers,
             )
         except Reject as error:
             await self._settle(message, attempt, DeadLetter("rejected", error))
@@ -224,9 +233,7 @@ class WorkerRunner:
         outcome = await self.worker.handle(event)
         await self._settle(message, attempt, outcome)
 
-    async def _settle(
-        self, message: AbstractIncomingMessage, attempt: int, outcome: Outcome
-    ) -> None:
+    async def _settle(self, message: Delivery, attempt: int, outcome: Outcome) -> None:
         """Ack, or move the delivery (publish with confirm, then ack); on failure, return it."""
         try:
             match outcome:
@@ -241,7 +248,7 @@ class WorkerRunner:
                         {
                             ATTEMPT_HEADER: attempt + 1,
                             ERROR_HEADER: error_summary(error),
-                            FIRST_FAILED_AT_HEADER: _header(message, FIRST_FAILED_AT_HEADER) or now,
+                            FIRST_FAILED_AT_HEADER: message.header(FIRST_FAILED_AT_HEADER) or now,
                             LAST_FAILED_AT_HEADER: now,
                         },
                     )
@@ -249,7 +256,7 @@ class WorkerRunner:
                     now = _now()
                     await self._republish(
                         self._dead,
-                        _routing_key(message),
+                        message.routing_key,
                         message,
                         {
                             ATTEMPT_HEADER: attempt,
@@ -257,7 +264,7 @@ class WorkerRunner:
                             TRACEBACK_HEADER: traceback_summary(error),
                             DEAD_LETTER_REASON_HEADER: reason,
                             APP_HEADER: self.worker.app,
-                            FIRST_FAILED_AT_HEADER: _header(message, FIRST_FAILED_AT_HEADER) or now,
+                            FIRST_FAILED_AT_HEADER: message.header(FIRST_FAILED_AT_HEADER) or now,
                             LAST_FAILED_AT_HEADER: now,
                             DEAD_LETTERED_AT_HEADER: now,
                         },
@@ -266,18 +273,18 @@ class WorkerRunner:
         except Exception as error:
             log.warning("settle_failed_returning", error=repr(error), message_id=message.message_id)
             with contextlib.suppress(Exception):
-                await message.nack(requeue=True)
+                await message.requeue()
 
     async def _republish(
         self,
         exchange: AbstractExchange | None,
         routing_key: str,
-        message: AbstractIncomingMessage,
+        message: Delivery,
         extra_headers: dict[str, Any],
     ) -> None:
         assert exchange is not None, "topology is declared before consuming"
-        headers = {k: v for k, v in (message.headers or {}).items() if k not in _BROKER_HEADERS}
-        headers[ROUTING_KEY_HEADER] = _routing_key(message)
+        headers = {k: v for k, v in message.headers.items() if k not in _BROKER_HEADERS}
+        headers[ROUTING_KEY_HEADER] = message.routing_key
         headers.update(extra_headers)
         copy = aio_pika.Message(
             message.body,
@@ -311,18 +318,6 @@ class WorkerRunner:
 
 def _now() -> str:
     return datetime.now(tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _routing_key(message: AbstractIncomingMessage) -> str:
-    """The event's routing key on the events exchange, wherever the delivery came from."""
-    return _header(message, ROUTING_KEY_HEADER) or message.routing_key or ""
-
-
-def _header(message: AbstractIncomingMessage, name: str) -> str | None:
-    value = (message.headers or {}).get(name)
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return value if isinstance(value, str) else None
 
 
 def _int(value: object, *, default: int) -> int:
