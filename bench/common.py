@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -310,33 +311,77 @@ def _cpu_ticks() -> dict[int, tuple[int, str]]:
 
 
 class ForeignCpu:
-    """CPU used, while a measurement runs, by processes that are neither the bench's nor the
-    broker's: another workload on the machine disturbs the figures."""
+    """CPU used while a measurement runs: by processes that are neither the bench's nor the
+    broker's (another workload on the machine disturbs the figures), and by the broker and
+    each program the bench started (where the machine's CPU went).
+
+    /proc is read every :attr:`INTERVAL` seconds from a thread, so programs that exit before
+    the end (wrk, a bare client) still count, but for their last fraction of a second.
+    """
 
     #: Set once by the bench: CPU of the broker we measure against is part of the figure.
     broker: frozenset[int] = frozenset()
+    INTERVAL = 0.25
 
     def __init__(self) -> None:
         self._start = _cpu_ticks()
+        self._latest = dict(self._start)
+        self._ours: set[int] = set()
         self._started = time.monotonic()
+        self._elapsed: float | None = None
+        self._stop = threading.Event()
+        self._sampler = threading.Thread(target=self._sample, name="cpu-sampler", daemon=True)
+        self._sampler.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.INTERVAL):
+            self._read()
+
+    def _read(self) -> None:
+        self._ours.update(descendants(os.getpid()))
+        self._latest.update(_cpu_ticks())
+
+    def _used(self) -> tuple[dict[int, float], float]:
+        if self._elapsed is None:
+            self._stop.set()
+            self._sampler.join()
+            self._read()
+            self._elapsed = max(1e-3, time.monotonic() - self._started)
+        hz = os.sysconf("SC_CLK_TCK")
+        used = {
+            pid: (ticks - self._start.get(pid, (0, ""))[0]) / hz / self._elapsed
+            for pid, (ticks, _) in self._latest.items()
+        }
+        return {pid: cores for pid, cores in used.items() if cores > 0}, self._elapsed
 
     def cores(self) -> tuple[float, str]:
         """Cores' worth of foreign CPU since construction, and the biggest consumer."""
-        end = _cpu_ticks()
-        elapsed = max(1e-3, time.monotonic() - self._started)
-        ours = {os.getpid(), *descendants(os.getpid())}
-        hz = os.sysconf("SC_CLK_TCK")
-        used: dict[int, float] = {}
-        for pid, (ticks, _) in end.items():
-            if pid in ours or pid in self.broker:
-                continue
-            before = self._start.get(pid, (0, ""))[0]
-            if ticks > before:
-                used[pid] = (ticks - before) / hz / elapsed
-        if not used:
+        used, _ = self._used()
+        foreign = {
+            pid: cores
+            for pid, cores in used.items()
+            if pid != os.getpid() and pid not in self._ours and pid not in self.broker
+        }
+        if not foreign:
             return 0.0, ""
-        top = max(used, key=lambda pid: used[pid])
-        return round(sum(used.values()), 2), f"{end[top][1]} (pid {top}) {used[top]:.2f} cores"
+        top = max(foreign, key=lambda pid: foreign[pid])
+        name = self._latest[top][1]
+        return round(sum(foreign.values()), 2), f"{name} (pid {top}) {foreign[top]:.2f} cores"
+
+    def measured(self) -> dict[str, float]:
+        """Cores used since construction by the broker and by each program the bench started
+        (by command name: the ingress or a bare client is ``python``), the bench itself aside."""
+        used, _ = self._used()
+        by_name: dict[str, float] = {}
+        for pid, cores in used.items():
+            if pid in self.broker:
+                name = "broker"
+            elif pid in self._ours:
+                name = self._latest[pid][1]
+            else:
+                continue
+            by_name[name] = by_name.get(name, 0.0) + cores
+        return {name: round(c, 2) for name, c in sorted(by_name.items()) if c >= 0.01}
 
 
 class BrokerLog:

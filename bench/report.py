@@ -97,6 +97,17 @@ def _spread(node: Any, field: str) -> str:
     return f" (median of {len(values)}: {_n(min(values))}..{_n(max(values))})"
 
 
+def _cpu(node: Any, rate_field: str) -> str:
+    """Where the CPU went during a saturation run: cores per program and µs per event."""
+    samples = _get(node, "samples") or [node]
+    cpu = samples[0].get("cpu_cores") if isinstance(samples[0], dict) else None
+    rate = samples[0].get(rate_field) if isinstance(samples[0], dict) else None
+    if not cpu or not isinstance(rate, int | float) or rate <= 0:
+        return ""
+    parts = (f"{name} {cores:.2f} ({cores * 1e6 / rate:.0f} µs)" for name, cores in cpu.items())
+    return ", ".join(parts)
+
+
 def _target(results: dict[str, Any], key: str) -> tuple[str, str]:
     for t in results.get("targets", []):
         if t["key"] == key:
@@ -126,6 +137,7 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         if not failed("a", figure, a):
             value = f"{_n(a['msgs_per_s'])} msg/s, {_lat(a)}{_spread(a, 'msgs_per_s')}"
             add("a", figure + f" [{a.get('loop')}]", value)
+            add("", "  CPU, cores (µs per message)", _cpu(a, "msgs_per_s"))
     if "b" in results:
         b = results["b"]
         workers = config.get("workers", 1)
@@ -137,6 +149,7 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                 f"sock err {sat['socket_errors']}{_spread(sat, 'ok_per_s')}"
             )
             add("b", figure, value)
+            add("", "  CPU, cores (µs per event)", _cpu(sat, "ok_per_s"))
         one = b.get("saturation_one_process")
         figure = f"ingress saturation, wrk {inflight} conns, 1 proc"
         if one is not None and not failed("b", figure, one):
@@ -145,6 +158,7 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                 f"sock err {one['socket_errors']}"
             )
             add("b", figure, value)
+            add("", "  CPU, cores (µs per event)", _cpu(one, "ok_per_s"))
         add(
             "",
             "  ratio ingress / bare publisher",
@@ -222,6 +236,7 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                 f"{_spread(sat, 'ok_per_s')}"
             )
             add("f", figure, value)
+            add("", "  CPU, cores (µs per event)", _cpu(sat, "ok_per_s"))
         fixed = f.get("fixed_rate")
         figure = f"Go reference at open-loop {config.get('rate', 1000):,}/s (loadgen)"
         if fixed is not None and not failed("f", figure, fixed):

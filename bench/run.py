@@ -487,6 +487,7 @@ class Bench:
 
     def phase_a(self) -> dict[str, Any]:
         config = self.config
+        watch = ForeignCpu()  # the client's start-up and warm-up are in this window too
         result = run_client(
             [
                 *("publish", "--exchange", self.names.events_exchange),
@@ -496,6 +497,7 @@ class Bench:
             loop=self.client_loop("ingress"),
             timeout=config.seconds + config.warmup + 120,
         )
+        result["cpu_cores"] = watch.measured()
         self.purge_sink()
         return result
 
@@ -504,9 +506,11 @@ class Bench:
         if run == 0:
             run_wrk(self.url, self.script, self.config.warmup, self.config.connections)
             self.purge_sink()
+        watch = ForeignCpu()
         result = run_wrk(self.url, self.script, self.config.seconds, self.config.connections)
+        cpu = watch.measured()
         self.purge_sink()
-        return result.as_dict()
+        return {**result.as_dict(), "cpu_cores": cpu}
 
     def saturate_one_process(self) -> dict[str, Any]:
         """The per-process figure behind the README's Sizing, beside the --workers N one."""
@@ -517,11 +521,13 @@ class Bench:
             url = f"http://127.0.0.1:{port}/webhooks/attentive"
             run_wrk(url, self.script, self.config.warmup, self.config.connections)
             self.purge_sink()
+            watch = ForeignCpu()
             result = run_wrk(url, self.script, self.config.seconds, self.config.connections)
+            cpu = watch.measured()
             self.purge_sink()
         finally:
             single.stop()
-        return {**result.as_dict(), "processes": 1}
+        return {**result.as_dict(), "processes": 1, "cpu_cores": cpu}
 
     def fixed_rate(self) -> dict[str, Any]:
         if self.anchors_problem:
@@ -538,9 +544,11 @@ class Bench:
         self.ensure_go()
         if run == 0:
             run_wrk(self.go_url, self.script, self.config.warmup, self.config.connections)
+        watch = ForeignCpu()
         result = run_wrk(self.go_url, self.script, self.config.seconds, self.config.connections)
+        cpu = watch.measured()
         run_async(purge(GO_SINK))
-        return result.as_dict()
+        return {**result.as_dict(), "cpu_cores": cpu}
 
     def go_fixed_rate(self) -> dict[str, Any]:
         self.ensure_go()
