@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Coroutine
 from typing import Any
 
@@ -19,4 +20,13 @@ def run_loop(main: Coroutine[Any, Any, None]) -> None:
         uvloop.run(main)
 
 
-__all__ = ["run_loop"]
+def freeze_startup_heap() -> None:
+    """Move every object alive now (modules, app, settings) out of the garbage collector's
+    reach: a full collection then scans only what requests create. Measured on the ingress
+    at saturation: full collections took 15-35 ms each, every few seconds, before; about
+    0.5 ms after. For processes' start-up only: frozen objects are never collected."""
+    gc.collect()
+    gc.freeze()
+
+
+__all__ = ["freeze_startup_heap", "run_loop"]

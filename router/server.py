@@ -24,7 +24,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from router.admin import create_admin_app
 from router.ingress import create_app
-from router.loop import run_loop
+from router.loop import freeze_startup_heap, run_loop
 from router.observability import configure_logging
 from router.settings import Settings
 
@@ -209,6 +209,7 @@ async def serve(
         elif not settings.admin_token:
             log.info("admin_api_disabled", reason="ROUTER_ADMIN_TOKEN is not set")
         watchdog = asyncio.create_task(_stop_when_orphaned(parent, stop)) if parent else None
+        freeze_startup_heap()  # no long collection pauses in the tail of request latency
         await stop.wait()
         if watchdog is not None:
             watchdog.cancel()

@@ -15,7 +15,7 @@ from consumers.runtime.runner import WorkerRunner
 from consumers.runtime.settings import WorkerSettings
 from consumers.runtime.worker import Worker
 from router.admin_client import AdminRequestFailed, AdminUnreachable
-from router.loop import run_loop
+from router.loop import freeze_startup_heap, run_loop
 from router.observability import configure_logging
 
 
@@ -74,6 +74,7 @@ async def _run(worker: Worker, settings: WorkerSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    freeze_startup_heap()  # no long collection pauses in the tail of handling latency
     await WorkerRunner(worker, settings).run(stop)
 
 
