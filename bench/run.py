@@ -191,6 +191,27 @@ def cpu_busy_percent(seconds: float = 1.0) -> float:
     return round(100 * (1 - (idle1 - idle0) / max(1, total1 - total0)), 1)
 
 
+def broker_backlog() -> dict[str, int] | None:
+    """Queues at the broker holding messages before the run (a backlog of millions slows a
+    quorum-queue broker down: seen here after a forgotten profiling run). None: not known."""
+    try:
+        listed = subprocess.run(
+            ["rabbitmqctl", "-q", "list_queues", "name", "messages", "--no-table-headers"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    backlog = {}
+    for line in listed.splitlines():
+        name, _, count = line.rpartition("\t")
+        if count.isdigit() and int(count) > 0:
+            backlog[name] = int(count)
+    return backlog
+
+
 def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -217,6 +238,8 @@ def median_of(samples: list[dict[str, Any]], fields: tuple[str, ...]) -> dict[st
 
 
 WRK_FIELDS = ("ok_per_s", "p50_ms", "p99_ms", "max_ms")
+#: Messages other queues may hold before the run before the figures are flagged.
+BACKLOG_LIMIT = 100_000
 #: Cores' worth of CPU other processes may use during a measurement before it is flagged.
 FOREIGN_CPU_LIMIT = 0.15
 
@@ -784,6 +807,7 @@ class Bench:
             "wrk": (wrk.stdout or wrk.stderr).strip().splitlines()[0:1],
             "loadavg_before": loadavg(),
             "background_cpu_percent": cpu_busy_percent(),
+            "broker_backlog_before": broker_backlog(),
         }
 
     def close(self) -> None:
@@ -806,6 +830,13 @@ def flag_suspicious(results: dict[str, Any], config: Config, notes: list[str]) -
         notes.append(
             f"the CPUs were {busy}% busy before the run started (other processes): "
             "throughput figures are likely low"
+        )
+    backlog = machine.get("broker_backlog_before") or {}
+    if sum(backlog.values()) > BACKLOG_LIMIT:
+        biggest = max(backlog, key=lambda name: backlog[name])
+        notes.append(
+            f"the broker held {sum(backlog.values()):,} messages before the run (most in "
+            f"{biggest}: {backlog[biggest]:,}): throughput and latency figures are likely worse"
         )
     after = machine.get("background_cpu_percent_after")
     if isinstance(after, int | float) and after > 10:
