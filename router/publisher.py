@@ -307,7 +307,8 @@ class ConfirmPublisher(asyncio.Protocol):
             case commands.Connection.Close(reply_code=code, reply_text=text):
                 self._close_reason = f"closed by RabbitMQ: {code} {text}"
                 self._send(frame_of(commands.Connection.CloseOk(), 0))
-                self.abort()
+                if self._transport is not None:
+                    self._transport.close()  # unlike abort(), sends the CloseOk first
             case commands.Connection.CloseOk():
                 self.abort()
             case commands.Channel.Close(reply_code=code, reply_text=text):
