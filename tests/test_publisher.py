@@ -255,3 +255,16 @@ def close_connection_named(name: str, reason: str) -> None:
         timeout=60,
         check=True,
     )
+
+
+@pytest.mark.broker
+async def test_an_idle_connection_keeps_its_heartbeat(queue_name: str) -> None:
+    url = str(URL(AMQP_URL).with_query(heartbeat="1"))
+    publisher = await ConfirmPublisher.open(url, name="heartbeat", confirm_timeout=5, timeout=10)
+    try:
+        # RabbitMQ closes a connection it hears nothing from for two heartbeats (2 s here)
+        await asyncio.sleep(4)
+        assert publisher.is_open
+        await publisher.publish("", queue_name, b"still here", PROPERTIES)
+    finally:
+        await publisher.close()
