@@ -19,7 +19,7 @@ import urllib.request
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import aio_pika
 import orjson
@@ -230,8 +230,18 @@ class Proc:
         return self.popen.returncode
 
 
-def descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
+class ProcStat(NamedTuple):
+    """What /proc/<pid>/stat says of one process that the bench uses."""
+
+    ppid: int
+    #: user + system CPU, in clock ticks
+    ticks: int
+    command: str
+
+
+def proc_stats() -> dict[int, ProcStat]:
+    """Every process's parent, CPU ticks and command, from one pass over /proc."""
+    stats: dict[int, ProcStat] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -239,8 +249,18 @@ def descendants(pid: int) -> list[int]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
+        command = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat.rsplit(")", 1)[1].split()
+        ticks = int(fields[11]) + int(fields[12])
+        stats[int(entry.name)] = ProcStat(int(fields[1]), ticks, command)
+    return stats
+
+
+def descendants(pid: int, stats: Mapping[int, ProcStat] | None = None) -> list[int]:
+    """The children of ``pid``, theirs, and so on (from ``stats`` when given)."""
+    children: dict[int, list[int]] = {}
+    for child, stat in (proc_stats() if stats is None else stats).items():
+        children.setdefault(stat.ppid, []).append(child)
     found, todo = [], list(children.get(pid, []))
     while todo:
         child = todo.pop()
@@ -295,21 +315,6 @@ def broker_pids() -> set[int]:
     return pids
 
 
-def _cpu_ticks() -> dict[int, tuple[int, str]]:
-    ticks: dict[int, tuple[int, str]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        command = stat[stat.index("(") + 1 : stat.rindex(")")]
-        fields = stat.rsplit(")", 1)[1].split()
-        ticks[int(entry.name)] = (int(fields[11]) + int(fields[12]), command)
-    return ticks
-
-
 class ForeignCpu:
     """CPU used while a measurement runs: by processes that are neither the bench's nor the
     broker's (another workload on the machine disturbs the figures), and by the broker and
@@ -324,7 +329,7 @@ class ForeignCpu:
     INTERVAL = 0.25
 
     def __init__(self) -> None:
-        self._start = _cpu_ticks()
+        self._start = proc_stats()
         self._latest = dict(self._start)
         self._ours: set[int] = set()
         self._started = time.monotonic()
@@ -338,25 +343,29 @@ class ForeignCpu:
             self._read()
 
     def _read(self) -> None:
-        self._ours.update(descendants(os.getpid()))
-        self._latest.update(_cpu_ticks())
+        stats = proc_stats()
+        self._ours.update(descendants(os.getpid(), stats))
+        self._latest.update(stats)
 
-    def _used(self) -> tuple[dict[int, float], float]:
+    def _used(self) -> dict[int, float]:
+        """Cores each process used since construction (the sampler stops at the first call)."""
         if self._elapsed is None:
             self._stop.set()
             self._sampler.join()
             self._read()
             self._elapsed = max(1e-3, time.monotonic() - self._started)
         hz = os.sysconf("SC_CLK_TCK")
-        used = {
-            pid: (ticks - self._start.get(pid, (0, ""))[0]) / hz / self._elapsed
-            for pid, (ticks, _) in self._latest.items()
-        }
-        return {pid: cores for pid, cores in used.items() if cores > 0}, self._elapsed
+        used: dict[int, float] = {}
+        for pid, stat in self._latest.items():
+            start = self._start.get(pid)
+            spent = stat.ticks - (start.ticks if start else 0)
+            if spent > 0:
+                used[pid] = spent / hz / self._elapsed
+        return used
 
     def cores(self) -> tuple[float, str]:
         """Cores' worth of foreign CPU since construction, and the biggest consumer."""
-        used, _ = self._used()
+        used = self._used()
         foreign = {
             pid: cores
             for pid, cores in used.items()
@@ -365,19 +374,19 @@ class ForeignCpu:
         if not foreign:
             return 0.0, ""
         top = max(foreign, key=lambda pid: foreign[pid])
-        name = self._latest[top][1]
+        name = self._latest[top].command
         return round(sum(foreign.values()), 2), f"{name} (pid {top}) {foreign[top]:.2f} cores"
 
     def measured(self) -> dict[str, float]:
         """Cores used since construction by the broker and by each program the bench started
         (by command name: the ingress or a bare client is ``python``), the bench itself aside."""
-        used, _ = self._used()
+        used = self._used()
         by_name: dict[str, float] = {}
         for pid, cores in used.items():
             if pid in self.broker:
                 name = "broker"
             elif pid in self._ours:
-                name = self._latest[pid][1]
+                name = self._latest[pid].command
             else:
                 continue
             by_name[name] = by_name.get(name, 0.0) + cores

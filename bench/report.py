@@ -130,6 +130,18 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
             return True
         return False
 
+    def saturation(section: str, figure: str, node: Any) -> None:
+        """A wrk saturation row (with the spread of repeated runs), then its CPU row."""
+        if node is None or failed(section, figure, node):
+            return
+        errors = f", sock err {node['socket_errors']}" if "socket_errors" in node else ""
+        value = (
+            f"{_n(node['ok_per_s'])} ev/s 200, {_lat(node)}, non-2xx {node['non_2xx']}"
+            f"{errors}{_spread(node, 'ok_per_s')}"
+        )
+        add(section, figure, value)
+        add("", "  CPU, cores (µs per event)", _cpu(node, "ok_per_s"))
+
     inflight = config.get("connections", 64)
     if "a" in results:
         a = results["a"]
@@ -141,24 +153,9 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     if "b" in results:
         b = results["b"]
         workers = config.get("workers", 1)
-        figure = f"ingress saturation, wrk {inflight} conns, {workers} proc"
-        sat = b.get("saturation")
-        if sat is not None and not failed("b", figure, sat):
-            value = (
-                f"{_n(sat['ok_per_s'])} ev/s 200, {_lat(sat)}, non-2xx {sat['non_2xx']}, "
-                f"sock err {sat['socket_errors']}{_spread(sat, 'ok_per_s')}"
-            )
-            add("b", figure, value)
-            add("", "  CPU, cores (µs per event)", _cpu(sat, "ok_per_s"))
-        one = b.get("saturation_one_process")
-        figure = f"ingress saturation, wrk {inflight} conns, 1 proc"
-        if one is not None and not failed("b", figure, one):
-            value = (
-                f"{_n(one['ok_per_s'])} ev/s 200, {_lat(one)}, non-2xx {one['non_2xx']}, "
-                f"sock err {one['socket_errors']}"
-            )
-            add("b", figure, value)
-            add("", "  CPU, cores (µs per event)", _cpu(one, "ok_per_s"))
+        figure = f"ingress saturation, wrk {inflight} conns"
+        saturation("b", f"{figure}, {workers} proc", b.get("saturation"))
+        saturation("b", f"{figure}, 1 proc", b.get("saturation_one_process"))
         add(
             "",
             "  ratio ingress / bare publisher",
@@ -228,15 +225,7 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
             add("e", figure, value, "ingress_peak_rss_mb")
     if "f" in results:
         f = results["f"]
-        sat = f.get("saturation")
-        figure = f"Go reference saturation, wrk {inflight} conns"
-        if sat is not None and not failed("f", figure, sat):
-            value = (
-                f"{_n(sat['ok_per_s'])} ev/s 200, {_lat(sat)}, non-2xx {sat['non_2xx']}"
-                f"{_spread(sat, 'ok_per_s')}"
-            )
-            add("f", figure, value)
-            add("", "  CPU, cores (µs per event)", _cpu(sat, "ok_per_s"))
+        saturation("f", f"Go reference saturation, wrk {inflight} conns", f.get("saturation"))
         fixed = f.get("fixed_rate")
         figure = f"Go reference at open-loop {config.get('rate', 1000):,}/s (loadgen)"
         if fixed is not None and not failed("f", figure, fixed):

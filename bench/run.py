@@ -526,14 +526,7 @@ class Bench:
 
     def saturate(self, run: int) -> dict[str, Any]:
         self.ensure_ingress()
-        if run == 0:
-            run_wrk(self.url, self.script, self.config.warmup, self.config.connections)
-            self.purge_sink()
-        watch = ForeignCpu()
-        result = run_wrk(self.url, self.script, self.config.seconds, self.config.connections)
-        cpu = watch.measured()
-        self.purge_sink()
-        return {**result.as_dict(), "cpu_cores": cpu}
+        return self.wrk_saturation(self.url, warm_up=run == 0, empty=self.purge_sink)
 
     def saturate_one_process(self) -> dict[str, Any]:
         """The per-process figure behind the README's Sizing, beside the --workers N one."""
@@ -542,15 +535,25 @@ class Bench:
         single, port, _ = self.start_ingress("ingress-1proc", workers=1)
         try:
             url = f"http://127.0.0.1:{port}/webhooks/attentive"
-            run_wrk(url, self.script, self.config.warmup, self.config.connections)
-            self.purge_sink()
-            watch = ForeignCpu()
-            result = run_wrk(url, self.script, self.config.seconds, self.config.connections)
-            cpu = watch.measured()
-            self.purge_sink()
+            result = self.wrk_saturation(url, warm_up=True, empty=self.purge_sink)
         finally:
             single.stop()
-        return {**result.as_dict(), "processes": 1, "cpu_cores": cpu}
+        return {**result, "processes": 1}
+
+    def wrk_saturation(
+        self, url: str, *, warm_up: bool, empty: Callable[[], object]
+    ) -> dict[str, Any]:
+        """wrk at saturation (after a warm-up if asked), with the CPU each program used;
+        ``empty`` empties the sink after the warm-up and after the measurement."""
+        config = self.config
+        if warm_up:
+            run_wrk(url, self.script, config.warmup, config.connections)
+            empty()
+        watch = ForeignCpu()
+        result = run_wrk(url, self.script, config.seconds, config.connections)
+        cpu = watch.measured()
+        empty()
+        return {**result.as_dict(), "cpu_cores": cpu}
 
     def fixed_rate(self) -> dict[str, Any]:
         if self.anchors_problem:
@@ -565,13 +568,9 @@ class Bench:
 
     def go_saturate(self, run: int) -> dict[str, Any]:
         self.ensure_go()
-        if run == 0:
-            run_wrk(self.go_url, self.script, self.config.warmup, self.config.connections)
-        watch = ForeignCpu()
-        result = run_wrk(self.go_url, self.script, self.config.seconds, self.config.connections)
-        cpu = watch.measured()
-        run_async(purge(GO_SINK))
-        return {**result.as_dict(), "cpu_cores": cpu}
+        return self.wrk_saturation(
+            self.go_url, warm_up=run == 0, empty=lambda: run_async(purge(GO_SINK))
+        )
 
     def go_fixed_rate(self) -> dict[str, Any]:
         self.ensure_go()
