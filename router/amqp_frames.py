@@ -30,6 +30,8 @@ FRAME_OVERHEAD = FRAME_PREFIX.size + 1
 
 BASIC_CLASS = 60
 BASIC_PUBLISH = 40
+BASIC_ACK = 80
+BASIC_NACK = 120
 
 _SHORT = struct.Struct(">H")
 _LONG = struct.Struct(">I")
@@ -140,6 +142,9 @@ def publish_frames(
 
 
 __all__ = [
+    "BASIC_ACK",
+    "BASIC_CLASS",
+    "BASIC_NACK",
     "FRAME_END",
     "FRAME_OVERHEAD",
     "FRAME_PREFIX",

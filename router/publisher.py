@@ -38,8 +38,12 @@ from pamqp.header import ContentHeader, ProtocolHeader
 from yarl import URL
 
 from router.amqp_frames import (
+    BASIC_ACK,
+    BASIC_CLASS,
+    BASIC_NACK,
     FRAME_END,
     FRAME_HEARTBEAT,
+    FRAME_METHOD,
     FRAME_PREFIX,
     Properties,
     publish_frames,
@@ -52,8 +56,8 @@ FRAME_MAX = 131_072
 #: Seconds between checks of confirm deadlines and of the heartbeat.
 TICK = 0.1
 #: Method frames whose payload is a delivery tag and one flags octet: read without pamqp.
-_ACK = struct.pack(">HH", 60, 80)
-_NACK = struct.pack(">HH", 60, 120)
+_ACK = struct.pack(">HH", BASIC_CLASS, BASIC_ACK)
+_NACK = struct.pack(">HH", BASIC_CLASS, BASIC_NACK)
 _TAG_AND_FLAGS = struct.Struct(">QB")
 _END = FRAME_END[0]
 _CACHED_METHODS = 4096
@@ -112,11 +116,14 @@ class ConfirmPublisher(asyncio.Protocol):
         self._tag = 0
         self._pending: dict[int, _Pending] = {}
         self._order: deque[int] = deque()
-        self._returning: commands.Basic.Return | None = None
+        #: A basic.return arrived; its content header (next) names the message.
+        self._returning = False
         self._returned_ids: list[str | None] = []
         self._ready: asyncio.Future[None] = self._loop.create_future()
         self._closed: asyncio.Future[None] = self._loop.create_future()
         self._close_reason = "not connected"
+        #: Between Confirm.SelectOk and the socket's end: publishing is possible.
+        self.is_open = False
         #: RabbitMQ has blocked this connection (a resource alarm): publishes stall.
         self.blocked = False
 
@@ -164,17 +171,6 @@ class ConfirmPublisher(asyncio.Protocol):
         """Wait until the connection is gone; returns why."""
         await asyncio.shield(self._closed)
         return self._close_reason
-
-    @property
-    def is_open(self) -> bool:
-        """Open, authenticated, and the channel in confirm mode."""
-        ready = self._ready
-        return (
-            ready.done()
-            and not ready.cancelled()
-            and ready.exception() is None
-            and (not self._closed.done())
-        )
 
     @property
     def in_flight(self) -> int:
@@ -232,6 +228,7 @@ class ConfirmPublisher(asyncio.Protocol):
         self._transport.write(ProtocolHeader().marshal())
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.is_open = False
         if self._close_reason == "not connected":  # no reason given before: the socket's
             self._close_reason = f"connection lost: {exc!r}" if exc else "connection closed"
         self._fail_all(ConnectionLost(self._close_reason))
@@ -256,9 +253,9 @@ class ConfirmPublisher(asyncio.Protocol):
                 self._protocol_error("a frame did not end with 0xCE")
                 return
             start = offset + FRAME_PREFIX.size
-            if kind == 1 and length == 13 and buffer[start : start + 4] in (_ACK, _NACK):
+            if kind == FRAME_METHOD and length == 13 and buffer[start : start + 4] in (_ACK, _NACK):
                 tag, flags = _TAG_AND_FLAGS.unpack_from(buffer, start + 4)
-                self._settle(tag, bool(flags & 1), nacked=buffer[start + 3] == 120)
+                self._settle(tag, bool(flags & 1), nacked=buffer[start + 3] == BASIC_NACK)
             elif kind != FRAME_HEARTBEAT:
                 try:
                     _, _, value = pamqp_frame.unmarshal(bytes(buffer[offset : end + 1]))
@@ -294,16 +291,17 @@ class ConfirmPublisher(asyncio.Protocol):
                 self._send(frame_of(commands.Confirm.Select(), CHANNEL))
             case commands.Confirm.SelectOk():
                 self._ticker = self._loop.call_later(TICK, self._tick)
+                self.is_open = True
                 self._ready.set_result(None)
             case commands.Connection.Blocked():
                 self.blocked = True
             case commands.Connection.Unblocked():
                 self.blocked = False
             case commands.Basic.Return():
-                self._returning = value
-            case ContentHeader(properties=properties) if self._returning is not None:
+                self._returning = True
+            case ContentHeader(properties=properties) if self._returning:
                 self._returned_ids.append(properties.message_id)
-                self._returning = None
+                self._returning = False
             case commands.Connection.Close(reply_code=code, reply_text=text):
                 self._close_reason = f"closed by RabbitMQ: {code} {text}"
                 self._send(frame_of(commands.Connection.CloseOk(), 0))
