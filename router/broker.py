@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 import aiormq
 import structlog
@@ -165,13 +166,27 @@ class Broker:
 
     # -- publishing -------------------------------------------------------------------
 
-    async def publish_event(self, routing_key: str, body: bytes, properties: Properties) -> None:
-        """Publish to the events exchange and wait for the broker's confirm."""
-        await self._publish(self._names.events_exchange, routing_key, body, properties)
+    # The two below return _publish's coroutine rather than awaiting it: one coroutine less
+    # for every webhook to create and to resume through when its confirm arrives.
 
-    async def publish_to_queue(self, queue: str, body: bytes, properties: Properties) -> None:
-        """Publish straight into ``queue`` (through the default exchange) with a confirm."""
-        await self._publish("", queue, body, properties)
+    def publish_event(
+        self, routing_key: str, body: bytes, properties: Properties
+    ) -> Coroutine[Any, Any, None]:
+        """Publish to the events exchange; awaiting it waits for the broker's confirm."""
+        return self._publish(self._names.events_exchange, routing_key, body, properties)
+
+    def publish_to_queue(
+        self, queue: str, body: bytes, properties: Properties
+    ) -> Coroutine[Any, Any, None]:
+        """Publish straight into ``queue`` (through the default exchange); awaiting it waits
+        for the confirm."""
+        return self._publish("", queue, body, properties)
+
+    @property
+    def in_flight(self) -> int:
+        """Publishes written and not yet confirmed (or failed)."""
+        publisher = self._publisher
+        return publisher.in_flight if publisher is not None else 0
 
     async def _publish(
         self, exchange: str, routing_key: str, body: bytes, properties: Properties
