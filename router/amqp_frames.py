@@ -39,6 +39,10 @@ _LONGLONG = struct.Struct(">Q")
 _SIGNED_LONGLONG = struct.Struct(">q")
 #: class-id, weight, body size, property flags.
 _HEADER_START = struct.Struct(">HHQH")
+#: A content header frame's prefix, _HEADER_START and the content type's length.
+_HEADER_FRAME_START = struct.Struct(">BHIHHQHB")
+#: Delivery mode, then the message id's length.
+_MODE_AND_LENGTH = struct.Struct(">BB")
 
 # Basic property flags (AMQP 0-9-1, section 4.2.6.1): bit 15 is the first property.
 _CONTENT_TYPE = 1 << 15
@@ -89,16 +93,26 @@ def publish_method(channel: int, exchange: str, routing_key: str, *, mandatory: 
     return frame(FRAME_METHOD, channel, payload)
 
 
+#: Header names as short strings: the same few names are on every message.
+_TABLE_KEYS: dict[str, bytes] = {}
+_TABLE_KEYS_MAX = 1024
+
+
 def field_table(headers: Mapping[str, Any]) -> bytes:
     """A header table with its length. Strings and integers are encoded here; a table holding
     anything else goes to pamqp whole (so every value type AMQP knows still works)."""
     parts: list[bytes] = []
     for name, value in headers.items():
+        key = _TABLE_KEYS.get(name)
+        if key is None:
+            key = shortstr(name)
+            if len(_TABLE_KEYS) < _TABLE_KEYS_MAX:
+                _TABLE_KEYS[name] = key
         if type(value) is str:
             raw = value.encode("utf-8")
-            parts.append(shortstr(name) + b"S" + _LONG.pack(len(raw)) + raw)
+            parts += (key, b"S", _LONG.pack(len(raw)), raw)
         elif type(value) is int:
-            parts.append(shortstr(name) + b"l" + _SIGNED_LONGLONG.pack(value))
+            parts += (key, b"l", _SIGNED_LONGLONG.pack(value))
         else:
             return pamqp_encode.field_table(dict(headers))
     table = b"".join(parts)
@@ -107,17 +121,26 @@ def field_table(headers: Mapping[str, Any]) -> bytes:
 
 def content_header(channel: int, body_size: int, properties: Properties) -> bytes:
     """The content header frame: body size and the properties, in flag order."""
-    payload = b"".join(
+    content_type = properties.content_type.encode("utf-8")
+    message_id = properties.message_id.encode("utf-8")
+    if len(content_type) > 255 or len(message_id) > 255:
+        raise ValueError("content_type and message_id are AMQP short strings (255 bytes)")
+    table = field_table(properties.headers)
+    # the fixed part, the two short strings' lengths, the delivery mode and the timestamp
+    size = _HEADER_START.size + 3 + len(content_type) + len(table) + len(message_id) + 8
+    return b"".join(
         (
-            _HEADER_START.pack(BASIC_CLASS, 0, body_size, _FLAGS),
-            shortstr(properties.content_type),
-            field_table(properties.headers),
-            bytes((properties.delivery_mode,)),
-            shortstr(properties.message_id),
+            _HEADER_FRAME_START.pack(
+                FRAME_HEADER, channel, size, BASIC_CLASS, 0, body_size, _FLAGS, len(content_type)
+            ),
+            content_type,
+            table,
+            _MODE_AND_LENGTH.pack(properties.delivery_mode, len(message_id)),
+            message_id,
             _LONGLONG.pack(properties.timestamp),
+            FRAME_END,
         )
     )
-    return frame(FRAME_HEADER, channel, payload)
 
 
 def body_frames(channel: int, body: bytes, frame_max: int) -> list[bytes]:

@@ -99,6 +99,9 @@ def test_a_body_larger_than_a_frame_is_split_and_headers_of_any_type_still_encod
 def test_names_longer_than_an_amqp_short_string_are_refused() -> None:
     with pytest.raises(ValueError, match="short string"):
         publish_method(1, "x" * 256, "key", mandatory=True)
+    too_long_id = replace(PROPERTIES, message_id="é" * 128)  # 256 bytes of UTF-8
+    with pytest.raises(ValueError, match="short string"):
+        publish_frames(publish_method(1, "", "q", mandatory=True), 1, b"{}", too_long_id, 4096)
 
 
 # -- the outcomes, from the real broker ---------------------------------------------------
