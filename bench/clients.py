@@ -1,6 +1,7 @@
 """The bench's own client processes; each prints one JSON line and exits.
 
     python -m bench.clients publish --exchange X [--seconds S --warmup W --in-flight 64]
+    python -m bench.clients publish-count --exchange X --count N [--callgrind]
     python -m bench.clients prefill --exchange X --queue Q --count N
     python -m bench.clients consume --queue Q --count N [--prefetch 256]
     python -m bench.clients send --url URL [--rate 1000 --seconds S --warmup W]
@@ -19,6 +20,7 @@ import asyncio
 import contextlib
 import importlib
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -29,6 +31,7 @@ import aiohttp
 import orjson
 from aio_pika.abc import AbstractIncomingMessage
 
+from bench import callgrind as bench_callgrind
 from bench.common import (
     AMQP_URL,
     KEY,
@@ -82,6 +85,40 @@ async def publish(exchange_name: str, seconds: float, warmup: float, in_flight: 
         "msgs_per_s": round(len(latencies) / elapsed),
         **summarize_ms(latencies),
     }
+
+
+async def publish_count(
+    exchange_name: str, count: int, warmup: int, in_flight: int, callgrind: bool
+) -> Any:
+    """Publish ``warmup`` messages, then ``count`` more, ``in_flight`` awaiting confirms; with
+    ``callgrind`` (this process runs under it), only the ``count`` are counted."""
+    bodies = payload_bodies(PAYLOAD_BYTES)
+    events = [parsed(body) for body in bodies]
+    connection = await aio_pika.connect(AMQP_URL, timeout=10)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(exchange_name)
+
+        async def publish_all(total: int) -> None:
+            numbers = iter(range(total))
+
+            async def one_at_a_time() -> None:
+                for i in numbers:
+                    k = i % len(bodies)
+                    message = amqp_message(bodies[k], events[k])
+                    await exchange.publish(message, routing_key=events[k].routing_key)
+
+            await asyncio.gather(*(one_at_a_time() for _ in range(in_flight)))
+
+        await publish_all(warmup)
+        if callgrind:
+            bench_callgrind.count(os.getpid(), True)
+        started = time.perf_counter()
+        await publish_all(count)
+        elapsed = time.perf_counter() - started
+        if callgrind:
+            bench_callgrind.count(os.getpid(), False)
+    return {"messages": count, "seconds": round(elapsed, 3)}
 
 
 async def prefill(exchange_name: str, queue_name: str, count: int, timeout: float) -> Any:
@@ -230,6 +267,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=10)
     p.add_argument("--warmup", type=float, default=2)
     p.add_argument("--in-flight", type=int, default=64)
+    n = commands.add_parser("publish-count")
+    n.add_argument("--exchange", required=True)
+    n.add_argument("--count", type=int, required=True)
+    n.add_argument("--warmup", type=int, default=500)
+    n.add_argument("--in-flight", type=int, default=64)
+    n.add_argument("--callgrind", action="store_true", help="count only --count under callgrind")
     f = commands.add_parser("prefill")
     f.add_argument("--exchange", required=True)
     f.add_argument("--queue", required=True)
@@ -250,6 +293,10 @@ def main(argv: list[str] | None = None) -> int:
     match args.command:
         case "publish":
             coroutine = publish(args.exchange, args.seconds, args.warmup, args.in_flight)
+        case "publish-count":
+            coroutine = publish_count(
+                args.exchange, args.count, args.warmup, args.in_flight, args.callgrind
+            )
         case "prefill":
             coroutine = prefill(args.exchange, args.queue, args.count, args.timeout)
         case "consume":

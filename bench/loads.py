@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,30 @@ def run_wrk(url: str, script: Path, seconds: float, connections: int) -> WrkResu
     )
 
 
+def run_hey(url: str, body: bytes, count: int, concurrency: int, directory: Path) -> int:
+    """``count`` signed POSTs of ``body`` from ``concurrency`` connections (hey, closed loop):
+    how many were answered 200."""
+    if shutil.which("hey") is None:
+        raise BenchError("hey is not installed (Debian: apt-get install hey)")
+    body_file = directory / "hey-body.json"
+    body_file.write_bytes(body)
+    argv = [
+        *("hey", "-n", str(count), "-c", str(concurrency), "-m", "POST"),
+        *("-T", "application/json", "-H", f"x-attentive-hmac-sha256: {sign(body, KEY)}"),
+        *("-D", str(body_file), url),
+    ]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False)
+    except subprocess.TimeoutExpired:
+        raise BenchError("hey did not finish within 900 s") from None
+    finally:
+        body_file.unlink(missing_ok=True)
+    answered = re.search(r"\[200\]\s+(\d+) responses", done.stdout)
+    if done.returncode != 0 or answered is None:
+        raise BenchError(f"hey failed ({done.returncode}): {(done.stdout + done.stderr)[-300:]}")
+    return int(answered.group(1))
+
+
 def anchors_built() -> bool:
     return LOADGEN.exists() and GO_INGRESS.exists()
 
@@ -153,9 +178,12 @@ def run_loadgen(
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}
 
 
-def run_client(args: list[str], *, loop: str, timeout: float) -> dict[str, Any]:
-    """Run ``python -m bench.clients ARGS`` and return its JSON line."""
-    argv = python_argv("-m", "bench.clients", "--loop", loop, *args)
+def run_client(
+    args: list[str], *, loop: str, timeout: float, prefix: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Run ``python -m bench.clients ARGS`` (after ``prefix``, e.g. valgrind) and return its
+    JSON line."""
+    argv = [*prefix, *python_argv("-m", "bench.clients", "--loop", loop, *args)]
     try:
         done = subprocess.run(
             argv, capture_output=True, text=True, timeout=timeout, env=bench_env(), check=False

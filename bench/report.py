@@ -60,6 +60,9 @@ def evaluate(results: dict[str, Any]) -> None:
         for k, v in values.items()
         if k in ("ingress_to_bare", "ingress_to_go", "worker_to_bare")
     }
+    results["ratios"]["ingress_to_bare_instructions"] = _ratio(
+        _get(results, "g", "ingress_per_event"), _get(results, "g", "bare_per_message")
+    )
     results["targets"] = [
         {
             "key": t.key,
@@ -234,6 +237,21 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                 f"non-2xx {fixed.get('non2xx')}, err {fixed.get('errors')}"
             )
             add("f", figure, value)
+    if "g" in results:
+        g = results["g"]
+        figure = "instructions per event (callgrind, user space, 1 proc)"
+        if not failed("g", figure, g):
+            value = (
+                f"ingress {_n(g['ingress_per_event'])} per event, bare aio-pika publisher "
+                f"{_n(g['bare_per_message'])} per message ({_n(g['events'])} each, "
+                f"{g['in_flight']} in flight)"
+            )
+            add("g", figure + f" [{g.get('loop')}]", value)
+            add(
+                "",
+                "  ratio ingress / bare publisher",
+                _ratio_text(results, "ingress_to_bare_instructions"),
+            )
     return out
 
 

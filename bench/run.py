@@ -16,7 +16,10 @@ c. end-to-end latency at an open-loop 1,000 events/s, from the request being sen
 d. a no-op worker (the consumers runtime) draining a pre-filled queue, against a bare
    aio-pika consumer (manual ack, the same prefetch) draining the same amount;
 e. the ingress process's peak RSS (VmHWM) after --rss-events events (wrk);
-f. the Go reference ingress of ../shared/anchors: saturation and 1,000 events/s.
+f. the Go reference ingress of ../shared/anchors: saturation and 1,000 events/s;
+g. instructions per event, counted by valgrind's callgrind (repeatable where wall-clock
+   figures are not): the ingress (one process) answering N webhooks, and the bare aio-pika
+   publisher publishing N messages (user space only: not the kernel's share).
 
 Every figure uses the same broker and the same realistic signed payloads (all 11 types x 4
 companies, about 1 KiB), in a fresh namespace (``bench-<uuid>``) deleted afterwards. Every
@@ -39,13 +42,13 @@ import tempfile
 import time
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import report
+from bench import callgrind, report
 from bench.common import (
     ADMIN_TOKEN,
     AMQP_URL,
@@ -83,6 +86,7 @@ from bench.loads import (
     WrkResult,
     build_anchors,
     run_client,
+    run_hey,
     run_loadgen,
     run_wrk,
     wrk_script,
@@ -92,7 +96,7 @@ from router.admin_client import AdminClient
 from router.events import EVENT_TYPES
 from router.names import Names
 
-PHASES = "abcdef"
+PHASES = "abcdefg"
 RESULTS = Path(__file__).resolve().parent / "results"
 UVLOOP_INSTALLED = importlib.util.find_spec("uvloop") is not None
 
@@ -110,6 +114,7 @@ class Config:
     drain_events: int
     rss_events: int
     rss_max_seconds: float
+    callgrind_events: int
     prefetch: int
     client_loop: str
     results_dir: Path
@@ -137,6 +142,9 @@ def parse_args(argv: list[str] | None) -> Config:
     parser.add_argument("--drain-events", type=int, help="pre-filled events (50,000; quick 5,000)")
     parser.add_argument("--rss-events", type=int, help="events for RSS (1,000,000; quick 20,000)")
     parser.add_argument("--rss-max-seconds", type=float, default=1800, help="bound of phase e")
+    parser.add_argument(
+        "--callgrind-events", type=int, help="events counted in g (2,000; quick 400)"
+    )
     parser.add_argument("--prefetch", type=int, default=256, help="worker and consumer prefetch")
     parser.add_argument(
         "--client-loop",
@@ -167,6 +175,8 @@ def parse_args(argv: list[str] | None) -> Config:
         drain_events=args.drain_events or (5_000 if quick else 50_000),
         rss_events=args.rss_events or (20_000 if quick else 1_000_000),
         rss_max_seconds=args.rss_max_seconds,
+        # hey sends a multiple of its 16 connections
+        callgrind_events=-(-(args.callgrind_events or (400 if quick else 2_000)) // 16) * 16,
         prefetch=args.prefetch,
         client_loop=args.client_loop,
         results_dir=args.results_dir,
@@ -273,8 +283,11 @@ class Bench:
         self.stack.callback(proc.stop)
         return proc
 
-    def start_ingress(self, name: str, workers: int | None = None) -> tuple[Proc, int, int]:
-        """``attentive-router serve`` with the admin API, ready and answering a signed event."""
+    def start_ingress(
+        self, name: str, workers: int | None = None, prefix: Sequence[str] = ()
+    ) -> tuple[Proc, int, int]:
+        """``attentive-router serve`` with the admin API, ready and answering a signed event;
+        ``prefix`` runs it under another program (callgrind)."""
         workers = workers or self.config.workers
         port, admin_port = free_port(), free_port()
         env = bench_env(
@@ -285,10 +298,13 @@ class Bench:
             ROUTER_NAMESPACE=self.names.prefix,
             ROUTER_LOG_FORMAT="json",
         )
-        argv = python_argv(
-            *("-m", "router", "serve", "--host", "127.0.0.1", "--port", str(port)),
-            *("--admin-port", str(admin_port), "--workers", str(workers)),
-        )
+        argv = [
+            *prefix,
+            *python_argv(
+                *("-m", "router", "serve", "--host", "127.0.0.1", "--port", str(port)),
+                *("--admin-port", str(admin_port), "--workers", str(workers)),
+            ),
+        ]
         proc = self.spawn(name, argv, env)
         ready = 0
 
@@ -299,7 +315,8 @@ class Bench:
             ready = ready + 1 if ok else 0
             return ready >= 5 * workers  # every process, most likely
 
-        wait_until(f"{name} to be ready", is_ready, timeout=60, interval=0.1)
+        timeout = 300 if prefix else 60  # callgrind runs it about 50 times slower
+        wait_until(f"{name} to be ready", is_ready, timeout=timeout, interval=0.1)
         admin = http_status(
             f"http://127.0.0.1:{admin_port}/admin/claims",
             headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
@@ -448,6 +465,8 @@ class Bench:
         self.stop_ingress()
         if "e" in only:
             self.results["e"] = self.attempt("e: ingress peak RSS", self.phase_e)
+        if "g" in only:
+            self.results["g"] = self.attempt("g: instructions per event", self.phase_g)
 
     def group_publish(self) -> None:
         """a, b and f with every event going to the sink queue (purged between runs)."""
@@ -768,6 +787,51 @@ class Bench:
             "memory_by_pid": memory,
             "rss_trend_mb": trend,
             "rounds": details,
+        }
+
+    def phase_g(self) -> dict[str, Any]:
+        """Instructions per event under callgrind, where wall-clock figures vary ±20 %: the
+        ingress (one process) answering webhooks and the bare publisher publishing as many."""
+        problem = callgrind.available()
+        if problem:
+            raise BenchError(problem)
+        count, in_flight = self.config.callgrind_events, 16
+        self.set_sink(True)
+        out = self.tmp / "callgrind.ingress"
+        ingress, port, _ = self.start_ingress(
+            "ingress-callgrind", workers=1, prefix=callgrind.prefix(out)
+        )
+        try:
+            if "ingress" not in self.uvloop:  # the bare client runs on the ingress's loop
+                self.uvloop["ingress"] = "yes" if uses_uvloop(ingress.pids()) else "no"
+            url = f"http://127.0.0.1:{port}/webhooks/attentive"
+            run_hey(url, self.bodies[0], 20 * in_flight, in_flight, self.tmp)  # warm-up
+            callgrind.count(ingress.pid, True)
+            answered = run_hey(url, self.bodies[0], count, in_flight, self.tmp)
+            callgrind.count(ingress.pid, False)
+            ingress_total = callgrind.instructions(ingress.pid, out)
+        finally:
+            ingress.stop()
+        if answered != count:
+            raise BenchError(f"the ingress under callgrind answered {answered} of {count} with 200")
+        bare_out = self.tmp / "callgrind.bare"
+        run_client(
+            [
+                *("publish-count", "--exchange", self.names.events_exchange),
+                *("--count", str(count), "--in-flight", str(in_flight), "--callgrind"),
+            ],
+            loop=self.client_loop("ingress"),
+            timeout=1800,
+            prefix=callgrind.prefix(bare_out),
+        )
+        bare_total = callgrind.instructions_written(bare_out)
+        self.purge_sink()
+        return {
+            "events": count,
+            "in_flight": in_flight,
+            "ingress_per_event": round(ingress_total / count),
+            "bare_per_message": round(bare_total / count),
+            "loop": self.client_loop("ingress"),
         }
 
     def saturation_estimate(self) -> float | None:
