@@ -56,6 +56,14 @@ def _sweep_namespaces() -> Iterator[None]:
         sweep(tuple(f"{prefix}." for prefix in _NAMESPACES))
 
 
+def rabbitmqctl(*args: str) -> str:
+    """What ``rabbitmqctl ARGS`` prints about the machine's node (it must succeed)."""
+    done = subprocess.run(
+        ["rabbitmqctl", *args], capture_output=True, text=True, timeout=120, check=True
+    )
+    return done.stdout
+
+
 def sweep(prefixes: tuple[str, ...]) -> None:
     """Delete every queue and exchange whose name starts with one of ``prefixes``."""
     listed = {

@@ -8,7 +8,6 @@ confirm, and the ingress recovers on its own.
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -17,19 +16,12 @@ import pytest
 
 from router.examples import example_body
 from router.names import Names
-from tests.conftest import AMQP_URL, Client, TapFactory, signed, take
+from tests.conftest import AMQP_URL, Client, TapFactory, rabbitmqctl, signed, take
 from tests.streams import Post, Stream
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 URL = "/webhooks/attentive"
-
-
-def rabbitmqctl(*args: str) -> str:
-    done = subprocess.run(
-        ["rabbitmqctl", *args], capture_output=True, text=True, timeout=120, check=True
-    )
-    return done.stdout
 
 
 async def ctl(*args: str) -> str:

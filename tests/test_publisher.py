@@ -10,7 +10,6 @@ refused login.
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -33,7 +32,7 @@ from router.publisher import (
     Nacked,
     Returned,
 )
-from tests.conftest import AMQP_URL
+from tests.conftest import AMQP_URL, rabbitmqctl
 
 PROPERTIES = Properties(
     content_type="application/json",
@@ -243,21 +242,10 @@ async def test_a_refused_login_fails_the_open() -> None:
 
 
 def close_connection_named(name: str, reason: str) -> None:
-    listed = subprocess.run(
-        ["rabbitmqctl", "-q", "list_connections", "pid", "client_properties", "--no-table-headers"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
+    listed = rabbitmqctl("-q", "list_connections", "pid", "client_properties", "--no-table-headers")
     pids = [line.split("\t")[0] for line in listed.splitlines() if f'"{name}"' in line]
     assert len(pids) == 1, f"no single connection named {name!r}: {listed[:500]}"
-    subprocess.run(
-        ["rabbitmqctl", "close_connection", pids[0], reason],
-        capture_output=True,
-        timeout=60,
-        check=True,
-    )
+    rabbitmqctl("close_connection", pids[0], reason)
 
 
 @pytest.mark.broker
