@@ -6,8 +6,8 @@ timeout, marshals three frames through pamqp and hands them to a writer task, wh
 the ingress about a third of its CPU at saturation. This protocol does only what publishing
 needs, and so does it cheaply:
 
-- the frames are built by :mod:`router.amqp_frames`; writes made in one turn of the event
-  loop go out in one ``writelines``;
+- the frames are built by :mod:`router.amqp_frames`; the publishes of one turn of the event
+  loop go out together, in one ``writelines`` per :data:`WRITE_BATCH` messages;
 - each publish is a future in a dict keyed by delivery tag; acks (single or ``multiple``)
   and nacks are read without a general unmarshaller, everything else with pamqp;
 - one 0.1 s ticker fails publishes older than the confirm timeout and keeps the heartbeat,
@@ -61,6 +61,12 @@ _NACK = struct.pack(">HH", BASIC_CLASS, BASIC_NACK)
 _TAG_AND_FLAGS = struct.Struct(">QB")
 _END = FRAME_END[0]
 _CACHED_METHODS = 4096
+#: Messages written together at most. A burst of requests handled in one turn of the loop
+#: (dozens at saturation) is written in batches of this many, so the broker starts on the
+#: first ones while the rest are still being handled, instead of the two taking turns:
+#: +13 % events/s for one ingress process under ``wrk -c64`` on 2 cores (README,
+#: Performance). Much smaller batches cost the broker more CPU per message than they save.
+WRITE_BATCH = 16
 
 
 class NotConfirmed(Exception):
@@ -107,6 +113,7 @@ class ConfirmPublisher(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
         self._outgoing: list[bytes] = []
+        self._outgoing_messages = 0
         self._flush_scheduled = False
         self._frame_max = FRAME_MAX
         self._heartbeat = 0.0
@@ -205,21 +212,28 @@ class ConfirmPublisher(asyncio.Protocol):
         self._pending[self._tag] = _Pending(future, properties.message_id, deadline)
         self._order.append(self._tag)
         self._outgoing += frames
-        if not self._flush_scheduled:
+        self._outgoing_messages += 1
+        if self._outgoing_messages >= WRITE_BATCH:
+            self._write_out()  # the flush already scheduled writes the rest of the turn's
+        elif not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
         return future
 
     def _send(self, data: bytes) -> None:
         self._outgoing.append(data)
-        self._flush()
+        self._write_out()
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        self._write_out()
+
+    def _write_out(self) -> None:
         if self._outgoing and self._transport is not None and not self._transport.is_closing():
             self._transport.writelines(self._outgoing)
             self._last_sent = self._loop.time()
         self._outgoing = []
+        self._outgoing_messages = 0
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 

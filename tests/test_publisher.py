@@ -27,6 +27,7 @@ from yarl import URL
 from router.amqp_frames import Properties, publish_frames, publish_method
 from router.names import Names
 from router.publisher import (
+    WRITE_BATCH,
     ConfirmPublisher,
     ConnectionLost,
     Nacked,
@@ -155,6 +156,38 @@ async def test_thousands_in_flight_are_each_confirmed(
     channel = await amqp.channel()
     declared = await channel.declare_queue(queue_name, passive=True)
     assert declared.declaration_result.message_count == 2000
+
+
+class _CountingWrites:
+    """The publisher's transport, counting the messages in each ``writelines``."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self.messages_per_write: list[int] = []
+
+    def writelines(self, frames: list[bytes]) -> None:
+        written = unmarshal_all(b"".join(frames))
+        self.messages_per_write.append(sum(isinstance(f, Basic.Publish) for f in written))
+        self._transport.writelines(frames)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._transport, name)
+
+
+@pytest.mark.broker
+async def test_a_burst_goes_out_in_batches_the_broker_can_start_on(
+    publisher: ConfirmPublisher, queue_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writes = _CountingWrites(publisher._transport)  # type: ignore[arg-type]
+    monkeypatch.setattr(publisher, "_transport", writes)
+    burst = 2 * WRITE_BATCH + 3
+
+    confirms = [publisher.publish("", queue_name, b"%d" % i, PROPERTIES) for i in range(burst)]
+    # Within the turn, the full batches are already written; the rest waits for its end.
+    assert writes.messages_per_write == [WRITE_BATCH, WRITE_BATCH]
+
+    await asyncio.gather(*confirms)
+    assert writes.messages_per_write == [WRITE_BATCH, WRITE_BATCH, 3]
 
 
 @pytest.mark.broker
