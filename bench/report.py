@@ -158,7 +158,10 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         workers = config.get("workers", 1)
         figure = f"ingress saturation, wrk {inflight} conns"
         saturation("b", f"{figure}, {workers} proc", b.get("saturation"))
-        saturation("b", f"{figure}, 1 proc", b.get("saturation_one_process"))
+        compared = b.get("saturation_compared")
+        if isinstance(compared, dict):
+            processes = compared.get("processes", "other")
+            saturation("b", f"{figure}, {processes} proc (compared)", compared)
         add(
             "",
             "  ratio ingress / bare publisher",

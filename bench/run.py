@@ -6,8 +6,10 @@ Not a test: it prints one table (figures, ratios, targets with PASS/FAIL) and wr
 same as JSON to bench/results/<timestamp>.json and bench/results/latest.json.
 
 a. bare aio-pika publisher, confirms, 64 in flight, no HTTP: the client-side ceiling;
-b. the ingress (``attentive-router serve --workers N``, N one per core by default, a separate
-   process) under wrk at saturation (events/s answered 200), and one process alone when N > 1;
+b. the ingress (``attentive-router serve --workers N``, a separate process; N as the README's
+   Sizing advises: one per core, less one for a broker on this machine) under wrk at
+   saturation (events/s answered 200), and as many processes as cores (or one, when N is
+   that many) for comparison;
    and at a steady open-loop 1,000 events/s (the Go loadgen of ../shared/anchors, built with
    its build.sh when missing);
 c. end-to-end latency at an open-loop 1,000 events/s, from the request being sent to the
@@ -130,9 +132,10 @@ def parse_args(argv: list[str] | None) -> Config:
     parser.add_argument(
         "--workers",
         type=int,
-        default=os.cpu_count() or 1,
-        help="ingress processes (serve --workers); default one per core, as in the README's "
-        "Sizing; with more than one, b also measures one process at saturation",
+        default=None,
+        help="ingress processes (serve --workers); default as the README's Sizing advises: one "
+        "per core, less one when the broker runs on this machine; b also measures one per "
+        "core (or one, when --workers is that many) for comparison",
     )
     parser.add_argument("--seconds", type=float, help="measured seconds per run (10; quick 2)")
     parser.add_argument("--warmup", type=float, help="warm-up seconds (2; quick 1)")
@@ -160,13 +163,14 @@ def parse_args(argv: list[str] | None) -> Config:
         parser.error(f"--only takes letters of {','.join(PHASES)}")
     if args.client_loop == "uvloop" and not UVLOOP_INSTALLED:
         parser.error("--client-loop uvloop: uvloop is not installed")
-    if min(args.workers, args.repeat, args.connections, args.rate, args.prefetch) < 1:
+    workers = args.workers if args.workers is not None else sizing_workers()
+    if min(workers, args.repeat, args.connections, args.rate, args.prefetch) < 1:
         parser.error("--workers, --repeat, --connections, --rate and --prefetch must be >= 1")
     quick = args.quick
     return Config(
         only=only,
         quick=quick,
-        workers=args.workers,
+        workers=workers,
         seconds=args.seconds or (2.0 if quick else 10.0),
         warmup=args.warmup if args.warmup is not None else (1.0 if quick else 2.0),
         repeat=args.repeat,
@@ -181,6 +185,22 @@ def parse_args(argv: list[str] | None) -> Config:
         client_loop=args.client_loop,
         results_dir=args.results_dir,
     )
+
+
+def sizing_workers() -> int:
+    """Ingress processes as the README's Sizing advises: one per core, less one for a broker
+    on this machine (it needs a core: on two cores beside the broker, two processes answered
+    about as many events as one, each event costing more CPU, theirs and the broker's)."""
+    cores = os.cpu_count() or 1
+    return max(1, cores - 1) if broker_pids() else cores
+
+
+def compared_workers(workers: int) -> int | None:
+    """The other process count phase b measures: one per core, or one when ``workers`` is
+    one per core already; None on a one-core machine."""
+    cores = os.cpu_count() or 1
+    other = cores if workers != cores else 1
+    return other if other != workers else None
 
 
 def say(message: str) -> None:
@@ -497,9 +517,11 @@ class Bench:
             self.results["a"]["loop"] = self.client_loop("ingress")
         if "b" in only:
             self.results["b"] = {"saturation": self.merge(ingress, WRK_FIELDS)}
-            if config.workers > 1:
-                self.results["b"]["saturation_one_process"] = self.attempt(
-                    "b: ingress at saturation, 1 process", self.saturate_one_process
+            other = compared_workers(config.workers)
+            if other is not None:
+                self.results["b"]["saturation_compared"] = self.attempt(
+                    f"b: ingress at saturation, {other} processes for comparison",
+                    functools.partial(self.saturate_compared, other),
                 )
             self.results["b"]["fixed_rate"] = self.attempt(
                 "b: ingress at a fixed rate (loadgen)", self.fixed_rate
@@ -547,17 +569,18 @@ class Bench:
         self.ensure_ingress()
         return self.wrk_saturation(self.url, warm_up=run == 0, empty=self.purge_sink)
 
-    def saturate_one_process(self) -> dict[str, Any]:
-        """The per-process figure behind the README's Sizing, beside the --workers N one."""
+    def saturate_compared(self, workers: int) -> dict[str, Any]:
+        """Saturation with another process count than --workers: the figures behind Sizing."""
         self.stop_ingress()
-        say("starting the ingress (ingress-1proc): serve --workers 1")
-        single, port, _ = self.start_ingress("ingress-1proc", workers=1)
+        name = f"ingress-{workers}proc"
+        say(f"starting the ingress ({name}): serve --workers {workers}")
+        other, port, _ = self.start_ingress(name, workers=workers)
         try:
             url = f"http://127.0.0.1:{port}/webhooks/attentive"
             result = self.wrk_saturation(url, warm_up=True, empty=self.purge_sink)
         finally:
-            single.stop()
-        return {**result, "processes": 1}
+            other.stop()
+        return {**result, "processes": workers}
 
     def wrk_saturation(
         self, url: str, *, warm_up: bool, empty: Callable[[], object]
@@ -906,7 +929,7 @@ def flag_suspicious(results: dict[str, Any], config: Config, notes: list[str]) -
         notes.append(f"the CPUs were {after}% busy after the run: something else was running")
     for path, label in (
         (("b", "saturation"), "ingress saturation"),
-        (("b", "saturation_one_process"), "ingress saturation, 1 process"),
+        (("b", "saturation_compared"), "ingress saturation, compared process count"),
         (("f", "saturation"), "Go saturation"),
         (("e",), "RSS load"),
     ):
