@@ -33,10 +33,13 @@ from router.names import (
     RECEIVED_PATH_HEADER,
     SIGNATURE_HEADER,
 )
+from router.observability import HotPathLogger
 from router.settings import Settings
 from router.signing import Verifier
 
 log = structlog.get_logger("router.ingress")
+#: The ``webhook`` line, one per request.
+request_log = HotPathLogger("router.ingress")
 
 SETTINGS = web.AppKey("settings", Settings)
 BROKER = web.AppKey("broker", Broker)
@@ -337,7 +340,7 @@ async def _observe(
     record = request.get(_RECORD)
     if record is not None:
         request.app[METRICS].request_outcomes[record.outcome].inc()
-        log.info(
+        request_log.info(
             "webhook",
             outcome=record.outcome.value,
             status=response.status,

@@ -1,4 +1,5 @@
-"""The log lines the router writes: one JSON object per line, stamped in UTC."""
+"""The log lines the router writes: one JSON object per line, stamped in UTC, whichever way
+they are written."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 import structlog
+from structlog.testing import capture_logs
 
-from router.observability import configure_logging
+from router.observability import HotPathLogger, configure_logging
 
 ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 
@@ -53,3 +55,39 @@ def test_our_events_and_stdlib_records_are_json_lines_stamped_now_in_utc(
     assert all(isinstance(s, str) and ISO_UTC.fullmatch(s) for s in stamps), stamps
     parsed = [datetime.fromisoformat(str(s).replace("Z", "+00:00")) for s in stamps]
     assert before <= parsed[0] < parsed[1] <= after
+
+
+def test_the_hot_path_writes_the_line_structlog_writes(
+    stderr: io.BytesIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fields = {"outcome": "accepted", "status": 200, "latency_ms": 1.25, "known": True}
+    hot_path = HotPathLogger("router.test")
+    monkeypatch.setattr(hot_path, "_structlog", None)  # it must not hand the line over
+    with structlog.contextvars.bound_contextvars(process=1):
+        structlog.get_logger("router.test").info("webhook", **fields)
+        hot_path.info("webhook", **fields)
+
+    by_structlog, by_hot_path = lines(stderr)
+    assert by_structlog.pop("timestamp") <= by_hot_path.pop("timestamp")  # type: ignore[operator]
+    assert (
+        by_hot_path == by_structlog == {**fields, "event": "webhook", "process": 1, "level": "info"}
+    )
+    assert list(by_hot_path) == list(by_structlog)
+
+
+def test_the_hot_path_keeps_to_the_level(monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = io.BytesIO()
+    monkeypatch.setattr(sys, "stderr", io.TextIOWrapper(raw, write_through=True))
+    configure_logging("json", "warning")
+    try:
+        HotPathLogger("router.test").info("webhook", status=200)
+    finally:
+        structlog.reset_defaults()
+    assert raw.getvalue() == b""
+
+
+def test_a_test_capturing_logs_sees_the_hot_paths_lines(stderr: io.BytesIO) -> None:
+    with capture_logs() as captured:
+        HotPathLogger("router.test").info("webhook", status=200)
+    assert captured == [{"event": "webhook", "status": 200, "log_level": "info"}]
+    assert stderr.getvalue() == b""
