@@ -570,8 +570,9 @@ class Bench:
         return self.wrk_saturation(self.url, warm_up=run == 0, empty=self.purge_sink)
 
     def saturate_compared(self, workers: int) -> dict[str, Any]:
-        """Saturation with another process count than --workers: the figures behind Sizing."""
-        self.stop_ingress()
+        """Saturation with another process count than --workers: the figures behind Sizing.
+        The measured ingress idles meanwhile, and stays warm for the phases after (a new
+        process's first seconds hold its first full garbage collection, 10-14 ms here)."""
         name = f"ingress-{workers}proc"
         say(f"starting the ingress ({name}): serve --workers {workers}")
         other, port, _ = self.start_ingress(name, workers=workers)
