@@ -571,8 +571,9 @@ class Bench:
 
     def saturate_compared(self, workers: int) -> dict[str, Any]:
         """Saturation with another process count than --workers: the figures behind Sizing.
-        The measured ingress idles meanwhile, and stays warm for the phases after (a new
-        process's first seconds hold its first full garbage collection, 10-14 ms here)."""
+        The measured ingress idles meanwhile, and stays warm for the phases after: a new
+        process's first seconds are slower (saturation p99 35-62 ms in its first 10 s, 12-13
+        after, here; its first full garbage collection takes 10-14 ms)."""
         name = f"ingress-{workers}proc"
         say(f"starting the ingress ({name}): serve --workers {workers}")
         other, port, _ = self.start_ingress(name, workers=workers)
