@@ -22,6 +22,7 @@ from tests.streams import Post, Stream
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 URL = "/webhooks/attentive"
+IN_FLIGHT = "attentive_router_publishes_in_flight"
 
 
 async def ctl(*args: str) -> str:
@@ -40,6 +41,17 @@ async def wait_ready(ingress: Client, timeout: float) -> None:
     async with asyncio.timeout(timeout):
         while (await ingress.get("/readyz")).status != 200:
             await asyncio.sleep(0.1)
+
+
+async def most_in_flight(ingress: Client, request: asyncio.Task[object]) -> float:
+    """The most publishes /metrics said were waiting for a confirm while ``request`` ran."""
+    most = 0.0
+    while not request.done():
+        text = await (await ingress.get("/metrics")).text()
+        (gauge,) = [g for g in text.splitlines() if g.startswith(IN_FLIGHT + " ")]
+        most = max(most, float(gauge.split()[1]))
+        await asyncio.sleep(0.05)
+    return most
 
 
 def posting(ingress: Client) -> Post:
@@ -141,14 +153,20 @@ async def test_a_resource_alarm_blocks_publishing_503_until_it_clears(
     await ctl(*kind.raise_args)
 
     # Then a webhook is answered 503 with Retry-After within the confirm timeout (2 s here):
-    # RabbitMQ stops reading from publishers, so no confirm comes
+    # RabbitMQ stops reading from publishers, so no confirm comes; meanwhile /metrics counts
+    # its publish in flight
     async with asyncio.timeout(10):
         while True:
-            response = await ingress.post(URL, data=body, headers=signed(body))
+            request = asyncio.create_task(ingress.post(URL, data=body, headers=signed(body)))
+            in_flight = await most_in_flight(ingress, request)
+            response = await request
             assert response.status in (200, 503)  # 200 only if the alarm was not up yet
             if response.status == 503:
                 break
     assert "Retry-After" in response.headers
+    assert in_flight == 1
+    text = await (await ingress.get("/metrics")).text()
+    assert f"{IN_FLIGHT} 0.0" in text  # a publish that timed out is no longer waiting
 
     # And once RabbitMQ has told the connection it is blocked, /readyz says so
     async with asyncio.timeout(30):
