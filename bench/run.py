@@ -520,7 +520,7 @@ class Bench:
             other = compared_workers(config.workers)
             if other is not None:
                 self.results["b"]["saturation_compared"] = self.attempt(
-                    f"b: ingress at saturation, {other} processes for comparison",
+                    f"b: ingress at saturation, {other} process{'es' * (other > 1)}, compared",
                     functools.partial(self.saturate_compared, other),
                 )
             self.results["b"]["fixed_rate"] = self.attempt(
