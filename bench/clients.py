@@ -23,13 +23,13 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import aio_pika
 import aiohttp
 import orjson
-from aio_pika.abc import AbstractIncomingMessage
+from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 
 from bench import callgrind as bench_callgrind
 from bench.common import (
@@ -46,7 +46,17 @@ from bench.common import (
     payload_templates,
     summarize_ms,
 )
+from router.names import SIGNATURE_HEADER
 from router.signing import sign
+
+
+@contextlib.asynccontextmanager
+async def confirming(exchange_name: str) -> AsyncIterator[AbstractExchange]:
+    """The exchange on a channel in confirm mode: each publish waits for its confirm."""
+    connection = await aio_pika.connect(AMQP_URL, timeout=10)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        yield await channel.get_exchange(exchange_name)
 
 
 async def publish(exchange_name: str, seconds: float, warmup: float, in_flight: int) -> Any:
@@ -54,10 +64,7 @@ async def publish(exchange_name: str, seconds: float, warmup: float, in_flight: 
     bodies = payload_bodies(PAYLOAD_BYTES)
     events = [parsed(body) for body in bodies]
     loop = asyncio.get_running_loop()
-    connection = await aio_pika.connect(AMQP_URL, timeout=10)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        exchange = await channel.get_exchange(exchange_name)
+    async with confirming(exchange_name) as exchange:
 
         async def run(until: float, latencies: list[float] | None, offset: int) -> None:
             i = offset
@@ -94,10 +101,7 @@ async def publish_count(
     ``callgrind`` (this process runs under it), only the ``count`` are counted."""
     bodies = payload_bodies(PAYLOAD_BYTES)
     events = [parsed(body) for body in bodies]
-    connection = await aio_pika.connect(AMQP_URL, timeout=10)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        exchange = await channel.get_exchange(exchange_name)
+    async with confirming(exchange_name) as exchange:
 
         async def publish_all(total: int) -> None:
             numbers = iter(range(total))
@@ -212,7 +216,7 @@ async def send(url: str, rate: float, seconds: float, warmup: float) -> Any:
             body = orjson.dumps(payload)
             headers = {
                 "Content-Type": "application/json",
-                "x-attentive-hmac-sha256": sign(body, KEY),
+                SIGNATURE_HEADER: sign(body, KEY),
             }
             try:
                 async with session.post(url, data=body, headers=headers) as response:

@@ -27,7 +27,13 @@ import orjson
 from router import topology
 from router.events import EVENT_TYPES, Event, parse
 from router.examples import example_payload
-from router.names import CLOUDEVENTS_PREFIX, CLOUDEVENTS_SOURCE, COMPANY_HEADER, Names
+from router.names import (
+    CLOUDEVENTS_PREFIX,
+    CLOUDEVENTS_SOURCE,
+    COMPANY_HEADER,
+    SIGNATURE_HEADER,
+    Names,
+)
 from router.signing import sign
 from router.topology import QUORUM_QUEUE_ARGUMENTS
 
@@ -459,7 +465,7 @@ def signed_post_status(url: str, body: bytes) -> int | None:
     return http_status(
         url,
         body=body,
-        headers={"Content-Type": "application/json", "x-attentive-hmac-sha256": sign(body, KEY)},
+        headers={"Content-Type": "application/json", SIGNATURE_HEADER: sign(body, KEY)},
     )
 
 

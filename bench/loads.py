@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import ANCHORS_BUILD, GO_INGRESS, KEY, LOADGEN, BenchError, bench_env, python_argv
+from router.names import SIGNATURE_HEADER
 from router.signing import sign
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
@@ -47,7 +48,7 @@ def wrk_script(bodies: list[bytes], directory: Path) -> Path:
         "request = function()\n"
         "  i = i % #events + 1\n"
         '  return wrk.format("POST", nil, {["Content-Type"] = "application/json",\n'
-        '    ["x-attentive-hmac-sha256"] = events[i][2]}, events[i][1])\n'
+        f'    ["{SIGNATURE_HEADER}"] = events[i][2]}}, events[i][1])\n'
         "end\n"
     )
     return script
@@ -112,7 +113,7 @@ def run_hey(url: str, body: bytes, count: int, concurrency: int, directory: Path
     body_file.write_bytes(body)
     argv = [
         *("hey", "-n", str(count), "-c", str(concurrency), "-m", "POST"),
-        *("-T", "application/json", "-H", f"x-attentive-hmac-sha256: {sign(body, KEY)}"),
+        *("-T", "application/json", "-H", f"{SIGNATURE_HEADER}: {sign(body, KEY)}"),
         *("-D", str(body_file), url),
     ]
     try:

@@ -96,6 +96,7 @@ from bench.loads import (
 from consumers.runtime.retry import RetryPolicy
 from router.admin_client import AdminClient
 from router.events import EVENT_TYPES
+from router.ingress import WEBHOOK_PATH
 from router.names import Names
 
 PHASES = "abcdefg"
@@ -201,6 +202,11 @@ def compared_workers(workers: int) -> int | None:
     cores = os.cpu_count() or 1
     other = cores if workers != cores else 1
     return other if other != workers else None
+
+
+def webhook_url(port: int) -> str:
+    """Where an ingress on this machine (ours or Go's) takes webhooks."""
+    return f"http://127.0.0.1:{port}{WEBHOOK_PATH}"
 
 
 def say(message: str) -> None:
@@ -341,7 +347,7 @@ class Bench:
             f"http://127.0.0.1:{admin_port}/admin/claims",
             headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
         )
-        status = signed_post_status(f"http://127.0.0.1:{port}/webhooks/attentive", self.bodies[0])
+        status = signed_post_status(webhook_url(port), self.bodies[0])
         if admin != 200 or status != 200:
             raise BenchError(f"{name}: admin API answered {admin}, a signed event {status}")
         return proc, port, admin_port
@@ -360,7 +366,7 @@ class Bench:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.ingress_port}/webhooks/attentive"
+        return webhook_url(self.ingress_port)
 
     def ensure_go(self) -> Proc:
         if self.go is None or not self.go.alive():
@@ -382,7 +388,7 @@ class Bench:
 
     @property
     def go_url(self) -> str:
-        return f"http://127.0.0.1:{self.go_port}/webhooks/attentive"
+        return webhook_url(self.go_port)
 
     def start_worker(self, target: str, name: str, **extra: str) -> Proc:
         env = bench_env(
@@ -578,7 +584,7 @@ class Bench:
         say(f"starting the ingress ({name}): serve --workers {workers}")
         other, port, _ = self.start_ingress(name, workers=workers)
         try:
-            url = f"http://127.0.0.1:{port}/webhooks/attentive"
+            url = webhook_url(port)
             result = self.wrk_saturation(url, warm_up=True, empty=self.purge_sink)
         finally:
             other.stop()
@@ -829,7 +835,7 @@ class Bench:
         try:
             if "ingress" not in self.uvloop:  # the bare client runs on the ingress's loop
                 self.uvloop["ingress"] = "yes" if uses_uvloop(ingress.pids()) else "no"
-            url = f"http://127.0.0.1:{port}/webhooks/attentive"
+            url = webhook_url(port)
             run_hey(url, self.bodies[0], 20 * in_flight, in_flight, self.tmp)  # warm-up
             callgrind.count(ingress.pid, True)
             answered = run_hey(url, self.bodies[0], count, in_flight, self.tmp)
