@@ -3,6 +3,8 @@
 ``create_app(settings)`` builds it; the broker connection lives in ``cleanup_ctx`` so
 start-up and shutdown are symmetric. Every answer follows one rule: 2xx only once
 RabbitMQ has confirmed the persistent message, 503 with Retry-After whenever it has not.
+``serve`` hands webhooks to the :class:`Receiver` before the app's router
+(:func:`webhooks_first`); the app routes everything else, and both ways are observed alike.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import structlog
 from aiohttp import web
+from aiohttp.hdrs import EXPECT
+from aiohttp.typedefs import Handler as AppHandler
 
 from router.amqp_frames import Properties
 from router.broker import Broker
@@ -40,6 +44,10 @@ from router.signing import Verifier
 log = structlog.get_logger("router.ingress")
 #: The ``webhook`` line, one per request.
 request_log = HotPathLogger("router.ingress")
+
+#: A request handler the server calls (the app's own dispatch, or :func:`webhooks_first`).
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+R = TypeVar("R", bound=web.BaseRequest)
 
 SETTINGS = web.AppKey("settings", Settings)
 BROKER = web.AppKey("broker", Broker)
@@ -88,13 +96,37 @@ def create_app(settings: Settings, *, connection_name: str = "attentive-router")
     )
     app[METRICS] = Metrics()
     app[METRICS].in_flight.set_function(lambda: broker.in_flight)  # read when scraped
+    app[RECEIVER] = receiver = Receiver(settings, app[VERIFIER], broker, app[METRICS])
     app.cleanup_ctx.append(_broker_lifecycle)
-    app.router.add_post(WEBHOOK_PATH, receive_webhook)
-    app.router.add_post(WEBHOOK_PATH + "/{company_id}", receive_webhook)
+    app.router.add_post(WEBHOOK_PATH, receiver.receive)
+    app.router.add_post(WEBHOOK_PATH + "/{company_id}", receiver.receive_for_company)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     return app
+
+
+def webhooks_first(app: web.Application, routed: Handler) -> Handler:
+    """The server's request handler: webhooks to :data:`WEBHOOK_PATH` go straight to the
+    receiver, everything else through the app (``routed``: its router and middleware).
+
+    Same outcome, logged and counted the same way (:func:`_observed`), for about 11 % less
+    CPU per webhook: the app's generic dispatch (route lookup, middleware chain, its event
+    loop lookup) is skipped (README, Performance). A request with ``Expect`` takes the app's
+    way, which answers ``100 Continue``; so do the per-company URLs.
+    """
+    receiver, observed_metrics = app[RECEIVER], app[METRICS]
+
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        if (
+            request.method == "POST"
+            and request.path == WEBHOOK_PATH
+            and EXPECT not in request.headers
+        ):
+            return await _observed(request, receiver.receive, observed_metrics)
+        return await routed(request)
+
+    return handle
 
 
 async def _broker_lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -107,49 +139,126 @@ async def _broker_lifecycle(app: web.Application) -> AsyncIterator[None]:
 # -- handlers ---------------------------------------------------------------------------
 
 
-async def receive_webhook(request: web.Request) -> web.Response:
-    """POST /webhooks/attentive[/{company_id}]: verify, parse, publish, then answer."""
-    app = request.app
-    settings = app[SETTINGS]
-    body = await _read_body(request, settings.body_timeout)
-    if not app[VERIFIER].verify(body, request.headers.get(SIGNATURE_HEADER)):
-        return _answer(request, Outcome.UNAUTHORIZED, 401, {"error": "unauthorized"})
+@dataclass(frozen=True, slots=True)
+class Receiver:
+    """Receives webhooks: verify, parse, publish, then answer. It holds what a request needs,
+    so neither the app's route nor :func:`webhooks_first` looks anything up per request."""
 
-    path_company = request.match_info.get("company_id")
-    match parse(body):
-        case Unusable(reason=reason, message_id=mid):
-            return await _quarantine(request, body, reason, mid)
-        case Event() as event:
-            if path_company is not None and path_company != event.company_id:
+    settings: Settings
+    verifier: Verifier
+    broker: Broker
+    metrics: Metrics
+
+    async def receive(self, request: web.BaseRequest) -> web.Response:
+        """POST /webhooks/attentive."""
+        return await self._receive(request, None)
+
+    async def receive_for_company(self, request: web.Request) -> web.Response:
+        """POST /webhooks/attentive/{company_id}: only that company's events (else 403)."""
+        return await self._receive(request, request.match_info["company_id"])
+
+    async def _receive(self, request: web.BaseRequest, path_company: str | None) -> web.Response:
+        body = await _read_body(request, self.settings.body_timeout)
+        if not self.verifier.verify(body, request.headers.get(SIGNATURE_HEADER)):
+            return _answer(request, Outcome.UNAUTHORIZED, 401, {"error": "unauthorized"})
+
+        match parse(body):
+            case Unusable(reason=reason, message_id=mid):
+                return await self._quarantine(request, body, reason, mid)
+            case Event() as event:
+                if path_company is not None and path_company != event.company_id:
+                    return _answer(
+                        request,
+                        Outcome.FORBIDDEN,
+                        403,
+                        {
+                            "error": "forbidden",
+                            "reason": "company_id differs from the URL's company",
+                        },
+                        event_type=event.type,
+                        company_id=event.company_id,
+                        message_id=event.message_id,
+                    )
+                publishing = self.broker.publish_event(event.routing_key, body, _properties(event))
+                try:
+                    await self._confirmed(publishing)
+                except PublishFailed as error:
+                    return self._unavailable(request, error, event)
+                self.metrics.count_published(event.type, event.known)
                 return _answer(
                     request,
-                    Outcome.FORBIDDEN,
-                    403,
-                    {"error": "forbidden", "reason": "company_id differs from the URL's company"},
+                    Outcome.ACCEPTED,
+                    200,
+                    {"status": "accepted", "message_id": event.message_id, "type": event.type},
                     event_type=event.type,
                     company_id=event.company_id,
                     message_id=event.message_id,
+                    known=event.known,
                 )
-            publishing = app[BROKER].publish_event(event.routing_key, body, _properties(event))
-            try:
-                await _confirmed(app, publishing)
-            except PublishFailed as error:
-                return _unavailable(request, settings, error, event)
-            app[METRICS].count_published(event.type, event.known)
-            return _answer(
-                request,
-                Outcome.ACCEPTED,
-                200,
-                {"status": "accepted", "message_id": event.message_id, "type": event.type},
-                event_type=event.type,
-                company_id=event.company_id,
-                message_id=event.message_id,
-                known=event.known,
+        raise AssertionError("parse() returns an Event or an Unusable")  # pragma: no cover
+
+    async def _quarantine(
+        self, request: web.BaseRequest, body: bytes, reason: str, message_id: str
+    ) -> web.Response:
+        """Park an authentic but unusable body, raw, in the invalid queue; 202 once confirmed."""
+        received_ms = _now_ms()
+        properties = Properties(
+            content_type=_declared_content_type(request),
+            message_id=message_id,
+            timestamp=received_ms // 1000,
+            headers={
+                INVALID_REASON_HEADER: reason,
+                RECEIVED_PATH_HEADER: request.path,
+                RECEIVED_AT_HEADER: received_ms,
+            },
+        )
+        queue = self.settings.names.invalid_queue
+        try:
+            await self._confirmed(self.broker.publish_to_queue(queue, body, properties))
+        except PublishFailed as error:
+            return self._unavailable(request, error, None, message_id=message_id)
+        self.metrics.quarantined.labels(reason).inc()
+        log.warning("webhook_quarantined", reason=reason, message_id=message_id, queue=queue)
+        return _answer(
+            request,
+            Outcome.QUARANTINED,
+            202,
+            {"status": "quarantined", "reason": reason, "message_id": message_id, "queue": queue},
+            message_id=message_id,
+            reason=reason,
+        )
+
+    async def _confirmed(self, publishing: Awaitable[None]) -> None:
+        """Await a publish, measuring its confirm latency."""
+        started = time.perf_counter()
+        try:
+            await publishing
+        finally:
+            self.metrics.confirm_seconds.observe(time.perf_counter() - started)
+
+    def _unavailable(
+        self, request: web.BaseRequest, error: PublishFailed, event: Event | None, **fields: Any
+    ) -> web.Response:
+        if event is not None:
+            fields.update(
+                event_type=event.type, company_id=event.company_id, message_id=event.message_id
             )
-    raise AssertionError("parse() returns an Event or an Unusable")  # pragma: no cover
+        retry_after = self.settings.retry_after
+        return _answer(
+            request,
+            Outcome.UNAVAILABLE,
+            503,
+            {"error": "unavailable", "reason": str(error), "retry_after": retry_after},
+            headers={"Retry-After": str(retry_after)},
+            error=str(error),
+            **fields,
+        )
 
 
-async def _read_body(request: web.Request, timeout: float) -> bytes:
+RECEIVER = web.AppKey("receiver", Receiver)
+
+
+async def _read_body(request: web.BaseRequest, timeout: float) -> bytes:
     """The whole body, within ``timeout`` seconds of the headers.
 
     Over ``client_max_size`` aiohttp raises 413. A body that does not arrive in time gets 408
@@ -202,75 +311,11 @@ def _utc_second(second: int) -> str:
     return datetime.fromtimestamp(second, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
-async def _quarantine(
-    request: web.Request, body: bytes, reason: str, message_id: str
-) -> web.Response:
-    """Park an authentic but unusable body, raw, in the invalid queue; 202 once confirmed."""
-    app = request.app
-    received_ms = _now_ms()
-    properties = Properties(
-        content_type=_declared_content_type(request),
-        message_id=message_id,
-        timestamp=received_ms // 1000,
-        headers={
-            INVALID_REASON_HEADER: reason,
-            RECEIVED_PATH_HEADER: request.path,
-            RECEIVED_AT_HEADER: received_ms,
-        },
-    )
-    queue = app[SETTINGS].names.invalid_queue
-    try:
-        await _confirmed(app, app[BROKER].publish_to_queue(queue, body, properties))
-    except PublishFailed as error:
-        return _unavailable(request, app[SETTINGS], error, None, message_id=message_id)
-    app[METRICS].quarantined.labels(reason).inc()
-    log.warning("webhook_quarantined", reason=reason, message_id=message_id, queue=queue)
-    return _answer(
-        request,
-        Outcome.QUARANTINED,
-        202,
-        {"status": "quarantined", "reason": reason, "message_id": message_id, "queue": queue},
-        message_id=message_id,
-        reason=reason,
-    )
-
-
-def _declared_content_type(request: web.Request) -> str:
+def _declared_content_type(request: web.BaseRequest) -> str:
     """The client's media type, when an AMQP ``content_type`` (a short string) can carry it."""
     declared = request.content_type
     fits = declared.isascii() and declared.isprintable() and 0 < len(declared) <= 255
     return declared if fits else "application/octet-stream"
-
-
-async def _confirmed(app: web.Application, publishing: Awaitable[None]) -> None:
-    """Await a publish, measuring its confirm latency."""
-    started = time.perf_counter()
-    try:
-        await publishing
-    finally:
-        app[METRICS].confirm_seconds.observe(time.perf_counter() - started)
-
-
-def _unavailable(
-    request: web.Request,
-    settings: Settings,
-    error: PublishFailed,
-    event: Event | None,
-    **fields: Any,
-) -> web.Response:
-    if event is not None:
-        fields.update(
-            event_type=event.type, company_id=event.company_id, message_id=event.message_id
-        )
-    return _answer(
-        request,
-        Outcome.UNAVAILABLE,
-        503,
-        {"error": "unavailable", "reason": str(error), "retry_after": settings.retry_after},
-        headers={"Retry-After": str(settings.retry_after)},
-        error=str(error),
-        **fields,
-    )
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -298,7 +343,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def _answer(
-    request: web.Request,
+    request: web.BaseRequest,
     outcome: Outcome,
     status: int,
     payload: dict[str, Any],
@@ -313,8 +358,13 @@ def _answer(
 
 
 @web.middleware
-async def _observe(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+async def _observe(request: web.Request, handler: AppHandler) -> web.StreamResponse:
+    """The app's middleware: what it routes is observed like a direct webhook."""
+    return await _observed(request, handler, request.app[METRICS])
+
+
+async def _observed(
+    request: R, handler: Callable[[R], Awaitable[web.StreamResponse]], metrics: Metrics
 ) -> web.StreamResponse:
     """Turn aiohttp's HTTP errors into JSON, then log and count every webhook request once."""
     started = time.perf_counter()
@@ -339,7 +389,7 @@ async def _observe(
         )
     record = request.get(_RECORD)
     if record is not None:
-        request.app[METRICS].request_outcomes[record.outcome].inc()
+        metrics.request_outcomes[record.outcome].inc()
         request_log.info(
             "webhook",
             outcome=record.outcome.value,
@@ -360,4 +410,12 @@ def _dumps(obj: Any) -> str:
     return orjson.dumps(obj).decode()
 
 
-__all__ = ["BROKER", "METRICS", "SETTINGS", "WEBHOOK_PATH", "create_app"]
+__all__ = [
+    "BROKER",
+    "METRICS",
+    "SETTINGS",
+    "WEBHOOK_PATH",
+    "Handler",
+    "create_app",
+    "webhooks_first",
+]

@@ -23,7 +23,7 @@ from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
 from router.admin import create_admin_app
-from router.ingress import create_app
+from router.ingress import Handler, create_app, webhooks_first
 from router.loop import freeze_startup_heap, run_loop
 from router.observability import configure_logging
 from router.settings import Settings
@@ -40,7 +40,7 @@ def ingress_runner(
     """The runner of the webhook listener: the ingress app (whose handler gives a body
     ``settings.body_timeout``), on connections that must send each request's line and headers
     within ``settings.header_timeout`` (see :class:`_HeadDeadlineHandler`)."""
-    return _IngressRunner(
+    return IngressRunner(
         create_app(settings, connection_name=connection_name),
         header_timeout=settings.header_timeout,
         access_log=None,
@@ -48,23 +48,27 @@ def ingress_runner(
     )
 
 
-class _IngressRunner(web.AppRunner):
-    """An AppRunner whose server makes :class:`_HeadDeadlineHandler` connections."""
+class IngressRunner(web.AppRunner):
+    """An AppRunner for the ingress app: webhooks go to its receiver first
+    (:func:`~router.ingress.webhooks_first`), on :class:`_HeadDeadlineHandler` connections."""
 
     def __init__(self, app: web.Application, *, header_timeout: float, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
         self._header_timeout = header_timeout
 
     async def _make_server(self) -> web.Server:
-        return _HeadDeadlineServer(await super()._make_server(), self._header_timeout)
+        made = await super()._make_server()
+        handler = webhooks_first(self.app, made.request_handler)
+        return _HeadDeadlineServer(made, handler, self._header_timeout)
 
 
 class _HeadDeadlineServer(web.Server):
-    """The server aiohttp made for the app, making connections with a head deadline."""
+    """The server aiohttp made for the app, with another request handler, making connections
+    with a head deadline."""
 
-    def __init__(self, made: web.Server, header_timeout: float) -> None:
+    def __init__(self, made: web.Server, handler: Handler, header_timeout: float) -> None:
         super().__init__(
-            made.request_handler,
+            handler,
             request_factory=made.request_factory,
             handler_cancellation=made.handler_cancellation,
             loop=made._loop,
@@ -219,4 +223,4 @@ async def serve(
             await runner.cleanup()
 
 
-__all__ = ["ingress_runner", "run", "serve"]
+__all__ = ["IngressRunner", "ingress_runner", "run", "serve"]

@@ -19,6 +19,7 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.web_runner import BaseRunner
 
 from consumers import Worker
 from consumers.runtime.runner import WorkerRunner
@@ -27,6 +28,7 @@ from router import topology
 from router.admin import create_admin_app
 from router.ingress import BROKER, create_app
 from router.names import SIGNATURE_HEADER, Names
+from router.server import IngressRunner
 from router.settings import Settings
 from router.signing import sign
 from router.topology import QUORUM_QUEUE_ARGUMENTS
@@ -129,6 +131,18 @@ Client = TestClient[web.Request, web.Application]
 MakeIngress = Callable[..., Awaitable[Client]]
 
 
+class IngressTestServer(TestServer):
+    """The ingress app served as ``attentive-router serve`` serves it: webhooks straight to
+    the receiver, everything else through the app, on connections with a head deadline."""
+
+    def __init__(self, app: web.Application, settings: Settings) -> None:
+        super().__init__(app)
+        self.settings = settings
+
+    async def _make_runner(self, **kwargs: object) -> BaseRunner:
+        return IngressRunner(self.app, header_timeout=self.settings.header_timeout, **kwargs)
+
+
 @pytest.fixture
 async def make_ingress(test_id: str) -> AsyncIterator[MakeIngress]:
     """Start an ingress for some settings; ``wait_ready`` waits for its broker connection."""
@@ -136,7 +150,7 @@ async def make_ingress(test_id: str) -> AsyncIterator[MakeIngress]:
 
     async def start(settings: Settings, *, wait_ready: bool = True) -> Client:
         app = create_app(settings, connection_name=test_id)
-        client = Client(TestServer(app))
+        client = Client(IngressTestServer(app, settings))
         await client.start_server()
         clients.append(client)
         if wait_ready:
