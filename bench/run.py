@@ -257,7 +257,7 @@ _FRESH_WAL = (
 
 
 def start_fresh_wal() -> bool:
-    """Give the next saturation run a fresh write-ahead log at the broker. RabbitMQ rolls it
+    """Give the next measured run a fresh write-ahead log at the broker. RabbitMQ rolls it
     over every 512 MiB (about 400,000 events here) and then writes what quorum queues still
     hold to segment files: a 10 s run that included that was 5-10 % slower (broker CPU per
     event 111-114 µs against 94-96), whichever program it measured. Rolled over before each
@@ -447,10 +447,11 @@ class Bench:
             self.sink_bound = bound
 
     def fresh_wal(self) -> None:
+        """Before each measured run (not warm-ups): see :func:`start_fresh_wal`."""
         if not start_fresh_wal() and not self.wal_note:
             self.wal_note = True
             self.notes.append(
-                "the broker's write-ahead log could not be rolled over before the saturation "
+                "the broker's write-ahead log could not be rolled over before the measured "
                 "runs (rabbitmqctl): a run may include a roll-over, 5-10 % slower"
             )
 
@@ -649,6 +650,7 @@ class Bench:
             raise BenchError(f"loadgen is not built: {self.anchors_problem}")
         self.ensure_ingress()
         config = self.config
+        self.fresh_wal()
         result = run_loadgen(
             self.url, self.bodies[0], config.rate, config.seconds, config.warmup, self.tmp
         )
@@ -664,6 +666,7 @@ class Bench:
     def go_fixed_rate(self) -> dict[str, Any]:
         self.ensure_go()
         config = self.config
+        self.fresh_wal()
         result = run_loadgen(
             self.go_url, self.bodies[0], config.rate, config.seconds, config.warmup, self.tmp
         )
@@ -702,6 +705,7 @@ class Bench:
         try:
             self.wait_consuming(worker)
             self.uvloop["worker"] = "yes" if uses_uvloop(worker.pids()) else "no"
+            self.fresh_wal()
             sender_loop = "uvloop" if UVLOOP_INSTALLED else "asyncio"
             sender = run_client(
                 [
