@@ -92,12 +92,12 @@ def _lat(node: Any, keys: tuple[str, ...] = ("p50_ms", "p99_ms")) -> str:
     return " / ".join(f"{names[k]} {_n(_get(node, k), 2)}" for k in keys) + " ms"
 
 
-def _spread(node: Any, field: str) -> str:
+def _spread(node: Any, field: str, digits: int = 0) -> str:
     samples = _get(node, "samples") or []
     values = [s[field] for s in samples if isinstance(s, dict) and field in s]
     if len(values) < 2:
         return ""
-    return f" (median of {len(values)}: {_n(min(values))}..{_n(max(values))})"
+    return f" (median of {len(values)}: {_n(min(values), digits)}..{_n(max(values), digits)})"
 
 
 def _cpu(node: Any, rate_field: str) -> str:
@@ -182,7 +182,7 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
             value = (
                 f"{_lat(fixed, ('p50_ms', 'p99_ms', 'max_ms'))}, "
                 f"{_n(fixed.get('achieved_rps'))}/s, non-2xx {fixed.get('non2xx')}, "
-                f"err {fixed.get('errors')}"
+                f"err {fixed.get('errors')}{_spread(fixed, 'p99_ms', 2)}"
             )
             add("b", figure, value, "ingress_p99_fixed_ms")
     if "c" in results:
@@ -238,6 +238,7 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
             value = (
                 f"{_lat(fixed, ('p50_ms', 'p99_ms', 'max_ms'))}, "
                 f"non-2xx {fixed.get('non2xx')}, err {fixed.get('errors')}"
+                f"{_spread(fixed, 'p99_ms', 2)}"
             )
             add("f", figure, value)
     if "g" in results:

@@ -288,13 +288,13 @@ def package_version(name: str) -> str | None:
 
 
 def median_of(samples: list[dict[str, Any]], fields: tuple[str, ...]) -> dict[str, Any]:
-    """The median of each field over the samples, and the samples themselves."""
+    """The median of each field over the samples (error counts summed), and the samples."""
     merged: dict[str, Any] = {
         field: round(median([s[field] for s in samples]), 3)
         for field in fields
         if all(isinstance(s.get(field), int | float) for s in samples)
     }
-    for field in ("non_2xx", "socket_errors"):
+    for field in ERROR_COUNTS:
         if all(field in s for s in samples):
             merged[field] = sum(s[field] for s in samples)
     merged["samples"] = samples
@@ -302,6 +302,10 @@ def median_of(samples: list[dict[str, Any]], fields: tuple[str, ...]) -> dict[st
 
 
 WRK_FIELDS = ("ok_per_s", "p50_ms", "p99_ms", "max_ms")
+#: What the anchors' open-loop generator measures, as medians of repeated runs.
+LOADGEN_FIELDS = ("p50_ms", "p99_ms", "max_ms", "achieved_rps", "svc_p50_ms", "svc_p99_ms")
+#: Failures counted by wrk and by the load generator: summed over repeated runs.
+ERROR_COUNTS = ("non_2xx", "socket_errors", "non2xx", "errors")
 #: Messages other queues may hold before the run before the figures are flagged.
 BACKLOG_LIMIT = 100_000
 #: Cores' worth of CPU other processes may use during a measurement before it is flagged.
@@ -567,19 +571,34 @@ class Bench:
                     f"b: ingress at saturation, {other} process{'es' * (other > 1)}, compared",
                     functools.partial(self.saturate_compared, other),
                 )
-            self.results["b"]["fixed_rate"] = self.attempt(
-                "b: ingress at a fixed rate (loadgen)", self.fixed_rate
+            self.results["b"]["fixed_rate"] = self.repeated(
+                "b: ingress at a fixed rate (loadgen)", self.fixed_rate, LOADGEN_FIELDS
             )
         if "f" in only:
             self.results["f"] = {
                 "saturation": self.merge(go, WRK_FIELDS),
-                "fixed_rate": self.attempt("f: Go at a fixed rate (loadgen)", self.go_fixed_rate),
+                "fixed_rate": self.repeated(
+                    "f: Go at a fixed rate (loadgen)", self.go_fixed_rate, LOADGEN_FIELDS
+                ),
             }
             if self.go is not None:
                 self.results["f"]["memory_mb"] = memory_mb(self.go.pid)
                 self.go.stop()
             with contextlib.suppress(Exception):
                 run_async(purge(GO_SINK))
+
+    def repeated(
+        self, label: str, action: Callable[[], dict[str, Any]], fields: tuple[str, ...]
+    ) -> dict[str, Any]:
+        """``action`` run ``--repeat`` times, as medians (the issue's figures are medians of 3)."""
+        repeat = self.config.repeat
+        return self.merge(
+            [
+                self.attempt(label + (f" (run {k + 1}/{repeat})" if repeat > 1 else ""), action)
+                for k in range(repeat)
+            ],
+            fields,
+        )
 
     def merge(self, samples: list[dict[str, Any]], fields: tuple[str, ...]) -> dict[str, Any]:
         good = [s for s in samples if "error" not in s]
