@@ -115,7 +115,7 @@ def webhooks_first(app: web.Application, routed: Handler) -> Handler:
     loop lookup) is skipped (README, Performance). A request with ``Expect`` takes the app's
     way, which answers ``100 Continue``; so do the per-company URLs.
     """
-    receiver, observed_metrics = app[RECEIVER], app[METRICS]
+    receiver = app[RECEIVER]
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
         if (
@@ -123,7 +123,7 @@ def webhooks_first(app: web.Application, routed: Handler) -> Handler:
             and request.path == WEBHOOK_PATH
             and EXPECT not in request.headers
         ):
-            return await _observed(request, receiver.receive, observed_metrics)
+            return await _observed(request, receiver.receive, receiver.metrics)
         return await routed(request)
 
     return handle
@@ -413,9 +413,11 @@ def _dumps(obj: Any) -> str:
 __all__ = [
     "BROKER",
     "METRICS",
+    "RECEIVER",
     "SETTINGS",
     "WEBHOOK_PATH",
     "Handler",
+    "Receiver",
     "create_app",
     "webhooks_first",
 ]
