@@ -149,15 +149,14 @@ class Receiver:
     broker: Broker
     metrics: Metrics
 
-    async def receive(self, request: web.BaseRequest) -> web.Response:
-        """POST /webhooks/attentive."""
-        return await self._receive(request, None)
-
     async def receive_for_company(self, request: web.Request) -> web.Response:
         """POST /webhooks/attentive/{company_id}: only that company's events (else 403)."""
-        return await self._receive(request, request.match_info["company_id"])
+        return await self.receive(request, request.match_info["company_id"])
 
-    async def _receive(self, request: web.BaseRequest, path_company: str | None) -> web.Response:
+    async def receive(
+        self, request: web.BaseRequest, path_company: str | None = None
+    ) -> web.Response:
+        """POST /webhooks/attentive (``path_company``: the company its URL names, if any)."""
         body = await _read_body(request, self.settings.body_timeout)
         if not self.verifier.verify(body, request.headers.get(SIGNATURE_HEADER)):
             return _answer(request, Outcome.UNAUTHORIZED, 401, {"error": "unauthorized"})
