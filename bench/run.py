@@ -227,18 +227,22 @@ def cpu_busy_percent(seconds: float = 1.0) -> float:
     return round(100 * (1 - (idle1 - idle0) / max(1, total1 - total0)), 1)
 
 
+def rabbitmqctl(*args: str) -> str | None:
+    """What ``rabbitmqctl -q ARGS`` printed; None when it could not run or failed (a broker on
+    another machine, no rabbitmqctl here)."""
+    try:
+        return subprocess.run(
+            ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def broker_backlog() -> dict[str, int] | None:
     """Queues at the broker holding messages before the run (a backlog of millions slows a
     quorum-queue broker down: seen here after a forgotten profiling run). None: not known."""
-    try:
-        listed = subprocess.run(
-            ["rabbitmqctl", "-q", "list_queues", "name", "messages", "--no-table-headers"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
+    listed = rabbitmqctl("list_queues", "name", "messages", "--no-table-headers")
+    if listed is None:
         return None
     backlog = {}
     for line in listed.splitlines():
@@ -263,17 +267,7 @@ def start_fresh_wal() -> bool:
     event 111-114 µs against 94-96), whichever program it measured. Rolled over before each
     run, none includes one, and the runs compared are alike. False: rabbitmqctl could not
     do it (a broker on another machine)."""
-    try:
-        subprocess.run(
-            ["rabbitmqctl", "-q", "eval", _FRESH_WAL],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return True
+    return rabbitmqctl("eval", _FRESH_WAL) is not None
 
 
 def loadavg() -> str:
