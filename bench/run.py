@@ -96,8 +96,7 @@ from bench.loads import (
 from consumers.runtime.retry import RetryPolicy
 from router.admin_client import AdminClient
 from router.events import EVENT_TYPES
-from router.ingress import WEBHOOK_PATH
-from router.names import Names
+from router.names import WEBHOOK_PATH, Names
 
 PHASES = "abcdefg"
 RESULTS = Path(__file__).resolve().parent / "results"

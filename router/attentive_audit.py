@@ -29,8 +29,7 @@ from urllib.parse import unquote, urlsplit
 from router.attentive_api import Webhook
 from router.claims.model import EventPattern, companies_overlap
 from router.events import EVENT_TYPES
-
-_SUBSCRIPTION_PATH = "/webhooks/attentive"
+from router.names import WEBHOOK_PATH
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,7 +283,7 @@ def subscription_company(url: str) -> str | None:
     """The company of a router subscription URL (``…/webhooks/attentive/<id>``), else None."""
     path = urlsplit(url).path.rstrip("/")
     head, _, last = path.rpartition("/")
-    if not last or not head.endswith(_SUBSCRIPTION_PATH):
+    if not last or not head.endswith(WEBHOOK_PATH):
         return None
     return unquote(last)
 
@@ -350,7 +349,7 @@ def _misdirected(webhooks: Iterable[Webhook]) -> tuple[MisdirectedWebhook, ...]:
 def _posts_to_router(url: str, router_base_url: str | None) -> bool:
     if router_base_url is None:
         return True
-    prefix = router_base_url.rstrip("/") + _SUBSCRIPTION_PATH
+    prefix = router_base_url.rstrip("/") + WEBHOOK_PATH
     return url == prefix or url.startswith(prefix + "/")
 
 

@@ -36,6 +36,7 @@ from router.names import (
     RECEIVED_AT_HEADER,
     RECEIVED_PATH_HEADER,
     SIGNATURE_HEADER,
+    WEBHOOK_PATH,
 )
 from router.observability import HotPathLogger
 from router.settings import Settings
@@ -54,7 +55,6 @@ BROKER = web.AppKey("broker", Broker)
 METRICS = web.AppKey("metrics", Metrics)
 VERIFIER = web.AppKey("verifier", Verifier)
 
-WEBHOOK_PATH = "/webhooks/attentive"
 _CE_SPECVERSION = f"{CLOUDEVENTS_PREFIX}specversion"
 _CE_ID = f"{CLOUDEVENTS_PREFIX}id"
 _CE_TYPE = f"{CLOUDEVENTS_PREFIX}type"

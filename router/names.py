@@ -1,4 +1,5 @@
-"""Every exchange, queue and header name the router uses, and the routing key of an event.
+"""Every exchange, queue and header name the router uses, its webhook path, and the routing
+key of an event.
 
 This is the only module that spells them. Everything else (the ingress, the topology,
 later the workers and the dead-letter tools) asks a :class:`Names` for them, so a name
@@ -9,6 +10,9 @@ own prefix so that they never share a queue.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+#: Where the ingress takes Attentive's webhooks (``/{company_id}`` after it: one company's).
+WEBHOOK_PATH = "/webhooks/attentive"
 
 #: Header Attentive signs each webhook with: lowercase hex HMAC-SHA256 of the raw body.
 SIGNATURE_HEADER = "x-attentive-hmac-sha256"

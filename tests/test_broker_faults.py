@@ -15,13 +15,13 @@ import aio_pika
 import pytest
 
 from router.examples import example_body
-from router.names import Names
+from router.names import WEBHOOK_PATH, Names
 from tests.conftest import AMQP_URL, Client, TapFactory, rabbitmqctl, signed, take
 from tests.streams import Post, Stream
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
-URL = "/webhooks/attentive"
+URL = WEBHOOK_PATH
 IN_FLIGHT = "attentive_router_publishes_in_flight"
 
 

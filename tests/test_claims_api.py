@@ -13,12 +13,12 @@ from aio_pika.abc import AbstractRobustConnection
 from router.cli import main
 from router.events import EVENT_TYPES
 from router.examples import example_body
-from router.names import Names
+from router.names import WEBHOOK_PATH, Names
 from tests.conftest import AUTH, TOKEN, Client, MakeAdmin, depth, signed, take
 
 pytestmark = pytest.mark.broker
 
-WEBHOOK = "/webhooks/attentive"
+WEBHOOK = WEBHOOK_PATH
 
 
 @pytest.fixture

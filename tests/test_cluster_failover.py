@@ -22,7 +22,7 @@ from consumers.runtime.settings import WorkerSettings
 from router.admin import create_admin_app
 from router.events import message_id
 from router.ingress import BROKER
-from router.names import Names
+from router.names import WEBHOOK_PATH, Names
 from router.settings import Settings
 from tests.conftest import AUTH, TOKEN, Client, MakeIngress
 from tests.rabbit_cluster import LocalCluster
@@ -31,7 +31,7 @@ from tests.test_broker_faults import posting
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
-WEBHOOK = "/webhooks/attentive"
+WEBHOOK = WEBHOOK_PATH
 
 
 @pytest.fixture

@@ -41,6 +41,7 @@ from router.names import (
     INVALID_REASON_HEADER,
     REPLAY_COUNT_HEADER,
     ROUTING_KEY_HEADER,
+    WEBHOOK_PATH,
     Names,
     routing_key,
 )
@@ -49,7 +50,7 @@ from tests.conftest import AMQP_URL, AUTH, TOKEN, Client, depth, signed, take
 
 pytestmark = pytest.mark.broker
 
-WEBHOOK = "/webhooks/attentive"
+WEBHOOK = WEBHOOK_PATH
 COMPANY = "acme"
 #: Attentive's timestamp of every generated event (distinct bodies come from external_id).
 OCCURRED_MS = 1_764_147_600_000

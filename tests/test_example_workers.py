@@ -32,6 +32,7 @@ from consumers.sms_audit.query import AuditRow, main, mask_phone, query
 from consumers.testing import DeadLetter, Handled, RetryLater, Skipped, WorkerHarness
 from router.events import message_id
 from router.examples import example_body, example_payload
+from router.names import WEBHOOK_PATH
 from tests.conftest import Client, StartWorker, signed
 
 SMS_TYPES = (
@@ -586,7 +587,7 @@ async def test_sms_audit_records_every_sms_event_posted_to_the_router(
     # When Attentive posts one event of each SMS type (and an email event it does not claim)
     for i, event_type in enumerate([*SMS_TYPES, "email.opened"]):
         body = example_body(event_type, "acme", timestamp_ms=T0 + i)
-        response = await ingress.post("/webhooks/attentive", data=body, headers=signed(body))
+        response = await ingress.post(WEBHOOK_PATH, data=body, headers=signed(body))
         assert response.status == 200
 
     # Then the log has one row per SMS event, in order, and nothing else

@@ -41,7 +41,7 @@ from structlog.testing import capture_logs
 from router import topology
 from router.events import EVENT_TYPES, Event, parse
 from router.ingress import BROKER
-from router.names import SIGNATURE_HEADER, Names
+from router.names import SIGNATURE_HEADER, WEBHOOK_PATH, Names
 from router.server import ingress_runner
 from router.settings import Settings
 from router.signing import sign
@@ -59,7 +59,7 @@ from tests.conftest import TOKEN as ADMIN_TOKEN
 pytestmark = pytest.mark.broker
 
 T = TypeVar("T")
-URL = "/webhooks/attentive"
+URL = WEBHOOK_PATH
 #: A small body limit, so that bodies far beyond it stay cheap to generate and send.
 LIMIT = 4096
 #: A signing key that is not ASCII: encoded as anything but UTF-8 it is other bytes.

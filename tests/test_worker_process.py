@@ -15,7 +15,7 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 
 from router.examples import example_body
-from router.names import Names
+from router.names import WEBHOOK_PATH, Names
 from tests.conftest import AMQP_URL, AUTH, TOKEN, Client, depth, signed
 
 pytestmark = pytest.mark.broker
@@ -80,7 +80,7 @@ async def test_a_worker_killed_mid_handler_loses_nothing(
     log = tmp_path / "worker.log"
     body = example_body("sms.sent")
     await wait_for_line(tmp_path / "worker-process.log", "worker_consuming")
-    response = await ingress.post("/webhooks/attentive", data=body, headers=signed(body))
+    response = await ingress.post(WEBHOOK_PATH, data=body, headers=signed(body))
     mid = (await response.json())["message_id"]
     await wait_for_line(log, f"start {mid}")
 

@@ -20,7 +20,7 @@ from router.admin import create_admin_app
 from router.admin_client import AdminUnreachable
 from router.amqp import connect_first
 from router.examples import example_body
-from router.names import Names
+from router.names import WEBHOOK_PATH, Names
 from router.settings import Settings
 from router.topology import APP_DELIVERY_LIMIT, declare_app_queue
 from tests.conftest import AMQP_URL, AUTH, TOKEN, Client, StartWorker, depth, signed, take
@@ -28,7 +28,7 @@ from tests.test_serve import free_port
 
 pytestmark = pytest.mark.broker
 
-WEBHOOK = "/webhooks/attentive"
+WEBHOOK = WEBHOOK_PATH
 FAST = RetryPolicy(delays=(0.2, 0.4), max_attempts=3)
 
 
