@@ -16,7 +16,7 @@ from structlog.testing import capture_logs
 from router.events import EVENT_TYPES
 from router.examples import example_body
 from router.ingress import METRICS, create_app, webhooks_first
-from router.names import Names
+from router.names import WEBHOOK_PATH, Names
 from router.settings import Settings
 from tests.conftest import (
     OLD_SIGNING_KEY,
@@ -30,7 +30,7 @@ from tests.conftest import (
 
 pytestmark = pytest.mark.broker
 
-URL = "/webhooks/attentive"
+URL = WEBHOOK_PATH
 
 
 async def nothing_published(amqp: AbstractRobustConnection, names: Names) -> bool:
@@ -297,8 +297,11 @@ async def test_webhooks_go_straight_to_the_receiver_and_the_rest_through_the_app
 
     handle = webhooks_first(app, through_the_app)
 
-    def unauthorized() -> int:
-        return app[METRICS].render().decode().count('requests_total{outcome="unauthorized"} 1.0')
+    def unauthorized() -> float:
+        """The requests_total counter of 401s, from the app's Prometheus exposition."""
+        name = 'attentive_router_requests_total{outcome="unauthorized"} '
+        exposition = app[METRICS].render().decode().splitlines()
+        return next(float(line.removeprefix(name)) for line in exposition if line.startswith(name))
 
     # When an unsigned webhook comes to the webhook URL
     response = await handle(make_mocked_request("POST", URL))
