@@ -221,7 +221,7 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         )
     if "e" in results:
         e = results["e"]
-        figure = f"ingress peak RSS (VmHWM) after {_n(config.get('rss_events'))} events"
+        figure = f"ingress peak RSS (VmHWM), 1 proc, after {_n(config.get('rss_events'))} events"
         if not failed("e", figure, e, "ingress_peak_rss_mb"):
             value = (
                 f"{_n(e['peak_rss_mb'], 1)} MB after {_n(e['answered_200'])} answered 200 "

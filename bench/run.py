@@ -7,9 +7,8 @@ same as JSON to bench/results/<timestamp>.json and bench/results/latest.json.
 
 a. bare aio-pika publisher, confirms, 64 in flight, no HTTP: the client-side ceiling;
 b. the ingress (``attentive-router serve --workers N``, a separate process; N as the README's
-   Sizing advises: one per core, less one for a broker on this machine) under wrk at
-   saturation (events/s answered 200), and as many processes as cores (or one, when N is
-   that many) for comparison;
+   Sizing advises: one per core) under wrk at saturation (events/s answered 200), and one
+   process (or one per core, when N is one) for comparison;
    and at a steady open-loop 1,000 events/s (the Go loadgen of ../shared/anchors, built with
    its build.sh when missing);
 c. end-to-end latency at an open-loop 1,000 events/s, from the request being sent to the
@@ -134,8 +133,8 @@ def parse_args(argv: list[str] | None) -> Config:
         type=int,
         default=None,
         help="ingress processes (serve --workers); default as the README's Sizing advises: one "
-        "per core, less one when the broker runs on this machine; b also measures one per "
-        "core (or one, when --workers is that many) for comparison",
+        "per core; b also measures one process (or one per core, when --workers is 1) for "
+        "comparison",
     )
     parser.add_argument("--seconds", type=float, help="measured seconds per run (10; quick 2)")
     parser.add_argument("--warmup", type=float, help="warm-up seconds (2; quick 1)")
@@ -188,11 +187,10 @@ def parse_args(argv: list[str] | None) -> Config:
 
 
 def sizing_workers() -> int:
-    """Ingress processes as the README's Sizing advises: one per core, less one for a broker
-    on this machine (it needs a core: on two cores beside the broker, two processes answered
-    about as many events as one, each event costing more CPU, theirs and the broker's)."""
-    cores = os.cpu_count() or 1
-    return max(1, cores - 1) if broker_pids() else cores
+    """Ingress processes as the README's Sizing advises: one per core, even beside a broker on
+    this machine (on two cores beside it, two processes answered as many events as one on
+    Intel machines and up to a fifth more on AMD ones, whose Python is slower)."""
+    return os.cpu_count() or 1
 
 
 def compared_workers(workers: int) -> int | None:
@@ -818,11 +816,13 @@ class Bench:
         return result
 
     def phase_e(self) -> dict[str, Any]:
-        """A fresh ingress, driven by wrk rounds until --rss-events were answered 200."""
+        """A fresh ingress of one process (whatever --workers says: that one process answers
+        all of them), driven by wrk rounds until --rss-events were answered 200."""
         config = self.config
         self.set_sink(True)
         self.purge_sink()
-        ingress = self.ensure_ingress("ingress-rss")
+        ingress, port, _ = self.start_ingress("ingress-rss", workers=1)
+        url = webhook_url(port)
         start = max(memory_mb(pid).get("VmHWM", 0.0) for pid in ingress.pids())
         rate = self.saturation_estimate()
         answered = requests = non2xx = errors = 0
@@ -843,7 +843,7 @@ class Bench:
             # rounds of at most 30 s: the sink is purged between them
             seconds = min(30.0, max(1.0, seconds), config.rss_max_seconds - elapsed + 1)
             at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-            result: WrkResult = run_wrk(self.url, self.script, seconds, config.connections)
+            result: WrkResult = run_wrk(url, self.script, seconds, config.connections)
             details.append({"at": at, **result.as_dict()})
             rounds += 1
             answered += result.ok
@@ -860,7 +860,7 @@ class Bench:
         memory = {str(pid): memory_mb(pid) for pid in ingress.pids()}
         peak = max(m.get("VmHWM", 0.0) for m in memory.values())
         seconds_total = round(time.monotonic() - started, 1)
-        self.stop_ingress()
+        ingress.stop()
         return {
             "peak_rss_mb": peak,
             "start_rss_mb": start,
