@@ -3,6 +3,7 @@ they are written."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import re
@@ -27,6 +28,18 @@ def stderr(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> I
     the level a test gives as the fixture's parameter)."""
     raw = io.BytesIO()
     monkeypatch.setattr(sys, "stderr", io.TextIOWrapper(raw, write_through=True))
+    yield from _configured(request, raw)
+
+
+@pytest.fixture
+def buffered_stderr(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.BytesIO]:
+    """What reaches the file behind stderr when stderr is buffered, as a file or a pipe is."""
+    raw = io.BytesIO()
+    monkeypatch.setattr(sys, "stderr", io.TextIOWrapper(io.BufferedWriter(raw)))
+    yield from _configured(None, raw)
+
+
+def _configured(request: pytest.FixtureRequest | None, raw: io.BytesIO) -> Iterator[io.BytesIO]:
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     configure_logging("json", getattr(request, "param", "info"))
@@ -89,3 +102,29 @@ def test_a_test_capturing_logs_sees_the_hot_paths_lines(stderr: io.BytesIO) -> N
         HotPathLogger("router.test").info("webhook", status=200)
     assert captured == [{"event": "webhook", "status": 200, "log_level": "info"}]
     assert stderr.getvalue() == b""
+
+
+async def test_in_a_loop_the_hot_paths_lines_go_out_together_when_the_turn_ends(
+    buffered_stderr: io.BytesIO,
+) -> None:
+    hot_path = HotPathLogger("router.test")
+    hot_path.info("webhook", request=1)
+    hot_path.info("webhook", request=2)
+    assert buffered_stderr.getvalue() == b""  # one write for the turn, once it is over
+
+    await asyncio.sleep(0)
+    assert [line["request"] for line in lines(buffered_stderr)] == [1, 2]
+
+    hot_path.info("webhook", request=3)
+    logging.getLogger("aiohttp.test").warning("from the stdlib")  # pushes ours out first
+    assert [line.get("request", line["event"]) for line in lines(buffered_stderr)] == [
+        1,
+        2,
+        3,
+        "from the stdlib",
+    ]
+
+
+def test_outside_a_loop_the_hot_path_writes_each_line_at_once(buffered_stderr: io.BytesIO) -> None:
+    HotPathLogger("router.test").info("webhook", request=1)
+    assert [line["request"] for line in lines(buffered_stderr)] == [1]
