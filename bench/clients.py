@@ -7,9 +7,9 @@
     python -m bench.clients send --url URL [--rate 1000 --seconds S --warmup W]
 
 ``publish`` is the bare aio-pika publisher (confirms, N in flight, no HTTP): the client-side
-ceiling. ``consume`` is the bare aio-pika consumer (manual ack). ``send`` is an open-loop
-HTTP sender: request i leaves at start + i/rate whatever the server does, and its body
-carries ``bench_sent_at`` (``time.time()`` just before it is sent) for the end-to-end
+ceiling. ``consume`` is the bare aio-pika consumer (manual ack). ``send`` is the open-loop
+HTTP sender of :mod:`bench.sender`: request i leaves at start + i/rate whatever the server
+does, and its body carries ``bench_sent_at``, that scheduled moment, for the end-to-end
 latency. ``--loop uvloop`` runs any of them on uvloop.
 """
 
@@ -27,18 +27,14 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import aio_pika
-import aiohttp
 import orjson
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 
 from bench import callgrind as bench_callgrind
 from bench.common import (
     AMQP_URL,
-    KEY,
     PAYLOAD_BYTES,
-    SENT_AT,
     SEQ,
-    WARMUP,
     BenchError,
     amqp_message,
     parsed,
@@ -46,8 +42,7 @@ from bench.common import (
     payload_templates,
     summarize_ms,
 )
-from router.names import SIGNATURE_HEADER
-from router.signing import sign
+from bench.sender import OpenLoopSender
 
 
 @contextlib.asynccontextmanager
@@ -194,64 +189,8 @@ async def consume(queue_name: str, count: int, prefetch: int, timeout: float) ->
 
 
 async def send(url: str, rate: float, seconds: float, warmup: float) -> Any:
-    """Open loop: request i at start + i/rate, each in its own task, body stamped at send."""
-    templates = payload_templates(PAYLOAD_BYTES)
-    clock = time.perf_counter  # uvloop's loop.time() has a 1 ms resolution
-    total = int(rate * (warmup + seconds))
-    measured_from = int(rate * warmup)
-    latencies: list[float] = []
-    statuses: dict[str, int] = {}
-    errors = 0
-    tasks: set[asyncio.Task[None]] = set()
-    max_lag = 0.0
-    connector = aiohttp.TCPConnector(limit=0, force_close=False)
-    timeout = aiohttp.ClientTimeout(total=10)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-
-        async def one(i: int, scheduled: float) -> None:
-            nonlocal errors
-            payload = {**templates[i % len(templates)], SENT_AT: time.time()}
-            if i < measured_from:
-                payload[WARMUP] = True  # the e2e worker does not count it
-            body = orjson.dumps(payload)
-            headers = {
-                "Content-Type": "application/json",
-                SIGNATURE_HEADER: sign(body, KEY),
-            }
-            try:
-                async with session.post(url, data=body, headers=headers) as response:
-                    await response.read()
-                    status = response.status
-            except (aiohttp.ClientError, TimeoutError):
-                if i >= measured_from:
-                    errors += 1
-                return
-            if i >= measured_from:
-                latencies.append((clock() - scheduled) * 1000)
-                statuses[str(status)] = statuses.get(str(status), 0) + 1
-
-        start = clock() + 0.05
-        for i in range(total):
-            scheduled = start + i / rate
-            wait = scheduled - clock()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            else:
-                max_lag = max(max_lag, -wait)
-            task = asyncio.create_task(one(i, scheduled))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        span = clock() - (start + measured_from / rate)
-        if tasks:
-            await asyncio.wait(set(tasks), timeout=15)
-    return {
-        "requests": total - measured_from,
-        "achieved_rps": round((total - measured_from) / span, 1) if span > 0 else None,
-        "statuses": statuses,
-        "errors": errors,
-        "sched_lag_max_ms": round(max_lag * 1000, 3),
-        "http": summarize_ms(latencies),
-    }
+    """Open loop: request i at start + i/rate, its body stamped with that moment."""
+    return await OpenLoopSender(url, rate, seconds, warmup).run()
 
 
 def run_on(loop_name: str, coroutine: Coroutine[Any, Any, Any]) -> Any:
