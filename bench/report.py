@@ -187,7 +187,7 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
             add("b", figure, value, "ingress_p99_fixed_ms")
     if "c" in results:
         c = results["c"]
-        figure = f"end-to-end sent -> handler at {config.get('rate', 1000):,}/s"
+        figure = f"end-to-end due -> handler at {config.get('rate', 1000):,}/s"
         if not failed("c", figure, c, "e2e_p99_ms"):
             value = (
                 f"{_lat(c, ('p50_ms', 'p99_ms', 'max_ms'))}, {_n(c.get('count'))} handled, "
@@ -198,7 +198,7 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
             if isinstance(http, dict):
                 add(
                     "c",
-                    "  HTTP answer seen by the Python sender, 44 bodies",
+                    "  HTTP answer seen by the sender, from when it was due",
                     _lat(http, ("p50_ms", "p99_ms", "max_ms")),
                 )
     if "d" in results:
