@@ -47,7 +47,8 @@ ADMIN_TOKEN = "bench-admin-token"
 APP = "bench"
 COMPANIES = ("MDc6Q29tcGFueTU", "acme-co", "globex.inc", "initech")
 PAYLOAD_BYTES = 1024
-#: Payload field carrying the sender's ``time.time()`` for the end-to-end latency.
+#: Payload field carrying the moment (``time.time()``) the sender's request was due, for the
+#: end-to-end latency.
 SENT_AT = "bench_sent_at"
 #: Payload field marking the open-loop sender's warm-up requests (not counted by the worker).
 WARMUP = "bench_warmup"

@@ -1,7 +1,7 @@
 """The workers the benchmark runs with ``attentive-router worker`` (the consumers runtime).
 
 ``bench.e2e_worker:worker`` records, for every event the open-loop sender stamped, the
-time from ``bench_sent_at`` (the sender's ``time.time()`` just before the request) to the
+time from ``bench_sent_at`` (the wall-clock moment the sender's request was due) to the
 moment its handler is called, one ``<sent_at> <latency_ms>`` line per event appended to
 ``$BENCH_E2E_OUT``. Warm-up events (``bench_warmup``) are not recorded.
 

@@ -11,12 +11,12 @@ b. the ingress (``attentive-router serve --workers N``, a separate process; N as
    process (or one per core, when N is one) for comparison;
    and at a steady open-loop 1,000 events/s (the Go loadgen of ../shared/anchors, built with
    its build.sh when missing);
-c. end-to-end latency at an open-loop 1,000 events/s, from the request being sent to the
-   worker's handler being called (``bench.e2e_worker:worker`` under ``attentive-router
-   worker``, claiming its events through the admin API);
+c. end-to-end latency at an open-loop 1,000 events/s (``bench.sender``), from the moment
+   the request was due to the worker's handler being called (``bench.e2e_worker:worker``
+   under ``attentive-router worker``, claiming its events through the admin API);
 d. a no-op worker (the consumers runtime) draining a pre-filled queue, against a bare
    aio-pika consumer (manual ack, the same prefetch) draining the same amount;
-e. the ingress process's peak RSS (VmHWM) after --rss-events events (wrk);
+e. the peak RSS (VmHWM) of one ingress process after --rss-events events (wrk);
 f. the Go reference ingress of ../shared/anchors: saturation and 1,000 events/s;
 g. instructions per event, counted by valgrind's callgrind (repeatable where wall-clock
    figures are not): the ingress (one process) answering N webhooks, and the bare aio-pika
