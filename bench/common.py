@@ -384,14 +384,18 @@ class ForeignCpu:
         name = self._latest[top].command
         return round(sum(foreign.values()), 2), f"{name} (pid {top}) {foreign[top]:.2f} cores"
 
-    def measured(self) -> dict[str, float]:
-        """Cores used since construction by the broker and by each program the bench started
-        (by command name: the ingress or a bare client is ``python``), the bench itself aside."""
+    def measured(self, labels: Mapping[int, str] | None = None) -> dict[str, float]:
+        """Cores used since construction by the broker and by each program the bench started,
+        the bench itself aside: by ``labels[pid]`` where given, else by command name (the
+        ingress or a bare client is ``python``)."""
         used = self._used()
+        labels = labels or {}
         by_name: dict[str, float] = {}
         for pid, cores in used.items():
             if pid in self.broker:
                 name = "broker"
+            elif pid in labels:
+                name = labels[pid]
             elif pid in self._ours:
                 name = self._latest[pid].command
             else:

@@ -201,6 +201,9 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                     "  HTTP answer seen by the sender, from when it was due",
                     _lat(http, ("p50_ms", "p99_ms", "max_ms")),
                 )
+            cpu = _cpu(c, "events_per_s")
+            if cpu:
+                add("", "  CPU, cores (µs per event)", cpu)
     if "d" in results:
         d = results["d"]
         n = _n(config.get("drain_events"))

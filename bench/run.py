@@ -717,6 +717,10 @@ class Bench:
             self.uvloop["worker"] = "yes" if uses_uvloop(worker.pids()) else "no"
             self.fresh_wal()
             sender_loop = "uvloop" if UVLOOP_INSTALLED else "asyncio"
+            ingress = self.ensure_ingress()
+            labels = {pid: "ingress" for pid in ingress.pids()}
+            labels.update({pid: "worker" for pid in worker.pids()})
+            watch = ForeignCpu()
             sender = run_client(
                 [
                     *("send", "--url", self.url, "--rate", str(config.rate)),
@@ -725,6 +729,10 @@ class Bench:
                 loop=sender_loop,
                 timeout=config.seconds + config.warmup + 60,
             )
+            cpu = {
+                ("sender" if name == "python" else name): cores
+                for name, cores in watch.measured(labels).items()
+            }
             expected = int(sender["statuses"].get("200", 0))
 
             def lines() -> int:
@@ -741,6 +749,8 @@ class Bench:
             "lost": max(0, expected - len(latencies)),
             "sender": sender,
             "sender_loop": sender_loop,
+            "cpu_cores": cpu,  # where the machine's CPU went while the sender sent
+            "events_per_s": config.rate,
         }
 
     def wait_consuming(self, worker: Proc) -> None:
