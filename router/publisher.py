@@ -12,10 +12,16 @@ needs, and so does it cheaply:
   and nacks are read without a general unmarshaller, everything else with pamqp;
 - one 0.1 s ticker fails publishes older than the confirm timeout and keeps the heartbeat,
   instead of a timer per publish;
-- a message returned as unroutable (``mandatory``) fails with :class:`Returned` (the return
-  comes just before that message's ack, and names its message id), a nack with
+- a message returned as unroutable (``mandatory``) fails with :class:`Returned`, a nack with
   :class:`Nacked`; a connection or channel closed by either side fails every publish still
   waiting with :class:`ConnectionLost`, and :meth:`wait_closed` returns.
+
+A basic.return does not carry the delivery tag, only the message (exchange, routing key,
+properties), and RabbitMQ may send several returns before one ``multiple`` ack settles
+them together with routed messages. So a return marks every waiting publish with the same
+exchange, routing key and message id: when two such are in flight at once, both fail
+rather than risk answering 2xx for the one no queue took (a retry is a duplicate at
+worst, never a loss).
 
 Connection.Blocked and Unblocked (memory and disk alarms) are tracked in :attr:`blocked`.
 Topology is not declared here: :class:`~router.broker.Broker` does that with aio-pika first.
@@ -90,10 +96,18 @@ class ConnectionLost(NotConfirmed):
 
 
 class _Pending:
-    __slots__ = ("deadline", "future", "message_id", "returned")
+    __slots__ = ("deadline", "future", "message_id", "returned", "route")
 
-    def __init__(self, future: asyncio.Future[None], message_id: str, deadline: float) -> None:
+    def __init__(
+        self,
+        future: asyncio.Future[None],
+        route: tuple[str, str, bool],
+        message_id: str,
+        deadline: float,
+    ) -> None:
         self.future = future
+        #: (exchange, routing key, mandatory): the key of the cached publish method.
+        self.route = route
         self.message_id = message_id
         self.deadline = deadline
         self.returned = False
@@ -123,9 +137,8 @@ class ConfirmPublisher(asyncio.Protocol):
         self._tag = 0
         self._pending: dict[int, _Pending] = {}
         self._order: deque[int] = deque()
-        #: A basic.return arrived; its content header (next) names the message.
-        self._returning = False
-        self._returned_ids: list[str | None] = []
+        #: A basic.return's (exchange, routing key); its content header (next) names the message.
+        self._returning: tuple[str, str] | None = None
         self._ready: asyncio.Future[None] = self._loop.create_future()
         self._closed: asyncio.Future[None] = self._loop.create_future()
         self._close_reason = "not connected"
@@ -209,7 +222,7 @@ class ConfirmPublisher(asyncio.Protocol):
         self._tag += 1
         future: asyncio.Future[None] = self._loop.create_future()
         deadline = self._loop.time() + self._confirm_timeout
-        self._pending[self._tag] = _Pending(future, properties.message_id, deadline)
+        self._pending[self._tag] = _Pending(future, key, properties.message_id, deadline)
         self._order.append(self._tag)
         self._outgoing += frames
         self._outgoing_messages += 1
@@ -311,11 +324,11 @@ class ConfirmPublisher(asyncio.Protocol):
                 self.blocked = True
             case commands.Connection.Unblocked():
                 self.blocked = False
-            case commands.Basic.Return():
-                self._returning = True
-            case ContentHeader(properties=properties) if self._returning:
-                self._returned_ids.append(properties.message_id)
-                self._returning = False
+            case commands.Basic.Return(exchange=exchange, routing_key=routing_key):
+                self._returning = (exchange, routing_key or "")
+            case ContentHeader(properties=properties) if self._returning is not None:
+                self._mark_returned(*self._returning, properties.message_id)
+                self._returning = None
             case commands.Connection.Close(reply_code=code, reply_text=text):
                 self._close_reason = f"closed by RabbitMQ: {code} {text}"
                 self._send(frame_of(commands.Connection.CloseOk(), 0))
@@ -334,29 +347,21 @@ class ConfirmPublisher(asyncio.Protocol):
 
     def _settle(self, tag: int, multiple: bool, *, nacked: bool) -> None:
         pending = self._pending
-        covered: list[_Pending] = []
-        if multiple:
-            order = self._order
-            while order and order[0] <= tag:
-                entry = pending.pop(order.popleft(), None)
-                if entry is not None:
-                    covered.append(entry)
-        elif (entry := pending.pop(tag, None)) is not None:
-            covered.append(entry)
-        if self._returned_ids:
-            self._match_returns(covered)
-        for entry in covered:
-            _resolve(entry, nacked)
+        if not multiple:
+            if (entry := pending.pop(tag, None)) is not None:
+                _resolve(entry, nacked)
+            return
+        order = self._order
+        while order and order[0] <= tag:
+            if (entry := pending.pop(order.popleft(), None)) is not None:
+                _resolve(entry, nacked)
 
-    def _match_returns(self, covered: list[_Pending]) -> None:
-        """RabbitMQ sends basic.return just before the ack of that message: among what this
-        ack settles, the newest publish with the returned message's id is the one returned."""
-        for message_id in self._returned_ids:
-            for entry in reversed(covered):
-                if entry.message_id == message_id and not entry.returned:
-                    entry.returned = True
-                    break
-        self._returned_ids.clear()
+    def _mark_returned(self, exchange: str, routing_key: str, message_id: str | None) -> None:
+        """The return comes before that message's ack, so the message is still waiting."""
+        for entry in self._pending.values():
+            route = entry.route
+            if entry.message_id == message_id and route[1] == routing_key and route[0] == exchange:
+                entry.returned = True
 
     # -- timekeeping ----------------------------------------------------------------------
 

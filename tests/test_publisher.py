@@ -223,6 +223,57 @@ async def test_among_many_in_flight_exactly_the_unroutable_ones_fail(
     assert failed == [nowhere] * 50
 
 
+def _returned_then_acked(publish: Basic.Publish, message_id: str, up_to: int) -> bytes:
+    """What RabbitMQ writes when it returns a message and then acks everything up to a tag."""
+    frames = (
+        Basic.Return(312, "NO_ROUTE", publish.exchange, publish.routing_key),
+        ContentHeader(0, 1, Basic.Properties(message_id=message_id)),
+        ContentBody(b"x"),
+        Basic.Ack(up_to, multiple=True),
+    )
+    return b"".join(pamqp_frame.marshal(frame, 1) for frame in frames)
+
+
+@pytest.mark.broker
+async def test_a_return_settled_by_a_multiple_ack_fails_its_own_message_only(
+    publisher: ConfirmPublisher, queue_name: str
+) -> None:
+    # RabbitMQ returned message 4 and then acked 1..12 at once (the CI run that found this
+    # had 500 in flight). Message 11 has the same id but went to the queue: it must succeed.
+    nowhere = f"{queue_name}.does-not-exist"
+    targets = [nowhere if i == 3 else queue_name for i in range(12)]
+    ids = ["same" if i in (3, 10) else f"m{i}" for i in range(12)]
+    confirms = [
+        publisher.publish("", target, b"x", replace(PROPERTIES, message_id=message_id))
+        for target, message_id in zip(targets, ids, strict=True)
+    ]
+
+    # Replayed before the broker's own answers are read (they then find nothing waiting).
+    publisher.data_received(_returned_then_acked(Basic.Publish(0, "", nowhere), "same", 12))
+
+    outcomes = await asyncio.gather(*confirms, return_exceptions=True)
+    assert [i for i, outcome in enumerate(outcomes) if outcome is not None] == [3]
+    assert isinstance(outcomes[3], Returned)
+
+
+@pytest.mark.broker
+async def test_when_a_return_could_be_either_of_two_waiting_messages_both_fail(
+    publisher: ConfirmPublisher, queue_name: str
+) -> None:
+    # Same exchange, routing key and message id (an event and its retry in flight at once):
+    # a return cannot say which it was, so neither may be answered as stored.
+    first = publisher.publish("", queue_name, b"x", PROPERTIES)
+    second = publisher.publish("", queue_name, b"x", PROPERTIES)
+
+    publisher.data_received(
+        _returned_then_acked(Basic.Publish(0, "", queue_name), PROPERTIES.message_id, 2)
+    )
+
+    for confirm in (first, second):
+        with pytest.raises(Returned):
+            await confirm
+
+
 @pytest.mark.broker
 async def test_a_queue_refusing_publishes_nacks_them(
     publisher: ConfirmPublisher, names: Names, amqp: AbstractRobustConnection
