@@ -188,8 +188,8 @@ def parse_args(argv: list[str] | None) -> Config:
 
 def sizing_workers() -> int:
     """Ingress processes as the README's Sizing advises: one per core, even beside a broker on
-    this machine (on two cores beside it, two processes answered as many events as one on
-    Intel machines and up to a fifth more on AMD ones, whose Python is slower)."""
+    this machine (on two cores beside it, two processes answered about as many events as one
+    where the broker was the limit, and up to a fifth more where Python was)."""
     return os.cpu_count() or 1
 
 
