@@ -223,10 +223,11 @@ async def test_among_many_in_flight_exactly_the_unroutable_ones_fail(
     assert failed == [nowhere] * 50
 
 
-def _returned_then_acked(publish: Basic.Publish, message_id: str, up_to: int) -> bytes:
-    """What RabbitMQ writes when it returns a message and then acks everything up to a tag."""
+def _returned_then_acked(queue: str, message_id: str, up_to: int) -> bytes:
+    """What RabbitMQ writes when it returns a message published to ``queue`` (through the
+    default exchange) and then acks everything up to a tag."""
     frames = (
-        Basic.Return(312, "NO_ROUTE", publish.exchange, publish.routing_key),
+        Basic.Return(312, "NO_ROUTE", "", queue),
         ContentHeader(0, 1, Basic.Properties(message_id=message_id)),
         ContentBody(b"x"),
         Basic.Ack(up_to, multiple=True),
@@ -249,7 +250,7 @@ async def test_a_return_settled_by_a_multiple_ack_fails_its_own_message_only(
     ]
 
     # Replayed before the broker's own answers are read (they then find nothing waiting).
-    publisher.data_received(_returned_then_acked(Basic.Publish(0, "", nowhere), "same", 12))
+    publisher.data_received(_returned_then_acked(nowhere, "same", 12))
 
     outcomes = await asyncio.gather(*confirms, return_exceptions=True)
     assert [i for i, outcome in enumerate(outcomes) if outcome is not None] == [3]
@@ -265,9 +266,7 @@ async def test_when_a_return_could_be_either_of_two_waiting_messages_both_fail(
     first = publisher.publish("", queue_name, b"x", PROPERTIES)
     second = publisher.publish("", queue_name, b"x", PROPERTIES)
 
-    publisher.data_received(
-        _returned_then_acked(Basic.Publish(0, "", queue_name), PROPERTIES.message_id, 2)
-    )
+    publisher.data_received(_returned_then_acked(queue_name, PROPERTIES.message_id, 2))
 
     for confirm in (first, second):
         with pytest.raises(Returned):
