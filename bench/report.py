@@ -42,6 +42,29 @@ def _ratio(numerator: Any, denominator: Any) -> float | None:
     return None
 
 
+def by_round(node: Any, field: str) -> dict[int, float]:
+    """A repeated figure's value in each round that measured it (a failed run has none)."""
+    samples = _get(node, "samples") if isinstance(node, dict) else None
+    return {
+        s["round"]: s[field]
+        for s in samples or []
+        if isinstance(s, dict) and isinstance(s.get("round"), int) and field in s
+    }
+
+
+def round_ratios(numerator: dict[int, float], denominator: dict[int, float]) -> list[float]:
+    """The ratio within each round both figures ran in, in round order.
+
+    The runs of one round follow each other within a minute, so a machine that speeds up or
+    slows down between rounds (by 40 % within minutes on one 2-core VM here) moves both
+    alike; the ratio of the medians can pair a fast round's run with a slow one's."""
+    return [
+        ratio
+        for k in sorted(numerator.keys() & denominator.keys())
+        if (ratio := _ratio(numerator[k], denominator[k])) is not None
+    ]
+
+
 def evaluate(results: dict[str, Any]) -> None:
     """Add ``ratios`` and ``targets`` (value, target, PASS / FAIL / n/a) to ``results``."""
     ingress = _get(results, "b", "saturation", "ok_per_s")
@@ -60,6 +83,13 @@ def evaluate(results: dict[str, Any]) -> None:
         for k, v in values.items()
         if k in ("ingress_to_bare", "ingress_to_go", "worker_to_bare")
     }
+    ingress_runs = by_round(_get(results, "b", "saturation"), "ok_per_s")
+    results["ratios"]["ingress_to_bare_by_round"] = round_ratios(
+        ingress_runs, by_round(_get(results, "a"), "msgs_per_s")
+    )
+    results["ratios"]["ingress_to_go_by_round"] = round_ratios(
+        ingress_runs, by_round(_get(results, "f", "saturation"), "ok_per_s")
+    )
     results["ratios"]["ingress_to_bare_instructions"] = _ratio(
         _get(results, "g", "ingress_per_event"), _get(results, "g", "bare_per_message")
     )
@@ -264,7 +294,11 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
 
 def _ratio_text(results: dict[str, Any], key: str) -> str:
     value = _get(results, "ratios", key)
-    return f"{value:.2f}x" if isinstance(value, int | float) else "-"
+    text = f"{value:.2f}x" if isinstance(value, int | float) else "-"
+    rounds = _get(results, "ratios", key + "_by_round") or []
+    if len(rounds) > 1:
+        text += f" of the medians; round by round {', '.join(f'{r:.2f}x' for r in rounds)}"
+    return text
 
 
 def render(results: dict[str, Any]) -> str:

@@ -537,20 +537,21 @@ class Bench:
         go: list[dict[str, Any]] = []
         for k in range(config.repeat):
             tag = f" (run {k + 1}/{config.repeat})" if config.repeat > 1 else ""
+            # Each sample keeps its round, so that the report can set side by side the runs
+            # of one round, measured within a minute of each other (see report.evaluate).
             if "a" in only:
-                bare.append(self.attempt("a: bare aio-pika publisher" + tag, self.phase_a))
+                sample = self.attempt("a: bare aio-pika publisher" + tag, self.phase_a)
+                bare.append({**sample, "round": k})
             if "b" in only:
-                ingress.append(
-                    self.attempt(
-                        "b: ingress at saturation" + tag, functools.partial(self.saturate, k)
-                    )
+                sample = self.attempt(
+                    "b: ingress at saturation" + tag, functools.partial(self.saturate, k)
                 )
+                ingress.append({**sample, "round": k})
             if "f" in only:
-                go.append(
-                    self.attempt(
-                        "f: Go at saturation" + tag, functools.partial(self.go_saturate, k)
-                    )
+                sample = self.attempt(
+                    "f: Go at saturation" + tag, functools.partial(self.go_saturate, k)
                 )
+                go.append({**sample, "round": k})
         if "a" in only:
             self.results["a"] = self.merge(bare, ("msgs_per_s", "p50_ms", "p99_ms", "max_ms"))
             self.results["a"]["loop"] = self.client_loop("ingress")

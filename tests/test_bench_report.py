@@ -1,0 +1,70 @@
+"""The benchmark's report (``make bench``): the ingress's ratios to the bare publisher and to
+the Go reference are shown as the ratio of the medians and, with ``--repeat``, round by round,
+each round's runs set side by side."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.report import evaluate, render
+
+
+def _rounds(field: str, *values: float | None) -> dict[str, Any]:
+    """A repeated figure as the bench merges it: the median and every round's sample; None is
+    a run that failed."""
+    samples = [
+        {"round": k, field: v} if v is not None else {"round": k, "error": "wrk failed"}
+        for k, v in enumerate(values)
+    ]
+    good = sorted(v for v in values if v is not None)
+    return {field: good[len(good) // 2], "samples": samples}
+
+
+def _saturation(*values: float | None) -> dict[str, Any]:
+    """A saturation figure under wrk: events/s answered 200, none answered otherwise."""
+    return {**_rounds("ok_per_s", *values), "non_2xx": 0}
+
+
+def test_the_ratio_is_shown_round_by_round_beside_the_ratio_of_the_medians() -> None:
+    # Given three rounds on a machine that got faster, then slower again: the bare publisher
+    # and the ingress rose and fell together
+    results: dict[str, Any] = {
+        "config": {"workers": 2},
+        "a": _rounds("msgs_per_s", 4_000, 6_000, 5_000),
+        "b": {"saturation": _saturation(4_400, 6_600, 4_500)},
+        "f": {"saturation": _saturation(5_000, None, 5_000)},
+    }
+
+    # When the report evaluates them
+    evaluate(results)
+
+    # Then each round's ingress run is set against the bare run of the same round
+    ratios = results["ratios"]
+    assert ratios["ingress_to_bare"] == 0.9  # 4,500 / 5,000: medians from different rounds
+    assert ratios["ingress_to_bare_by_round"] == [1.1, 1.1, 0.9]
+    # and a round whose Go run failed is left out rather than paired with another round's
+    assert ratios["ingress_to_go_by_round"] == [0.88, 0.9]
+
+    # And the table shows both, the verdict still on the ratio of the medians
+    table = render(results)
+    line = next(row for row in table.splitlines() if "ratio ingress / bare publisher" in row)
+    assert "0.90x of the medians; round by round 1.10x, 1.10x, 0.90x" in line
+    assert line.rstrip().endswith("FAIL")
+
+
+def test_a_single_run_shows_one_ratio() -> None:
+    # Given one round of each
+    results: dict[str, Any] = {
+        "config": {"workers": 1},
+        "a": _rounds("msgs_per_s", 5_000),
+        "b": {"saturation": _saturation(5_500)},
+    }
+
+    # When the report evaluates and renders it
+    evaluate(results)
+    table = render(results)
+
+    # Then the ratio stands alone: there is nothing to set side by side
+    line = next(row for row in table.splitlines() if "ratio ingress / bare publisher" in row)
+    assert "1.10x" in line and "round by round" not in line
+    assert line.rstrip().endswith("PASS")
