@@ -3,7 +3,8 @@
     python -m bench.run [--quick] [--only a,b,...] [--workers N] [--seconds S] [--repeat K]
 
 Not a test: it prints one table (figures, ratios, targets with PASS/FAIL) and writes the
-same as JSON to bench/results/<timestamp>.json and bench/results/latest.json.
+same as JSON to bench/results/<timestamp>.json and bench/results/latest.json. a, b, d and f
+run --repeat times (3; --quick 1), in rounds, and are reported as medians.
 
 a. bare aio-pika publisher, confirms, 64 in flight, no HTTP: the client-side ceiling;
 b. the ingress (``attentive-router serve --workers N``, a separate process; N as the README's
@@ -138,7 +139,12 @@ def parse_args(argv: list[str] | None) -> Config:
     )
     parser.add_argument("--seconds", type=float, help="measured seconds per run (10; quick 2)")
     parser.add_argument("--warmup", type=float, help="warm-up seconds (2; quick 1)")
-    parser.add_argument("--repeat", type=int, default=1, help="median of K saturation runs")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        help="rounds of saturation and 1,000/s runs, reported as medians (3, as the issue's "
+        "figures; quick 1)",
+    )
     parser.add_argument("--connections", type=int, default=64, help="wrk connections, in flight")
     parser.add_argument("--rate", type=int, default=1000, help="open-loop events/s (b, c, f)")
     parser.add_argument("--drain-events", type=int, help="pre-filled events (50,000; quick 5,000)")
@@ -163,16 +169,17 @@ def parse_args(argv: list[str] | None) -> Config:
     if args.client_loop == "uvloop" and not UVLOOP_INSTALLED:
         parser.error("--client-loop uvloop: uvloop is not installed")
     workers = args.workers if args.workers is not None else sizing_workers()
-    if min(workers, args.repeat, args.connections, args.rate, args.prefetch) < 1:
-        parser.error("--workers, --repeat, --connections, --rate and --prefetch must be >= 1")
     quick = args.quick
+    repeat = args.repeat if args.repeat is not None else (1 if quick else 3)
+    if min(workers, repeat, args.connections, args.rate, args.prefetch) < 1:
+        parser.error("--workers, --repeat, --connections, --rate and --prefetch must be >= 1")
     return Config(
         only=only,
         quick=quick,
         workers=workers,
         seconds=args.seconds or (2.0 if quick else 10.0),
         warmup=args.warmup if args.warmup is not None else (1.0 if quick else 2.0),
-        repeat=args.repeat,
+        repeat=repeat,
         connections=args.connections,
         rate=args.rate,
         drain_events=args.drain_events or (5_000 if quick else 50_000),
