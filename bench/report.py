@@ -90,6 +90,10 @@ def evaluate(results: dict[str, Any]) -> None:
     results["ratios"]["ingress_to_go_by_round"] = round_ratios(
         ingress_runs, by_round(_get(results, "f", "saturation"), "ok_per_s")
     )
+    results["ratios"]["worker_to_bare_by_round"] = round_ratios(
+        by_round(_get(results, "d", "worker"), "msgs_per_s"),
+        by_round(_get(results, "d", "bare"), "msgs_per_s"),
+    )
     results["ratios"]["ingress_to_bare_instructions"] = _ratio(
         _get(results, "g", "ingress_per_event"), _get(results, "g", "bare_per_message")
     )

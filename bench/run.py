@@ -775,8 +775,10 @@ class Bench:
         bares: list[dict[str, Any]] = []
         for k in range(config.repeat):
             tag = f" (run {k + 1}/{config.repeat})" if config.repeat > 1 else ""
-            workers.append(self.attempt(f"d: worker draining {n:,}" + tag, self.drain_worker))
-            bares.append(self.attempt(f"d: bare consumer draining {n:,}" + tag, self.drain_bare))
+            worker = self.attempt(f"d: worker draining {n:,}" + tag, self.drain_worker)
+            workers.append({**worker, "round": k})
+            bare = self.attempt(f"d: bare consumer draining {n:,}" + tag, self.drain_bare)
+            bares.append({**bare, "round": k})
         return {
             "worker": self.merge(workers, ("msgs_per_s", "seconds")),
             "bare": self.merge(bares, ("msgs_per_s", "seconds")),

@@ -68,3 +68,23 @@ def test_a_single_run_shows_one_ratio() -> None:
     line = next(row for row in table.splitlines() if "ratio ingress / bare publisher" in row)
     assert "1.10x" in line and "round by round" not in line
     assert line.rstrip().endswith("PASS")
+
+
+def test_the_workers_drain_is_also_shown_round_by_round() -> None:
+    # Given three rounds of the worker's drain, each followed by the bare consumer's
+    results: dict[str, Any] = {
+        "config": {"drain_events": 50_000},
+        "d": {
+            "worker": _rounds("msgs_per_s", 5_600, 7_300, 5_900),
+            "bare": _rounds("msgs_per_s", 6_300, 7_300, 6_400),
+        },
+    }
+
+    # When the report evaluates and renders them
+    evaluate(results)
+    table = render(results)
+
+    # Then the worker is set against the bare consumer of its own round too
+    assert results["ratios"]["worker_to_bare_by_round"] == [0.889, 1.0, 0.922]
+    line = next(row for row in table.splitlines() if "ratio worker / bare consumer" in row)
+    assert "0.92x of the medians; round by round 0.89x, 1.00x, 0.92x" in line
