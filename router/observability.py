@@ -8,12 +8,13 @@ request goes through a :class:`HotPathLogger`: the same line, for less.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TextIO
 
 import orjson
 import structlog
@@ -126,6 +127,35 @@ def _json_str(obj: Any, **_: Any) -> str:
     return orjson.dumps(obj, default=repr).decode()
 
 
+#: The stderr :func:`_buffer_stderr` replaced: were it collected, it might close the
+#: descriptor our buffered stderr writes to.
+_unbuffered_stderr: TextIO | None = None
+
+
+def _buffer_stderr() -> None:
+    """Give stderr a buffer when it has none, so that the hot path's lines can wait for the
+    end of their turn and go out in one ``write``.
+
+    With ``PYTHONUNBUFFERED=1`` (set by most container images, ours included) or ``python -u``,
+    ``sys.stderr.buffer`` is the raw file: every line written to it is a system call of its
+    own, whatever :class:`HotPathLogger` does. Here stderr becomes a line-buffered stream over
+    a buffer on the same file descriptor, as it is without that setting: every other line
+    still goes out as it is written (after ours), and ours at the end of their turn. The
+    stream replaced is kept, open: it owns the descriptor (``sys.__stderr__`` does not).
+    """
+    global _unbuffered_stderr
+    raw = getattr(sys.stderr, "buffer", None)
+    if not isinstance(raw, io.FileIO):
+        return
+    _unbuffered_stderr = sys.stderr
+    sys.stderr = io.TextIOWrapper(
+        io.BufferedWriter(io.FileIO(raw.fileno(), "wb", closefd=False)),
+        encoding=sys.stderr.encoding,
+        errors=sys.stderr.errors,
+        line_buffering=True,
+    )
+
+
 def configure_logging(log_format: LogFormat = "auto", level: str = "info") -> None:
     """Configure structlog and the stdlib root logger to write one renderer's lines to stderr."""
     global _json_lines
@@ -147,6 +177,8 @@ def configure_logging(log_format: LogFormat = "auto", level: str = "info") -> No
     own: list[Processor] = [*shared, renderer]
     factory: Any = structlog.WriteLoggerFactory(sys.stderr)
     _json_lines = None
+    if as_json:
+        _buffer_stderr()
     if as_json and hasattr(sys.stderr, "buffer"):
         to_bytes = structlog.processors.JSONRenderer(serializer=orjson.dumps)
         own = [*shared, to_bytes]

@@ -11,6 +11,8 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
 
 import orjson
 import pytest
@@ -18,6 +20,8 @@ import structlog
 from structlog.testing import capture_logs
 
 from router.observability import HotPathLogger, configure_logging
+
+T = TypeVar("T")
 
 ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 
@@ -39,7 +43,16 @@ def buffered_stderr(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.BytesIO]:
     yield from _configured(None, raw)
 
 
-def _configured(request: pytest.FixtureRequest | None, raw: io.BytesIO) -> Iterator[io.BytesIO]:
+@pytest.fixture
+def unbuffered_stderr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The file behind stderr when it is as ``PYTHONUNBUFFERED=1`` (or ``python -u``) leaves
+    it, with no buffer: most container images set that, ours too (deploy/Dockerfile)."""
+    path = tmp_path / "stderr"
+    monkeypatch.setattr(sys, "stderr", io.TextIOWrapper(io.FileIO(path, "wb"), write_through=True))
+    yield from _configured(None, path)
+
+
+def _configured(request: pytest.FixtureRequest | None, raw: T) -> Iterator[T]:
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     configure_logging("json", getattr(request, "param", "info"))
@@ -51,6 +64,10 @@ def _configured(request: pytest.FixtureRequest | None, raw: io.BytesIO) -> Itera
 
 def lines(raw: io.BytesIO) -> list[dict[str, object]]:
     return [orjson.loads(line) for line in raw.getvalue().splitlines()]
+
+
+def file_lines(path: Path) -> list[dict[str, object]]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
 
 
 def test_our_events_and_stdlib_records_are_json_lines_stamped_now_in_utc(
@@ -118,6 +135,32 @@ async def test_in_a_loop_the_hot_paths_lines_go_out_together_when_the_turn_ends(
     hot_path.info("webhook", request=3)
     logging.getLogger("aiohttp.test").warning("from the stdlib")  # pushes ours out first
     assert [line.get("request", line["event"]) for line in lines(buffered_stderr)] == [
+        1,
+        2,
+        3,
+        "from the stdlib",
+    ]
+
+
+async def test_with_an_unbuffered_stderr_the_hot_paths_lines_still_go_out_when_the_turn_ends(
+    unbuffered_stderr: Path,
+) -> None:
+    # Given stderr with no buffer of its own: each write to it is a system call
+    hot_path = HotPathLogger("router.test")
+
+    # When two webhooks are logged in one turn of the loop
+    hot_path.info("webhook", request=1)
+    hot_path.info("webhook", request=2)
+
+    # Then neither line is in the file yet, and both are once the turn is over
+    assert file_lines(unbuffered_stderr) == []
+    await asyncio.sleep(0)
+    assert [line["request"] for line in file_lines(unbuffered_stderr)] == [1, 2]
+
+    # And any other line still goes out as it is written, after ours
+    hot_path.info("webhook", request=3)
+    logging.getLogger("aiohttp.test").warning("from the stdlib")
+    assert [line.get("request", line["event"]) for line in file_lines(unbuffered_stderr)] == [
         1,
         2,
         3,
