@@ -109,14 +109,17 @@ class HotPathLogger:
         self._flush_soon(lines.stream)
 
     def _flush_soon(self, stream: BinaryIO) -> None:
+        flushing = self._flushing
+        if flushing is not None and flushing.is_running():
+            return  # this turn's flush is on its way (no loop lookup: a getpid call on 3.11)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop: now
             stream.flush()
             return
-        if self._flushing is not loop:  # (a loop closed before its turn ended is forgotten)
-            self._flushing = loop
-            loop.call_soon(self._flush, stream)
+        # (a loop that stopped before its turn ended, its flush with it, is forgotten)
+        self._flushing = loop
+        loop.call_soon(self._flush, stream)
 
     def _flush(self, stream: BinaryIO) -> None:
         self._flushing = None

@@ -168,6 +168,34 @@ async def test_with_an_unbuffered_stderr_the_hot_paths_lines_still_go_out_when_t
     ]
 
 
+def test_a_line_logged_as_a_loop_stops_does_not_hold_back_the_next_loops_lines(
+    buffered_stderr: io.BytesIO,
+) -> None:
+    hot_path = HotPathLogger("router.test")
+
+    # Given a loop that stops right after a line, before the turn that would flush it
+    first = asyncio.new_event_loop()
+
+    def log_and_stop() -> None:
+        hot_path.info("webhook", request=1)
+        first.stop()
+
+    first.call_soon(log_and_stop)
+    first.run_forever()
+    first.close()
+    assert lines(buffered_stderr) == []
+
+    # When another loop logs a line
+    async def log_and_yield() -> None:
+        hot_path.info("webhook", request=2)
+        await asyncio.sleep(0)
+
+    asyncio.run(log_and_yield())
+
+    # Then both lines are out once that loop's turn ended
+    assert [line["request"] for line in lines(buffered_stderr)] == [1, 2]
+
+
 def test_outside_a_loop_the_hot_path_writes_each_line_at_once(buffered_stderr: io.BytesIO) -> None:
     HotPathLogger("router.test").info("webhook", request=1)
     assert [line["request"] for line in lines(buffered_stderr)] == [1]
