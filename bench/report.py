@@ -213,12 +213,12 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         if fixed is None:
             add("b", figure, "-", "ingress_p99_fixed_ms")
         elif not failed("b", figure, fixed, "ingress_p99_fixed_ms"):
-            value = (
-                f"{_lat(fixed, ('p50_ms', 'p99_ms', 'max_ms'))}, "
-                f"{_n(fixed.get('achieved_rps'))}/s, non-2xx {fixed.get('non2xx')}, "
-                f"err {fixed.get('errors')}{_spread(fixed, 'p99_ms', 2)}"
-            )
-            add("b", figure, value, "ingress_p99_fixed_ms")
+            add("b", f"{figure}, {workers} proc", _fixed_rate(fixed), "ingress_p99_fixed_ms")
+        compared = b.get("fixed_rate_compared")
+        if isinstance(compared, dict):
+            figure = f"{figure}, {compared.get('processes', 'other')} proc (compared)"
+            if not failed("b", figure, compared):
+                add("b", figure, _fixed_rate(compared))
     if "c" in results:
         c = results["c"]
         figure = f"end-to-end due -> handler at {config.get('rate', 1000):,}/s"
@@ -294,6 +294,15 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                 _ratio_text(results, "ingress_to_bare_instructions"),
             )
     return out
+
+
+def _fixed_rate(node: dict[str, Any]) -> str:
+    """An open-loop fixed-rate figure: latency from each request's due moment, and failures."""
+    return (
+        f"{_lat(node, ('p50_ms', 'p99_ms', 'max_ms'))}, "
+        f"{_n(node.get('achieved_rps'))}/s, non-2xx {node.get('non2xx')}, "
+        f"err {node.get('errors')}{_spread(node, 'p99_ms', 2)}"
+    )
 
 
 def _ratio_text(results: dict[str, Any], key: str) -> str:

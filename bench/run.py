@@ -566,10 +566,14 @@ class Bench:
             self.results["b"] = {"saturation": self.merge(ingress, WRK_FIELDS)}
             other = compared_workers(config.workers)
             if other is not None:
-                self.results["b"]["saturation_compared"] = self.attempt(
-                    f"b: ingress at saturation, {other} process{'es' * (other > 1)}, compared",
-                    functools.partial(self.saturate_compared, other),
+                compared = self.attempt(
+                    f"b: ingress, {other} process{'es' * (other > 1)}, compared",
+                    functools.partial(self.measure_compared, other),
                 )
+                # (a failure leaves its error where the saturation figure would be)
+                self.results["b"]["saturation_compared"] = compared.pop("saturation", compared)
+                if "fixed_rate" in compared:
+                    self.results["b"]["fixed_rate_compared"] = compared["fixed_rate"]
             self.results["b"]["fixed_rate"] = self.repeated(
                 "b: ingress at a fixed rate (loadgen)", self.fixed_rate, LOADGEN_FIELDS
             )
@@ -632,9 +636,10 @@ class Bench:
         self.ensure_ingress()
         return self.wrk_saturation(self.url, warm_up=run == 0, empty=self.purge_sink)
 
-    def saturate_compared(self, workers: int) -> dict[str, Any]:
-        """Saturation with another process count than --workers: the figures behind Sizing.
-        The measured ingress idles meanwhile, and stays warm for the phases after: a new
+    def measure_compared(self, workers: int) -> dict[str, Any]:
+        """Saturation, then the fixed rate (``--repeat`` times, warmed up by the saturation
+        run), with another process count than --workers: the figures behind Sizing. The
+        measured ingress idles meanwhile, and stays warm for the phases after: a new
         process's first seconds are slower (saturation p99 35-62 ms in its first 10 s, 12-13
         after, here; its first full garbage collection takes 10-14 ms)."""
         name = f"ingress-{workers}proc"
@@ -642,10 +647,18 @@ class Bench:
         other, port, _ = self.start_ingress(name, workers=workers)
         try:
             url = webhook_url(port)
-            result = self.wrk_saturation(url, warm_up=True, empty=self.purge_sink)
+            saturation = self.wrk_saturation(url, warm_up=True, empty=self.purge_sink)
+            fixed = self.repeated(
+                f"b: ingress at a fixed rate (loadgen), {name}",
+                functools.partial(self.fixed_rate, url),
+                LOADGEN_FIELDS,
+            )
         finally:
             other.stop()
-        return {**result, "processes": workers}
+        return {
+            "saturation": {**saturation, "processes": workers},
+            "fixed_rate": {**fixed, "processes": workers},
+        }
 
     def wrk_saturation(
         self, url: str, *, warm_up: bool, empty: Callable[[], object]
@@ -663,14 +676,17 @@ class Bench:
         empty()
         return {**result.as_dict(), "cpu_cores": cpu}
 
-    def fixed_rate(self) -> dict[str, Any]:
+    def fixed_rate(self, url: str | None = None) -> dict[str, Any]:
+        """The open-loop fixed rate against ``url`` (by default the measured ingress)."""
         if self.anchors_problem:
             raise BenchError(f"loadgen is not built: {self.anchors_problem}")
-        self.ensure_ingress()
+        if url is None:
+            self.ensure_ingress()
+            url = self.url
         config = self.config
         self.fresh_wal()
         result = run_loadgen(
-            self.url, self.bodies[0], config.rate, config.seconds, config.warmup, self.tmp
+            url, self.bodies[0], config.rate, config.seconds, config.warmup, self.tmp
         )
         self.purge_sink()
         return result

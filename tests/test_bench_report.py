@@ -88,3 +88,25 @@ def test_the_workers_drain_is_also_shown_round_by_round() -> None:
     assert results["ratios"]["worker_to_bare_by_round"] == [0.889, 1.0, 0.922]
     line = next(row for row in table.splitlines() if "ratio worker / bare consumer" in row)
     assert "0.92x of the medians; round by round 0.89x, 1.00x, 0.92x" in line
+
+
+def test_the_compared_process_count_is_shown_at_the_fixed_rate_too_but_not_judged() -> None:
+    # Given the fixed-rate figures of the measured ingress (two processes) and of one process
+    fixed = {"p50_ms": 2.0, "p99_ms": 5.6, "max_ms": 10.0, "achieved_rps": 1000, "non2xx": 0}
+    results: dict[str, Any] = {
+        "config": {"workers": 2, "rate": 1000},
+        "b": {
+            "fixed_rate": {**fixed, "errors": 0},
+            "fixed_rate_compared": {**fixed, "p99_ms": 4.3, "errors": 0, "processes": 1},
+        },
+    }
+
+    # When the report evaluates and renders them
+    evaluate(results)
+    rows = render(results).splitlines()
+
+    # Then both are shown, and the verdict is on the measured ingress's alone
+    measured = next(row for row in rows if "1,000/s (loadgen, 1 body), 2 proc" in row)
+    compared = next(row for row in rows if "1,000/s (loadgen, 1 body), 1 proc (compared)" in row)
+    assert "p99 5.60" in measured and measured.rstrip().endswith("FAIL")
+    assert "p99 4.30" in compared and not compared.rstrip().endswith(("PASS", "FAIL"))
