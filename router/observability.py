@@ -144,7 +144,8 @@ def _buffer_stderr() -> None:
     own, whatever :class:`HotPathLogger` does. Here stderr becomes a line-buffered stream over
     a buffer on the same file descriptor, as it is without that setting: every other line
     still goes out as it is written (after ours), and ours at the end of their turn. The
-    stream replaced is kept, open: it owns the descriptor (``sys.__stderr__`` does not).
+    stream replaced is kept: it may own the descriptor (Python's own ``sys.__stderr__`` does
+    not, a stream a test put there may), and collecting it would close that.
     """
     global _unbuffered_stderr
     raw = getattr(sys.stderr, "buffer", None)
