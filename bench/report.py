@@ -44,7 +44,7 @@ def _ratio(numerator: Any, denominator: Any) -> float | None:
 
 def by_round(node: Any, field: str) -> dict[int, float]:
     """A repeated figure's value in each round that measured it (a failed run has none)."""
-    samples = _get(node, "samples") if isinstance(node, dict) else None
+    samples = _get(node, "samples")
     return {
         s["round"]: s[field]
         for s in samples or []

@@ -544,21 +544,14 @@ class Bench:
         go: list[dict[str, Any]] = []
         for k in range(config.repeat):
             tag = f" (run {k + 1}/{config.repeat})" if config.repeat > 1 else ""
-            # Each sample keeps its round, so that the report can set side by side the runs
-            # of one round, measured within a minute of each other (see report.evaluate).
             if "a" in only:
-                sample = self.attempt("a: bare aio-pika publisher" + tag, self.phase_a)
-                bare.append({**sample, "round": k})
+                bare.append(self.in_round(k, "a: bare aio-pika publisher" + tag, self.phase_a))
             if "b" in only:
-                sample = self.attempt(
-                    "b: ingress at saturation" + tag, functools.partial(self.saturate, k)
-                )
-                ingress.append({**sample, "round": k})
+                saturate = functools.partial(self.saturate, k)
+                ingress.append(self.in_round(k, "b: ingress at saturation" + tag, saturate))
             if "f" in only:
-                sample = self.attempt(
-                    "f: Go at saturation" + tag, functools.partial(self.go_saturate, k)
-                )
-                go.append({**sample, "round": k})
+                go_saturate = functools.partial(self.go_saturate, k)
+                go.append(self.in_round(k, "f: Go at saturation" + tag, go_saturate))
         if "a" in only:
             self.results["a"] = self.merge(bare, ("msgs_per_s", "p50_ms", "p99_ms", "max_ms"))
             self.results["a"]["loop"] = self.client_loop("ingress")
@@ -589,6 +582,11 @@ class Bench:
                 self.go.stop()
             with contextlib.suppress(Exception):
                 run_async(purge(GO_SINK))
+
+    def in_round(self, k: int, label: str, action: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """:meth:`attempt`, its sample marked with round ``k``: the report sets side by side
+        the runs of one round, measured within a minute of each other (report.evaluate)."""
+        return {**self.attempt(label, action), "round": k}
 
     def repeated(
         self, label: str, action: Callable[[], dict[str, Any]], fields: tuple[str, ...]
@@ -791,10 +789,10 @@ class Bench:
         bares: list[dict[str, Any]] = []
         for k in range(config.repeat):
             tag = f" (run {k + 1}/{config.repeat})" if config.repeat > 1 else ""
-            worker = self.attempt(f"d: worker draining {n:,}" + tag, self.drain_worker)
-            workers.append({**worker, "round": k})
-            bare = self.attempt(f"d: bare consumer draining {n:,}" + tag, self.drain_bare)
-            bares.append({**bare, "round": k})
+            workers.append(self.in_round(k, f"d: worker draining {n:,}" + tag, self.drain_worker))
+            bares.append(
+                self.in_round(k, f"d: bare consumer draining {n:,}" + tag, self.drain_bare)
+            )
         return {
             "worker": self.merge(workers, ("msgs_per_s", "seconds")),
             "bare": self.merge(bares, ("msgs_per_s", "seconds")),

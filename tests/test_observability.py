@@ -62,12 +62,10 @@ def _configured(request: pytest.FixtureRequest | None, raw: T) -> Iterator[T]:
     root.setLevel(level)
 
 
-def lines(raw: io.BytesIO) -> list[dict[str, object]]:
-    return [orjson.loads(line) for line in raw.getvalue().splitlines()]
-
-
-def file_lines(path: Path) -> list[dict[str, object]]:
-    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+def lines(written: io.BytesIO | Path) -> list[dict[str, object]]:
+    """The JSON lines written so far, to memory or to a file."""
+    data = written.read_bytes() if isinstance(written, Path) else written.getvalue()
+    return [orjson.loads(line) for line in data.splitlines()]
 
 
 def test_our_events_and_stdlib_records_are_json_lines_stamped_now_in_utc(
@@ -153,14 +151,14 @@ async def test_with_an_unbuffered_stderr_the_hot_paths_lines_still_go_out_when_t
     hot_path.info("webhook", request=2)
 
     # Then neither line is in the file yet, and both are once the turn is over
-    assert file_lines(unbuffered_stderr) == []
+    assert lines(unbuffered_stderr) == []
     await asyncio.sleep(0)
-    assert [line["request"] for line in file_lines(unbuffered_stderr)] == [1, 2]
+    assert [line["request"] for line in lines(unbuffered_stderr)] == [1, 2]
 
     # And any other line still goes out as it is written, after ours
     hot_path.info("webhook", request=3)
     logging.getLogger("aiohttp.test").warning("from the stdlib")
-    assert [line.get("request", line["event"]) for line in file_lines(unbuffered_stderr)] == [
+    assert [line.get("request", line["event"]) for line in lines(unbuffered_stderr)] == [
         1,
         2,
         3,
