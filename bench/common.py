@@ -58,7 +58,9 @@ SEQ = "bench_seq"
 ANCHORS_OUT = Path(os.environ.get("ANCHORS_OUT", "/tmp/anchors"))
 LOADGEN = ANCHORS_OUT / "loadgen"
 GO_INGRESS = ANCHORS_OUT / "go-ingress"
-ANCHORS_BUILD = ROOT.parent / "shared" / "anchors" / "build.sh"
+ANCHORS_BUILD = Path(
+    os.environ.get("ANCHORS_BUILD", ROOT.parent / "shared" / "anchors" / "build.sh")
+)
 #: What the Go reference declares (and purges at start): not in our namespace.
 GO_EXCHANGE = "anchor.events"
 GO_SINK = "anchor.sink"
@@ -66,6 +68,11 @@ GO_SINK = "anchor.sink"
 
 class BenchError(RuntimeError):
     """A measurement could not be made; the message says why."""
+
+
+class Unavailable(BenchError):
+    """A figure needs a tool this machine lacks (the Go anchors, valgrind): it is skipped,
+    where a :class:`BenchError` is a failure."""
 
 
 # -- payloads ---------------------------------------------------------------------------

@@ -11,7 +11,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.common import ANCHORS_BUILD, GO_INGRESS, KEY, LOADGEN, BenchError, bench_env, python_argv
+from bench.common import (
+    ANCHORS_BUILD,
+    GO_INGRESS,
+    KEY,
+    LOADGEN,
+    BenchError,
+    Unavailable,
+    bench_env,
+    python_argv,
+)
 from router.names import SIGNATURE_HEADER
 from router.signing import sign
 
@@ -156,7 +165,7 @@ def run_loadgen(
 ) -> dict[str, Any]:
     """The Go open-loop generator at ``rate``: latency from each request's scheduled moment."""
     if not LOADGEN.exists():
-        raise BenchError(f"{LOADGEN} is not built")
+        raise Unavailable(f"{LOADGEN} is not built")
     body_file = directory / "loadgen-body.json"
     body_file.write_bytes(body)
     argv = [

@@ -163,7 +163,8 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
 
     def failed(section: str, figure: str, node: Any, key: str | None = None) -> bool:
         if isinstance(node, dict) and "error" in node:
-            add(section, figure, f"not measured: {node['error']}", key)
+            why = "skipped" if node.get("unavailable") else "not measured"
+            add(section, figure, f"{why}: {node['error']}", key)
             return True
         return False
 
@@ -341,6 +342,31 @@ def render(results: dict[str, Any]) -> str:
     if notes:
         lines += ["", "notes:"] + [f"  - {note}" for note in notes]
     return "\n".join(lines)
+
+
+def failures(results: dict[str, Any]) -> list[str]:
+    """What the run was asked to measure and could not: each figure that failed, or some of
+    whose repeated runs failed, as ``"b fixed_rate: why"``. A figure whose tool this machine
+    lacks (``unavailable``: the Go anchors, valgrind) is skipped, not failed; a missed target
+    is a figure, not a failure."""
+    found: list[str] = []
+
+    def visit(path: str, node: Any) -> None:
+        if not isinstance(node, dict):
+            return
+        if "error" in node:
+            if not node.get("unavailable"):
+                found.append(f"{path}: {node['error']}")
+            return
+        if node.get("failed_runs"):
+            runs = node["failed_runs"]
+            found.append(f"{path}: {len(runs)} of its runs failed, first: {runs[0]}")
+        for key, child in node.items():
+            visit(f"{path} {key}", child)
+
+    for phase in "abcdefg":
+        visit(phase, results.get(phase))
+    return found
 
 
 def write(results: dict[str, Any], directory: Path, stamp: str) -> list[Path]:

@@ -26,6 +26,11 @@ g. instructions per event, counted by valgrind's callgrind (repeatable where wal
 Every figure uses the same broker and the same realistic signed payloads (all 11 types x 4
 companies, about 1 KiB), in a fresh namespace (``bench-<uuid>``) deleted afterwards. Every
 process it starts it stops; every wait is bounded.
+
+Exit status: 0 when every figure asked for was measured, whatever the targets say; 1 when one
+could not be (the broker unreachable, a run that failed: said on stderr, one line each); a
+figure whose tool is missing (the Go anchors, valgrind) is skipped, not failed; 130 when
+interrupted.
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from yarl import URL
+
 from bench import callgrind, report
 from bench.common import (
     ADMIN_TOKEN,
@@ -64,6 +71,7 @@ from bench.common import (
     BrokerLog,
     ForeignCpu,
     Proc,
+    Unavailable,
     bench_env,
     bind_sink,
     broker_pids,
@@ -402,7 +410,7 @@ class Bench:
     def ensure_go(self) -> Proc:
         if self.go is None or not self.go.alive():
             if self.anchors_problem:
-                raise BenchError(f"the Go reference is not built: {self.anchors_problem}")
+                raise Unavailable(f"the Go reference is not built: {self.anchors_problem}")
             say("starting the Go reference ingress")
             self.go_port = free_port()
             argv = [str(GO_INGRESS), "-port", str(self.go_port), "-key", KEY, "-amqp", AMQP_URL]
@@ -506,7 +514,8 @@ class Bench:
             if not isinstance(error, BenchError):
                 traceback.print_exc()
             text = str(error).strip() or repr(error)
-            return {"error": text.splitlines()[0][:300], "detail": text[:3000]}
+            failure = {"error": text.splitlines()[0][:300], "detail": text[:3000]}
+            return {**failure, "unavailable": True} if isinstance(error, Unavailable) else failure
 
     def run(self) -> None:
         config, only = self.config, self.config.only
@@ -677,7 +686,7 @@ class Bench:
     def fixed_rate(self, url: str | None = None) -> dict[str, Any]:
         """The open-loop fixed rate against ``url`` (by default the measured ingress)."""
         if self.anchors_problem:
-            raise BenchError(f"loadgen is not built: {self.anchors_problem}")
+            raise Unavailable(f"loadgen is not built: {self.anchors_problem}")
         if url is None:
             self.ensure_ingress()
             url = self.url
@@ -914,7 +923,7 @@ class Bench:
         ingress (one process) answering webhooks and the bare publisher publishing as many."""
         problem = callgrind.available()
         if problem:
-            raise BenchError(problem)
+            raise Unavailable(problem)
         count, in_flight = self.config.callgrind_events, 16
         self.set_sink(True)
         out = self.tmp / "callgrind.ingress"
@@ -1078,11 +1087,24 @@ def flag_suspicious(results: dict[str, Any], config: Config, notes: list[str]) -
         )
 
 
+def stopped_by(error: Exception) -> str:
+    """Why the run stopped, in one line; the traceback too (on stderr) where it is not one of
+    the failures the bench expects (a broker that does not answer, a measurement that failed)."""
+    if isinstance(error, ConnectionError):
+        where = URL(AMQP_URL)
+        return f"RabbitMQ at {where.host}:{where.port} did not answer: {error}"
+    if not isinstance(error, BenchError):
+        traceback.print_exc()
+    text = str(error).strip()
+    return text.splitlines()[0] if text else repr(error)
+
+
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
     started = datetime.now(UTC)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     interrupted = False
+    stopped: str | None = None
     with tempfile.TemporaryDirectory(prefix="attentive-bench-") as tmp:
         bench = Bench(config, Path(tmp))
         say(f"namespace {bench.names.prefix}, phases {','.join(config.only)}")
@@ -1092,8 +1114,8 @@ def main(argv: list[str] | None = None) -> int:
             interrupted = True
             bench.notes.append("interrupted: the figures are partial")
         except Exception as error:
-            traceback.print_exc()
-            bench.notes.append(f"the run stopped early: {error}")
+            stopped = stopped_by(error)
+            bench.notes.append(f"the run stopped early: {stopped}")
         finally:
             bench.close()
         results = bench.results
@@ -1138,7 +1160,12 @@ def main(argv: list[str] | None = None) -> int:
     print(report.render(final))
     for path in report.write(final, config.results_dir, stamp):
         print(f"wrote {path}", file=sys.stderr)
-    return 130 if interrupted else 0
+    if interrupted:
+        return 130
+    failed = ([f"the run stopped early: {stopped}"] if stopped else []) + report.failures(final)
+    for failure in failed:
+        print(f"bench: not measured: {failure}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

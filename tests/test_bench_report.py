@@ -1,12 +1,13 @@
 """The benchmark's report (``make bench``): the ingress's ratios to the bare publisher and to
 the Go reference are shown as the ratio of the medians and, with ``--repeat``, round by round,
-each round's runs set side by side."""
+each round's runs set side by side; and what could not be measured is told apart from what was
+skipped for want of a tool."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from bench.report import evaluate, render
+from bench.report import evaluate, failures, render
 
 
 def _rounds(field: str, *values: float | None) -> dict[str, Any]:
@@ -110,3 +111,33 @@ def test_the_compared_process_count_is_shown_at_the_fixed_rate_too_but_not_judge
     compared = next(row for row in rows if "1,000/s (loadgen, 1 body), 1 proc (compared)" in row)
     assert "p99 5.60" in measured and measured.rstrip().endswith("FAIL")
     assert "p99 4.30" in compared and not compared.rstrip().endswith(("PASS", "FAIL"))
+
+
+def test_a_figure_that_failed_is_a_failure_and_one_whose_tool_is_missing_is_not() -> None:
+    # Given a run where one of the ingress's rounds failed, the worker could not be measured,
+    # the Go reference was not built and its target was missed
+    results: dict[str, Any] = {
+        "config": {"workers": 2},
+        "a": {"msgs_per_s": 5_000},
+        "b": {
+            "saturation": {"ok_per_s": 4_000, "non_2xx": 0, "failed_runs": ["wrk failed (1)"]},
+            "fixed_rate": {"error": "loadgen is not built: no build.sh", "unavailable": True},
+        },
+        "d": {"worker": {"error": "the worker did not start"}, "bare": {"msgs_per_s": 7_000}},
+        "f": {"saturation": {"error": "the Go reference is not built", "unavailable": True}},
+    }
+    evaluate(results)
+
+    # When the report lists what could not be measured
+    found = failures(results)
+
+    # Then the failed round and the failed drain are there, the missing tools and the missed
+    # target are not
+    assert found == [
+        "b saturation: 1 of its runs failed, first: wrk failed (1)",
+        "d worker: the worker did not start",
+    ]
+    # and the table says which figures were skipped rather than not measured
+    table = render(results)
+    assert "skipped: loadgen is not built: no build.sh" in table
+    assert "not measured: the worker did not start" in table

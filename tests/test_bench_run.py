@@ -1,0 +1,119 @@
+"""``make bench`` end to end, briefly (``--quick``, a few phases, on the real broker): every
+figure asked for is measured, or skipped where its tool is missing; the exit status says
+whether any could not be; and the broker is left as the run found it. No figure is judged
+here: how fast is the benchmark's business, not the tests'."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import rabbitmqctl, sweep
+
+pytestmark = pytest.mark.broker
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_bench(results: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``python -m bench.run --quick ARGS`` writing its JSON to ``results``."""
+    return subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick", *args, "--results-dir", str(results)],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def names_at_the_broker(prefix: str) -> list[str]:
+    listed = [
+        rabbitmqctl("-q", f"list_{kind}", "name", "--no-table-headers").split()
+        for kind in ("queues", "exchanges")
+    ]
+    return [name for names in listed for name in names if name.startswith(prefix)]
+
+
+@pytest.mark.skipif(not shutil.which("wrk"), reason="needs wrk (scripts/ensure-load-tools.sh)")
+def test_a_quick_run_measures_what_it_was_asked_and_leaves_the_broker_as_it_found_it(
+    tmp_path: Path,
+) -> None:
+    # Given a machine without the Go anchors: nothing built, no build script to build them
+    without_anchors = {
+        "ANCHORS_OUT": str(tmp_path / "anchors"),
+        "ANCHORS_BUILD": str(tmp_path / "no-such-build.sh"),
+    }
+
+    # When a quick run measures the bare publisher, the ingress, the worker's drain and RSS
+    done = run_bench(
+        tmp_path,
+        *("--only", "a,b,d,e", "--seconds", "1", "--warmup", "0.5"),
+        *("--drain-events", "2000", "--rss-events", "5000"),
+        **without_anchors,
+    )
+    results: dict[str, Any] = json.loads((tmp_path / "latest.json").read_text())
+    namespace = results["namespace"]
+    try:
+        # Then it exits 0: every figure it could take, it took
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "bench: not measured" not in done.stderr
+
+        # And each is a real measurement: messages confirmed, webhooks answered 200, deliveries
+        # drained, the ingress's memory read after the events it was asked for
+        assert results["a"]["msgs_per_s"] > 0
+        saturation = results["b"]["saturation"]
+        assert saturation["ok_per_s"] > 0
+        assert (saturation["non_2xx"], saturation["socket_errors"]) == (0, 0)
+        assert results["b"]["saturation_compared"]["ok_per_s"] > 0
+        assert results["d"]["worker"]["msgs_per_s"] > 0
+        assert results["d"]["bare"]["msgs_per_s"] > 0
+        assert results["e"]["answered_200"] >= 5000
+        assert results["e"]["peak_rss_mb"] >= results["e"]["start_rss_mb"] > 0
+
+        # And the fixed rate, which needs the anchors' load generator, is skipped with the reason
+        fixed = results["b"]["fixed_rate"]
+        assert fixed["unavailable"] is True
+        assert "not built" in fixed["error"]
+        assert "skipped: loadgen is not built" in done.stdout
+
+        # And the table judges the ratios it could compute, against their targets
+        judged = {t["key"]: t["result"] for t in results["targets"]}
+        assert judged["ingress_to_bare"] in ("PASS", "FAIL")
+        assert judged["worker_to_bare"] in ("PASS", "FAIL")
+        assert "ratio ingress / bare publisher" in done.stdout
+
+        # And nothing of its namespace is left at the broker
+        assert names_at_the_broker(f"{namespace}.") == []
+    finally:
+        sweep((f"{namespace}.",))
+
+
+def test_a_run_that_cannot_reach_the_broker_exits_1_and_says_why(tmp_path: Path) -> None:
+    # Given a broker address nothing listens on
+    nowhere = "amqp://guest:guest@127.0.0.1:1/"
+
+    # When the bare publisher is to be measured there
+    done = run_bench(tmp_path, "--only", "a", ROUTER_AMQP_URL=nowhere)
+
+    # Then the run fails, saying why in one line, with no traceback to read through
+    assert done.returncode == 1
+    said = [line for line in done.stderr.splitlines() if line.startswith("bench: not measured")]
+    assert said == [
+        "bench: not measured: the run stopped early: RabbitMQ at 127.0.0.1:1 did not answer: "
+        "[Errno 111] Connect call failed ('127.0.0.1', 1)"
+    ]
+    assert "Traceback" not in done.stderr
+
+    # And the report it still wrote says the same
+    results = json.loads((tmp_path / "latest.json").read_text())
+    assert "a" not in results
+    assert any("RabbitMQ at 127.0.0.1:1 did not answer" in note for note in results["notes"])
