@@ -29,8 +29,8 @@ process it starts it stops; every wait is bounded.
 
 Exit status: 0 when every figure asked for was measured, whatever the targets say; 1 when one
 could not be (the broker unreachable, a run that failed: said on stderr, one line each); a
-figure whose tool is missing (the Go anchors, valgrind) is skipped, not failed; 130 when
-interrupted.
+figure whose tool is missing (the Go anchors, valgrind) is skipped, not failed; 2 for wrong
+usage (one line, nothing run); 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -103,6 +103,7 @@ from bench.loads import (
 )
 from consumers.runtime.retry import RetryPolicy
 from router.admin_client import AdminClient
+from router.cli import OneLineParser
 from router.events import EVENT_TYPES
 from router.names import WEBHOOK_PATH, Names
 
@@ -130,8 +131,28 @@ class Config:
     results_dir: Path
 
 
+def _number(kind: type[int] | type[float], fits: Callable[[float], bool], rule: str) -> Any:
+    """An argparse type: a number of ``kind`` that ``fits`` (``rule`` says how)."""
+
+    def number(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not fits(value):
+            raise argparse.ArgumentTypeError(f"must be {rule}, not {text}")
+        return value
+
+    return number
+
+
+COUNT = _number(int, lambda v: v >= 1, ">= 1")
+SECONDS = _number(float, lambda v: v > 0, "> 0")
+SECONDS_OR_NONE = _number(float, lambda v: v >= 0, ">= 0")
+
+
 def parse_args(argv: list[str] | None) -> Config:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m bench.run",
         description="The ingress and worker benchmark suite (see bench/run.py).",
     )
@@ -139,29 +160,31 @@ def parse_args(argv: list[str] | None) -> Config:
     parser.add_argument("--only", default=",".join(PHASES), help="phases to run, e.g. a,b,f")
     parser.add_argument(
         "--workers",
-        type=int,
+        type=COUNT,
         default=None,
         help="ingress processes (serve --workers); default as the README's Sizing advises: one "
         "per core; b also measures one process (or one per core, when --workers is 1) for "
         "comparison",
     )
-    parser.add_argument("--seconds", type=float, help="measured seconds per run (10; quick 2)")
-    parser.add_argument("--warmup", type=float, help="warm-up seconds (2; quick 1)")
+    parser.add_argument("--seconds", type=SECONDS, help="measured seconds per run (10; quick 2)")
+    parser.add_argument("--warmup", type=SECONDS_OR_NONE, help="warm-up seconds (2; quick 1)")
     parser.add_argument(
         "--repeat",
-        type=int,
+        type=COUNT,
         help="rounds of saturation and 1,000/s runs, reported as medians (3, as the issue's "
         "figures; quick 1)",
     )
-    parser.add_argument("--connections", type=int, default=64, help="wrk connections, in flight")
-    parser.add_argument("--rate", type=int, default=1000, help="open-loop events/s (b, c, f)")
-    parser.add_argument("--drain-events", type=int, help="pre-filled events (50,000; quick 5,000)")
-    parser.add_argument("--rss-events", type=int, help="events for RSS (1,000,000; quick 20,000)")
-    parser.add_argument("--rss-max-seconds", type=float, default=1800, help="bound of phase e")
+    parser.add_argument("--connections", type=COUNT, default=64, help="wrk connections, in flight")
+    parser.add_argument("--rate", type=COUNT, default=1000, help="open-loop events/s (b, c, f)")
     parser.add_argument(
-        "--callgrind-events", type=int, help="events counted in g (2,000; quick 400)"
+        "--drain-events", type=COUNT, help="pre-filled events (50,000; quick 5,000)"
     )
-    parser.add_argument("--prefetch", type=int, default=256, help="worker and consumer prefetch")
+    parser.add_argument("--rss-events", type=COUNT, help="events for RSS (1,000,000; quick 20,000)")
+    parser.add_argument("--rss-max-seconds", type=SECONDS, default=1800, help="bound of phase e")
+    parser.add_argument(
+        "--callgrind-events", type=COUNT, help="events counted in g (2,000; quick 400)"
+    )
+    parser.add_argument("--prefetch", type=COUNT, default=256, help="worker and consumer prefetch")
     parser.add_argument(
         "--client-loop",
         choices=["auto", "asyncio", "uvloop"],
@@ -179,8 +202,6 @@ def parse_args(argv: list[str] | None) -> Config:
     workers = args.workers if args.workers is not None else sizing_workers()
     quick = args.quick
     repeat = args.repeat if args.repeat is not None else (1 if quick else 3)
-    if min(workers, repeat, args.connections, args.rate, args.prefetch) < 1:
-        parser.error("--workers, --repeat, --connections, --rate and --prefetch must be >= 1")
     return Config(
         only=only,
         quick=quick,

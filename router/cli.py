@@ -21,7 +21,7 @@ from router.settings import Settings, parse_keys
 PROG = "attentive-router"
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     """argparse, but wrong usage is one line on stderr and exit code 2."""
 
     def error(self, message: str) -> NoReturn:
@@ -29,8 +29,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = OneLineParser(prog=PROG, description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     serve = commands.add_parser("serve", help="run the webhook ingress")
     serve.add_argument("--host", help="address to listen on (ROUTER_HOST, default 0.0.0.0)")
@@ -67,10 +67,10 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_claims_parser(commands)
     from router.deadletters_cli import add_deadletter_parsers
 
-    add_deadletter_parsers(commands, _Parser)
+    add_deadletter_parsers(commands, OneLineParser)
     from router.attentive_cli import add_attentive_parser
 
-    add_attentive_parser(commands, _Parser)
+    add_attentive_parser(commands, OneLineParser)
 
     worker = commands.add_parser("worker", help="run a consumer worker: MODULE:OBJECT")
     worker.add_argument("target", metavar="MODULE:OBJECT", help="e.g. consumers.sms_audit:worker")
@@ -91,7 +91,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _add_claims_parser(commands: Any) -> None:
     claims = commands.add_parser("claims", help="who owns which events (the admin API)")
-    sub = claims.add_subparsers(dest="claims_command", required=True, parser_class=_Parser)
+    sub = claims.add_subparsers(dest="claims_command", required=True, parser_class=OneLineParser)
 
     def admin_options(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--admin-url", help="default ROUTER_ADMIN_URL or http://127.0.0.1:8081")
@@ -221,4 +221,4 @@ def _queues(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["main"]
+__all__ = ["OneLineParser", "main"]

@@ -1,6 +1,7 @@
 """``make bench`` end to end, briefly (``--quick``, a few phases, on the real broker): every
 figure asked for is measured, or skipped where its tool is missing; the exit status says
-whether any could not be; and the broker is left as the run found it. No figure is judged
+whether any could not be; the broker is left as the run found it; and wrong usage is one
+line before anything runs. No figure is judged
 here: how fast is the benchmark's business, not the tests'."""
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ from typing import Any
 import pytest
 
 from tests.conftest import rabbitmqctl, sweep
-
-pytestmark = pytest.mark.broker
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,6 +42,7 @@ def names_at_the_broker(prefix: str) -> list[str]:
     return [name for names in listed for name in names if name.startswith(prefix)]
 
 
+@pytest.mark.broker
 @pytest.mark.skipif(not shutil.which("wrk"), reason="needs wrk (scripts/ensure-load-tools.sh)")
 def test_a_quick_run_measures_what_it_was_asked_and_leaves_the_broker_as_it_found_it(
     tmp_path: Path,
@@ -97,6 +97,7 @@ def test_a_quick_run_measures_what_it_was_asked_and_leaves_the_broker_as_it_foun
         sweep((f"{namespace}.",))
 
 
+@pytest.mark.broker
 def test_a_run_that_cannot_reach_the_broker_exits_1_and_says_why(tmp_path: Path) -> None:
     # Given a broker address nothing listens on
     nowhere = "amqp://guest:guest@127.0.0.1:1/"
@@ -117,3 +118,24 @@ def test_a_run_that_cannot_reach_the_broker_exits_1_and_says_why(tmp_path: Path)
     results = json.loads((tmp_path / "latest.json").read_text())
     assert "a" not in results
     assert any("RabbitMQ at 127.0.0.1:1 did not answer" in note for note in results["notes"])
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--seconds", "-1"], "argument --seconds: must be > 0, not -1"),
+        (["--repeat", "0"], "argument --repeat: must be >= 1, not 0"),
+        (["--drain-events", "many"], "argument --drain-events: not a number: 'many'"),
+        (["--only", "a,x"], "--only takes letters of a,b,c,d,e,f,g"),
+    ],
+)
+def test_wrong_usage_is_one_line_and_runs_nothing(
+    tmp_path: Path, args: list[str], said: str
+) -> None:
+    # When the bench is asked for something it cannot mean
+    done = run_bench(tmp_path / "results", *args)
+
+    # Then it says so in one line, exits 2, and measured nothing (no report written)
+    assert done.returncode == 2
+    assert done.stderr == f"python -m bench.run: {said} (see --help)\n"
+    assert not (tmp_path / "results").exists()
