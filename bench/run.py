@@ -131,7 +131,9 @@ class Config:
     results_dir: Path
 
 
-def _number(kind: type[int] | type[float], fits: Callable[[float], bool], rule: str) -> Any:
+def _number(
+    kind: type[int] | type[float], fits: Callable[[float], bool], rule: str
+) -> Callable[[str], int | float]:
     """An argparse type: a number of ``kind`` that ``fits`` (``rule`` says how)."""
 
     def number(text: str) -> int | float:
@@ -148,7 +150,7 @@ def _number(kind: type[int] | type[float], fits: Callable[[float], bool], rule: 
 
 COUNT = _number(int, lambda v: v >= 1, ">= 1")
 SECONDS = _number(float, lambda v: v > 0, "> 0")
-SECONDS_OR_NONE = _number(float, lambda v: v >= 0, ">= 0")
+SECONDS_OR_ZERO = _number(float, lambda v: v >= 0, ">= 0")
 
 
 def parse_args(argv: list[str] | None) -> Config:
@@ -167,7 +169,7 @@ def parse_args(argv: list[str] | None) -> Config:
         "comparison",
     )
     parser.add_argument("--seconds", type=SECONDS, help="measured seconds per run (10; quick 2)")
-    parser.add_argument("--warmup", type=SECONDS_OR_NONE, help="warm-up seconds (2; quick 1)")
+    parser.add_argument("--warmup", type=SECONDS_OR_ZERO, help="warm-up seconds (2; quick 1)")
     parser.add_argument(
         "--repeat",
         type=COUNT,
