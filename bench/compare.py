@@ -105,7 +105,8 @@ def describe(name: str, results: dict[str, Any]) -> str:
     )
 
 
-#: What makes two runs' figures comparable: the same machine, broker and way of measuring.
+#: What the bench records of the machine (``machine``): where it differs, so does the machine,
+#: and the two runs' figures do not compare.
 MACHINE = ("cores", "cpu", "memory", "kernel")
 #: How a run measured (``config``): a difference is worth saying, not always a flaw.
 SETTINGS = ("workers", "seconds", "repeat", "connections", "rate", "drain_events", "prefetch")
