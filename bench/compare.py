@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.report import figure_at
 from router.cli import OneLineParser
 
 HIGHER, LOWER = "higher", "lower"
@@ -63,11 +64,7 @@ HEADER = ("figure", "before", "after", "after / before", "better")
 
 def value(results: dict[str, Any], path: Sequence[str]) -> float | None:
     """The figure at ``path``, or None where the run lacks it (not run, failed, skipped)."""
-    node: Any = results
-    for key in path:
-        if not isinstance(node, dict) or key not in node:
-            return None
-        node = node[key]
+    node = figure_at(results, *path)
     return float(node) if isinstance(node, int | float) and not isinstance(node, bool) else None
 
 
@@ -112,38 +109,39 @@ MACHINE = ("cores", "cpu", "memory", "kernel")
 SETTINGS = ("workers", "seconds", "repeat", "connections", "rate", "drain_events", "prefetch")
 
 
+def _changed(old: dict[str, Any], new: dict[str, Any], keys: Iterable[str]) -> list[str]:
+    """``"key old -> new"`` for each of ``keys`` whose value differs."""
+    return [
+        f"{key} {old.get(key)} -> {new.get(key)}" for key in keys if old.get(key) != new.get(key)
+    ]
+
+
+def _broker(machine: dict[str, Any]) -> dict[str, Any]:
+    return {"RabbitMQ": machine.get("rabbitmq", {}).get("version")}
+
+
 def differences(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     """What differs between the runs besides their figures: the machine (then they do not
     compare), how they measured, and the versions of the packages on the hot path (what an
     upgrade check is about)."""
     notes = []
     old_machine, new_machine = before.get("machine", {}), after.get("machine", {})
-    moved = [
-        f"{key} {old_machine.get(key)} -> {new_machine.get(key)}"
-        for key in MACHINE
-        if old_machine.get(key) != new_machine.get(key)
-    ]
+    moved = _changed(old_machine, new_machine, MACHINE)
     if moved:
         notes.append(f"different machines ({', '.join(moved)}): their figures do not compare")
-    old_broker = old_machine.get("rabbitmq", {}).get("version")
-    new_broker = new_machine.get("rabbitmq", {}).get("version")
-    if old_broker != new_broker:
-        notes.append(f"RabbitMQ {old_broker} -> {new_broker}")
+    notes += _changed(_broker(old_machine), _broker(new_machine), ["RabbitMQ"])
     if before.get("mode") != after.get("mode"):
         notes.append(
             f"a {before.get('mode')} run against a {after.get('mode')} one: a quick run's "
             "figures come from shorter runs"
         )
-    old_config, new_config = before.get("config", {}), after.get("config", {})
-    for key in SETTINGS:
-        if old_config.get(key) != new_config.get(key):
-            notes.append(
-                f"--{key.replace('_', '-')} {old_config.get(key)} -> {new_config.get(key)}"
-            )
+    options = [
+        {f"--{key.replace('_', '-')}": run.get("config", {}).get(key) for key in SETTINGS}
+        for run in (before, after)
+    ]
+    notes += _changed(options[0], options[1], options[0].keys())
     old_packages, new_packages = old_machine.get("packages", {}), new_machine.get("packages", {})
-    for name in sorted(set(old_packages) | set(new_packages)):
-        if old_packages.get(name) != new_packages.get(name):
-            notes.append(f"{name} {old_packages.get(name)} -> {new_packages.get(name)}")
+    notes += _changed(old_packages, new_packages, sorted(old_packages.keys() | new_packages.keys()))
     return notes
 
 

@@ -27,7 +27,8 @@ TARGETS = (
 )
 
 
-def _get(results: dict[str, Any], *path: str) -> Any:
+def figure_at(results: Any, *path: str) -> Any:
+    """What ``results`` holds at ``path``, or None where any step of it is missing."""
     node: Any = results
     for key in path:
         if not isinstance(node, dict) or key not in node:
@@ -44,7 +45,7 @@ def _ratio(numerator: Any, denominator: Any) -> float | None:
 
 def by_round(node: Any, field: str) -> dict[int, float]:
     """A repeated figure's value in each round that measured it (a failed run has none)."""
-    samples = _get(node, "samples")
+    samples = figure_at(node, "samples")
     return {
         s["round"]: s[field]
         for s in samples or []
@@ -67,35 +68,36 @@ def round_ratios(numerator: dict[int, float], denominator: dict[int, float]) -> 
 
 def evaluate(results: dict[str, Any]) -> None:
     """Add ``ratios`` and ``targets`` (value, target, PASS / FAIL / n/a) to ``results``."""
-    ingress = _get(results, "b", "saturation", "ok_per_s")
+    ingress = figure_at(results, "b", "saturation", "ok_per_s")
     values: dict[str, float | None] = {
-        "ingress_to_bare": _ratio(ingress, _get(results, "a", "msgs_per_s")),
-        "ingress_to_go": _ratio(ingress, _get(results, "f", "saturation", "ok_per_s")),
-        "ingress_p99_fixed_ms": _get(results, "b", "fixed_rate", "p99_ms"),
-        "e2e_p99_ms": _get(results, "c", "p99_ms"),
+        "ingress_to_bare": _ratio(ingress, figure_at(results, "a", "msgs_per_s")),
+        "ingress_to_go": _ratio(ingress, figure_at(results, "f", "saturation", "ok_per_s")),
+        "ingress_p99_fixed_ms": figure_at(results, "b", "fixed_rate", "p99_ms"),
+        "e2e_p99_ms": figure_at(results, "c", "p99_ms"),
         "worker_to_bare": _ratio(
-            _get(results, "d", "worker", "msgs_per_s"), _get(results, "d", "bare", "msgs_per_s")
+            figure_at(results, "d", "worker", "msgs_per_s"),
+            figure_at(results, "d", "bare", "msgs_per_s"),
         ),
-        "ingress_peak_rss_mb": _get(results, "e", "peak_rss_mb"),
+        "ingress_peak_rss_mb": figure_at(results, "e", "peak_rss_mb"),
     }
     results["ratios"] = {
         k: v
         for k, v in values.items()
         if k in ("ingress_to_bare", "ingress_to_go", "worker_to_bare")
     }
-    ingress_runs = by_round(_get(results, "b", "saturation"), "ok_per_s")
+    ingress_runs = by_round(figure_at(results, "b", "saturation"), "ok_per_s")
     results["ratios"]["ingress_to_bare_by_round"] = round_ratios(
-        ingress_runs, by_round(_get(results, "a"), "msgs_per_s")
+        ingress_runs, by_round(figure_at(results, "a"), "msgs_per_s")
     )
     results["ratios"]["ingress_to_go_by_round"] = round_ratios(
-        ingress_runs, by_round(_get(results, "f", "saturation"), "ok_per_s")
+        ingress_runs, by_round(figure_at(results, "f", "saturation"), "ok_per_s")
     )
     results["ratios"]["worker_to_bare_by_round"] = round_ratios(
-        by_round(_get(results, "d", "worker"), "msgs_per_s"),
-        by_round(_get(results, "d", "bare"), "msgs_per_s"),
+        by_round(figure_at(results, "d", "worker"), "msgs_per_s"),
+        by_round(figure_at(results, "d", "bare"), "msgs_per_s"),
     )
     results["ratios"]["ingress_to_bare_instructions"] = _ratio(
-        _get(results, "g", "ingress_per_event"), _get(results, "g", "bare_per_message")
+        figure_at(results, "g", "ingress_per_event"), figure_at(results, "g", "bare_per_message")
     )
     results["targets"] = [
         {
@@ -123,11 +125,11 @@ def _n(value: Any, digits: int = 0) -> str:
 
 def _lat(node: Any, keys: tuple[str, ...] = ("p50_ms", "p99_ms")) -> str:
     names = {"p50_ms": "p50", "p99_ms": "p99", "max_ms": "max"}
-    return " / ".join(f"{names[k]} {_n(_get(node, k), 2)}" for k in keys) + " ms"
+    return " / ".join(f"{names[k]} {_n(figure_at(node, k), 2)}" for k in keys) + " ms"
 
 
 def _spread(node: Any, field: str, digits: int = 0) -> str:
-    samples = _get(node, "samples") or []
+    samples = figure_at(node, "samples") or []
     values = [s[field] for s in samples if isinstance(s, dict) and field in s]
     if len(values) < 2:
         return ""
@@ -136,7 +138,7 @@ def _spread(node: Any, field: str, digits: int = 0) -> str:
 
 def _cpu(node: Any, rate_field: str) -> str:
     """Where the CPU went during a saturation run: cores per program and µs per event."""
-    samples = _get(node, "samples") or [node]
+    samples = figure_at(node, "samples") or [node]
     cpu = samples[0].get("cpu_cores") if isinstance(samples[0], dict) else None
     rate = samples[0].get(rate_field) if isinstance(samples[0], dict) else None
     if not cpu or not isinstance(rate, int | float) or rate <= 0:
@@ -229,7 +231,7 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                 f"lost {c.get('lost')}"
             )
             add("c", figure, value, "e2e_p99_ms")
-            http = _get(c, "sender", "http")
+            http = figure_at(c, "sender", "http")
             if isinstance(http, dict):
                 add(
                     "c",
@@ -307,9 +309,9 @@ def _fixed_rate(node: dict[str, Any]) -> str:
 
 
 def _ratio_text(results: dict[str, Any], key: str) -> str:
-    value = _get(results, "ratios", key)
+    value = figure_at(results, "ratios", key)
     text = f"{value:.2f}x" if isinstance(value, int | float) else "-"
-    rounds = _get(results, "ratios", key + "_by_round") or []
+    rounds = figure_at(results, "ratios", key + "_by_round") or []
     if len(rounds) > 1:
         text += f" of the medians; round by round {', '.join(f'{r:.2f}x' for r in rounds)}"
     return text

@@ -536,8 +536,8 @@ class Bench:
             say(f"{label}: FAILED: {error}")
             if not isinstance(error, BenchError):
                 traceback.print_exc()
-            text = str(error).strip() or repr(error)
-            failure = {"error": text.splitlines()[0][:300], "detail": text[:3000]}
+            detail = str(error).strip() or repr(error)
+            failure = {"error": one_line(error)[:300], "detail": detail[:3000]}
             return {**failure, "unavailable": True} if isinstance(error, Unavailable) else failure
 
     def run(self) -> None:
@@ -1118,6 +1118,11 @@ def stopped_by(error: Exception) -> str:
         return f"RabbitMQ at {where.host}:{where.port} did not answer: {error}"
     if not isinstance(error, BenchError):
         traceback.print_exc()
+    return one_line(error)
+
+
+def one_line(error: BaseException) -> str:
+    """The first line of what ``error`` says (its repr when it says nothing)."""
     text = str(error).strip()
     return text.splitlines()[0] if text else repr(error)
 
