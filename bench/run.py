@@ -1017,7 +1017,7 @@ class Bench:
             "rabbitmq": rabbitmq,
             "packages": {
                 name: package_version(name)
-                for name in ("aiohttp", "aio-pika", "aiormq", "orjson", "uvloop")
+                for name in ("aiohttp", "httptools", "aio-pika", "aiormq", "orjson", "uvloop")
             },
             "wrk": (wrk.stdout or wrk.stderr).strip().splitlines()[0:1],
             "loadavg_before": loadavg(),

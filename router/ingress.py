@@ -1,32 +1,33 @@
-"""The ingress: an aiohttp app that verifies Attentive webhooks and publishes them durably.
+"""The ingress: verifies Attentive webhooks and publishes them durably.
 
-``create_app(settings)`` builds it; the broker connection lives in ``cleanup_ctx`` so
-start-up and shutdown are symmetric. Every answer follows one rule: 2xx only once
-RabbitMQ has confirmed the persistent message, 503 with Retry-After whenever it has not.
-``serve`` hands webhooks to the :class:`Receiver` before the app's router
-(:func:`webhooks_first`); the app routes everything else, and both ways are observed alike.
+``create_app(settings)`` builds the aiohttp application that holds the ingress's parts
+(settings, verifier, broker, metrics and the :class:`Receiver`) and the broker connection's
+life (``cleanup_ctx``, so start-up and shutdown are symmetric). ``serve`` runs it on
+:mod:`router.http1` connections, which hand every request to :meth:`Receiver.handle`.
+
+Every answer follows one rule: 2xx only once RabbitMQ has confirmed the persistent message,
+503 with Retry-After whenever it has not.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
+from urllib.parse import unquote
 
 import orjson
 import structlog
 from aiohttp import web
-from aiohttp.hdrs import EXPECT
-from aiohttp.typedefs import Handler as AppHandler
 
 from router.amqp_frames import Properties
 from router.broker import Broker
 from router.errors import PublishFailed
 from router.events import Event, Unusable, parse
+from router.http1 import Answer, Refusal, Request
 from router.metrics import CONTENT_TYPE, Metrics, Outcome
 from router.names import (
     CLOUDEVENTS_PREFIX,
@@ -46,10 +47,6 @@ log = structlog.get_logger("router.ingress")
 #: The ``webhook`` line, one per request.
 request_log = HotPathLogger("router.ingress")
 
-#: A request handler the server calls (the app's own dispatch, or :func:`webhooks_first`).
-Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
-R = TypeVar("R", bound=web.BaseRequest)
-
 SETTINGS = web.AppKey("settings", Settings)
 BROKER = web.AppKey("broker", Broker)
 METRICS = web.AppKey("metrics", Metrics)
@@ -61,31 +58,25 @@ _CE_TYPE = f"{CLOUDEVENTS_PREFIX}type"
 _CE_SOURCE = f"{CLOUDEVENTS_PREFIX}source"
 _CE_TIME = f"{CLOUDEVENTS_PREFIX}time"
 
+_SIGNATURE = SIGNATURE_HEADER.encode()
+_COMPANY_URLS = WEBHOOK_PATH + "/"
+#: The endpoints that are not webhooks: answered, never logged or counted as webhooks.
+_PROBES = ("/healthz", "/readyz", "/metrics")
 
-@dataclass(slots=True)
-class _Record:
-    """What one webhook request came to: logged and counted by :func:`_observe`."""
-
-    outcome: Outcome
-    fields: dict[str, Any] = field(default_factory=dict)
-
-
-_RECORD = web.RequestKey("record", _Record)
-
-#: Outcomes of the HTTP errors aiohttp raises itself (unknown path, wrong method, body too big).
-_OUTCOME_BY_STATUS = {
-    400: Outcome.BAD_REQUEST,
-    404: Outcome.NOT_FOUND,
-    405: Outcome.METHOD_NOT_ALLOWED,
-    408: Outcome.TIMEOUT,
-    413: Outcome.TOO_LARGE,
+#: Outcomes and error bodies of the requests the connection refused (router.http1).
+_REFUSED = {
+    Refusal.BAD_REQUEST: (Outcome.BAD_REQUEST, "bad request"),
+    Refusal.TIMEOUT: (Outcome.TIMEOUT, "request timeout"),
+    Refusal.TOO_LARGE: (Outcome.TOO_LARGE, "request entity too large"),
+    Refusal.UNSUPPORTED_ENCODING: (Outcome.BAD_REQUEST, "unsupported content encoding"),
+    Refusal.HEAD_TOO_LARGE: (Outcome.BAD_REQUEST, "request header fields too large"),
 }
 
 
 def create_app(settings: Settings, *, connection_name: str = "attentive-router") -> web.Application:
-    """The ingress application for ``settings`` (which must carry at least one signing key)."""
+    """The ingress's parts for ``settings`` (which must carry at least one signing key)."""
     settings.require_signing_keys()
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[_observe])
+    app = web.Application()
     app[SETTINGS] = settings
     app[VERIFIER] = Verifier(settings.signing_keys)
     app[BROKER] = broker = Broker(
@@ -96,37 +87,9 @@ def create_app(settings: Settings, *, connection_name: str = "attentive-router")
     )
     app[METRICS] = Metrics()
     app[METRICS].in_flight.set_function(lambda: broker.in_flight)  # read when scraped
-    app[RECEIVER] = receiver = Receiver(settings, app[VERIFIER], broker, app[METRICS])
+    app[RECEIVER] = Receiver(settings, app[VERIFIER], broker, app[METRICS])
     app.cleanup_ctx.append(_broker_lifecycle)
-    app.router.add_post(WEBHOOK_PATH, receiver.receive)
-    app.router.add_post(WEBHOOK_PATH + "/{company_id}", receiver.receive_for_company)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
     return app
-
-
-def webhooks_first(app: web.Application, routed: Handler) -> Handler:
-    """The server's request handler: webhooks to :data:`WEBHOOK_PATH` go straight to the
-    receiver, everything else through the app (``routed``: its router and middleware).
-
-    Same outcome, logged and counted the same way (:func:`_observed`), for about 11 % less
-    CPU per webhook: the app's generic dispatch (route lookup, middleware chain, its event
-    loop lookup) is skipped (README, Performance). A request with ``Expect`` takes the app's
-    way, which answers ``100 Continue``; so do the per-company URLs.
-    """
-    receiver = app[RECEIVER]
-
-    async def handle(request: web.BaseRequest) -> web.StreamResponse:
-        if (
-            request.method == "POST"
-            and request.path == WEBHOOK_PATH
-            and EXPECT not in request.headers
-        ):
-            return await _observed(request, receiver.receive, receiver.metrics)
-        return await routed(request)
-
-    return handle
 
 
 async def _broker_lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -136,38 +99,97 @@ async def _broker_lifecycle(app: web.Application) -> AsyncIterator[None]:
     await broker.close()
 
 
-# -- handlers ---------------------------------------------------------------------------
+@dataclass(slots=True)
+class _Record:
+    """What one webhook request came to: logged and counted by :meth:`Receiver.handle`."""
+
+    outcome: Outcome
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+#: An answer, and its record when the request was a webhook (or a refused request).
+_Reply = tuple[Answer, _Record | None]
 
 
 @dataclass(frozen=True, slots=True)
 class Receiver:
-    """Receives webhooks: verify, parse, publish, then answer. It holds what a request needs,
-    so neither the app's route nor :func:`webhooks_first` looks anything up per request."""
+    """Answers the webhook listener's requests: webhooks are verified, parsed, published,
+    then answered. It holds what a request needs, so nothing is looked up per request."""
 
     settings: Settings
     verifier: Verifier
     broker: Broker
     metrics: Metrics
 
-    async def receive_for_company(self, request: web.Request) -> web.Response:
-        """POST /webhooks/attentive/{company_id}: only that company's events (else 403)."""
-        return await self.receive(request, request.match_info["company_id"])
+    async def handle(self, request: Request) -> Answer:
+        """Route ``request``, answer it, and log and count it once if it is no probe."""
+        started = time.perf_counter()
+        try:
+            webhook = request.raw_path == WEBHOOK_PATH and request.method == "POST"
+            if webhook and request.refusal is None:
+                answer, record = await self.receive(request)
+            else:
+                answer, record = await self._route(request)
+        except Exception:
+            log.exception("unhandled_error", path=request.path, method=request.method)
+            answer, record = Answer(500, b'{"error":"internal error"}'), _Record(Outcome.ERROR)
+        if record is not None:
+            self.metrics.request_outcomes[record.outcome].inc()
+            request_log.info(
+                "webhook",
+                outcome=record.outcome.value,
+                status=answer.status,
+                method=request.method,
+                path=request.path,
+                latency_ms=round((time.perf_counter() - started) * 1000, 3),
+                **record.fields,
+            )
+        return answer
 
-    async def receive(
-        self, request: web.BaseRequest, path_company: str | None = None
-    ) -> web.Response:
-        """POST /webhooks/attentive (``path_company``: the company its URL names, if any)."""
-        body = await _read_body(request, self.settings.body_timeout)
-        if not self.verifier.verify(body, request.headers.get(SIGNATURE_HEADER)):
-            return _answer(request, Outcome.UNAUTHORIZED, 401, {"error": "unauthorized"})
+    async def _route(self, request: Request) -> _Reply:
+        """Whatever is not a POST to the universal webhook URL."""
+        path, method = request.raw_path, request.method
+        if request.refusal is not None:
+            outcome, error = _REFUSED[request.refusal]
+            return _answer(outcome, int(request.refusal), {"error": error})
+        if path.startswith(_COMPANY_URLS):
+            company = path[len(_COMPANY_URLS) :]
+            if company and "/" not in company:
+                if method != "POST":
+                    return _not_allowed("POST")
+                return await self.receive(request, unquote(company))
+        elif path == WEBHOOK_PATH:
+            return _not_allowed("POST")
+        elif path in _PROBES:
+            if method not in ("GET", "HEAD"):
+                return _not_allowed("GET, HEAD")
+            return self._probe(path), None
+        return _answer(Outcome.NOT_FOUND, 404, {"error": "not found"})
+
+    def _probe(self, path: str) -> Answer:
+        broker = self.broker
+        if path == "/healthz":  # the process is alive
+            return Answer(200, b'{"status":"alive"}')
+        if path == "/readyz":  # 200 only while publishing can succeed
+            ready = broker.ready
+            state = {"status": "ready" if ready else "not ready"}
+            state |= {"connected": broker.connected, "blocked": broker.blocked}  # type: ignore[dict-item]
+            return Answer(200 if ready else 503, orjson.dumps(state))
+        self.metrics.broker_ready.set(1 if broker.ready else 0)  # /metrics: Prometheus text
+        return Answer(200, self.metrics.render(), content_type=CONTENT_TYPE)
+
+    async def receive(self, request: Request, path_company: str | None = None) -> _Reply:
+        """A webhook (``path_company``: the company its URL names, if any)."""
+        body = request.body
+        if not self.verifier.verify(body, request.header(_SIGNATURE)):
+            return _answer(Outcome.UNAUTHORIZED, 401, {"error": "unauthorized"})
 
         match parse(body):
             case Unusable(reason=reason, message_id=mid):
-                return await self._quarantine(request, body, reason, mid)
+                return await self._quarantine(request, reason, mid)
             case Event() as event:
                 if path_company is not None and path_company != event.company_id:
                     return _answer(
-                        request,
                         Outcome.FORBIDDEN,
                         403,
                         {
@@ -182,10 +204,9 @@ class Receiver:
                 try:
                     await self._confirmed(publishing)
                 except PublishFailed as error:
-                    return self._unavailable(request, error, event)
+                    return self._unavailable(error, event)
                 self.metrics.count_published(event.type, event.known)
                 return _answer(
-                    request,
                     Outcome.ACCEPTED,
                     200,
                     {"status": "accepted", "message_id": event.message_id, "type": event.type},
@@ -196,9 +217,7 @@ class Receiver:
                 )
         raise AssertionError("parse() returns an Event or an Unusable")  # pragma: no cover
 
-    async def _quarantine(
-        self, request: web.BaseRequest, body: bytes, reason: str, message_id: str
-    ) -> web.Response:
+    async def _quarantine(self, request: Request, reason: str, message_id: str) -> _Reply:
         """Park an authentic but unusable body, raw, in the invalid queue; 202 once confirmed."""
         received_ms = _now_ms()
         properties = Properties(
@@ -213,13 +232,12 @@ class Receiver:
         )
         queue = self.settings.names.invalid_queue
         try:
-            await self._confirmed(self.broker.publish_to_queue(queue, body, properties))
+            await self._confirmed(self.broker.publish_to_queue(queue, request.body, properties))
         except PublishFailed as error:
-            return self._unavailable(request, error, None, message_id=message_id)
+            return self._unavailable(error, None, message_id=message_id)
         self.metrics.quarantined.labels(reason).inc()
         log.warning("webhook_quarantined", reason=reason, message_id=message_id, queue=queue)
         return _answer(
-            request,
             Outcome.QUARANTINED,
             202,
             {"status": "quarantined", "reason": reason, "message_id": message_id, "queue": queue},
@@ -235,53 +253,23 @@ class Receiver:
         finally:
             self.metrics.confirm_seconds.observe(time.perf_counter() - started)
 
-    def _unavailable(
-        self, request: web.BaseRequest, error: PublishFailed, event: Event | None, **fields: Any
-    ) -> web.Response:
+    def _unavailable(self, error: PublishFailed, event: Event | None, **fields: Any) -> _Reply:
         if event is not None:
             fields.update(
                 event_type=event.type, company_id=event.company_id, message_id=event.message_id
             )
         retry_after = self.settings.retry_after
         return _answer(
-            request,
             Outcome.UNAVAILABLE,
             503,
             {"error": "unavailable", "reason": str(error), "retry_after": retry_after},
-            headers={"Retry-After": str(retry_after)},
+            headers=(("Retry-After", str(retry_after)),),
             error=str(error),
             **fields,
         )
 
 
 RECEIVER = web.AppKey("receiver", Receiver)
-
-
-async def _read_body(request: web.BaseRequest, timeout: float) -> bytes:
-    """The whole body, within ``timeout`` seconds of the headers.
-
-    Over ``client_max_size`` aiohttp raises 413. A body that does not arrive in time gets 408
-    (a slow client holds no handler for long); one aiohttp cannot read (a broken chunked
-    encoding, gzip or deflate that does not decompress) gets 400, not 500; so does a client
-    that hung up half-way (it hears nothing: that is no server error to log and count).
-    """
-    refusal: web.HTTPException
-    try:
-        if request.content.is_eof():  # all of it came with the headers: no timer needed
-            return await request.read()
-        async with asyncio.timeout(timeout):
-            return await request.read()
-    except TimeoutError:
-        log.warning("webhook_body_timeout", path=request.path, timeout=timeout)
-        refusal = web.HTTPRequestTimeout()
-    except web.RequestPayloadError as error:
-        log.warning("webhook_body_unreadable", path=request.path, error=str(error))
-        refusal = web.HTTPBadRequest()
-    except ConnectionResetError:
-        log.info("webhook_client_gone", path=request.path)
-        refusal = web.HTTPBadRequest()
-    refusal.force_close()  # the rest of this body is not read: the connection cannot be reused
-    raise refusal
 
 
 def _properties(event: Event) -> Properties:
@@ -310,113 +298,39 @@ def _utc_second(second: int) -> str:
     return datetime.fromtimestamp(second, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
-def _declared_content_type(request: web.BaseRequest) -> str:
+def _declared_content_type(request: Request) -> str:
     """The client's media type, when an AMQP ``content_type`` (a short string) can carry it."""
-    declared = request.content_type
+    header = request.header(b"content-type") or "application/octet-stream"
+    declared = header.partition(";")[0].strip().lower()
     fits = declared.isascii() and declared.isprintable() and 0 < len(declared) <= 255
     return declared if fits else "application/octet-stream"
 
 
-async def healthz(request: web.Request) -> web.Response:
-    """GET /healthz: the process is alive."""
-    return web.json_response({"status": "alive"}, dumps=_dumps)
-
-
-async def readyz(request: web.Request) -> web.Response:
-    """GET /readyz: 200 only while publishing can succeed (connected, topology up, unblocked)."""
-    broker = request.app[BROKER]
-    ready = broker.ready
-    state = {"status": "ready" if ready else "not ready"}
-    state |= {"connected": broker.connected, "blocked": broker.blocked}  # type: ignore[dict-item]
-    return web.json_response(state, status=200 if ready else 503, dumps=_dumps)
-
-
-async def metrics(request: web.Request) -> web.Response:
-    """GET /metrics: Prometheus text format."""
-    app = request.app
-    app[METRICS].broker_ready.set(1 if app[BROKER].ready else 0)
-    return web.Response(body=app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE})
-
-
-# -- answers, logs and counts ---------------------------------------------------------------
+# -- answers ---------------------------------------------------------------------------------
 
 
 def _answer(
-    request: web.BaseRequest,
     outcome: Outcome,
     status: int,
     payload: dict[str, Any],
     *,
-    headers: dict[str, str] | None = None,
+    headers: tuple[tuple[str, str], ...] = (),
     **fields: Any,
-) -> web.Response:
-    request[_RECORD] = _Record(outcome, fields)
-    return web.Response(
-        body=orjson.dumps(payload), status=status, content_type="application/json", headers=headers
+) -> _Reply:
+    return Answer(status, orjson.dumps(payload), headers=headers), _Record(outcome, fields)
+
+
+def _not_allowed(allow: str) -> _Reply:
+    return _answer(
+        Outcome.METHOD_NOT_ALLOWED,
+        405,
+        {"error": "method not allowed"},
+        headers=(("Allow", allow),),
     )
-
-
-@web.middleware
-async def _observe(request: web.Request, handler: AppHandler) -> web.StreamResponse:
-    """The app's middleware: what it routes is observed like a direct webhook."""
-    return await _observed(request, handler, request.app[METRICS])
-
-
-async def _observed(
-    request: R, handler: Callable[[R], Awaitable[web.StreamResponse]], metrics: Metrics
-) -> web.StreamResponse:
-    """Turn aiohttp's HTTP errors into JSON, then log and count every webhook request once."""
-    started = time.perf_counter()
-    try:
-        response = await handler(request)
-    except web.HTTPException as error:
-        if _RECORD not in request and (outcome := _OUTCOME_BY_STATUS.get(error.status)):
-            request[_RECORD] = _Record(outcome)
-        response = web.Response(
-            body=orjson.dumps({"error": error.reason.lower()}),
-            status=error.status,
-            content_type="application/json",
-            headers={k: v for k, v in error.headers.items() if k.lower() == "allow"},
-        )
-        if error.keep_alive is False:
-            response.force_close()
-    except Exception:
-        log.exception("unhandled_error", path=request.path, method=request.method)
-        request[_RECORD] = _Record(Outcome.ERROR)
-        response = web.Response(
-            body=b'{"error":"internal error"}', status=500, content_type="application/json"
-        )
-    record = request.get(_RECORD)
-    if record is not None:
-        metrics.request_outcomes[record.outcome].inc()
-        request_log.info(
-            "webhook",
-            outcome=record.outcome.value,
-            status=response.status,
-            method=request.method,
-            path=request.path,
-            latency_ms=round((time.perf_counter() - started) * 1000, 3),
-            **record.fields,
-        )
-    return response
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _dumps(obj: Any) -> str:
-    return orjson.dumps(obj).decode()
-
-
-__all__ = [
-    "BROKER",
-    "METRICS",
-    "RECEIVER",
-    "SETTINGS",
-    "WEBHOOK_PATH",
-    "Handler",
-    "Receiver",
-    "create_app",
-    "webhooks_first",
-]
+__all__ = ["BROKER", "METRICS", "RECEIVER", "SETTINGS", "WEBHOOK_PATH", "Receiver", "create_app"]

@@ -19,11 +19,10 @@ from typing import Any
 
 import structlog
 from aiohttp import web
-from aiohttp.streams import StreamReader
-from aiohttp.web_protocol import RequestHandler
 
 from router.admin import create_admin_app
-from router.ingress import Handler, create_app, webhooks_first
+from router.http1 import HttpServer, Limits
+from router.ingress import RECEIVER, create_app
 from router.loop import freeze_startup_heap, run_loop
 from router.observability import configure_logging
 from router.settings import Settings
@@ -37,103 +36,36 @@ SHUTDOWN_TIMEOUT = 15.0
 def ingress_runner(
     settings: Settings, *, connection_name: str = "attentive-router"
 ) -> web.AppRunner:
-    """The runner of the webhook listener: the ingress app (whose handler gives a body
-    ``settings.body_timeout``), on connections that must send each request's line and headers
-    within ``settings.header_timeout`` (see :class:`_HeadDeadlineHandler`)."""
+    """The runner of the webhook listener: the ingress app's receiver answering on
+    :mod:`router.http1` connections with the limits and timers of ``settings``."""
     return IngressRunner(
         create_app(settings, connection_name=connection_name),
-        header_timeout=settings.header_timeout,
-        access_log=None,
+        limits=limits_of(settings),
         shutdown_timeout=SHUTDOWN_TIMEOUT,
     )
 
 
-class IngressRunner(web.AppRunner):
-    """An AppRunner for the ingress app: webhooks go to its receiver first
-    (:func:`~router.ingress.webhooks_first`), on :class:`_HeadDeadlineHandler` connections."""
+def limits_of(settings: Settings) -> Limits:
+    """The connections' limits and timers that ``settings`` set."""
+    return Limits(
+        max_body_bytes=settings.max_body_bytes,
+        head_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
+        keepalive_timeout=settings.keepalive_timeout,
+    )
 
-    def __init__(self, app: web.Application, *, header_timeout: float, **kwargs: Any) -> None:
+
+class IngressRunner(web.AppRunner):
+    """An AppRunner that starts and stops the ingress app as aiohttp does, but serves it with
+    :class:`~router.http1.HttpServer`: every request goes to the app's receiver."""
+
+    def __init__(self, app: web.Application, *, limits: Limits, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
-        self._header_timeout = header_timeout
+        self._limits = limits
 
     async def _make_server(self) -> web.Server:
-        made = await super()._make_server()
-        handler = webhooks_first(self.app, made.request_handler)
-        return _HeadDeadlineServer(made, handler, self._header_timeout)
-
-
-class _HeadDeadlineServer(web.Server):
-    """The server aiohttp made for the app, with another request handler, making connections
-    with a head deadline."""
-
-    def __init__(self, made: web.Server, handler: Handler, header_timeout: float) -> None:
-        super().__init__(
-            handler,
-            request_factory=made.request_factory,
-            handler_cancellation=made.handler_cancellation,
-            loop=made._loop,
-            **made._kwargs,
-        )
-        self._header_timeout = header_timeout
-
-    def __call__(self) -> RequestHandler:
-        return _HeadDeadlineHandler(
-            self, loop=self._loop, header_timeout=self._header_timeout, **self._kwargs
-        )
-
-
-class _HeadDeadlineHandler(RequestHandler):
-    """aiohttp's connection, closed when a request head arrives too slowly (slowloris).
-
-    aiohttp has no header or body timeout. Its one timer, ``keepalive_timeout`` (3630 s by
-    default), closes a connection that has not delivered a complete request head that long
-    after it opened or after its last answer; lowering it would also close the idle pooled
-    connections of a proxy in front (nginx keeps them 60 s). Here a connection must deliver
-    a complete head within ``header_timeout`` of being opened, and each later request within
-    ``header_timeout`` of its first byte, or it is closed; idle time between requests is left
-    to keepalive_timeout. Bodies are the webhook handler's (``ROUTER_BODY_TIMEOUT``).
-
-    It relies on RequestHandler internals (``_request_count``, ``_messages``); the slow-client
-    tests in tests/test_hostile_input.py fail if they change.
-    """
-
-    def __init__(self, manager: web.Server, *, header_timeout: float, **kwargs: Any) -> None:
-        super().__init__(manager, **kwargs)
-        self._header_timeout = header_timeout
-        self._head_deadline: asyncio.TimerHandle | None = None
-        #: The body of the latest request whose head arrived: until its end, bytes are body.
-        self._latest_body: StreamReader | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self._arm_head_deadline()
-
-    def data_received(self, data: bytes) -> None:
-        heads = self._request_count
-        super().data_received(data)
-        if self._request_count != heads:  # a complete head (or a malformed one, answered 400)
-            self._disarm_head_deadline()
-            self._latest_body = self._messages[-1][1] if self._messages else None
-        elif data and (self._latest_body is None or self._latest_body.is_eof()):
-            self._arm_head_deadline()  # the first bytes of the next request's head
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self._disarm_head_deadline()
-        super().connection_lost(exc)
-
-    def _arm_head_deadline(self) -> None:
-        if self._head_deadline is None:
-            self._head_deadline = self._loop.call_later(self._header_timeout, self._head_late)
-
-    def _disarm_head_deadline(self) -> None:
-        if self._head_deadline is not None:
-            self._head_deadline.cancel()
-            self._head_deadline = None
-
-    def _head_late(self) -> None:
-        self._head_deadline = None
-        log.info("request_head_timeout", peer=str(self.peername), timeout=self._header_timeout)
-        self.force_close()
+        await super()._make_server()  # the app's start-up: the broker begins connecting
+        return HttpServer(self.app[RECEIVER].handle, self._limits)
 
 
 async def _stop_when_orphaned(parent: int, stop: asyncio.Event) -> None:
@@ -223,4 +155,4 @@ async def serve(
             await runner.cleanup()
 
 
-__all__ = ["IngressRunner", "ingress_runner", "run", "serve"]
+__all__ = ["IngressRunner", "ingress_runner", "limits_of", "run", "serve"]

@@ -43,6 +43,9 @@ class Settings:
     header_timeout: float = 10.0
     #: Seconds a client may take to send a webhook's body once its headers arrived; 408 after.
     body_timeout: float = 30.0
+    #: Seconds a kept-alive connection may sit idle after an answer before it is closed (keep
+    #: it above the idle timeout of a proxy's connection pool in front: nginx's is 60 s).
+    keepalive_timeout: float = 75.0
     #: Prefix of every exchange and queue name (see :class:`router.names.Names`).
     namespace: str = "attentive"
     log_format: LogFormat = "auto"
@@ -84,6 +87,7 @@ class Settings:
             ("ROUTER_CONFIRM_TIMEOUT", self.confirm_timeout),
             ("ROUTER_HEADER_TIMEOUT", self.header_timeout),
             ("ROUTER_BODY_TIMEOUT", self.body_timeout),
+            ("ROUTER_KEEPALIVE_TIMEOUT", self.keepalive_timeout),
         ):
             if not (math.isfinite(seconds) and seconds > 0):
                 raise ConfigError(f"{name} must be a positive number of seconds")
@@ -130,7 +134,7 @@ def _convert(name: str, raw: str) -> Any:
                 return parse_keys(raw)
             case "port" | "admin_port" | "max_body_bytes" | "retry_after" | "workers":
                 return int(raw)
-            case "confirm_timeout" | "header_timeout" | "body_timeout":
+            case "confirm_timeout" | "header_timeout" | "body_timeout" | "keepalive_timeout":
                 return float(raw)
             case _:
                 return raw

@@ -28,7 +28,7 @@ from router import topology
 from router.admin import create_admin_app
 from router.ingress import BROKER, create_app
 from router.names import SIGNATURE_HEADER, Names
-from router.server import IngressRunner
+from router.server import IngressRunner, limits_of
 from router.settings import Settings
 from router.signing import sign
 from router.topology import QUORUM_QUEUE_ARGUMENTS
@@ -36,6 +36,8 @@ from router.topology import QUORUM_QUEUE_ARGUMENTS
 AMQP_URL = os.environ.get("ROUTER_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 SIGNING_KEY = "test-signing-key"
 OLD_SIGNING_KEY = "old-signing-key"
+
+pytest_plugins = ["tests.wire"]  # serve_settings: the ingress served as `serve` serves it
 
 
 @pytest.fixture
@@ -132,15 +134,15 @@ MakeIngress = Callable[..., Awaitable[Client]]
 
 
 class IngressTestServer(TestServer):
-    """The ingress app served as ``attentive-router serve`` serves it: webhooks straight to
-    the receiver, everything else through the app, on connections with a head deadline."""
+    """The ingress app served as ``attentive-router serve`` serves it: on router.http1
+    connections with the settings' limits and timers."""
 
     def __init__(self, app: web.Application, settings: Settings) -> None:
         super().__init__(app)
         self.settings = settings
 
     async def _make_runner(self, **kwargs: object) -> BaseRunner:
-        return IngressRunner(self.app, header_timeout=self.settings.header_timeout, **kwargs)
+        return IngressRunner(self.app, limits=limits_of(self.settings), **kwargs)
 
 
 @pytest.fixture

@@ -18,11 +18,9 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import inspect
-import re
 import string
 import unicodedata
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote
@@ -31,8 +29,6 @@ import aiohttp
 import orjson
 import pytest
 from aio_pika.abc import AbstractRobustConnection
-from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
 from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -40,11 +36,11 @@ from structlog.testing import capture_logs
 
 from router import topology
 from router.events import EVENT_TYPES, Event, parse
-from router.ingress import BROKER
+from router.http1 import LINGER
 from router.names import SIGNATURE_HEADER, WEBHOOK_PATH, Names
-from router.server import ingress_runner
 from router.settings import Settings
 from router.signing import sign
+from tests import wire
 from tests.conftest import (
     AUTH,
     OLD_SIGNING_KEY,
@@ -55,6 +51,7 @@ from tests.conftest import (
     signed,
 )
 from tests.conftest import TOKEN as ADMIN_TOKEN
+from tests.wire import STATUS_LINE, Serve, Served, read_response, until_closed
 
 pytestmark = pytest.mark.broker
 
@@ -67,11 +64,6 @@ UNICODE_KEY = "clé-secrète-Schlüssel"
 KEYS = (UNICODE_KEY, OLD_SIGNING_KEY)
 #: Seconds one example may take (a request, its answer and a health check) before it fails.
 EXAMPLE_TIMEOUT = 15.0
-#: How long aiohttp reads and discards a body a handler left unread, before closing.
-AIOHTTP_LINGERING_TIME: float = (
-    inspect.signature(RequestHandler).parameters["lingering_time"].default
-)
-
 
 # -- running properties against one server ----------------------------------------------------
 
@@ -280,8 +272,8 @@ content_types = (
 
 def routable(company: str | None) -> bool:
     """Whether a subscription URL can carry ``company``: not "." or ".." (a URL resolves them
-    away), no '{' or '}' (aiohttp's route for {company_id} does not match them)."""
-    return bool(company) and company not in (".", "..") and not {"{", "}"} & set(company or "")
+    away)."""
+    return bool(company) and company not in (".", "..")
 
 
 #: Company ids as a subscription URL's last segment (percent-encoded).
@@ -549,51 +541,16 @@ async def test_undecodable_content_encodings_get_400_not_500(
 # -- 2. raw bytes on the wire, through the production runner ---------------------------------
 
 
-@dataclass
-class Served:
-    """An ingress served by :func:`router.server.ingress_runner` on a local port."""
-
-    settings: Settings
-    port: int
-    server: web.Server
-
-    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        async with asyncio.timeout(5):
-            return await asyncio.open_connection("127.0.0.1", self.port)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    async def handling(self, count: int) -> None:
-        """Wait until ``count`` requests have been handed to the app (their heads arrived)."""
-        async with asyncio.timeout(5):
-            while self.server.requests_count < count:
-                await asyncio.sleep(0.01)
-
-
-Serve = Callable[..., Awaitable[Served]]
-
-
 @pytest.fixture
-async def serve(hostile_settings: Settings, test_id: str) -> AsyncIterator[Serve]:
+def serve(hostile_settings: Settings, serve_settings: Serve) -> Serve:
     """Serve the ingress the way ``attentive-router serve`` does, with timeouts to choose."""
-    runners: list[web.AppRunner] = []
 
     async def start(*, header_timeout: float, body_timeout: float) -> Served:
-        settings = replace(
+        return await serve_settings(
             hostile_settings, header_timeout=header_timeout, body_timeout=body_timeout
         )
-        runner = ingress_runner(settings, connection_name=test_id)
-        await runner.setup()
-        runners.append(runner)
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        await runner.app[BROKER].wait_ready(timeout=15)
-        assert runner.server is not None
-        return Served(settings, runner.addresses[0][1], runner.server)
 
-    yield start
-    for runner in runners:
-        await runner.cleanup()
+    return start
 
 
 @dataclass(frozen=True)
@@ -665,19 +622,6 @@ raw_attempts = st.builds(
 )
 GZIP = ((b"Content-Encoding", b"gzip"),)
 LONG_TYPE = ((b"Content-Type", b"application/" + b"y" * 300),)
-STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([1-5][0-9][0-9]) ")
-
-
-async def until_closed(reader: asyncio.StreamReader, within: float) -> bytes:
-    """Everything received until the server closes the connection (at most ``within`` s)."""
-    received = b""
-    async with asyncio.timeout(within):
-        try:
-            while chunk := await reader.read(65536):
-                received += chunk
-        except ConnectionResetError:
-            pass
-    return received
 
 
 PUBLISHED_WITH = {"accepted": 200, "quarantined": 202}
@@ -765,26 +709,9 @@ async def trickle(
     return sent
 
 
-async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    """One HTTP response (with Content-Length) off a kept-alive connection: status and body."""
-    async with asyncio.timeout(5):
-        head = await reader.readuntil(b"\r\n\r\n")
-        status_line = STATUS_LINE.match(head)
-        length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
-        assert status_line is not None and length is not None, head
-        return int(status_line[1]), await reader.readexactly(int(length[1]))
-
-
 def signed_request(body: bytes) -> bytes:
     """A signed webhook request that keeps its connection open."""
-    return (
-        b"POST /webhooks/attentive HTTP/1.1\r\nHost: router\r\nContent-Type: application/json\r\n"
-        + SIGNATURE_HEADER.encode()
-        + b": "
-        + sign(body, UNICODE_KEY).encode()
-        + b"\r\nContent-Length: %d\r\n\r\n" % len(body)
-        + body
-    )
+    return wire.signed_request(body, UNICODE_KEY)
 
 
 async def test_a_silent_or_trickling_client_is_disconnected_at_the_header_timeout(
@@ -847,8 +774,8 @@ async def test_a_body_that_never_finishes_gets_408_and_the_connection_is_closed(
         async with asyncio.timeout(served.settings.body_timeout + 4):
             status, answer = await read_response(reader)
         assert (status, orjson.loads(answer)) == (408, {"error": "request timeout"})
-        # And the connection is closed once aiohttp stopped waiting for the rest of the body
-        assert await until_closed(reader, within=AIOHTTP_LINGERING_TIME + 3) == b""
+        # And the connection is closed once the ingress stopped waiting for the rest of the body
+        assert await until_closed(reader, within=LINGER + 3) == b""
     finally:
         writer.close()
 

@@ -9,13 +9,10 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 from aio_pika.abc import AbstractRobustConnection
-from aiohttp import web
-from aiohttp.test_utils import make_mocked_request
 from structlog.testing import capture_logs
 
 from router.events import EVENT_TYPES
 from router.examples import example_body
-from router.ingress import METRICS, create_app, webhooks_first
 from router.names import WEBHOOK_PATH, Names
 from router.settings import Settings
 from tests.conftest import (
@@ -282,77 +279,6 @@ async def test_each_request_is_logged_once_without_secrets_or_contact_details(
     everything = repr(logs)
     for secret in ("+15555555555", "test@gmail.com", headers["x-attentive-hmac-sha256"], "f" * 64):
         assert secret not in everything
-
-
-async def test_webhooks_go_straight_to_the_receiver_and_the_rest_through_the_app(
-    settings: Settings,
-) -> None:
-    # Given the handler `serve` gives its server, with the app's own dispatch recorded
-    app = create_app(settings)
-    routed: list[str] = []
-
-    async def through_the_app(request: web.BaseRequest) -> web.StreamResponse:
-        routed.append(f"{request.method} {request.path}")
-        return web.Response(status=204)
-
-    handle = webhooks_first(app, through_the_app)
-
-    def unauthorized() -> float:
-        """The requests_total counter of 401s, from the app's Prometheus exposition."""
-        name = 'attentive_router_requests_total{outcome="unauthorized"} '
-        exposition = app[METRICS].render().decode().splitlines()
-        return next(float(line.removeprefix(name)) for line in exposition if line.startswith(name))
-
-    # When an unsigned webhook comes to the webhook URL
-    response = await handle(make_mocked_request("POST", URL))
-
-    # Then the receiver answered it, and it was counted, without the app's router
-    assert response.status == 401
-    assert unauthorized() == 1
-    assert routed == []
-
-    # And whatever else comes takes the app's way: other paths, methods, the per-company URL,
-    # and a request that expects 100 Continue (which the app's dispatch answers)
-    for method, path, headers in [
-        ("GET", "/healthz", {}),
-        ("GET", URL, {}),
-        ("POST", f"{URL}/company-a", {}),
-        ("POST", f"{URL}/", {}),
-        ("POST", URL, {"Expect": "100-continue"}),
-    ]:
-        response = await handle(make_mocked_request(method, path, headers=headers))
-        assert response.status == 204, (method, path, headers)
-    assert routed == [
-        "GET /healthz",
-        f"GET {URL}",
-        f"POST {URL}/company-a",
-        f"POST {URL}/",
-        f"POST {URL}",
-    ]
-    assert unauthorized() == 1  # no more webhooks observed
-
-
-async def test_a_webhook_the_app_routes_is_answered_published_and_logged_alike(
-    ingress: Client, tap_factory: TapFactory
-) -> None:
-    # Given a service bound to every event
-    tap = await tap_factory("#")
-    body = example_body("email.opened")
-
-    # When the same event comes straight and, expecting 100 Continue, through the app's router
-    with capture_logs() as logs:
-        straight = await ingress.post(URL, data=body, headers=signed(body))
-        routed = await ingress.post(URL, data=body, headers=signed(body), expect100=True)
-
-    # Then both are confirmed and answered alike, logged and counted alike
-    assert straight.status == routed.status == 200
-    assert await straight.json() == await routed.json()
-    lines = [e for e in logs if e["event"] == "webhook"]
-    assert [e["outcome"] for e in lines] == ["accepted", "accepted"]
-    assert lines[0].keys() == lines[1].keys()
-    assert [m.body for m in await tap.take(2)] == [body, body]
-    metrics = await (await ingress.get("/metrics")).text()
-    assert 'attentive_router_requests_total{outcome="accepted"} 2.0' in metrics
 
 
 async def test_without_a_broker_it_answers_503_with_retry_after(

@@ -1,0 +1,267 @@
+"""The webhook listener's connections (router.http1), spoken to byte by byte.
+
+With RabbitMQ up, through the ingress as ``serve`` runs it: pipelined requests answered in
+order, ``Expect: 100-continue``, compressed bodies, HEAD, HTTP/1.0, the limits on heads and
+bodies, and the idle timeout. Without a broker, against :class:`HttpServer` itself with a
+handler that waits when told: a shutdown lets the answers under way finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import zlib
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+from aio_pika.abc import AbstractRobustConnection
+
+from router.examples import example_body
+from router.http1 import Answer, HttpServer, Limits, Request
+from router.names import Names
+from router.settings import Settings
+from tests.conftest import SIGNING_KEY, TapFactory, depth
+from tests.wire import (
+    Serve,
+    Served,
+    read_response,
+    read_response_head,
+    signed_request,
+    until_closed,
+)
+
+LIMITS = Limits(max_body_bytes=4096, head_timeout=5, body_timeout=5, keepalive_timeout=75)
+
+
+@pytest.fixture
+async def served(serve_settings: Serve, settings: Settings) -> Served:
+    return await serve_settings(settings, max_body_bytes=LIMITS.max_body_bytes)
+
+
+def webhook(body: bytes, *, headers: bytes = b"") -> bytes:
+    return signed_request(body, SIGNING_KEY, headers=headers)
+
+
+@pytest.mark.broker
+async def test_pipelined_requests_are_answered_in_order_on_one_connection(
+    served: Served, tap_factory: TapFactory
+) -> None:
+    # Given a service bound to every event
+    tap = await tap_factory("#")
+    bodies = [example_body("sms.sent", "acme", external_id=n) for n in range(3)]
+
+    # When a client writes three events, a health check and an unsigned webhook at once
+    reader, writer = await served.connect()
+    unsigned = b"POST /webhooks/attentive HTTP/1.1\r\nHost: r\r\nContent-Length: 2\r\n\r\n{}"
+    writer.write(b"".join(webhook(b) for b in bodies) + b"GET /healthz HTTP/1.1\r\n\r\n" + unsigned)
+
+    # Then it hears five answers, in the order it asked
+    answers = [await read_response(reader) for _ in range(5)]
+    writer.close()
+    assert [status for status, _ in answers] == [200, 200, 200, 200, 401]
+    assert orjson.loads(answers[3][1]) == {"status": "alive"}
+    # And the three events were published in that order
+    assert [m.body for m in await tap.take(3)] == bodies
+
+
+@pytest.mark.broker
+async def test_a_client_expecting_100_continue_hears_it_before_it_sends_the_body(
+    served: Served, tap_factory: TapFactory
+) -> None:
+    tap = await tap_factory("#")
+    body = example_body("email.opened")
+    head, _, rest = webhook(body, headers=b"Expect: 100-continue\r\n").partition(b"\r\n\r\n")
+
+    # When a client sends only its head, expecting 100 Continue
+    reader, writer = await served.connect()
+    writer.write(head + b"\r\n\r\n")
+
+    # Then it hears 100 Continue; and once it sent its body, 200, the event published
+    async with asyncio.timeout(5):
+        assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(rest)
+    assert (await read_response(reader))[0] == 200
+    writer.close()
+    assert [m.body for m in await tap.take(1)] == [body]
+
+
+@pytest.mark.broker
+async def test_a_body_announced_over_the_limit_is_refused_before_it_is_sent(
+    served: Served, amqp: AbstractRobustConnection, names: Names
+) -> None:
+    # When a client announces a body over the limit, expecting 100 Continue
+    reader, writer = await served.connect()
+    writer.write(
+        b"POST /webhooks/attentive HTTP/1.1\r\nHost: r\r\nExpect: 100-continue\r\n"
+        b"Content-Length: %d\r\n\r\n" % (LIMITS.max_body_bytes + 1)
+    )
+
+    # Then it is answered 413 at once, not 100 Continue, and the connection is closed
+    status, head, body = await read_response_head(reader)
+    assert (status, orjson.loads(body)) == (413, {"error": "request entity too large"})
+    assert b"\r\nConnection: close\r\n" in head
+    writer.write_eof()  # (the ingress waits for the client to stop sending before it closes)
+    assert await until_closed(reader, within=5) == b""
+    assert await depth(amqp, names.unrouted_queue) == 0
+
+
+@pytest.mark.broker
+async def test_gzip_and_deflate_bodies_are_verified_and_published_decompressed(
+    served: Served, tap_factory: TapFactory
+) -> None:
+    # Given a service bound to every event, and an event signed as Attentive signs it
+    tap = await tap_factory("#")
+    body = example_body("sms.subscribed")
+    plain = webhook(body)
+    head, _, _ = plain.partition(b"\r\n\r\n")
+    head = head.replace(b"Content-Length: %d" % len(body), b"Content-Length: %d")
+
+    # When it arrives compressed, once with gzip and once with deflate
+    reader, writer = await served.connect()
+    for name, packed in ((b"gzip", gzip.compress(body)), (b"deflate", zlib.compress(body))):
+        writer.write(head % len(packed) + b"\r\nContent-Encoding: " + name + b"\r\n\r\n" + packed)
+        # Then the signature is checked on the body it decompresses to, and it is accepted
+        assert (await read_response(reader))[0] == 200, name
+    writer.close()
+    # And the decompressed body is what is published
+    assert [m.body for m in await tap.take(2)] == [body, body]
+
+
+@pytest.mark.broker
+async def test_an_encoding_it_cannot_decode_gets_415_and_publishes_nothing(
+    served: Served, amqp: AbstractRobustConnection, names: Names
+) -> None:
+    body = example_body("sms.sent")
+    reader, writer = await served.connect()
+    writer.write(webhook(body, headers=b"Content-Encoding: br\r\n"))
+    status, answer = await read_response(reader)
+    writer.close()
+    assert (status, orjson.loads(answer)) == (415, {"error": "unsupported content encoding"})
+    assert await depth(amqp, names.unrouted_queue) == 0
+    assert await depth(amqp, names.invalid_queue) == 0
+
+
+@pytest.mark.broker
+async def test_a_head_over_16_kib_gets_431_and_the_connection_is_closed(served: Served) -> None:
+    reader, writer = await served.connect()
+    writer.write(b"GET /healthz HTTP/1.1\r\nX-Padding: " + b"p" * (16 * 1024) + b"\r\n\r\n")
+    status, head, _ = await read_response_head(reader)
+    assert status == 431
+    assert b"\r\nConnection: close\r\n" in head
+    writer.write_eof()
+    assert await until_closed(reader, within=5) == b""
+
+
+@pytest.mark.broker
+async def test_head_requests_get_no_body_and_http_1_0_gets_its_connection_closed(
+    served: Served,
+) -> None:
+    # A HEAD request: the headers a GET would get, no body
+    reader, writer = await served.connect()
+    writer.write(b"HEAD /healthz HTTP/1.1\r\nHost: r\r\n\r\n")
+    async with asyncio.timeout(5):
+        head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"\r\nContent-Length: 18\r\n" in head  # {"status":"alive"}
+    # (the next answer on the connection follows at once: no body came in between)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: r\r\n\r\n")
+    assert await read_response(reader) == (200, b'{"status":"alive"}')
+    writer.close()
+
+    # An HTTP/1.0 client that does not ask to keep the connection: answered, then closed
+    reader, writer = await served.connect()
+    writer.write(b"GET /healthz HTTP/1.0\r\n\r\n")
+    answer = await until_closed(reader, within=5)
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"\r\nConnection: close\r\n" in answer
+
+
+@pytest.mark.broker
+async def test_an_idle_kept_alive_connection_is_closed_after_the_keepalive_timeout(
+    serve_settings: Serve, settings: Settings
+) -> None:
+    # Given the ingress with an idle timeout of 1 s, and a connection that was answered once
+    served = await serve_settings(settings, keepalive_timeout=1)
+    reader, writer = await served.connect()
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: r\r\n\r\n")
+    assert (await read_response(reader))[0] == 200
+
+    # When it stays idle, then the ingress closes it, without another answer
+    assert await until_closed(reader, within=4) == b""
+    writer.close()
+
+
+# -- the server itself, without a broker ----------------------------------------------------
+
+
+@pytest.fixture
+async def gated() -> AsyncIterator[tuple[HttpServer, asyncio.Event, int]]:
+    """An HttpServer whose handler answers once the event is set; the server and its port."""
+    gate = asyncio.Event()
+
+    async def handler(request: Request) -> Answer:
+        if request.path == "/slow":
+            await gate.wait()
+        return Answer(200, b'{"path":"%s"}' % request.path.encode())
+
+    server = HttpServer(handler, LIMITS)
+    listening = await asyncio.get_running_loop().create_server(server, "127.0.0.1", 0)
+    yield server, gate, listening.sockets[0].getsockname()[1]
+    listening.close()
+
+
+async def asking_slow(
+    server: HttpServer, port: int
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection whose request /slow the server is answering (it waits for the gate)."""
+    asked = server.requests_count
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /slow HTTP/1.1\r\n\r\n")
+    async with asyncio.timeout(5):
+        while server.requests_count == asked:
+            await asyncio.sleep(0.01)
+    return reader, writer
+
+
+async def test_a_shutdown_closes_idle_connections_and_lets_answers_under_way_finish(
+    gated: tuple[HttpServer, asyncio.Event, int],
+) -> None:
+    server, gate, port = gated
+    # Given an idle kept-alive connection and one whose request is being answered
+    idle_reader, idle = await asyncio.open_connection("127.0.0.1", port)
+    idle.write(b"GET /fast HTTP/1.1\r\n\r\n")
+    assert (await read_response(idle_reader))[0] == 200
+    busy_reader, busy = await asking_slow(server, port)
+
+    # When the server shuts down
+    server.pre_shutdown()
+    shutting_down = asyncio.create_task(server.shutdown(timeout=10))
+
+    # Then the idle connection is closed at once, the busy one is not
+    assert await until_closed(idle_reader, within=2) == b""
+    await asyncio.sleep(0.2)
+    assert not shutting_down.done()
+    # And once its answer is ready it is sent, marked as the last, and the shutdown ends
+    gate.set()
+    status, head, body = await read_response_head(busy_reader)
+    assert (status, body) == (200, b'{"path":"/slow"}')
+    assert b"\r\nConnection: close\r\n" in head
+    async with asyncio.timeout(5):
+        await shutting_down
+    assert await until_closed(busy_reader, within=2) == b""
+    idle.close()
+    busy.close()
+
+
+async def test_a_shutdown_drops_an_answer_that_takes_longer_than_its_grace(
+    gated: tuple[HttpServer, asyncio.Event, int],
+) -> None:
+    server, _, port = gated
+    reader, writer = await asking_slow(server, port)
+    server.pre_shutdown()
+    async with asyncio.timeout(5):
+        await server.shutdown(timeout=0.2)
+    # (no answer: the client, Attentive, retries what it was not answered)
+    assert await until_closed(reader, within=2) == b""
+    writer.close()

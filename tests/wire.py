@@ -1,0 +1,109 @@
+"""The ingress as ``attentive-router serve`` runs it, spoken to byte by byte: what the tests
+of its connections (router.http1) and of hostile input share."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from router.ingress import BROKER
+from router.names import SIGNATURE_HEADER
+from router.server import ingress_runner
+from router.settings import Settings
+from router.signing import sign
+
+STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([1-5][0-9][0-9]) ")
+
+
+@dataclass
+class Served:
+    """An ingress served by :func:`router.server.ingress_runner` on a local port."""
+
+    settings: Settings
+    port: int
+    server: web.Server
+
+    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        async with asyncio.timeout(5):
+            return await asyncio.open_connection("127.0.0.1", self.port)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    async def handling(self, count: int) -> None:
+        """Wait until ``count`` requests have been handed to the app (their heads arrived)."""
+        async with asyncio.timeout(5):
+            while self.server.requests_count < count:
+                await asyncio.sleep(0.01)
+
+
+#: Starts an ingress; ``serve_settings``'s takes settings and changes to them by keyword.
+Serve = Callable[..., Awaitable[Served]]
+
+
+@pytest.fixture
+async def serve_settings(test_id: str) -> AsyncIterator[Serve]:
+    """``serve_settings(settings, **changes)``: serve the ingress as ``serve`` does."""
+    runners: list[web.AppRunner] = []
+
+    async def start(base: Settings, **changes: Any) -> Served:
+        changed = replace(base, **changes)
+        runner = ingress_runner(changed, connection_name=test_id)
+        await runner.setup()
+        runners.append(runner)
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        await runner.app[BROKER].wait_ready(timeout=15)
+        assert runner.server is not None
+        return Served(changed, runner.addresses[0][1], runner.server)
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+async def until_closed(reader: asyncio.StreamReader, within: float) -> bytes:
+    """Everything received until the server closes the connection (at most ``within`` s)."""
+    received = b""
+    async with asyncio.timeout(within):
+        try:
+            while chunk := await reader.read(65536):
+                received += chunk
+        except ConnectionResetError:
+            pass
+    return received
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One HTTP response (with Content-Length) off a kept-alive connection: status and body."""
+    status, _, body = await read_response_head(reader)
+    return status, body
+
+
+async def read_response_head(reader: asyncio.StreamReader) -> tuple[int, bytes, bytes]:
+    """One HTTP response (with Content-Length): status, head and body."""
+    async with asyncio.timeout(5):
+        head = await reader.readuntil(b"\r\n\r\n")
+        status_line = STATUS_LINE.match(head)
+        length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+        assert status_line is not None and length is not None, head
+        return int(status_line[1]), head, await reader.readexactly(int(length[1]))
+
+
+def signed_request(body: bytes, key: str, *, headers: bytes = b"") -> bytes:
+    """A webhook request signed with ``key`` that keeps its connection open."""
+    return (
+        b"POST /webhooks/attentive HTTP/1.1\r\nHost: router\r\nContent-Type: application/json\r\n"
+        + SIGNATURE_HEADER.encode()
+        + b": "
+        + sign(body, key).encode()
+        + b"\r\nContent-Length: %d\r\n" % len(body)
+        + headers
+        + b"\r\n"
+        + body
+    )
