@@ -108,24 +108,35 @@ class Limits:
     keepalive_timeout: float
     max_head_bytes: int = 16 * 1024
 
-    def timeout(self, awaiting: int) -> float:
-        """The seconds a client gets for what it owes (see :class:`_Connection`)."""
-        if awaiting == _HEAD:
-            return self.head_timeout
-        if awaiting == _BODY:
-            return self.body_timeout
-        return self.keepalive_timeout if awaiting == _IDLE else LINGER
+    def seconds_for(self, owed: _Owed) -> float:
+        """The seconds a client gets to send what it owes."""
+        match owed:
+            case _Owed.HEAD:
+                return self.head_timeout
+            case _Owed.BODY:
+                return self.body_timeout
+            case _Owed.NEXT_REQUEST:
+                return self.keepalive_timeout
+            case _:
+                return LINGER
 
     @property
     def shortest_timeout(self) -> float:
         return min(self.head_timeout, self.body_timeout, self.keepalive_timeout)
 
 
-# What a connection waits for from its client (see _Connection._set_deadline).
-_NONE, _HEAD, _BODY, _IDLE, _LINGER = range(5)
-
 #: Seconds a refused client gets to stop sending before its connection is closed.
 LINGER = 5.0
+
+
+class _Owed(enum.Enum):
+    """What a connection waits for from its client, by a deadline."""
+
+    NOTHING = enum.auto()  # a request is being answered
+    HEAD = enum.auto()  # the rest of a request's line and headers
+    BODY = enum.auto()  # the rest of a body
+    NEXT_REQUEST = enum.auto()  # idle, kept alive
+    SILENCE = enum.auto()  # refused: its end of the connection, once it stops sending
 
 
 class HttpServer(web.Server):
@@ -199,8 +210,8 @@ class _Connection(asyncio.Protocol):
         self._linger = False  # after the answer, read and drop what comes until the client closes
         self._reading = True
         self._writing = True
-        #: What the client owes by :attr:`_deadline` (one of _HEAD, _BODY, _IDLE), or _NONE.
-        self._awaiting = _NONE
+        #: What the client owes by :attr:`_deadline`.
+        self._owed = _Owed.NOTHING
         self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
 
@@ -209,7 +220,7 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # (uvloop's is no subclass of it)
         self._server.open.add(self)
-        self._set_deadline(_HEAD)
+        self._set_deadline(_Owed.HEAD)
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
@@ -217,8 +228,10 @@ class _Connection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:  # a protocol switch we do not offer: the
-            self._closing = True  # request, complete, is answered; then the connection closes
+            self._closing = True  # request, if complete, is answered; then the connection closes
             self._answer_soon()
+            if self.task is None:
+                self._close_transport()
             return
         except httptools.HttpParserError:  # not HTTP, or one of our callbacks raised _Stop
             if not self._closing:  # (each sets _closing first)
@@ -228,8 +241,8 @@ class _Connection(asyncio.Protocol):
             self._head_raw += len(data)
             if self._head_raw > 2 * self._limits.max_head_bytes:
                 self._refuse(Refusal.HEAD_TOO_LARGE)
-        elif self._in_body and self._awaiting != _BODY:
-            self._set_deadline(_BODY)
+        elif self._in_body and self._owed is not _Owed.BODY:
+            self._set_deadline(_Owed.BODY)
 
     def eof_received(self) -> bool | None:
         self._closing = True  # the client sent all it will: answer what came, then close
@@ -262,8 +275,8 @@ class _Connection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._in_head = True
         self._head_bytes = self._head_raw = 0
-        if self._awaiting != _HEAD:
-            self._set_deadline(_HEAD)
+        if self._owed is not _Owed.HEAD:  # (a new connection's deadline runs from its opening)
+            self._set_deadline(_Owed.HEAD)
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -297,6 +310,7 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self._in_body = False
+        self._owed = _Owed.NOTHING  # until it is answered
         parts = self._body
         body = parts[0] if len(parts) == 1 else b"".join(parts)
         request = Request(
@@ -325,7 +339,6 @@ class _Connection(asyncio.Protocol):
 
     def _answer_soon(self) -> None:
         if self.task is None and self._queue:
-            self._awaiting = _NONE  # nothing to wait for from the client while it answers
             self.task = self._loop.create_task(self._answer_queue())
 
     async def _answer_queue(self) -> None:
@@ -349,7 +362,7 @@ class _Connection(asyncio.Protocol):
         elif self._closing:
             self._close_transport()
         elif not self._in_head and not self._in_body:
-            self._set_deadline(_IDLE)
+            self._set_deadline(_Owed.NEXT_REQUEST)
 
     def _write(self, answer: Answer, head_only: bool, *, last: bool) -> None:
         transport = self._transport
@@ -405,21 +418,24 @@ class _Connection(asyncio.Protocol):
         if transport.can_write_eof():
             transport.write_eof()
         self._resume_reading()  # dropped by data_received, until eof_received
-        self._set_deadline(_LINGER)
+        self._set_deadline(_Owed.SILENCE)
 
     def _close_transport(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
             self._transport.close()
 
-    def _set_deadline(self, awaiting: int) -> None:
-        """From now on the client owes ``awaiting`` (a head, a body, or a next request).
+    def _set_deadline(self, owed: _Owed) -> None:
+        """From now on the client owes ``owed``, within its timeout.
 
         One timer serves every deadline. It is never armed further ahead than the shortest
         timeout, and finding a deadline not yet due it arms itself again: a later deadline
         needs no new timer, so a request answered within its turn costs none of its own."""
-        self._awaiting = awaiting
-        self._deadline = self._loop.time() + self._limits.timeout(awaiting)
-        if self._timer is None:
+        self._owed = owed
+        self._deadline = deadline = self._loop.time() + self._limits.seconds_for(owed)
+        timer = self._timer
+        if timer is None or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
             self._arm()
 
     def _arm(self) -> None:
@@ -428,23 +444,25 @@ class _Connection(asyncio.Protocol):
 
     def _tick(self) -> None:
         self._timer = None
-        awaiting = self._awaiting
-        if awaiting == _NONE or self._transport is None or self._transport.is_closing():
+        owed = self._owed
+        if owed is _Owed.NOTHING or self._transport is None or self._transport.is_closing():
             return
         if self._loop.time() < self._deadline:
             self._arm()
             return
-        self._awaiting = _NONE
-        if awaiting == _HEAD:
-            log.info("request_head_timeout", peer=self._peer(), timeout=self._limits.head_timeout)
-            self.abort()
-        elif awaiting == _BODY:
-            log.warning("webhook_body_timeout", path=self._path_of(self._url))
-            self._refuse(Refusal.TIMEOUT)
-        elif awaiting == _IDLE:
-            self.close()
-        else:  # lingered long enough
-            self._close_transport()
+        self._owed = _Owed.NOTHING
+        match owed:
+            case _Owed.HEAD:
+                timeout = self._limits.head_timeout
+                log.info("request_head_timeout", peer=self._peer(), timeout=timeout)
+                self.abort()
+            case _Owed.BODY:
+                log.warning("webhook_body_timeout", path=self._path_of(self._url))
+                self._refuse(Refusal.TIMEOUT)
+            case _Owed.NEXT_REQUEST:
+                self.close()
+            case _Owed.SILENCE:
+                self._close_transport()
 
     def _pause_reading(self) -> None:
         if self._reading and self._transport is not None:

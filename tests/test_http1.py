@@ -178,6 +178,28 @@ async def test_head_requests_get_no_body_and_http_1_0_gets_its_connection_closed
 
 
 @pytest.mark.broker
+async def test_a_request_to_switch_protocols_is_answered_then_its_connection_closed(
+    served: Served,
+) -> None:
+    # A WebSocket upgrade: the request is answered as any other, then the connection closes
+    reader, writer = await served.connect()
+    writer.write(
+        b"GET /healthz HTTP/1.1\r\nHost: r\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+    )
+    answer = await until_closed(reader, within=5)
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"\r\nConnection: close\r\n" in answer
+    writer.close()
+
+    # A CONNECT (a tunnel): no such thing here, and the connection does not stay open
+    reader, writer = await served.connect()
+    writer.write(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+    answer = await until_closed(reader, within=5)
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 404 Not Found\r\n"), answer
+    writer.close()
+
+
+@pytest.mark.broker
 async def test_an_idle_kept_alive_connection_is_closed_after_the_keepalive_timeout(
     serve_settings: Serve, settings: Settings
 ) -> None:
