@@ -1102,12 +1102,6 @@ def flag_suspicious(results: dict[str, Any], config: Config, notes: list[str]) -
     uv = machine.get("uvloop", {})
     if uv.get("ingress") == "yes" and results.get("a", {}).get("loop") == "asyncio":
         notes.append("the ingress runs uvloop but the bare publisher ran on asyncio")
-    ratio = results.get("ratios", {}).get("ingress_to_bare")
-    if isinstance(ratio, int | float) and ratio > 1.3:
-        notes.append(
-            f"ingress / bare = {ratio}: the ingress beats the bare client by far; check that "
-            "both loops and confirm modes are comparable"
-        )
 
 
 def stopped_by(error: Exception) -> str:

@@ -30,7 +30,7 @@ class Outcome(StrEnum):
     FORBIDDEN = "forbidden"  # 403: subscription URL of another company
     NOT_FOUND = "not_found"  # 404
     METHOD_NOT_ALLOWED = "method_not_allowed"  # 405
-    BAD_REQUEST = "bad_request"  # 400: a body that cannot be read (broken encoding)
+    BAD_REQUEST = "bad_request"  # 400, 415, 431: not HTTP, a head too large, a body unread
     TIMEOUT = "timeout"  # 408: a body that did not arrive in time
     TOO_LARGE = "too_large"  # 413
     UNAVAILABLE = "unavailable"  # 503: the broker did not confirm
