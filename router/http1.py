@@ -2,8 +2,8 @@
 
 llhttp (Node.js's parser, through httptools) turns bytes into requests; this module keeps
 the connections, their limits and timers, hands each complete request to one handler and
-writes its answer, in order, on the connection it came from. It knows nothing of webhooks:
-the ingress's handler (:mod:`router.ingress`) routes, verifies, publishes and answers.
+writes its answer, in order, on the connection it came from. It neither routes, verifies
+nor publishes: the ingress's handler (:mod:`router.ingress`) does, and answers.
 
 Why not aiohttp's server, which the admin API keeps: on the webhook path its request and
 response objects, streams and per-connection task were about half the ingress's CPU per
@@ -189,7 +189,7 @@ class _Connection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
-        #: Complete requests not yet answered, each with whether the connection stays open.
+        #: Complete requests not yet answered, in the order they came.
         self._queue: deque[Request] = deque()
         #: The task answering the queue, while it does.
         self.task: asyncio.Task[None] | None = None
@@ -287,7 +287,7 @@ class _Connection(asyncio.Protocol):
         self._head_bytes += len(name) + len(value)
 
     def on_headers_complete(self) -> None:
-        self._server.requests_count += 1
+        self._server.requests_count += 1  # (web.Server's count of heads read)
         self._in_head = False
         if self._head_bytes > self._limits.max_head_bytes:
             self._refuse(Refusal.HEAD_TOO_LARGE)
