@@ -31,7 +31,7 @@ from tests.wire import (
     until_closed,
 )
 
-LIMITS = Limits(max_body_bytes=4096, head_timeout=5, body_timeout=5, keepalive_timeout=75)
+LIMITS = Limits(max_body_bytes=4096, head_timeout=1, body_timeout=5, keepalive_timeout=75)
 
 
 @pytest.fixture
@@ -287,3 +287,42 @@ async def test_a_shutdown_drops_an_answer_that_takes_longer_than_its_grace(
     # (no answer: the client, Attentive, retries what it was not answered)
     assert await until_closed(reader, within=2) == b""
     writer.close()
+
+
+async def test_a_request_waiting_behind_a_slow_answer_is_not_cut_by_the_head_timeout(
+    gated: tuple[HttpServer, asyncio.Event, int],
+) -> None:
+    server, gate, port = gated
+    # Given a connection whose first request is answered slowly, a second pipelined behind it
+    reader, writer = await asking_slow(server, port)
+    writer.write(b"GET /fast HTTP/1.1\r\n\r\n")
+
+    # When the first answer takes longer than the head timeout (1 s here)
+    await asyncio.sleep(2 * LIMITS.head_timeout + 0.5)
+    gate.set()
+
+    # Then both are answered, in order: a complete request owes no head
+    assert await read_response(reader) == (200, b'{"path":"/slow"}')
+    assert await read_response(reader) == (200, b'{"path":"/fast"}')
+    writer.close()
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("piece", [1, 2, 7, 64, 333, 1000])
+async def test_requests_written_in_pieces_are_answered_as_if_whole(
+    served: Served, piece: int
+) -> None:
+    # Given two pipelined webhooks
+    wire = webhook(example_body("sms.sent")) + webhook(example_body("email.sent"))
+
+    # When they arrive in pieces of a few bytes, each piece on its own
+    reader, writer = await served.connect()
+    for start in range(0, len(wire), piece):
+        writer.write(wire[start : start + piece])
+        await writer.drain()
+        await asyncio.sleep(0)
+    # Then both are answered, in order, as they would be whole
+    answers = [await read_response(reader) for _ in range(2)]
+    writer.close()
+    assert [status for status, _ in answers] == [200, 200]
+    assert [orjson.loads(body)["type"] for _, body in answers] == ["sms.sent", "email.sent"]
