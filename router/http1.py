@@ -117,7 +117,7 @@ class Limits:
                 return self.body_timeout
             case _Owed.NEXT_REQUEST:
                 return self.keepalive_timeout
-            case _:
+            case _:  # SILENCE (NOTHING has no deadline)
                 return LINGER
 
     @property

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -60,9 +60,6 @@ _CE_TIME = f"{CLOUDEVENTS_PREFIX}time"
 
 _SIGNATURE = SIGNATURE_HEADER.encode()
 _COMPANY_URLS = WEBHOOK_PATH + "/"
-#: The endpoints that are not webhooks: answered, never logged or counted as webhooks.
-_PROBES = ("/healthz", "/readyz", "/metrics")
-
 #: Outcomes and error bodies of the requests the connection refused (router.http1).
 _REFUSED = {
     Refusal.BAD_REQUEST: (Outcome.BAD_REQUEST, "bad request"),
@@ -160,22 +157,28 @@ class Receiver:
                 return await self.receive(request, unquote(company))
         elif path == WEBHOOK_PATH:
             return _not_allowed("POST")
-        elif path in _PROBES:
+        elif (probe := _PROBES.get(path)) is not None:
             if method not in ("GET", "HEAD"):
                 return _not_allowed("GET, HEAD")
-            return self._probe(path), None
+            return probe(self), None
         return _answer(Outcome.NOT_FOUND, 404, {"error": "not found"})
 
-    def _probe(self, path: str) -> Answer:
+    def _alive(self) -> Answer:
+        """GET /healthz: the process is alive."""
+        return Answer(200, b'{"status":"alive"}')
+
+    def _readiness(self) -> Answer:
+        """GET /readyz: 200 only while publishing can succeed (connected, topology up,
+        unblocked)."""
         broker = self.broker
-        if path == "/healthz":  # the process is alive
-            return Answer(200, b'{"status":"alive"}')
-        if path == "/readyz":  # 200 only while publishing can succeed
-            ready = broker.ready
-            state = {"status": "ready" if ready else "not ready"}
-            state |= {"connected": broker.connected, "blocked": broker.blocked}  # type: ignore[dict-item]
-            return Answer(200 if ready else 503, orjson.dumps(state))
-        self.metrics.broker_ready.set(1 if broker.ready else 0)  # /metrics: Prometheus text
+        ready = broker.ready
+        state = {"status": "ready" if ready else "not ready"}
+        state |= {"connected": broker.connected, "blocked": broker.blocked}  # type: ignore[dict-item]
+        return Answer(200 if ready else 503, orjson.dumps(state))
+
+    def _metrics(self) -> Answer:
+        """GET /metrics: Prometheus text."""
+        self.metrics.broker_ready.set(1 if self.broker.ready else 0)
         return Answer(200, self.metrics.render(), content_type=CONTENT_TYPE)
 
     async def receive(self, request: Request, path_company: str | None = None) -> _Reply:
@@ -270,6 +273,13 @@ class Receiver:
 
 
 RECEIVER = web.AppKey("receiver", Receiver)
+
+#: The endpoints that are not webhooks: answered, never logged or counted as webhooks.
+_PROBES: dict[str, Callable[[Receiver], Answer]] = {
+    "/healthz": Receiver._alive,
+    "/readyz": Receiver._readiness,
+    "/metrics": Receiver._metrics,
+}
 
 
 def _properties(event: Event) -> Properties:
