@@ -7,21 +7,36 @@ nor publishes: the ingress's handler (:mod:`router.ingress`) does, and answers.
 
 Why not aiohttp's server, which the admin API keeps: on the webhook path its request and
 response objects, streams and per-connection task were about half the ingress's CPU per
-event, and at the same 64 requests in flight the ingress answered about as many events as a
-bare aio-pika publisher publishes, no more. On these connections it answers a third more
-(README, Performance).
+event (docs: performance).
 
-What a connection enforces, as the README's table says:
+The port faces the internet, so what one connection may hold is bounded whatever its
+client does (README, "The webhook port's limits", says how much):
 
 * a request's line and headers within ``head_timeout`` of the connection opening (or of the
   first byte of a later request), else the connection is closed; at most ``max_head_bytes``
-  of them (431);
+  of them (431), and a chunked body's trailer fields count against the same limit;
 * a body within ``body_timeout`` of its headers (408), of at most ``max_body_bytes``
   (413, before reading it when ``Content-Length`` says so), decompressed when its
-  ``Content-Encoding`` is gzip or deflate (400 when it does not decompress, 415 for others);
-* ``Expect: 100-continue`` answered ``100 Continue`` (or 413 straight away);
-* pipelined requests answered in order, reading paused while :data:`MAX_PIPELINED` wait;
+  ``Content-Encoding`` is gzip (one member or several) or deflate (400 when it does not
+  decompress, 415 for others);
+* at most :data:`MAX_PIPELINED` requests, and about ``max_body_bytes`` of them, parsed ahead
+  of their answers: the parser is fed a read piece by piece, and what is left of it waits,
+  with reading paused, until answers make room (llhttp alone would parse a whole 256 KiB
+  read at once, thousands of small requests);
+* answers are written only while the transport takes them (``pause_writing``): a client
+  that reads nothing holds one answer at most, and is dropped after ``keepalive_timeout``;
+* ``Expect: 100-continue`` answered ``100 Continue`` (or 413 straight away), to HTTP/1.1
+  only, when the request's turn comes: never ahead of an earlier request's answer;
 * idle kept-alive connections closed after ``keepalive_timeout``.
+
+The timers blame only the client: no head or body deadline runs while the server itself
+holds reading paused, and a deadline that passes never cuts answers already computed: they
+are sent, then the connection closes. Where RFC 9112 says a server must refuse, it does:
+400 for an HTTP/1.1 request without ``Host`` or any with two (§3.2), 501 for a
+``Transfer-Encoding`` whose last coding is not chunked (§6.1), 505 for HTTP versions other
+than 1.0 and 1.1; an absolute-form target (§3.2.2) is routed by its path. Trailer fields
+(§7.1.2) are counted and dropped, never merged into the headers. As in uvicorn and h11, an
+error of our own while answering closes that one connection.
 
 A request the connection refuses still goes to the handler, as a :class:`Request` with its
 :class:`Refusal`, so that it is answered, logged and counted like any other; the connection
@@ -48,18 +63,23 @@ from aiohttp import web
 
 log = structlog.get_logger("router.http")
 
-#: Requests read ahead of their answers on one connection before reading pauses.
+#: Requests read ahead of their answers on one connection before parsing pauses.
 MAX_PIPELINED = 16
+#: The shortest request llhttp completes (``GET / HTTP/1.1`` and an empty line): a piece of
+#: the input ``n`` times as long completes at most ``n`` requests.
+_MIN_REQUEST = len(b"GET / HTTP/1.1\r\n\r\n")
 
 
 class Refusal(enum.IntEnum):
     """Why the connection refused a request, as the HTTP status it is answered with."""
 
-    BAD_REQUEST = 400  # not HTTP, or a body that cannot be read (broken chunks, compression)
+    BAD_REQUEST = 400  # not HTTP, no or two Host, a body that cannot be read
     TIMEOUT = 408  # the body did not arrive within body_timeout
     TOO_LARGE = 413  # a body over max_body_bytes
     UNSUPPORTED_ENCODING = 415  # a Content-Encoding other than gzip, deflate or identity
-    HEAD_TOO_LARGE = 431  # request line and headers over max_head_bytes
+    HEAD_TOO_LARGE = 431  # request line and headers (or trailers) over max_head_bytes
+    NOT_IMPLEMENTED = 501  # a Transfer-Encoding whose last coding is not chunked
+    VERSION_NOT_SUPPORTED = 505  # an HTTP version other than 1.0 and 1.1
 
 
 @dataclass(slots=True)
@@ -67,9 +87,10 @@ class Request:
     """One request as the handler gets it: its body complete and decoded, or refused."""
 
     method: str
-    #: The path as sent (percent-encoded), without the query.
+    #: The path as sent (percent-encoded), without the query (an absolute-form target's).
     raw_path: str
-    #: Header values by lower-case name, as bytes (the last one of a repeated name).
+    #: Header values by lower-case name, as bytes (the last one of a repeated name); never
+    #: a trailer field's.
     headers: Mapping[bytes, bytes]
     body: bytes
     refusal: Refusal | None = None
@@ -125,7 +146,8 @@ class Limits:
         return min(self.head_timeout, self.body_timeout, self.keepalive_timeout)
 
 
-#: Seconds a refused client gets to stop sending before its connection is closed.
+#: Seconds a refused client gets to stop sending before its connection is closed, and a
+#: closing connection to take the answers still buffered for it.
 LINGER = 5.0
 
 
@@ -177,7 +199,7 @@ async def _not_used(request: web.BaseRequest) -> web.StreamResponse:  # pragma: 
 
 class _Stop(Exception):
     """Raised from a parser callback to stop parsing a connection's input for good
-    (llhttp then reports a callback error, which :meth:`_Connection.data_received` expects)."""
+    (llhttp then reports a callback error, which :meth:`_Connection._feed` expects)."""
 
 
 class _Connection(asyncio.Protocol):
@@ -189,27 +211,44 @@ class _Connection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
-        #: Complete requests not yet answered, in the order they came.
-        self._queue: deque[Request] = deque()
+        #: Complete requests not yet answered, in the order they came, with their sizes.
+        self._queue: deque[tuple[Request, int]] = deque()
+        #: Bytes of the requests in the queue (heads and bodies).
+        self._queued_bytes = 0
+        #: What is left of a read while parsing waits for answers to make room.
+        self._unparsed = b""
         #: The task answering the queue, while it does.
         self.task: asyncio.Task[None] | None = None
         # the request being read
         self._url = b""
         self._headers: dict[bytes, bytes] = {}
+        self._hosts = 0
         self._body: list[bytes] = []
         self._body_size = 0
+        #: Body bytes still to come by its Content-Length (0 when chunked or unknown).
+        self._body_left = 0
         self._in_head = False
-        #: The request line's target and the headers' names and values so far.
+        #: The request line's target and the headers' (then trailers') names and values.
         self._head_bytes = 0
-        #: Bytes received while llhttp had not yet read a whole head.
+        #: Bytes fed to llhttp while it had not yet read a whole head.
         self._head_raw = 0
         self._in_body = False
+        #: A chunk's size line was read and no data of it yet: the last chunk, or its data
+        #: is still to come. Bytes fed meanwhile are counted: trailers, once it was the last.
+        self._after_chunk_header = False
+        self._trailer_raw = 0
+        #: ``100 Continue`` is due once the answers before this request are out.
+        self._continue_owed = False
         # the connection
         self._closing = False  # no more requests: close once the queue is answered
+        self._eof = False  # the client sent all it will (what is unparsed is still parsed)
         self._lost = False  # the client is gone
         self._linger = False  # after the answer, read and drop what comes until the client closes
         self._reading = True
         self._writing = True
+        #: While writing is paused: when it paused, and the answer loop's wake-up.
+        self._stalled_since = 0.0
+        self._writable: asyncio.Future[None] | None = None
         #: What the client owes by :attr:`_deadline`.
         self._owed = _Owed.NOTHING
         self._deadline = 0.0
@@ -225,36 +264,26 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return  # after a refusal or at shutdown: the rest is not read
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:  # a protocol switch we do not offer: the
-            self._closing = True  # request, if complete, is answered; then the connection closes
-            self._answer_soon()
-            if self.task is None:
-                self._close_transport()
+        if self._unparsed:  # (a read that came as reading paused: it waits with the rest)
+            self._unparsed += data
             return
-        except httptools.HttpParserError:  # not HTTP, or one of our callbacks raised _Stop
-            if not self._closing:  # (each sets _closing first)
-                self._refuse(Refusal.BAD_REQUEST)
-            return
-        if self._in_head:  # (a head llhttp is still reading: count its raw bytes too)
-            self._head_raw += len(data)
-            if self._head_raw > 2 * self._limits.max_head_bytes:
-                self._refuse(Refusal.HEAD_TOO_LARGE)
-        elif self._in_body and self._owed is not _Owed.BODY:
-            self._set_deadline(_Owed.BODY)
+        self._feed(data)
 
     def eof_received(self) -> bool | None:
-        self._closing = True  # the client sent all it will: answer what came, then close
+        self._eof = True  # the client sent all it will: answer what came, then close
         self._linger = False
-        if self.task is None:
-            self._close_transport()
+        if not self._unparsed:
+            self._closing = True
+            if self.task is None:
+                self._close_transport()
         return True  # keep the write side open for those answers
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = self._lost = True
+        self._unparsed = b""
         if self._timer is not None:
             self._timer.cancel()
+        self._wake_writer()
         if self._in_body:  # a bad request, answered to no one but logged and counted
             log.info("webhook_client_gone", path=self._path_of(self._url))
             self._refuse(Refusal.BAD_REQUEST)
@@ -262,19 +291,81 @@ class _Connection(asyncio.Protocol):
             self._server.open.discard(self)
 
     def pause_writing(self) -> None:
-        """The client does not read its answers: read no more requests until it does."""
+        """The client does not read its answers: write and read no more until it does."""
         self._writing = False
+        self._stalled_since = self._loop.time()
         self._pause_reading()
+        if self._timer is None:
+            self._arm()
 
     def resume_writing(self) -> None:
         self._writing = True
-        self._resume_reading()
+        self._wake_writer()
+        self._resume()
+
+    # -- feeding llhttp -------------------------------------------------------------------
+
+    def _feed(self, data: bytes) -> None:
+        """Parse ``data`` in pieces that cannot complete more requests than there is room
+        for; keep what is left in :attr:`_unparsed` (reading paused) when the room is gone."""
+        size, offset = len(data), 0
+        view: memoryview | None = None
+        max_queued = self._limits.max_body_bytes
+        while offset < size:
+            room = MAX_PIPELINED - len(self._queue)
+            if room <= 0 or self._queued_bytes >= max_queued:
+                self._unparsed = data[offset:]
+                self._pause_reading()
+                return
+            end = min(size, offset + room * _MIN_REQUEST + self._body_left)
+            if offset == 0 and end == size:
+                piece: bytes | memoryview = data  # (a whole read, as most are: no slicing)
+            else:
+                view = memoryview(data) if view is None else view
+                piece = view[offset:end]
+            if not self._parse(piece):
+                self._unparsed = b""
+                return
+            offset = end
+        self._unparsed = b""
+
+    def _parse(self, piece: bytes | memoryview) -> bool:
+        """Feed one piece to llhttp; False once the connection reads no further."""
+        try:
+            self._parser.feed_data(piece)
+        except httptools.HttpParserUpgrade:  # a protocol switch we do not offer: the
+            self._closing = True  # request, if complete, is answered; then the connection closes
+            self._answer_soon()
+            if self.task is None:
+                self._close_transport()
+            return False
+        except httptools.HttpParserError:  # not HTTP, or one of our callbacks raised _Stop
+            if not self._closing:  # (each sets _closing first)
+                self._refuse(Refusal.BAD_REQUEST)
+            return False
+        if self._closing:
+            return False
+        limit = 2 * self._limits.max_head_bytes
+        if self._in_head:  # (a head llhttp is still reading: count its raw bytes too)
+            self._head_raw += len(piece)
+            if self._head_raw > limit:
+                self._refuse(Refusal.HEAD_TOO_LARGE)
+                return False
+        elif self._in_body:
+            if self._after_chunk_header:  # (trailer fields llhttp is still reading)
+                self._trailer_raw += len(piece)
+                if self._trailer_raw > limit:
+                    self._refuse(Refusal.HEAD_TOO_LARGE)
+                    return False
+            if self._owed is not _Owed.BODY and not self._continue_owed:
+                self._set_deadline(_Owed.BODY)
+        return True
 
     # -- llhttp's callbacks (httptools) ---------------------------------------------------
 
     def on_message_begin(self) -> None:
         self._in_head = True
-        self._head_bytes = self._head_raw = 0
+        self._head_bytes = self._head_raw = self._hosts = self._body_left = 0
         if self._owed is not _Owed.HEAD:  # (a new connection's deadline runs from its opening)
             self._set_deadline(_Owed.HEAD)
 
@@ -283,8 +374,16 @@ class _Connection(asyncio.Protocol):
         self._head_bytes += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers[name.lower()] = value
         self._head_bytes += len(name) + len(value)
+        if not self._in_head:  # a trailer field: counted, never merged into the headers
+            if self._head_bytes > self._limits.max_head_bytes:
+                self._refuse(Refusal.HEAD_TOO_LARGE)
+                raise _Stop
+            return
+        name = name.lower()
+        if name == b"host":
+            self._hosts += 1
+        self._headers[name] = value
 
     def on_headers_complete(self) -> None:
         self._server.requests_count += 1  # (web.Server's count of heads read)
@@ -292,24 +391,44 @@ class _Connection(asyncio.Protocol):
         if self._head_bytes > self._limits.max_head_bytes:
             self._refuse(Refusal.HEAD_TOO_LARGE)
             raise _Stop
+        parser = self._parser
+        version = parser.get_http_version()
+        if refusal := _refusal_of_head(version, self._hosts, self._headers):
+            self._refuse(refusal)
+            raise _Stop
         self._in_body = True
         headers = self._headers
         length = headers.get(b"content-length")
-        if length is not None and int(length) > self._limits.max_body_bytes:  # (digits: llhttp)
-            self._refuse(Refusal.TOO_LARGE)
-            raise _Stop
-        if headers.get(b"expect", b"").lower() == b"100-continue" and self._transport:
-            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if length is not None:
+            self._body_left = int(length)  # (digits, one value: llhttp saw to that)
+            if self._body_left > self._limits.max_body_bytes:
+                self._refuse(Refusal.TOO_LARGE)
+                raise _Stop
+        if headers.get(b"expect", b"").lower() == b"100-continue" and version == "1.1":
+            if self.task is None and not self._queue:
+                self._write_continue()
+            else:
+                self._continue_owed = True  # once the answers before it are out
+                self._owed = _Owed.NOTHING  # (until then the client waits for us)
+
+    def on_chunk_header(self) -> None:
+        self._after_chunk_header = True
 
     def on_body(self, chunk: bytes) -> None:
-        self._body_size += len(chunk)
+        self._after_chunk_header = False
+        self._trailer_raw = 0
+        size = len(chunk)
+        self._body_size += size
+        if self._body_left:
+            self._body_left -= size
         if self._body_size > self._limits.max_body_bytes:
             self._refuse(Refusal.TOO_LARGE)
             raise _Stop
         self._body.append(chunk)
 
     def on_message_complete(self) -> None:
-        self._in_body = False
+        self._in_body = self._after_chunk_header = self._continue_owed = False
+        self._trailer_raw = 0
         self._owed = _Owed.NOTHING  # until it is answered
         parts = self._body
         body = parts[0] if len(parts) == 1 else b"".join(parts)
@@ -319,6 +438,7 @@ class _Connection(asyncio.Protocol):
             self._headers,
             body,
         )
+        size = self._head_bytes + self._body_size
         self._url = b""
         self._headers = {}
         self._body = []
@@ -327,13 +447,12 @@ class _Connection(asyncio.Protocol):
         if encoding is not None and (refusal := _decode(request, self._limits)) is not None:
             self._refuse(refusal, request)
             raise _Stop
-        self._queue.append(request)
+        self._queue.append((request, size + len(request.body)))
+        self._queued_bytes += size + len(request.body)
         self._answer_soon()
         if not self._parser.should_keep_alive():
             self._closing = True  # this is the connection's last request: read no further
             raise _Stop
-        if len(self._queue) >= MAX_PIPELINED:
-            self._pause_reading()
 
     # -- answering ------------------------------------------------------------------------
 
@@ -342,18 +461,36 @@ class _Connection(asyncio.Protocol):
             self.task = self._loop.create_task(self._answer_queue())
 
     async def _answer_queue(self) -> None:
+        try:
+            await self._answer_all()
+        except Exception:  # a bug of ours outside the handler: this connection ends, cleanly
+            log.exception("http_connection_error", peer=self._peer())
+            self._closing = self._lost = True
+            self._queue.clear()
+            if self._transport is not None:
+                self._transport.abort()
+            self._server.open.discard(self)
+        finally:
+            self.task = None
+
+    async def _answer_all(self) -> None:
         handler = self._server.handler
         queue = self._queue
         while queue:
-            request = queue.popleft()
+            if not self._writing and not self._lost:
+                await self._until_writable()  # (the client reads its answers again, or left)
+            request, size = queue.popleft()
+            self._queued_bytes -= size
             try:
                 answer = await handler(request)
             except Exception:  # the handler answers everything; this is a bug of ours
                 log.exception("unhandled_error", path=request.path, method=request.method)
                 answer = Answer(500, b'{"error":"internal error"}')
             self._write(answer, request.method == "HEAD", last=self._closing and not queue)
-            if not self._reading and len(queue) < MAX_PIPELINED // 2:
-                self._resume_reading()
+            self._resume()  # parse what waits, which may queue more
+        if self._continue_owed and not self._closing:  # its turn has come
+            self._continue_owed = False
+            self._write_continue()
         self.task = None
         if self._lost:
             self._server.open.discard(self)
@@ -381,6 +518,24 @@ class _Connection(asyncio.Protocol):
             head.append(body)
         transport.write(b"".join(head))
 
+    def _write_continue(self) -> None:
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if self._in_body:  # (from now on the body is the client's to send)
+            self._set_deadline(_Owed.BODY)
+
+    async def _until_writable(self) -> None:
+        self._writable = self._loop.create_future()
+        try:
+            await self._writable
+        finally:
+            self._writable = None
+
+    def _wake_writer(self) -> None:
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+
     def _refuse(self, refusal: Refusal, request: Request | None = None) -> None:
         """Answer the request being read with ``refusal`` (after those before it), then close."""
         if request is None:  # (the parser knows the method once the URL has begun)
@@ -388,9 +543,10 @@ class _Connection(asyncio.Protocol):
             request = Request(method, self._path_of(self._url), self._headers, b"")
         request.refusal = refusal
         self._linger = self._in_head or self._in_body  # the client may be sending still
-        self._in_head = self._in_body = False
+        self._in_head = self._in_body = self._continue_owed = False
         self._closing = True
-        self._queue.append(request)
+        self._unparsed = b""
+        self._queue.append((request, 0))
         self._answer_soon()
 
     # -- closing and timers ---------------------------------------------------------------
@@ -398,6 +554,7 @@ class _Connection(asyncio.Protocol):
     def close(self) -> None:
         """Take no more requests; close now if idle, else once the answers under way are out."""
         self._closing = True
+        self._unparsed = b""
         if self.task is None:
             self._close_transport()
 
@@ -421,8 +578,13 @@ class _Connection(asyncio.Protocol):
         self._set_deadline(_Owed.SILENCE)
 
     def _close_transport(self) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.close()
+        """Close once the answers written are sent; drop them after :data:`LINGER` seconds
+        if the client does not take them."""
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.close()
+            if transport.get_write_buffer_size():
+                self._loop.call_later(LINGER, transport.abort)
 
     def _set_deadline(self, owed: _Owed) -> None:
         """From now on the client owes ``owed``, within its timeout.
@@ -439,23 +601,48 @@ class _Connection(asyncio.Protocol):
             self._arm()
 
     def _arm(self) -> None:
-        when = min(self._deadline, self._loop.time() + self._limits.shortest_timeout)
+        when = self._loop.time() + self._limits.shortest_timeout
+        if self._owed is not _Owed.NOTHING:
+            when = min(when, self._deadline)
         self._timer = self._loop.call_at(when, self._tick)
 
     def _tick(self) -> None:
         self._timer = None
-        owed = self._owed
-        if owed is _Owed.NOTHING or self._transport is None or self._transport.is_closing():
+        transport = self._transport
+        if transport is None or transport.is_closing():
             return
-        if self._loop.time() < self._deadline:
+        now = self._loop.time()
+        if not self._writing:  # the client does not read its answers
+            if now - self._stalled_since >= self._limits.keepalive_timeout:
+                log.info("http_client_not_reading", peer=self._peer())
+                self.abort()
+                return
+            self._arm()
+            return
+        owed = self._owed
+        if owed is _Owed.NOTHING:
+            return
+        if now < self._deadline:
+            self._arm()
+            return
+        if not self._reading and owed in (_Owed.HEAD, _Owed.BODY):
+            self._deadline = now + self._limits.seconds_for(owed)  # we hold reading, not it
             self._arm()
             return
         self._owed = _Owed.NOTHING
         match owed:
             case _Owed.HEAD:
-                timeout = self._limits.head_timeout
-                log.info("request_head_timeout", peer=self._peer(), timeout=timeout)
-                self.abort()
+                log.info(
+                    "request_head_timeout", peer=self._peer(), timeout=self._limits.head_timeout
+                )
+                self._in_head = False
+                self._closing, self._unparsed = True, b""
+                if self.task is not None or transport.get_write_buffer_size():
+                    self._linger = True  # the answers under way go out first, then it closes
+                    if self.task is None:
+                        self._linger_then_close()
+                else:
+                    self.abort()
             case _Owed.BODY:
                 log.warning("webhook_body_timeout", path=self._path_of(self._url))
                 self._refuse(Refusal.TIMEOUT)
@@ -463,6 +650,15 @@ class _Connection(asyncio.Protocol):
                 self.close()
             case _Owed.SILENCE:
                 self._close_transport()
+
+    def _resume(self) -> None:
+        """Answers made room: parse what waits, then read again if all of it was."""
+        if self._unparsed and not self._closing:
+            self._feed(self._unparsed)
+            if self._eof and not self._unparsed:
+                self._closing = True  # the client's last bytes are parsed
+        if not self._unparsed:
+            self._resume_reading()
 
     def _pause_reading(self) -> None:
         if self._reading and self._transport is not None:
@@ -472,6 +668,8 @@ class _Connection(asyncio.Protocol):
     def _resume_reading(self) -> None:
         transport = self._transport
         if self._reading or not self._writing or transport is None or transport.is_closing():
+            return
+        if self._eof:
             return
         if len(self._queue) < MAX_PIPELINED:
             self._reading = True
@@ -483,29 +681,63 @@ class _Connection(asyncio.Protocol):
 
     @staticmethod
     def _path_of(url: bytes) -> str:
-        return url.partition(b"?")[0].decode("latin-1")
+        if url[:1] != b"/" and b"://" in url:  # absolute form: its path is what is routed
+            after = url.partition(b"://")[2]
+            for i, byte in enumerate(after):
+                if byte in b"/?#":
+                    url = after[i:] if byte == 0x2F else b"/"
+                    break
+            else:
+                url = b"/"
+        return url.partition(b"?")[0].partition(b"#")[0].decode("latin-1")
+
+
+def _refusal_of_head(version: str, hosts: int, headers: Mapping[bytes, bytes]) -> Refusal | None:
+    """What RFC 9112 says a server must refuse in a head llhttp accepted, if anything."""
+    if version != "1.1" and version != "1.0":
+        return Refusal.VERSION_NOT_SUPPORTED  # HTTP/2.0 in an HTTP/1 request line, HTTP/0.9
+    if hosts > 1 or (hosts == 0 and version == "1.1"):
+        return Refusal.BAD_REQUEST  # §3.2
+    coding = headers.get(b"transfer-encoding")
+    if coding is not None and coding.rpartition(b",")[2].strip().lower() != b"chunked":
+        return Refusal.NOT_IMPLEMENTED  # §6.1: a body we could not find the end of
+    return None
 
 
 def _decode(request: Request, limits: Limits) -> Refusal | None:
-    """Decompress the body in place as its Content-Encoding says; why not, if it cannot be."""
+    """Decompress the body in place as its Content-Encoding says; why not, if it cannot be.
+
+    A gzip body may hold several members, one after another (RFC 1952 §2.2), as ``gzip``
+    and Python's :mod:`gzip` read them; all are decoded, within ``max_body_bytes`` in all."""
     encoding = request.headers[b"content-encoding"].strip().lower()
     if encoding in (b"", b"identity"):
         return None
     if encoding in (b"gzip", b"x-gzip"):
-        decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        wbits = 16 + zlib.MAX_WBITS
     elif encoding == b"deflate":
-        decoder = zlib.decompressobj(zlib.MAX_WBITS if request.body[:1] == b"\x78" else -15)
+        wbits = zlib.MAX_WBITS if request.body[:1] == b"\x78" else -15
     else:
         return Refusal.UNSUPPORTED_ENCODING
-    try:
-        body = decoder.decompress(request.body, limits.max_body_bytes + 1)
-    except zlib.error:
-        return Refusal.BAD_REQUEST
-    if len(body) > limits.max_body_bytes:
-        return Refusal.TOO_LARGE
-    if not decoder.eof or decoder.unused_data:
-        return Refusal.BAD_REQUEST
-    request.body = body
+    room = limits.max_body_bytes
+    data, parts = request.body, []
+    while True:
+        decoder = zlib.decompressobj(wbits)
+        try:
+            part = decoder.decompress(data, room + 1)
+        except zlib.error:
+            return Refusal.BAD_REQUEST
+        parts.append(part)
+        room -= len(part)
+        if room < 0:
+            return Refusal.TOO_LARGE
+        if not decoder.eof:
+            return Refusal.BAD_REQUEST  # cut short
+        data = decoder.unused_data
+        if not data:
+            break
+        if wbits != 16 + zlib.MAX_WBITS:
+            return Refusal.BAD_REQUEST  # bytes after a deflate stream
+    request.body = parts[0] if len(parts) == 1 else b"".join(parts)
     return None
 
 
@@ -537,4 +769,4 @@ class _Clock:
         return cls.value
 
 
-__all__ = ["Answer", "Handler", "HttpServer", "Limits", "Refusal", "Request"]
+__all__ = ["MAX_PIPELINED", "Answer", "Handler", "HttpServer", "Limits", "Refusal", "Request"]

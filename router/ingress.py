@@ -67,6 +67,8 @@ _REFUSED = {
     Refusal.TOO_LARGE: (Outcome.TOO_LARGE, "request entity too large"),
     Refusal.UNSUPPORTED_ENCODING: (Outcome.BAD_REQUEST, "unsupported content encoding"),
     Refusal.HEAD_TOO_LARGE: (Outcome.BAD_REQUEST, "request header fields too large"),
+    Refusal.NOT_IMPLEMENTED: (Outcome.BAD_REQUEST, "transfer coding not implemented"),
+    Refusal.VERSION_NOT_SUPPORTED: (Outcome.BAD_REQUEST, "http version not supported"),
 }
 
 
@@ -179,7 +181,7 @@ class Receiver:
     def _metrics(self) -> Answer:
         """GET /metrics: Prometheus text."""
         self.metrics.broker_ready.set(1 if self.broker.ready else 0)
-        return Answer(200, self.metrics.render(), content_type=CONTENT_TYPE)
+        return Answer(200, self.metrics.page(), content_type=CONTENT_TYPE)
 
     async def receive(self, request: Request, path_company: str | None = None) -> _Reply:
         """A webhook (``path_company``: the company its URL names, if any)."""

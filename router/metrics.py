@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from enum import StrEnum
 
 from prometheus_client import (
@@ -30,11 +31,15 @@ class Outcome(StrEnum):
     FORBIDDEN = "forbidden"  # 403: subscription URL of another company
     NOT_FOUND = "not_found"  # 404
     METHOD_NOT_ALLOWED = "method_not_allowed"  # 405
-    BAD_REQUEST = "bad_request"  # 400, 415, 431: not HTTP, a head too large, a body unread
+    BAD_REQUEST = "bad_request"  # 400, 415, 431, 501, 505: a request its connection refused
     TIMEOUT = "timeout"  # 408: a body that did not arrive in time
     TOO_LARGE = "too_large"  # 413
     UNAVAILABLE = "unavailable"  # 503: the broker did not confirm
     ERROR = "error"  # 500: a bug
+
+
+#: Seconds a rendered ``/metrics`` page is served again before it is rendered anew.
+PAGE_MAX_AGE = 1.0
 
 
 class Metrics:
@@ -42,6 +47,8 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._page = b""
+        self._page_at: float | None = None
         self.requests = Counter(
             "attentive_router_requests",
             "Webhook requests answered, by outcome.",
@@ -94,6 +101,17 @@ class Metrics:
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)
+
+    def page(self) -> bytes:
+        """:meth:`render`'s text, rendered at most once per :data:`PAGE_MAX_AGE` seconds.
+
+        ``/metrics`` is open to anyone who reaches the webhook port: a flood of scrapes
+        (pipelined, on many connections) would otherwise render it for each and hold the
+        event loop. A scraper polls every few seconds and so always gets a fresh copy."""
+        now = time.monotonic()
+        if self._page_at is None or now - self._page_at >= PAGE_MAX_AGE:
+            self._page, self._page_at = self.render(), now
+        return self._page
 
 
 __all__ = ["CONTENT_TYPE", "Metrics", "Outcome"]

@@ -54,7 +54,11 @@ async def test_pipelined_requests_are_answered_in_order_on_one_connection(
     # When a client writes three events, a health check and an unsigned webhook at once
     reader, writer = await served.connect()
     unsigned = b"POST /webhooks/attentive HTTP/1.1\r\nHost: r\r\nContent-Length: 2\r\n\r\n{}"
-    writer.write(b"".join(webhook(b) for b in bodies) + b"GET /healthz HTTP/1.1\r\n\r\n" + unsigned)
+    writer.write(
+        b"".join(webhook(b) for b in bodies)
+        + b"GET /healthz HTTP/1.1\r\nHost: r\r\n\r\n"
+        + unsigned
+    )
 
     # Then it hears five answers, in the order it asked
     answers = [await read_response(reader) for _ in range(5)]
@@ -145,7 +149,9 @@ async def test_an_encoding_it_cannot_decode_gets_415_and_publishes_nothing(
 @pytest.mark.broker
 async def test_a_head_over_16_kib_gets_431_and_the_connection_is_closed(served: Served) -> None:
     reader, writer = await served.connect()
-    writer.write(b"GET /healthz HTTP/1.1\r\nX-Padding: " + b"p" * (16 * 1024) + b"\r\n\r\n")
+    writer.write(
+        b"GET /healthz HTTP/1.1\r\nHost: r\r\nX-Padding: " + b"p" * (16 * 1024) + b"\r\n\r\n"
+    )
     status, head, _ = await read_response_head(reader)
     assert status == 431
     assert b"\r\nConnection: close\r\n" in head
@@ -239,7 +245,7 @@ async def asking_slow(
     """A connection whose request /slow the server is answering (it waits for the gate)."""
     asked = server.requests_count
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"GET /slow HTTP/1.1\r\n\r\n")
+    writer.write(b"GET /slow HTTP/1.1\r\nHost: r\r\n\r\n")
     async with asyncio.timeout(5):
         while server.requests_count == asked:
             await asyncio.sleep(0.01)
@@ -252,7 +258,7 @@ async def test_a_shutdown_closes_idle_connections_and_lets_answers_under_way_fin
     server, gate, port = gated
     # Given an idle kept-alive connection and one whose request is being answered
     idle_reader, idle = await asyncio.open_connection("127.0.0.1", port)
-    idle.write(b"GET /fast HTTP/1.1\r\n\r\n")
+    idle.write(b"GET /fast HTTP/1.1\r\nHost: r\r\n\r\n")
     assert (await read_response(idle_reader))[0] == 200
     busy_reader, busy = await asking_slow(server, port)
 
@@ -295,7 +301,7 @@ async def test_a_request_waiting_behind_a_slow_answer_is_not_cut_by_the_head_tim
     server, gate, port = gated
     # Given a connection whose first request is answered slowly, a second pipelined behind it
     reader, writer = await asking_slow(server, port)
-    writer.write(b"GET /fast HTTP/1.1\r\n\r\n")
+    writer.write(b"GET /fast HTTP/1.1\r\nHost: r\r\n\r\n")
 
     # When the first answer takes longer than the head timeout (1 s here)
     await asyncio.sleep(2 * LIMITS.head_timeout + 0.5)
