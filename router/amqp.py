@@ -4,6 +4,7 @@
 node of a cluster. :func:`connect_first` tries them in turn, starting where the caller says,
 so a process whose node died moves to the next one. aio-pika's robust connection reconnects to
 its one URL only; the router and the workers therefore run their own reconnect loops with this.
+Each URL is read once by :class:`~router.amqp_url.AmqpUrl`, which refuses what it cannot honour.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from collections.abc import Sequence
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractConnection
-from yarl import URL
 
+from router.amqp_url import AmqpUrl, redact
 from router.errors import ConfigError, RouterError
 
 #: Seconds one node gets to accept a connection before the next one is tried.
@@ -26,26 +27,24 @@ class BrokerUnreachable(RouterError):
     """Raised when no listed RabbitMQ node accepted a connection."""
 
 
-def split_urls(raw: str | Sequence[str]) -> tuple[str, ...]:
-    """The URLs of a comma-separated list (or a sequence), each checked to be amqp(s)://."""
-    urls = tuple(u.strip() for u in raw.split(",")) if isinstance(raw, str) else tuple(raw)
-    urls = tuple(u for u in urls if u)
+def parse_urls(raw: str | Sequence[str | AmqpUrl]) -> tuple[AmqpUrl, ...]:
+    """The URLs of a comma-separated list (or a sequence), each read by :class:`AmqpUrl`
+    (:class:`ConfigError` in one line naming the first thing it refuses)."""
+    if isinstance(raw, str):
+        raw = [u.strip() for u in raw.split(",")]
+    urls = tuple(u if isinstance(u, AmqpUrl) else AmqpUrl.parse(u) for u in raw if u)
     if not urls:
         raise ConfigError("no RabbitMQ URL: set ROUTER_AMQP_URL")
-    for url in urls:
-        if URL(url).scheme not in ("amqp", "amqps"):
-            raise ConfigError(f"{redact(url)} is not an amqp:// or amqps:// URL")
     return urls
 
 
-def redact(url: str) -> str:
-    """The URL without its password, for logs and messages."""
-    parsed = URL(url)
-    return str(parsed.with_password("***")) if parsed.password else url
+def split_urls(raw: str | Sequence[str]) -> tuple[str, ...]:
+    """The URLs of a comma-separated list (or a sequence), each checked by :class:`AmqpUrl`."""
+    return tuple(url.raw for url in parse_urls(raw))
 
 
 async def connect_first(
-    urls: str | Sequence[str],
+    urls: str | Sequence[str | AmqpUrl],
     start: int = 0,
     *,
     name: str,
@@ -53,23 +52,26 @@ async def connect_first(
 ) -> tuple[AbstractConnection, int]:
     """Connect to the first node that answers, trying ``urls`` from index ``start`` round.
 
-    Returns the connection and the index of the URL it went to.
+    Returns the connection and the index of the URL it went to. A URL's ``timeout`` and
+    ``name`` win over ``timeout`` and ``name`` here, as in the publisher.
     """
-    candidates = split_urls(urls)
+    candidates = parse_urls(urls)
     errors: list[str] = []
     for offset in range(len(candidates)):
         index = (start + offset) % len(candidates)
         url = candidates[index]
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(url.connect_timeout or timeout):
                 connection = await aio_pika.connect(
-                    url, client_properties={"connection_name": name}
+                    url.for_aio_pika(),
+                    ssl_context=url.ssl_context(),
+                    client_properties={"connection_name": url.name or name},
                 )
         except (OSError, TimeoutError, aiormq.exceptions.AMQPError) as error:
-            errors.append(f"{redact(url)}: {error!r}")
+            errors.append(f"{url.redacted}: {error!r}")
             continue
         return connection, index
     raise BrokerUnreachable("no RabbitMQ node answered: " + "; ".join(errors))
 
 
-__all__ = ["BrokerUnreachable", "connect_first", "redact", "split_urls"]
+__all__ = ["AmqpUrl", "BrokerUnreachable", "connect_first", "parse_urls", "redact", "split_urls"]

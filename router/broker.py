@@ -6,26 +6,34 @@ ConfirmPublisher` to the same node: a lean publish-only connection whose confirm
 pipelined (many publishes in flight, each awaiting only its own confirm). When that
 connection is lost it connects again, to another node of the list first, and declares the
 topology again. Anything short of a broker ack raises :class:`~router.errors.PublishFailed`.
+
+A half-open connection (the node or the path to it stopped answering, the socket still up)
+is noticed by its confirms: after ``timeouts_to_recycle`` confirm timeouts in a row (no ack
+between them) within ``recycle_window`` seconds, the connection is dropped and the next node
+tried, instead of waiting two heartbeats for the publisher to notice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
 import aiormq
 import structlog
 
-from router.amqp import CONNECT_TIMEOUT, connect_first, redact, split_urls
+from router.amqp import CONNECT_TIMEOUT, connect_first, parse_urls
 from router.amqp_frames import Properties
+from router.amqp_url import AmqpUrl
 from router.errors import PublishFailed, RouterError
 from router.names import Names
 from router.publisher import (
     ConfirmPublisher,
     ConfirmTimedOut,
     ConnectionLost,
+    HeaderTooLarge,
     Nacked,
     NotConfirmed,
     Returned,
@@ -44,6 +52,9 @@ DECLARE_TIMEOUT = 10.0
 #: while a new channel publishes at once (tests/test_cluster_failover.py).
 NACK_RECYCLE_AFTER = 3.0
 NACK_RECYCLE_INTERVAL = 10.0
+#: Defaults of ROUTER_CONFIRM_TIMEOUTS_TO_RECYCLE and ROUTER_CONFIRM_TIMEOUT_WINDOW.
+TIMEOUTS_TO_RECYCLE = 3
+RECYCLE_WINDOW = 30.0
 
 
 class Broker:
@@ -55,13 +66,15 @@ class Broker:
 
     def __init__(
         self,
-        urls: str | Sequence[str],
+        urls: str | Sequence[str | AmqpUrl],
         names: Names,
         *,
         confirm_timeout: float,
         connection_name: str = "attentive-router",
+        timeouts_to_recycle: int = TIMEOUTS_TO_RECYCLE,
+        recycle_window: float = RECYCLE_WINDOW,
     ) -> None:
-        self._urls = split_urls(urls)
+        self._urls = parse_urls(urls)
         self._names = names
         self._confirm_timeout = confirm_timeout
         self._connection_name = connection_name
@@ -71,6 +84,10 @@ class Broker:
         self._closing = False
         self._nacked_since: float | None = None
         self._last_recycle = -NACK_RECYCLE_INTERVAL
+        self._timeouts_to_recycle = timeouts_to_recycle
+        self._recycle_window = recycle_window
+        #: When each confirm timeout since the last ack happened (loop time).
+        self._timeouts: deque[float] = deque()
         #: Index of the URL currently (or last) connected to.
         self.node = 0
 
@@ -116,13 +133,16 @@ class Broker:
                 start = (start + 1) % len(self._urls)
                 await asyncio.sleep(RECONNECT_INTERVAL)
                 continue
-            log.info("broker_connected", attempt=attempt, node=redact(self._urls[self.node]))
+            log.info("broker_connected", attempt=attempt, node=self._urls[self.node].redacted)
             attempt = 0
             reason = await publisher.wait_closed()
             self._topology = None
+            self._timeouts.clear()
             if self._closing:
                 return
-            log.warning("broker_connection_lost", node=redact(self._urls[self.node]), reason=reason)
+            log.warning(
+                "broker_connection_lost", node=self._urls[self.node].redacted, reason=reason
+            )
             start = (self.node + 1) % len(self._urls)  # another node first
 
     async def _connect(self, start: int) -> ConfirmPublisher:
@@ -198,7 +218,21 @@ class Broker:
             raise PublishFailed("RabbitMQ has blocked publishing (resource alarm)")
         try:
             await publisher.publish(exchange, routing_key, body, properties)
-        except (ConfirmTimedOut, Returned) as error:
+        except ConfirmTimedOut as error:
+            self._timed_out(publisher)
+            raise PublishFailed(str(error)) from None
+        except Returned as error:
+            raise PublishFailed(str(error)) from None
+        except HeaderTooLarge as error:
+            # names and sizes only: header values and the body may hold personal data
+            headers = properties.headers
+            largest = max(headers, key=lambda k: len(str(headers[k])), default=None)
+            log.warning(
+                "publish_refused_header_too_large",
+                error=str(error),
+                message_id=properties.message_id,
+                largest_header=largest,
+            )
             raise PublishFailed(str(error)) from None
         except ConnectionLost as error:
             raise PublishFailed(f"connection lost before the confirm: {error}") from None
@@ -209,6 +243,30 @@ class Broker:
             log.warning("publish_failed_unexpectedly", error=repr(error))
             raise PublishFailed(f"no confirm: {error!r}") from None
         self._nacked_since = None
+        self._timeouts.clear()
+
+    def _timed_out(self, publisher: ConfirmPublisher) -> None:
+        """Count a confirm timeout; after enough in a row, drop the connection for another node.
+
+        Not while RabbitMQ has said it blocks the connection (a resource alarm): that
+        connection is alive, and so would be any other until the alarm clears.
+        """
+        if publisher.blocked or not publisher.is_open or publisher is not self._publisher:
+            return
+        now = asyncio.get_running_loop().time()
+        timeouts = self._timeouts
+        timeouts.append(now)
+        while timeouts and timeouts[0] < now - self._recycle_window:
+            timeouts.popleft()
+        if len(timeouts) >= self._timeouts_to_recycle:
+            timeouts.clear()
+            log.warning(
+                "broker_recycling_after_confirm_timeouts",
+                node=self._urls[self.node].redacted,
+                timeouts=self._timeouts_to_recycle,
+                window=self._recycle_window,
+            )
+            publisher.abort(f"{self._timeouts_to_recycle} confirm timeouts in a row")
 
     def _nacked(self) -> None:
         """Count a nack; when nothing but nacks came for a while, start over elsewhere."""
@@ -221,7 +279,7 @@ class Broker:
             self._last_recycle, self._nacked_since = now, None
             publisher = self._publisher
             if publisher is not None and publisher.is_open:
-                log.warning("broker_recycling_after_nacks", node=redact(self._urls[self.node]))
+                log.warning("broker_recycling_after_nacks", node=self._urls[self.node].redacted)
                 asyncio.get_running_loop().create_task(publisher.close())
 
 

@@ -14,7 +14,14 @@ needs, and so does it cheaply:
   instead of a timer per publish;
 - a message returned as unroutable (``mandatory``) fails with :class:`Returned`, a nack with
   :class:`Nacked`; a connection or channel closed by either side fails every publish still
-  waiting with :class:`ConnectionLost`, and :meth:`wait_closed` returns.
+  waiting with :class:`ConnectionLost`, and :meth:`wait_closed` returns;
+- a message whose content header (its properties and header table) would not fit in one
+  frame of the negotiated ``frame_max`` is refused with :class:`HeaderTooLarge` before a byte
+  of it is written: RabbitMQ would close the whole connection (501 FRAME_ERROR) for it.
+
+The URL is read by :class:`~router.amqp_url.AmqpUrl`, as for the connection that declares the
+topology; the heartbeat is :func:`~router.amqp_url.negotiate_heartbeat` of the URL's (60 s by
+default, as aiormq) and RabbitMQ's.
 
 A basic.return does not carry the delivery tag, only the message (exchange, routing key,
 properties), and RabbitMQ may send several returns before one ``multiple`` ack settles
@@ -31,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ssl
 import struct
 from collections import deque
 from typing import Any, cast
@@ -41,7 +47,6 @@ from pamqp import frame as pamqp_frame
 from pamqp.base import Frame
 from pamqp.exceptions import UnmarshalingException
 from pamqp.header import ContentHeader, ProtocolHeader
-from yarl import URL
 
 from router.amqp_frames import (
     BASIC_ACK,
@@ -55,6 +60,7 @@ from router.amqp_frames import (
     publish_frames,
     publish_method,
 )
+from router.amqp_url import AmqpUrl, negotiate_heartbeat
 
 CHANNEL = 1
 #: Largest frame we offer; RabbitMQ's default (131,072) holds a 1 KiB event in one frame.
@@ -95,6 +101,10 @@ class ConnectionLost(NotConfirmed):
     """The connection or the channel closed before the confirm arrived."""
 
 
+class HeaderTooLarge(NotConfirmed):
+    """The message's content header would exceed the negotiated ``frame_max``: not written."""
+
+
 class _Pending:
     __slots__ = ("deadline", "future", "message_id", "returned", "route")
 
@@ -119,7 +129,7 @@ class ConfirmPublisher(asyncio.Protocol):
     Open it with :meth:`open`; it never reconnects (the caller decides where to go next).
     """
 
-    def __init__(self, url: URL, *, name: str, confirm_timeout: float) -> None:
+    def __init__(self, url: AmqpUrl, *, name: str, confirm_timeout: float) -> None:
         self._url = url
         self._name = name
         self._confirm_timeout = confirm_timeout
@@ -151,20 +161,27 @@ class ConfirmPublisher(asyncio.Protocol):
 
     @classmethod
     async def open(
-        cls, url: str, *, name: str, confirm_timeout: float, timeout: float
+        cls, url: str | AmqpUrl, *, name: str, confirm_timeout: float, timeout: float
     ) -> ConfirmPublisher:
-        """Connect, authenticate and open a confirm-mode channel within ``timeout`` seconds."""
-        parsed = URL(url)
-        secure = parsed.scheme == "amqps"
+        """Connect, authenticate and open a confirm-mode channel within ``timeout`` seconds
+        (the URL's ``timeout`` wins, and its ``name`` over ``name``, as in
+        :func:`router.amqp.connect_first`)."""
+        parsed = url if isinstance(url, AmqpUrl) else AmqpUrl.parse(url)
         loop = asyncio.get_running_loop()
-        protocol = cls(parsed, name=name, confirm_timeout=confirm_timeout)
+        protocol = cls(parsed, name=parsed.name or name, confirm_timeout=confirm_timeout)
+        options: dict[str, Any] = {}
+        if parsed.interleave is not None:
+            options["interleave"] = parsed.interleave
+        if parsed.happy_eyeballs_delay is not None:
+            options["happy_eyeballs_delay"] = parsed.happy_eyeballs_delay
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(parsed.connect_timeout or timeout):
                 await loop.create_connection(
                     lambda: protocol,
-                    parsed.host or "localhost",
-                    parsed.port or (5671 if secure else 5672),
-                    ssl=_ssl_context(parsed) if secure else None,
+                    parsed.host,
+                    parsed.port,
+                    ssl=parsed.ssl_context(),
+                    **options,
                 )
                 await protocol._ready
         except BaseException:
@@ -182,8 +199,11 @@ class ConfirmPublisher(asyncio.Protocol):
             await asyncio.wait_for(asyncio.shield(self._closed), timeout)
         self.abort()
 
-    def abort(self) -> None:
-        """Drop the connection at once; waiting publishes fail with :class:`ConnectionLost`."""
+    def abort(self, reason: str | None = None) -> None:
+        """Drop the connection at once; waiting publishes fail with :class:`ConnectionLost`
+        (saying ``reason`` when given)."""
+        if reason is not None and not self._closed.done():
+            self._close_reason = reason
         if self._transport is not None:
             self._transport.abort()
 
@@ -208,7 +228,11 @@ class ConfirmPublisher(asyncio.Protocol):
         *,
         mandatory: bool = True,
     ) -> asyncio.Future[None]:
-        """Write the message; the future resolves on RabbitMQ's ack (or fails: see module)."""
+        """Write the message; the future resolves on RabbitMQ's ack (or fails: see module).
+
+        Raises :class:`HeaderTooLarge` (writing nothing) when the content header would not
+        fit in one frame, and :class:`ConnectionLost` when the connection is not open.
+        """
         if not self.is_open:
             raise ConnectionLost(self._close_reason)
         key = (exchange, routing_key, mandatory)
@@ -219,6 +243,11 @@ class ConfirmPublisher(asyncio.Protocol):
                 self._methods.clear()
             self._methods[key] = method
         frames = publish_frames(method, CHANNEL, body, properties, self._frame_max)
+        if len(frames[1]) > self._frame_max:  # the content header; the method is < 600 bytes
+            raise HeaderTooLarge(
+                f"the message's content header is {len(frames[1])} bytes,"
+                f" more than the connection's frame_max ({self._frame_max})"
+            )
         self._tag += 1
         future: asyncio.Future[None] = self._loop.create_future()
         deadline = self._loop.time() + self._confirm_timeout
@@ -298,20 +327,24 @@ class ConfirmPublisher(asyncio.Protocol):
     def _on_frame(self, value: Any) -> None:
         match value:
             case commands.Connection.Start(mechanisms=mechanisms):
-                if "PLAIN" not in str(mechanisms).split():
-                    self._protocol_error(f"RabbitMQ offers no PLAIN login: {mechanisms!r}")
+                url = self._url
+                if url.auth not in str(mechanisms).split():
+                    self._protocol_error(f"RabbitMQ offers no {url.auth} login: {mechanisms!r}")
                     return
-                login = f"\0{self._url.user or 'guest'}\0{self._url.password or 'guest'}"
+                # as aiormq's PlainAuth and ExternalAuth (the user comes from the certificate)
+                login = f"\0{url.user}\0{url.password}" if url.auth == "PLAIN" else ""
                 start_ok = commands.Connection.StartOk(
-                    client_properties=_client_properties(self._name), response=login
+                    client_properties=_client_properties(self._name),
+                    mechanism=url.auth,
+                    response=login,
                 )
                 self._send(frame_of(start_ok, 0))
             case commands.Connection.Tune(frame_max=frame_max, heartbeat=offered):
                 self._frame_max = min(frame_max or FRAME_MAX, FRAME_MAX)
-                heartbeat = _heartbeat(self._url, offered)
+                heartbeat = negotiate_heartbeat(self._url.heartbeat, offered)
                 self._heartbeat = float(heartbeat)
                 self._send(frame_of(commands.Connection.TuneOk(1, self._frame_max, heartbeat), 0))
-                self._send(frame_of(commands.Connection.Open(_vhost(self._url)), 0))
+                self._send(frame_of(commands.Connection.Open(self._url.vhost), 0))
             case commands.Connection.OpenOk():
                 self._send(frame_of(commands.Channel.Open(), CHANNEL))
             case commands.Channel.OpenOk():
@@ -431,28 +464,11 @@ def _client_properties(name: str) -> dict[str, Any]:
     }
 
 
-def _vhost(url: URL) -> str:
-    return url.path[1:] or "/"
-
-
-def _heartbeat(url: URL, offered: int) -> int:
-    """The URL's ``heartbeat`` (seconds) when it sets one, else what RabbitMQ offered."""
-    asked = url.query.get("heartbeat")
-    return int(asked) if asked is not None and asked.isdigit() else offered
-
-
-def _ssl_context(url: URL) -> ssl.SSLContext:
-    """TLS for amqps:// with the URL's ``cafile``, ``certfile`` and ``keyfile`` if given."""
-    context = ssl.create_default_context(cafile=url.query.get("cafile"))
-    if certfile := url.query.get("certfile"):
-        context.load_cert_chain(certfile, url.query.get("keyfile"))
-    return context
-
-
 __all__ = [
     "ConfirmPublisher",
     "ConfirmTimedOut",
     "ConnectionLost",
+    "HeaderTooLarge",
     "Nacked",
     "NotConfirmed",
     "Returned",

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from router.amqp import split_urls
+from router.amqp import parse_urls
 from router.errors import ConfigError
 from router.names import Names
 
@@ -36,6 +36,10 @@ class Settings:
     max_body_bytes: int = 256 * 1024
     #: How long a publish may wait for the broker's confirm before the ingress answers 503.
     confirm_timeout: float = 5.0
+    #: Confirm timeouts in a row (no ack between them) within ``confirm_timeout_window``
+    #: seconds after which the publishing connection is dropped and the next node tried.
+    confirm_timeouts_to_recycle: int = 3
+    confirm_timeout_window: float = 30.0
     #: Seconds in the Retry-After header of a 503.
     retry_after: int = 5
     #: Seconds a client has to send a request's line and headers, counted from the opening of
@@ -88,16 +92,23 @@ class Settings:
             ("ROUTER_HEADER_TIMEOUT", self.header_timeout),
             ("ROUTER_BODY_TIMEOUT", self.body_timeout),
             ("ROUTER_KEEPALIVE_TIMEOUT", self.keepalive_timeout),
+            ("ROUTER_CONFIRM_TIMEOUT_WINDOW", self.confirm_timeout_window),
         ):
             if not (math.isfinite(seconds) and seconds > 0):
                 raise ConfigError(f"{name} must be a positive number of seconds")
+        if not 1 <= self.confirm_timeouts_to_recycle <= 1000:
+            raise ConfigError(
+                "ROUTER_CONFIRM_TIMEOUTS_TO_RECYCLE must be between 1 and 1000,"
+                f" not {self.confirm_timeouts_to_recycle}"
+            )
         if self.retry_after < 0:
             raise ConfigError("ROUTER_RETRY_AFTER must not be negative")
         if self.log_level.upper() not in _LOG_LEVELS:
             raise ConfigError(f"ROUTER_LOG_LEVEL must be one of {', '.join(_LOG_LEVELS).lower()}")
         if self.log_format not in ("auto", "json", "console"):
             raise ConfigError("ROUTER_LOG_FORMAT must be auto, json or console")
-        split_urls(self.amqp_url)  # raises ConfigError naming a URL that is not amqp(s)://
+        for url in parse_urls(self.amqp_url):  # ConfigError naming an option it cannot honour
+            url.ssl_context()  # and a TLS file that cannot be read
         if not self.namespace or any(c in self.namespace for c in " *#"):
             raise ConfigError("ROUTER_NAMESPACE must be a non-empty name without spaces, * or #")
 
@@ -132,9 +143,22 @@ def _convert(name: str, raw: str) -> Any:
         match name:
             case "signing_keys":
                 return parse_keys(raw)
-            case "port" | "admin_port" | "max_body_bytes" | "retry_after" | "workers":
+            case (
+                "port"
+                | "admin_port"
+                | "max_body_bytes"
+                | "retry_after"
+                | "workers"
+                | "confirm_timeouts_to_recycle"
+            ):
                 return int(raw)
-            case "confirm_timeout" | "header_timeout" | "body_timeout" | "keepalive_timeout":
+            case (
+                "confirm_timeout"
+                | "header_timeout"
+                | "body_timeout"
+                | "keepalive_timeout"
+                | "confirm_timeout_window"
+            ):
                 return float(raw)
             case _:
                 return raw
