@@ -32,11 +32,11 @@ client does (README, "The webhook port's limits", says how much):
 The timers blame only the client: no head or body deadline runs while the server itself
 holds reading paused, and a deadline that passes never cuts answers already computed: they
 are sent, then the connection closes. Where RFC 9112 says a server must refuse, it does:
-400 for an HTTP/1.1 request without ``Host`` or any with two (§3.2), 501 for a
-``Transfer-Encoding`` whose last coding is not chunked (§6.1), 505 for HTTP versions other
-than 1.0 and 1.1; an absolute-form target (§3.2.2) is routed by its path. Trailer fields
-(§7.1.2) are counted and dropped, never merged into the headers. As in uvicorn and h11, an
-error of our own while answering closes that one connection.
+400 for an HTTP/1.1 request without ``Host`` or any with two (§3.2); 501 for a
+``Transfer-Encoding`` other than ``chunked`` alone, the one coding implemented (§6.1); 505
+for HTTP versions other than 1.0 and 1.1. An absolute-form target (§3.2.2) is routed by its
+path. Trailer fields (§7.1.2) are counted and dropped, never merged into the headers. As in
+uvicorn and h11, an error of our own while answering closes that one connection.
 
 A request the connection refuses still goes to the handler, as a :class:`Request` with its
 :class:`Refusal`, so that it is answered, logged and counted like any other; the connection
@@ -222,7 +222,8 @@ class _Connection(asyncio.Protocol):
         # the request being read
         self._url = b""
         self._headers: dict[bytes, bytes] = {}
-        self._hosts = 0
+        #: How many Host and Transfer-Encoding fields the head has.
+        self._hosts = self._codings = 0
         self._body: list[bytes] = []
         self._body_size = 0
         #: Body bytes still to come by its Content-Length (0 when chunked or unknown).
@@ -365,7 +366,8 @@ class _Connection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._in_head = True
-        self._head_bytes = self._head_raw = self._hosts = self._body_left = 0
+        self._head_bytes = self._head_raw = self._body_left = 0
+        self._hosts = self._codings = 0
         if self._owed is not _Owed.HEAD:  # (a new connection's deadline runs from its opening)
             self._set_deadline(_Owed.HEAD)
 
@@ -383,6 +385,8 @@ class _Connection(asyncio.Protocol):
         name = name.lower()
         if name == b"host":
             self._hosts += 1
+        elif name == b"transfer-encoding":
+            self._codings += 1
         self._headers[name] = value
 
     def on_headers_complete(self) -> None:
@@ -393,7 +397,7 @@ class _Connection(asyncio.Protocol):
             raise _Stop
         parser = self._parser
         version = parser.get_http_version()
-        if refusal := _refusal_of_head(version, self._hosts, self._headers):
+        if refusal := _refusal_of_head(version, self._hosts, self._codings, self._headers):
             self._refuse(refusal)
             raise _Stop
         self._in_body = True
@@ -692,15 +696,18 @@ class _Connection(asyncio.Protocol):
         return url.partition(b"?")[0].partition(b"#")[0].decode("latin-1")
 
 
-def _refusal_of_head(version: str, hosts: int, headers: Mapping[bytes, bytes]) -> Refusal | None:
+def _refusal_of_head(
+    version: str, hosts: int, codings: int, headers: Mapping[bytes, bytes]
+) -> Refusal | None:
     """What RFC 9112 says a server must refuse in a head llhttp accepted, if anything."""
     if version != "1.1" and version != "1.0":
         return Refusal.VERSION_NOT_SUPPORTED  # HTTP/2.0 in an HTTP/1 request line, HTTP/0.9
     if hosts > 1 or (hosts == 0 and version == "1.1"):
         return Refusal.BAD_REQUEST  # §3.2
-    coding = headers.get(b"transfer-encoding")
-    if coding is not None and coding.rpartition(b",")[2].strip().lower() != b"chunked":
-        return Refusal.NOT_IMPLEMENTED  # §6.1: a body we could not find the end of
+    if codings and (codings > 1 or headers[b"transfer-encoding"].strip().lower() != b"chunked"):
+        # §6.1: chunked is the one transfer coding implemented here; a body in any other
+        # (gzip, chunked included) would be read still coded, or not found the end of
+        return Refusal.NOT_IMPLEMENTED
     return None
 
 
