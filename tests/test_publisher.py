@@ -4,7 +4,10 @@ First the bytes: what :mod:`router.amqp_frames` writes must read back, through p
 unmarshaller, as the publish we meant. Then the outcomes a publish can have, each produced
 by the broker itself: ack, pipelined acks, a return (mandatory and unroutable), a nack (a
 full queue refusing publishes), a channel error, the broker closing the connection, a
-refused login.
+refused login, a content header too large for a frame. Last, through a proxy
+(tests/amqp_proxy.py) that splits frames and plays a server offering other heartbeats: the
+publisher still works, keeps a heartbeat by default, and reads its URL as the connection that
+declares the topology reads it.
 """
 
 from __future__ import annotations
@@ -20,19 +23,24 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 from pamqp import frame as pamqp_frame
 from pamqp.body import ContentBody
-from pamqp.commands import Basic
+from pamqp.commands import Basic, Connection
 from pamqp.header import ContentHeader
 from yarl import URL
 
-from router.amqp_frames import Properties, publish_frames, publish_method
+from router.amqp import connect_first
+from router.amqp_frames import Properties, content_header, publish_frames, publish_method
+from router.amqp_url import DEFAULT_HEARTBEAT
 from router.names import Names
 from router.publisher import (
+    FRAME_MAX,
     WRITE_BATCH,
     ConfirmPublisher,
     ConnectionLost,
+    HeaderTooLarge,
     Nacked,
     Returned,
 )
+from tests.amqp_proxy import AmqpProxy
 from tests.conftest import AMQP_URL, rabbitmqctl
 
 PROPERTIES = Properties(
@@ -331,14 +339,148 @@ def close_connection_named(name: str, reason: str) -> None:
     rabbitmqctl("close_connection", pids[0], reason)
 
 
+# -- a content header larger than a frame ----------------------------------------------------
+
+
+def with_header_frame_of(size: int) -> Properties:
+    """PROPERTIES plus a padding header, so that the content header frame is ``size`` bytes."""
+    padded = replace(PROPERTIES, headers={**PROPERTIES.headers, "padding": ""})
+    short = len(content_header(1, 1, padded))
+    return replace(PROPERTIES, headers={**PROPERTIES.headers, "padding": "p" * (size - short)})
+
+
 @pytest.mark.broker
-async def test_an_idle_connection_keeps_its_heartbeat(queue_name: str) -> None:
-    url = str(URL(AMQP_URL).with_query(heartbeat="1"))
-    publisher = await ConfirmPublisher.open(url, name="heartbeat", confirm_timeout=5, timeout=10)
-    try:
-        # RabbitMQ closes a connection it hears nothing from for two heartbeats (2 s here)
-        await asyncio.sleep(4)
-        assert publisher.is_open
-        await publisher.publish("", queue_name, b"still here", PROPERTIES)
-    finally:
+async def test_a_header_over_frame_max_is_refused_and_the_connection_carries_on(
+    publisher: ConfirmPublisher, queue_name: str, amqp: AbstractRobustConnection
+) -> None:
+    # Given publishes in flight, and a header exactly as large as RabbitMQ's frame_max allows
+    before = [publisher.publish("", queue_name, b"before", PROPERTIES) for _ in range(20)]
+    fits = publisher.publish("", queue_name, b"fits", with_header_frame_of(FRAME_MAX))
+
+    # When a message's content header is one byte larger than a frame may be
+    with pytest.raises(HeaderTooLarge, match=r"content header is 131073 bytes.*131072"):
+        publisher.publish("", queue_name, b"too large", with_header_frame_of(FRAME_MAX + 1))
+    after = publisher.publish("", queue_name, b"after", PROPERTIES)
+
+    # Then it was never written (RabbitMQ would have closed the connection with 501 for it):
+    # everything else, the largest header that fits included, is confirmed and in the queue
+    await asyncio.gather(*before, fits, after)
+    assert publisher.is_open
+    channel = await amqp.channel()
+    declared = await channel.declare_queue(queue_name, passive=True)
+    assert declared.declaration_result.message_count == 22
+
+
+# -- through a proxy -------------------------------------------------------------------------
+
+
+@pytest.mark.broker
+async def test_publishes_are_confirmed_when_every_frame_arrives_in_pieces(
+    queue_name: str, amqp: AbstractRobustConnection
+) -> None:
+    # Given a path that writes everything, both ways, five bytes at a time
+    async with AmqpProxy.running(piece=5) as proxy:
+        publisher = await ConfirmPublisher.open(
+            proxy.url(AMQP_URL), name="in pieces", confirm_timeout=10, timeout=10
+        )
+        try:
+            # When a hundred messages are published at once
+            confirms = [
+                publisher.publish("", queue_name, b"%d" % i, PROPERTIES) for i in range(100)
+            ]
+            await asyncio.gather(*confirms)
+        finally:
+            await publisher.close()
+        # Then the frames really went in pieces, and every message was confirmed and is in
+        # the queue
+        one_message = publish_frames(
+            publish_method(1, "", queue_name, mandatory=True), 1, b"0", PROPERTIES, FRAME_MAX
+        )
+        assert proxy.writes > 100 * len(b"".join(one_message)) // 5
+    channel = await amqp.channel()
+    declared = await channel.declare_queue(queue_name, passive=True)
+    assert declared.declaration_result.message_count == 100
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize(
+    ("offered", "query", "kept"),
+    [
+        (0, {}, DEFAULT_HEARTBEAT),  # a server offering none: the client's default, 60 s
+        (30, {}, 30),  # the lower of the two
+        (60, {"heartbeat": "7"}, 7),
+        (0, {"heartbeat": "0"}, 0),  # only when neither side wants one
+    ],
+)
+async def test_the_heartbeat_is_the_lower_one_that_is_not_zero(
+    offered: int, query: dict[str, str], kept: int
+) -> None:
+    # Given a server offering ``offered`` seconds and a URL asking for ``query``
+    async with AmqpProxy.running(offer_heartbeat=offered) as proxy:
+        url = str(URL(proxy.url(AMQP_URL)).with_query(query))
+
+        # When the publisher connects
+        publisher = await ConfirmPublisher.open(url, name="tune", confirm_timeout=5, timeout=10)
         await publisher.close()
+
+    # Then its TuneOk says the heartbeat both keep
+    (tune_ok,) = proxy.tune_oks()
+    assert tune_ok.heartbeat == kept
+
+
+@pytest.mark.broker
+async def test_an_idle_publisher_sends_heartbeats(queue_name: str) -> None:
+    # Given a publisher with a one-second heartbeat, through a proxy that records its frames
+    async with AmqpProxy.running() as proxy:
+        url = str(URL(proxy.url(AMQP_URL)).with_query(heartbeat="1"))
+        publisher = await ConfirmPublisher.open(
+            url, name="heartbeat", confirm_timeout=5, timeout=10
+        )
+        try:
+            # When it has nothing to publish, it still sends heartbeat frames
+            await proxy.until(lambda: proxy.client_heartbeats() >= 3, timeout=5)
+            # Then RabbitMQ keeps the connection, and it publishes
+            await publisher.publish("", queue_name, b"still here", PROPERTIES)
+        finally:
+            await publisher.close()
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize(
+    "template",
+    [
+        "amqp://guest:guest@127.0.0.1:{port}/%2F?heartbeat=7&name=same-for-both&timeout=3",
+        "amqp://127.0.0.1:{port}",  # no user: guest, as aiormq
+        "amqp://guest@127.0.0.1:{port}/?auth=plain",  # no password: guest, as aiormq
+    ],
+)
+async def test_both_connections_read_the_same_url_the_same_way(template: str) -> None:
+    async with AmqpProxy.running() as proxy:
+        url = template.format(port=proxy.port)
+
+        # When the topology's connection (aio-pika) and the publisher open the same URL
+        connection, _ = await connect_first(url, name="default name")
+        await connection.close()
+        publisher = await ConfirmPublisher.open(
+            url, name="default name", confirm_timeout=5, timeout=10
+        )
+        await publisher.close()
+
+    # Then both logged in as the same user with the same mechanism, opened the same vhost,
+    # kept the same heartbeat and gave the same connection name
+    methods = proxy.client_methods()
+    start_oks = [m for m in methods if isinstance(m, Connection.StartOk)]
+    opens = [m for m in methods if isinstance(m, Connection.Open)]
+    seen = [
+        (
+            start_ok.mechanism,
+            start_ok.response.split("\0")[1],  # the user (the password stays unprinted)
+            start_ok.client_properties["connection_name"],
+            tune_ok.heartbeat,
+            open_.virtual_host,
+        )
+        for start_ok, tune_ok, open_ in zip(start_oks, proxy.tune_oks(), opens, strict=True)
+    ]
+    assert len(seen) == 2
+    assert seen[0] == seen[1]
+    assert seen[0][1] == "guest" and seen[0][4] == "/"
