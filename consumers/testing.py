@@ -11,7 +11,9 @@
 
 The harness runs the worker's whole pipeline (retries, idempotency, its middleware), so the
 outcome is what the runtime would do with the delivery: ``Handled``, ``Skipped``,
-``RetryLater`` or ``DeadLetter``. Nothing is published: settle it yourself if you need to.
+``Deferred`` (the same message id is being handled by a delivery still running: two
+``deliver`` calls at once), ``RetryLater`` or ``DeadLetter``. Nothing is published: settle it
+yourself if you need to.
 """
 
 from __future__ import annotations
@@ -22,7 +24,14 @@ import orjson
 
 from consumers.runtime.errors import Reject
 from consumers.runtime.event import Event
-from consumers.runtime.outcomes import DeadLetter, Handled, Outcome, RetryLater, Skipped
+from consumers.runtime.outcomes import (
+    DeadLetter,
+    Deferred,
+    Handled,
+    Outcome,
+    RetryLater,
+    Skipped,
+)
 from consumers.runtime.worker import Worker
 from router.events import is_event_type
 from router.examples import DEFAULT_COMPANY_ID, example_payload
@@ -68,7 +77,8 @@ class WorkerHarness:
         self, event: str | dict[str, Any] | bytes, **kwargs: Any
     ) -> list[Outcome]:
         """Deliver, then keep redelivering while the outcome is a retry (no waiting): the
-        sequence of outcomes the event would go through, ending handled or dead-lettered."""
+        sequence of outcomes the event would go through, ending handled, skipped,
+        dead-lettered or deferred (another delivery of it is still running)."""
         attempt = kwargs.pop("attempt", 1)
         if isinstance(event, str):  # one example body, redelivered: the same message id
             event = orjson.dumps(
@@ -96,4 +106,12 @@ class WorkerHarness:
         )
 
 
-__all__ = ["DeadLetter", "Handled", "Reject", "RetryLater", "Skipped", "WorkerHarness"]
+__all__ = [
+    "DeadLetter",
+    "Deferred",
+    "Handled",
+    "Reject",
+    "RetryLater",
+    "Skipped",
+    "WorkerHarness",
+]

@@ -22,8 +22,15 @@ import redis.asyncio
 
 import consumers
 from consumers.runtime.errors import WorkerConfigError
-from consumers.runtime.idempotency import IdempotencyStore, MemoryStore
-from consumers.runtime.outcomes import Handled, Skipped
+from consumers.runtime.idempotency import (
+    Acquired,
+    AlreadyDone,
+    Claim,
+    IdempotencyStore,
+    InProgressElsewhere,
+    MemoryStore,
+)
+from consumers.runtime.outcomes import DeadLetter, Deferred, Handled, RetryLater, Skipped
 from consumers.runtime.shared_stores import (
     DEFAULT_KEY_PREFIX,
     DEFAULT_TABLE,
@@ -42,8 +49,9 @@ POSTGRES_URL = os.environ.get(
 )
 #: The longest any one wait in these tests may take (seconds).
 TIMEOUT = 30.0
-#: A window short enough to wait out.
+#: A window and a lease short enough to wait out.
 TINY_WINDOW = 0.3
+TINY_LEASE = 0.3
 APP = "sms-audit"
 MESSAGE_ID = "a" * 64
 
@@ -119,106 +127,284 @@ async def _until(condition: Callable[[], Awaitable[bool]], timeout: float = TIME
     return time.monotonic() - started
 
 
-async def _seen(store: IdempotencyStore, app: str, message_id: str) -> bool:
+async def _begin(store: IdempotencyStore, app: str, message_id: str) -> Claim:
     async with asyncio.timeout(TIMEOUT):
-        return await store.seen(app, message_id)
+        return await store.begin(app, message_id)
 
 
-async def _remember(store: IdempotencyStore, app: str, message_id: str) -> None:
+async def _acquire(store: IdempotencyStore, app: str, message_id: str) -> Acquired:
+    claim = await _begin(store, app, message_id)
+    assert isinstance(claim, Acquired), f"{message_id} was not acquired: {claim!r}"
+    return claim
+
+
+async def _complete(store: IdempotencyStore, claim: Acquired) -> bool:
     async with asyncio.timeout(TIMEOUT):
-        await store.remember(app, message_id)
+        return await store.complete(claim)
+
+
+async def _release(store: IdempotencyStore, claim: Acquired) -> bool:
+    async with asyncio.timeout(TIMEOUT):
+        return await store.release(claim)
+
+
+async def _handled(store: IdempotencyStore, app: str, message_id: str) -> None:
+    """Claim and complete ``message_id``, as the pipeline does around a handler that returned."""
+    assert await _complete(store, await _acquire(store, app, message_id)) is True
 
 
 # --- the stories every backend tells -----------------------------------------------------
 
 
-async def test_an_unseen_id_is_not_seen(backend: Backend) -> None:
+async def test_a_new_id_is_acquired_with_a_token_of_its_own(backend: Backend) -> None:
     store = await backend.opened()
-    assert await _seen(store, APP, MESSAGE_ID) is False
+
+    first = await _acquire(store, APP, MESSAGE_ID)
+    other = await _acquire(store, APP, "b" * 64)
+
+    assert (first.app, first.message_id) == (APP, MESSAGE_ID)
+    assert first.token and other.token and first.token != other.token
 
 
-async def test_a_remembered_id_is_seen(backend: Backend) -> None:
+async def test_a_completed_id_is_already_done(backend: Backend) -> None:
+    # Given an id claimed and completed
     store = await backend.opened()
-    await _remember(store, APP, MESSAGE_ID)
-    assert await _seen(store, APP, MESSAGE_ID) is True
-    assert await _seen(store, APP, "b" * 64) is False
+    await _handled(store, APP, MESSAGE_ID)
+
+    # When it comes again, Then it is done; another id is still new
+    assert await _begin(store, APP, MESSAGE_ID) == AlreadyDone()
+    assert isinstance(await _begin(store, APP, "b" * 64), Acquired)
 
 
-async def test_remembering_twice_is_fine(backend: Backend) -> None:
+async def test_a_claimed_id_is_in_progress_elsewhere_until_completed(backend: Backend) -> None:
+    # Given an id claimed and not yet completed
     store = await backend.opened()
-    await _remember(store, APP, MESSAGE_ID)
-    await _remember(store, APP, MESSAGE_ID)
-    assert await _seen(store, APP, MESSAGE_ID) is True
+    claim = await _acquire(store, APP, MESSAGE_ID)
+
+    # When it comes again, Then another delivery holds it
+    assert await _begin(store, APP, MESSAGE_ID) == InProgressElsewhere()
+
+    # And once the holder completed it, it is done
+    assert await _complete(store, claim) is True
+    assert await _begin(store, APP, MESSAGE_ID) == AlreadyDone()
+
+
+async def test_a_released_id_can_be_claimed_again(backend: Backend) -> None:
+    # Given an id whose handler raised, so its claim was released
+    store = await backend.opened()
+    claim = await _acquire(store, APP, MESSAGE_ID)
+    assert await _release(store, claim) is True
+
+    # When its retry comes, Then it is claimed afresh (with a new token)
+    again = await _acquire(store, APP, MESSAGE_ID)
+    assert again.token != claim.token
+    # And releasing the old claim once more changes nothing
+    assert await _release(store, claim) is False
+    assert await _begin(store, APP, MESSAGE_ID) == InProgressElsewhere()
+
+
+async def test_only_one_of_many_simultaneous_begins_acquires(backend: Backend) -> None:
+    # Given two stores on one place (two replicas; one store twice for memory)
+    stores = [await backend.opened(), await backend.opened()]
+    if backend.kind == "memory":
+        stores = [stores[0], stores[0]]
+
+    # When 20 deliveries of one id begin at once
+    async with asyncio.timeout(TIMEOUT):
+        claims = await asyncio.gather(*(stores[i % 2].begin(APP, MESSAGE_ID) for i in range(20)))
+
+    # Then exactly one holds it and the others see it in progress
+    assert sum(isinstance(claim, Acquired) for claim in claims) == 1
+    assert sum(claim == InProgressElsewhere() for claim in claims) == 19
 
 
 async def test_applications_are_separate(backend: Backend) -> None:
     store = await backend.opened()
-    await _remember(store, APP, MESSAGE_ID)
-    assert await _seen(store, "crm-sync", MESSAGE_ID) is False
-    await _remember(store, "crm-sync", MESSAGE_ID)
-    assert await _seen(store, "crm-sync", MESSAGE_ID) is True
+    await _handled(store, APP, MESSAGE_ID)
+    assert isinstance(await _begin(store, "crm-sync", MESSAGE_ID), Acquired)
+    assert await _begin(store, APP, MESSAGE_ID) == AlreadyDone()
 
 
-async def test_an_id_is_forgotten_once_the_window_passed(backend: Backend) -> None:
+async def test_an_expired_lease_is_taken_over(backend: Backend) -> None:
+    # Given a claim whose holder died mid-handler (it never completes nor releases)
+    store = await backend.opened(lease=TINY_LEASE)
+    started = time.monotonic()
+    await _acquire(store, APP, MESSAGE_ID)
+    assert await _begin(store, APP, MESSAGE_ID) == InProgressElsewhere()
+
+    # When its lease expires, Then another delivery acquires the id
+    async def acquired() -> bool:
+        return isinstance(await _begin(store, APP, MESSAGE_ID), Acquired)
+
+    await _until(acquired, timeout=TINY_LEASE + 5)
+    # And not before the lease: the claim was taken after ``started``
+    assert time.monotonic() - started >= TINY_LEASE - 0.05
+
+
+async def test_a_stale_holder_cannot_release_or_complete_the_new_claim(backend: Backend) -> None:
+    # Given a slow holder whose lease expired and another delivery that took the id over
+    store = await backend.opened(lease=TINY_LEASE)
+    stale = await _acquire(store, APP, MESSAGE_ID)
+    await asyncio.sleep(TINY_LEASE + 0.1)
+    current = await _acquire(store, APP, MESSAGE_ID)
+
+    # When the slow holder releases, then completes, Then neither touches the new claim
+    assert await _release(store, stale) is False
+    assert await _complete(store, stale) is False
+    assert await _begin(store, APP, MESSAGE_ID) == InProgressElsewhere()
+
+    # And the new holder completes it
+    assert await _complete(store, current) is True
+    assert await _begin(store, APP, MESSAGE_ID) == AlreadyDone()
+    assert await _release(store, current) is False  # done stays done
+
+
+async def test_a_holder_past_its_lease_completes_if_nobody_took_over(backend: Backend) -> None:
+    # Given a handler slower than its lease, and no other delivery of the id meanwhile
+    store = await backend.opened(lease=TINY_LEASE)
+    claim = await _acquire(store, APP, MESSAGE_ID)
+    await asyncio.sleep(TINY_LEASE + 0.1)
+
+    # When it returns, Then the id is remembered as done all the same
+    assert await _complete(store, claim) is True
+    assert await _begin(store, APP, MESSAGE_ID) == AlreadyDone()
+
+
+async def test_a_done_id_is_forgotten_once_the_window_passed(backend: Backend) -> None:
     store = await backend.opened(window=TINY_WINDOW)
     started = time.monotonic()
-    await _remember(store, APP, MESSAGE_ID)
-    assert await _seen(store, APP, MESSAGE_ID) is True
+    await _handled(store, APP, MESSAGE_ID)
+    assert await _begin(store, APP, MESSAGE_ID) == AlreadyDone()
 
-    async def forgotten() -> bool:
-        return not await _seen(store, APP, MESSAGE_ID)
+    async def claimable() -> bool:
+        return isinstance(await _begin(store, APP, MESSAGE_ID), Acquired)
 
-    await _until(forgotten, timeout=TINY_WINDOW + 5)
-    # Not forgotten before the window: the remembering happened after ``started``.
+    await _until(claimable, timeout=TINY_WINDOW + 5)
+    # Not forgotten before the window: the completion happened after ``started``.
     assert time.monotonic() - started >= TINY_WINDOW - 0.05
 
 
-async def test_remembering_again_starts_the_window_again(backend: Backend) -> None:
-    window = 1.0
-    store = await backend.opened(window=window)
-    await _remember(store, APP, MESSAGE_ID)
-    await asyncio.sleep(window * 0.6)
-    await _remember(store, APP, MESSAGE_ID)
-    await asyncio.sleep(window * 0.6)  # past the first window, within the second
-    assert await _seen(store, APP, MESSAGE_ID) is True
+async def test_the_window_does_not_cut_a_live_claim_short(backend: Backend) -> None:
+    # Given a window shorter than the lease, and a claim held past the window
+    store = await backend.opened(window=TINY_WINDOW, lease=60)
+    await _acquire(store, APP, MESSAGE_ID)
+    await asyncio.sleep(TINY_WINDOW + 0.1)
+
+    # Then the id is still in progress: only the lease ends a claim
+    assert await _begin(store, APP, MESSAGE_ID) == InProgressElsewhere()
 
 
 async def test_closing_twice_and_opening_twice_is_fine(backend: Backend) -> None:
     store = await backend.opened()
     async with asyncio.timeout(TIMEOUT):
         await store.open()
-        await store.remember(APP, MESSAGE_ID)
+        await _handled(store, APP, MESSAGE_ID)
         await store.close()
         await store.close()
+
+
+@pytest.mark.parametrize("lease", [0, -1, float("nan"), float("inf")])
+def test_a_lease_must_be_positive(backend: Backend, lease: float) -> None:
+    with pytest.raises(WorkerConfigError, match="lease"):
+        backend.make(lease=lease)
+
+
+# --- the pipeline around a handler -------------------------------------------------------
+
+
+def _body() -> bytes:
+    return orjson.dumps(
+        {"type": "sms.sent", "company": {"company_id": "c-1"}, "nonce": uuid.uuid4().hex}
+    )
+
+
+async def test_the_pipeline_defers_an_id_being_handled_and_skips_it_once_done(
+    backend: Backend,
+) -> None:
+    # Given a worker whose handler waits until the test lets it finish
+    store = await backend.opened()
+    worker = consumers.Worker("dedupe", idempotency=store)
+    finish, calls = asyncio.Event(), 0
+
+    @worker.on("sms.*")
+    async def slow(event: consumers.Event) -> None:
+        nonlocal calls
+        calls += 1
+        await finish.wait()
+
+    body = _body()
+    async with asyncio.timeout(TIMEOUT):
+        first = asyncio.create_task(worker.handle(consumers.Event.from_body(body)))
+        while calls == 0:
+            await asyncio.sleep(0.01)
+
+        # When a second delivery of the same id arrives while the first is being handled
+        second = await worker.handle(consumers.Event.from_body(body))
+
+        # Then it is deferred, not handled; once the first is done, a third is skipped
+        assert second == Deferred()
+        finish.set()
+        assert await first == Handled()
+        assert await worker.handle(consumers.Event.from_body(body)) == Skipped("duplicate")
+    assert calls == 1
+
+
+async def test_the_pipeline_releases_a_failed_or_rejected_id(backend: Backend) -> None:
+    # Given a handler that fails, then rejects, then succeeds
+    store = await backend.opened()
+    worker = consumers.Worker("flaky", idempotency=store)
+    errors: list[Exception] = [ConnectionError("timeout"), consumers.Reject("bad data")]
+
+    @worker.on("sms.*")
+    async def flaky(event: consumers.Event) -> None:
+        if errors:
+            raise errors.pop(0)
+
+    body = _body()
+    async with asyncio.timeout(TIMEOUT):
+        # When it is delivered three times (a retry, then a replay from the dead letters)
+        outcomes = [await worker.handle(consumers.Event.from_body(body)) for _ in range(3)]
+
+    # Then each later delivery could claim the id, and the last one completed it
+    assert [type(o) for o in outcomes] == [RetryLater, DeadLetter, Handled]
+    assert await _begin(store, "flaky", consumers.Event.from_body(body).message_id) == (
+        AlreadyDone()
+    )
 
 
 # --- what replicas share -----------------------------------------------------------------
 
 
-async def test_another_replica_sees_what_one_remembered(shared: Backend) -> None:
+async def test_another_replica_sees_the_claim_and_the_completion(shared: Backend) -> None:
     first = await shared.opened()
     second = await shared.opened()
-    assert await _seen(second, APP, MESSAGE_ID) is False
-    await _remember(first, APP, MESSAGE_ID)
-    assert await _seen(second, APP, MESSAGE_ID) is True
-    assert await _seen(second, "crm-sync", MESSAGE_ID) is False
+    claim = await _acquire(first, APP, MESSAGE_ID)
+    assert await _begin(second, APP, MESSAGE_ID) == InProgressElsewhere()
+    assert await _release(second, claim) is True  # the token is the proof, not the store
+    held = await _acquire(second, APP, MESSAGE_ID)
+    assert await _complete(second, held) is True
+    assert await _begin(first, APP, MESSAGE_ID) == AlreadyDone()
+    assert isinstance(await _begin(first, "crm-sync", MESSAGE_ID), Acquired)
 
 
 async def test_a_reopened_store_still_knows(shared: Backend) -> None:
     store = await shared.opened()
-    await _remember(store, APP, MESSAGE_ID)
+    await _handled(store, APP, MESSAGE_ID)
     async with asyncio.timeout(TIMEOUT):
         await store.close()
         await store.open()
-    assert await _seen(store, APP, MESSAGE_ID) is True
+    assert await _begin(store, APP, MESSAGE_ID) == AlreadyDone()
 
 
 async def test_a_closed_store_says_so(shared: Backend) -> None:
     store = shared.make()
+    claim = Acquired(APP, MESSAGE_ID, "0" * 32)
     with pytest.raises(IdempotencyStoreError, match="not open"):
-        await _seen(store, APP, MESSAGE_ID)
+        await _begin(store, APP, MESSAGE_ID)
     with pytest.raises(IdempotencyStoreError, match="not open"):
-        await _remember(store, APP, MESSAGE_ID)
+        await _complete(store, claim)
+    with pytest.raises(IdempotencyStoreError, match="not open"):
+        await _release(store, claim)
 
 
 async def test_the_pipeline_skips_what_another_replica_handled(shared: Backend) -> None:
@@ -240,12 +426,7 @@ async def test_the_pipeline_skips_what_another_replica_handled(shared: Backend) 
         await first.idempotency.open()
         await second.idempotency.open()
 
-    body = orjson.dumps(
-        {"type": "sms.sent", "company": {"company_id": "c-1"}, "nonce": uuid.uuid4().hex}
-    )
-    other = orjson.dumps(
-        {"type": "sms.sent", "company": {"company_id": "c-1"}, "nonce": uuid.uuid4().hex}
-    )
+    body, other = _body(), _body()
     async with asyncio.timeout(TIMEOUT):
         assert await first.handle(consumers.Event.from_body(body)) == Handled()
         assert await second.handle(consumers.Event.from_body(body)) == Skipped("duplicate")
@@ -254,25 +435,73 @@ async def test_the_pipeline_skips_what_another_replica_handled(shared: Backend) 
     assert calls == [event.message_id, consumers.Event.from_body(other).message_id]
 
 
+async def test_a_store_error_makes_the_delivery_retry(shared: Backend) -> None:
+    # Given a worker whose shared store cannot be reached
+    store = shared.make()
+    worker = consumers.Worker("unreachable", idempotency=store)
+    calls: list[str] = []
+
+    @worker.on("sms.*")
+    async def count(event: consumers.Event) -> None:
+        calls.append(event.message_id)
+
+    # When a delivery comes (the store was never opened: as good as down)
+    async with asyncio.timeout(TIMEOUT):
+        outcome = await worker.handle(consumers.Event.from_body(_body()))
+
+    # Then it is retried later, and the handler did not run
+    assert isinstance(outcome, RetryLater)
+    assert isinstance(outcome.error, IdempotencyStoreError)
+    assert calls == []
+
+
 # --- Redis specifics ---------------------------------------------------------------------
 
 
-async def test_redis_keys_expire_by_themselves() -> None:
-    prefix = f"test_idem_{uuid.uuid4().hex[:16]}"
-    store = RedisStore(REDIS_URL, key_prefix=prefix, window=60)
+@pytest.fixture
+async def redis_backend() -> AsyncIterator[Backend]:
+    async for provided in _provide("redis"):
+        yield provided
+
+
+@pytest.fixture
+async def redis_client() -> AsyncIterator[redis.asyncio.Redis]:
     client = redis.asyncio.Redis.from_url(REDIS_URL)
-    try:
-        async with asyncio.timeout(TIMEOUT):
-            await store.open()
-            await store.remember(APP, MESSAGE_ID)
-            key = f"{prefix}:{APP}:{MESSAGE_ID}"
-            ttl_ms = await client.pttl(key)
-            assert 59_000 < ttl_ms <= 60_000
-    finally:
-        async with asyncio.timeout(TIMEOUT):
-            await client.delete(f"{prefix}:{APP}:{MESSAGE_ID}")
-            await client.aclose()
-            await store.close()
+    yield client
+    await client.aclose()
+
+
+async def test_redis_keys_expire_by_themselves(
+    redis_backend: Backend, redis_client: redis.asyncio.Redis
+) -> None:
+    # Given a store with a 60 s window and a 20 s lease
+    store = await redis_backend.opened(window=60, lease=20)
+    key = f"{redis_backend.location}:{APP}:{MESSAGE_ID}"
+
+    # When an id is claimed, Then its key lives as long as the lease and holds the token
+    claim = await _acquire(store, APP, MESSAGE_ID)
+    async with asyncio.timeout(TIMEOUT):
+        assert 19_000 < await redis_client.pttl(key) <= 20_000
+        assert await redis_client.get(key) == claim.token.encode()
+
+    # And once completed, as long as the window, holding the done marker
+    assert await _complete(store, claim) is True
+    async with asyncio.timeout(TIMEOUT):
+        assert 59_000 < await redis_client.pttl(key) <= 60_000
+        assert await redis_client.get(key) == b"1"
+
+
+async def test_redis_ids_the_previous_release_remembered_are_done(
+    redis_backend: Backend, redis_client: redis.asyncio.Redis
+) -> None:
+    # Given a key as the previous release's ``remember`` wrote it (``SET key 1 PX window``)
+    key = f"{redis_backend.location}:{APP}:{MESSAGE_ID}"
+    async with asyncio.timeout(TIMEOUT):
+        await redis_client.set(key, b"1", px=60_000)
+
+    # When a store of this release begins that id, Then it is done
+    store = await redis_backend.opened()
+    assert await _begin(store, APP, MESSAGE_ID) == AlreadyDone()
 
 
 async def test_redis_unreachable_is_a_store_error() -> None:
@@ -281,7 +510,7 @@ async def test_redis_unreachable_is_a_store_error() -> None:
         async with asyncio.timeout(TIMEOUT):
             await store.open()
     with pytest.raises(IdempotencyStoreError, match="not open"):
-        await _seen(store, APP, MESSAGE_ID)
+        await _begin(store, APP, MESSAGE_ID)
 
 
 @pytest.mark.parametrize(
@@ -325,33 +554,101 @@ async def test_postgres_replicas_opening_a_fresh_table_at_once(postgres: Backend
     postgres.stores.extend(stores)
     async with asyncio.timeout(TIMEOUT):
         await asyncio.gather(*(store.open() for store in stores))
-    await _remember(stores[0], APP, MESSAGE_ID)
+    await _handled(stores[0], APP, MESSAGE_ID)
     for store in stores:
-        assert await _seen(store, APP, MESSAGE_ID) is True
+        assert await _begin(store, APP, MESSAGE_ID) == AlreadyDone()
 
 
 async def test_postgres_prunes_rows_past_the_window_only(postgres: Backend) -> None:
+    # Given an id done past the window, a claim held past it, and an id done just now
     store = await postgres.opened(window=TINY_WINDOW, prune_interval=0)
-    await _remember(store, APP, "old")
+    await _handled(store, APP, "old")
+    await _acquire(store, APP, "held")
     await asyncio.sleep(TINY_WINDOW + 0.1)
-    await _remember(store, APP, "new")  # starts a prune in the background
 
+    # When a completion starts a prune in the background
+    await _handled(store, APP, "new")
+
+    # Then the old id's row goes; the live claim and the new id stay
     async def pruned() -> bool:
         return await _row_count(postgres.location, "old") == 0
 
     await _until(pruned)
     assert await _row_count(postgres.location, "new") == 1
+    assert await _row_count(postgres.location, "held") == 1
+    assert await _begin(store, APP, "held") == InProgressElsewhere()
 
 
 async def test_postgres_prunes_at_most_once_per_interval(postgres: Backend) -> None:
     store = await postgres.opened(window=TINY_WINDOW, prune_interval=3600)
-    await _remember(store, APP, "first")  # the first remember prunes (nothing yet)
-    await _remember(store, APP, "old")
+    await _handled(store, APP, "first")  # the first completion prunes (nothing yet)
+    await _handled(store, APP, "old")
     await asyncio.sleep(TINY_WINDOW + 0.1)
-    await _remember(store, APP, "new")  # no prune due for an hour
+    await _handled(store, APP, "new")  # no prune due for an hour
     await asyncio.sleep(0.3)
     assert await _row_count(postgres.location, "old") == 1
-    assert await _seen(store, APP, "old") is False
+    assert isinstance(await _begin(store, APP, "old"), Acquired)  # past the window all the same
+
+
+async def test_postgres_opens_the_previous_releases_table(postgres: Backend) -> None:
+    # Given the table as the previous release made it, with an id it remembered just now
+    # and one it remembered long before the window
+    async with asyncio.timeout(TIMEOUT):
+        conn = await asyncpg.connect(POSTGRES_URL)
+        try:
+            await conn.execute(
+                f"""
+                CREATE TABLE {postgres.location} (
+                    app TEXT NOT NULL,
+                    message_id TEXT NOT NULL,
+                    handled_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+                    PRIMARY KEY (app, message_id)
+                )
+                """
+            )
+            await conn.execute(
+                f"INSERT INTO {postgres.location} (app, message_id, handled_at) "
+                "VALUES ($1, 'recent', now()), ($1, 'ancient', now() - interval '2 days')",
+                APP,
+            )
+        finally:
+            await conn.close()
+
+    # When a store of this release opens it (two replicas: the second finds it up to date)
+    store = await postgres.opened()
+    await postgres.opened()
+
+    # Then the recent id is done, the ancient one is past the window, a new id is claimable,
+    # and claims work as on a fresh table
+    assert await _begin(store, APP, "recent") == AlreadyDone()
+    assert isinstance(await _begin(store, APP, "ancient"), Acquired)
+    claim = await _acquire(store, APP, MESSAGE_ID)
+    assert await _begin(store, APP, MESSAGE_ID) == InProgressElsewhere()
+    assert await _complete(store, claim) is True
+    assert await _begin(store, APP, MESSAGE_ID) == AlreadyDone()
+
+
+async def test_postgres_rows_an_old_replica_writes_during_an_upgrade_are_done(
+    postgres: Backend,
+) -> None:
+    # Given a table this release opened, and a replica of the previous release still running
+    store = await postgres.opened()
+
+    # When that replica remembers an id as it did (no ``done``, ``token`` or ``lease_until``)
+    async with asyncio.timeout(TIMEOUT):
+        conn = await asyncpg.connect(POSTGRES_URL)
+        try:
+            await conn.execute(
+                f"INSERT INTO {postgres.location} (app, message_id, handled_at) "
+                "VALUES ($1, $2, now())",
+                APP,
+                MESSAGE_ID,
+            )
+        finally:
+            await conn.close()
+
+    # Then this release reads it as done
+    assert await _begin(store, APP, MESSAGE_ID) == AlreadyDone()
 
 
 async def test_postgres_unreachable_is_a_store_error() -> None:
@@ -437,5 +734,12 @@ async def test_a_factory_store_works(shared: Backend) -> None:
     async with asyncio.timeout(TIMEOUT):
         await store.open()
     shared.stores.append(store)
-    await _remember(store, APP, MESSAGE_ID)
-    assert await _seen(await shared.opened(), APP, MESSAGE_ID) is True
+    await _handled(store, APP, MESSAGE_ID)
+    assert await _begin(await shared.opened(), APP, MESSAGE_ID) == AlreadyDone()
+
+
+@pytest.mark.parametrize("url", [None, REDIS_URL, POSTGRES_URL])
+def test_the_factory_passes_the_lease_on(url: str | None) -> None:
+    store = idempotency_store_from_url(url, lease=42)
+    assert isinstance(store, MemoryStore | RedisStore | PostgresStore)
+    assert store.lease == 42

@@ -19,8 +19,20 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from consumers.runtime.errors import NoHandler, Reject, Retry
 from consumers.runtime.event import Event
-from consumers.runtime.idempotency import IdempotencyStore
-from consumers.runtime.outcomes import DeadLetter, Handled, Outcome, RetryLater, Skipped
+from consumers.runtime.idempotency import (
+    Acquired,
+    AlreadyDone,
+    IdempotencyStore,
+    InProgressElsewhere,
+)
+from consumers.runtime.outcomes import (
+    DeadLetter,
+    Deferred,
+    Handled,
+    Outcome,
+    RetryLater,
+    Skipped,
+)
 from consumers.runtime.retry import RetryPolicy
 
 Next = Callable[[Event], Awaitable[Outcome]]
@@ -51,8 +63,8 @@ class Logging:
 
     A handled delivery is logged at debug level (``ROUTER_LOG_LEVEL=debug`` shows it): that
     line cost a no-op worker about a fifth of its CPU per delivery, more than the rest of
-    the pipeline. A skipped duplicate is logged at info, a retry at warning and a dead letter
-    at error, as before.
+    the pipeline. A skipped duplicate and a deferred delivery are logged at info, a retry at
+    warning and a dead letter at error.
     """
 
     def __init__(self, app: str) -> None:
@@ -75,6 +87,8 @@ class Logging:
                     log.debug("event_handled", **fields)
                 case Skipped(reason=reason):
                     log.info("event_skipped", reason=reason, **fields)
+                case Deferred():
+                    log.info("event_deferred", reason="in-progress-elsewhere", **fields)
                 case RetryLater(delay_ms=delay_ms, error=error):
                     log.warning("event_retry", delay_ms=delay_ms, error=_summary(error), **fields)
                 case DeadLetter(reason=reason, error=error):
@@ -90,7 +104,7 @@ class Metrics:
     def __init__(self, app: str, registry: CollectorRegistry) -> None:
         self.outcomes = Counter(
             "attentive_worker_events",
-            "Deliveries by outcome (handled, skipped, retry, dead_letter).",
+            "Deliveries by outcome (handled, skipped, deferred, retry, dead_letter).",
             ["app", "type", "outcome"],
             registry=registry,
         )
@@ -117,7 +131,12 @@ class Metrics:
         return outcome
 
 
-_OUTCOME_NAMES: dict[type, str] = {Handled: "handled", Skipped: "skipped", RetryLater: "retry"}
+_OUTCOME_NAMES: dict[type, str] = {
+    Handled: "handled",
+    Skipped: "skipped",
+    Deferred: "deferred",
+    RetryLater: "retry",
+}
 
 
 class Retries:
@@ -143,19 +162,46 @@ class Retries:
 
 
 class Idempotency:
-    """Skip a message id this application already handled; remember it once handled."""
+    """One delivery of a message id at a time, and none once it was handled: the id is
+    claimed in the store before the handler runs (:mod:`consumers.runtime.idempotency`).
+
+    Claimed: the rest of the pipeline runs; a :class:`Handled` id is completed (done for the
+    window), anything else, or an exception, releases it so a retry or a replay can claim it.
+    Done already: :class:`Skipped` ``duplicate``. Claimed by another delivery:
+    :class:`Deferred`, returned later. A store error raises, and so retries the delivery.
+    """
 
     def __init__(self, app: str, store: IdempotencyStore) -> None:
         self.app = app
         self.store = store
 
     async def __call__(self, event: Event, call_next: Next) -> Outcome:
-        if await self.store.seen(self.app, event.message_id):
+        claim = await self.store.begin(self.app, event.message_id)
+        if isinstance(claim, AlreadyDone):
             return Skipped("duplicate")
-        outcome = await call_next(event)
+        if isinstance(claim, InProgressElsewhere):
+            return Deferred()
+        try:
+            outcome = await call_next(event)
+        except BaseException:
+            await self._release(claim, "exception")
+            raise
         if isinstance(outcome, Handled):
-            await self.store.remember(self.app, event.message_id)
+            if not await self.store.complete(claim):
+                # the lease ran out and another delivery claimed the id: it may run twice
+                log.warning("idempotency_claim_lost", after="Handled")
+        else:
+            await self._release(claim, type(outcome).__name__)
         return outcome
+
+    async def _release(self, claim: Acquired, after: str) -> None:
+        """Release ``claim``; if the store fails, log it: the claim then lapses with its
+        lease, and what the handler did (its exception, its outcome) stands."""
+        try:
+            if not await self.store.release(claim):
+                log.warning("idempotency_claim_lost", after=after)
+        except Exception as error:
+            log.warning("idempotency_release_failed", after=after, error=_summary(error))
 
 
 def _summary(error: BaseException) -> str:

@@ -18,6 +18,14 @@ class Skipped:
 
 
 @dataclass(frozen=True, slots=True)
+class Deferred:
+    """Another delivery of the same message id is being handled (by this replica or another):
+    publish to the shortest delay tier without counting an attempt, then ack, so it comes
+    back once that handling is done (and is then skipped) or abandoned (and is then handled).
+    """
+
+
+@dataclass(frozen=True, slots=True)
 class RetryLater:
     """The handler failed; publish to the delay tier, then ack."""
 
@@ -34,6 +42,6 @@ class DeadLetter:
     error: BaseException
 
 
-Outcome = Handled | Skipped | RetryLater | DeadLetter
+Outcome = Handled | Skipped | Deferred | RetryLater | DeadLetter
 
-__all__ = ["DeadLetter", "Handled", "Outcome", "RetryLater", "Skipped"]
+__all__ = ["DeadLetter", "Deferred", "Handled", "Outcome", "RetryLater", "Skipped"]

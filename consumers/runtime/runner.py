@@ -2,7 +2,9 @@
 
 Every move between queues is publish-with-confirm, then ack: a retry is published to the
 delay tier and a dead letter to the dead-letter queue, and only once RabbitMQ confirmed it is
-the delivery acked. If the publish fails, the delivery is returned (nack, requeue) and comes
+the delivery acked. A delivery whose message id another delivery is handling (``Deferred``)
+takes the same way through the shortest delay tier, without counting an attempt. If the
+publish fails, the delivery is returned (nack, requeue) and comes
 back. A worker killed at any instant leaves its unacked deliveries to be redelivered; one that
 crashes again and again is stopped by the queue's delivery limit (RabbitMQ dead-letters it).
 """
@@ -27,7 +29,14 @@ from consumers.runtime.delivery import Delivery
 from consumers.runtime.errors import ClaimRefused, Reject, WorkerConfigError
 from consumers.runtime.event import Event
 from consumers.runtime.middleware import error_summary, traceback_summary
-from consumers.runtime.outcomes import DeadLetter, Handled, Outcome, RetryLater, Skipped
+from consumers.runtime.outcomes import (
+    DeadLetter,
+    Deferred,
+    Handled,
+    Outcome,
+    RetryLater,
+    Skipped,
+)
 from consumers.runtime.settings import WorkerSettings
 from consumers.runtime.shared_stores import idempotency_store_from_url
 from consumers.runtime.worker import Worker
@@ -53,6 +62,8 @@ log = structlog.get_logger("consumers")
 RECONNECT_INTERVAL = 1.0
 #: Headers RabbitMQ maintains itself; a republished copy starts without them.
 _BROKER_HEADERS = (DELIVERY_COUNT_HEADER,)
+#: The delay tier a deferred delivery waits in when the retry policy has no tier at all.
+DEFER_MS_WITHOUT_TIERS = 1_000
 
 
 async def claim_events(worker: Worker, settings: WorkerSettings) -> None:
@@ -119,7 +130,11 @@ class WorkerRunner:
         if claim:
             await claim_events(worker, self.settings)
         if self.settings.idempotency_url:
-            worker.use_idempotency(idempotency_store_from_url(self.settings.idempotency_url))
+            worker.use_idempotency(
+                idempotency_store_from_url(
+                    self.settings.idempotency_url, lease=self.settings.idempotency_lease
+                )
+            )
         async with contextlib.AsyncExitStack() as resources:
             await worker.idempotency.open()
             resources.push_async_callback(worker.idempotency.close)
@@ -179,9 +194,7 @@ class WorkerRunner:
         queue = await declare_app_queue(
             channel, self.names, worker.app, with_dead_letter_queue=False
         )
-        self._retry = await declare_retry_queues(
-            channel, self.names, worker.app, worker.retry.tiers_ms
-        )
+        self._retry = await declare_retry_queues(channel, self.names, worker.app, self._tiers_ms)
         self._dead = await channel.get_exchange(self.names.app_dead_letter_exchange(worker.app))
         # on aio-pika's own aiormq channel: see consumers.runtime.delivery
         underlay = await channel.get_underlay_channel()
@@ -190,6 +203,11 @@ class WorkerRunner:
             raise RuntimeError(f"RabbitMQ gave no consumer tag for {queue.name}")
         self.consuming.set()
         return queue, consuming.consumer_tag
+
+    @property
+    def _tiers_ms(self) -> tuple[int, ...]:
+        """The delay tiers to declare: the retry policy's, or one to defer with if it has none."""
+        return self.worker.retry.tiers_ms or (DEFER_MS_WITHOUT_TIERS,)
 
     async def _drain(self, queue: aio_pika.abc.AbstractQueue, tag: str) -> None:
         """Stop taking deliveries; give in-flight handlers until the deadline to finish."""
@@ -239,6 +257,15 @@ class WorkerRunner:
             match outcome:
                 case Handled() | Skipped():
                     pass
+                case Deferred():
+                    # the same attempt comes back after the shortest tier: waiting for
+                    # another delivery is no failure (no attempt counted, no error headers)
+                    await self._republish(
+                        self._retry,
+                        retry_routing_key(self._tiers_ms[0]),
+                        message,
+                        {ATTEMPT_HEADER: attempt},
+                    )
                 case RetryLater(delay_ms=delay_ms, error=error):
                     now = _now()
                     await self._republish(

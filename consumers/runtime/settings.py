@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from consumers.runtime.errors import WorkerConfigError
+from consumers.runtime.idempotency import DEFAULT_LEASE
 from router.names import Names
 from router.settings import DEFAULT_AMQP_URL, LogFormat
 
 _INTS = frozenset({"prefetch", "metrics_port"})
-_FLOATS = frozenset({"publish_timeout", "shutdown_timeout", "claim_timeout"})
+_FLOATS = frozenset({"publish_timeout", "shutdown_timeout", "claim_timeout", "idempotency_lease"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -38,6 +40,9 @@ class WorkerSettings:
     #: ``WORKER_IDEMPOTENCY_URL``: ``redis://…`` or ``postgresql://…`` to share the handled
     #: message ids between replicas (else the worker's own store, in memory by default).
     idempotency_url: str | None = None
+    #: ``WORKER_IDEMPOTENCY_LEASE``: seconds a replica's claim on a message id holds the id
+    #: in that store before another replica may take it over (longer than any handler).
+    idempotency_lease: float = DEFAULT_LEASE
     log_format: LogFormat = "auto"
     log_level: str = "info"
 
@@ -59,6 +64,7 @@ class WorkerSettings:
             "claim_timeout": env.get("WORKER_CLAIM_TIMEOUT"),
             "shutdown_timeout": env.get("WORKER_SHUTDOWN_TIMEOUT"),
             "idempotency_url": env.get("WORKER_IDEMPOTENCY_URL"),
+            "idempotency_lease": env.get("WORKER_IDEMPOTENCY_LEASE"),
             "log_format": env.get("ROUTER_LOG_FORMAT"),
             "log_level": env.get("ROUTER_LOG_LEVEL"),
         }
@@ -79,6 +85,8 @@ class WorkerSettings:
         settings = cls(**values)
         if settings.prefetch is not None and settings.prefetch < 1:
             raise WorkerConfigError("WORKER_PREFETCH must be at least 1")
+        if not (math.isfinite(settings.idempotency_lease) and settings.idempotency_lease > 0):
+            raise WorkerConfigError("WORKER_IDEMPOTENCY_LEASE must be a positive number of seconds")
         return settings
 
 

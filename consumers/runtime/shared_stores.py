@@ -1,13 +1,16 @@
 """Idempotency stores shared by every replica of a worker: Redis or PostgreSQL.
 
-A :class:`~consumers.runtime.idempotency.MemoryStore` remembers only what its own process
-handled, so a redelivery that lands on another replica runs the handler again. These stores
-keep the handled ids where every replica looks:
+A :class:`~consumers.runtime.idempotency.MemoryStore` knows only its own process's claims,
+so a copy of an id that lands on another replica runs the handler again. These stores keep
+the claims and the handled ids where every replica looks:
 
-* :class:`RedisStore`: one key per handled id, ``<prefix>:<app>:<message id>``, that Redis
-  expires after the window (``SET ... PX``);
-* :class:`PostgresStore`: one row per handled id, with the time it was handled; rows older
-  than the window no longer count, and are deleted now and then in the background.
+* :class:`RedisStore`: one key per id, ``<prefix>:<app>:<message id>``, holding the claim's
+  token while claimed (``SET ... NX PX <lease>``) and ``1`` once done (``PX <window>``), so
+  Redis drops an abandoned claim or an old id by itself;
+* :class:`PostgresStore`: one row per id (``done``, ``token``, ``lease_until``,
+  ``handled_at``), claimed by one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` the row is
+  an expired claim or done past the window; old rows are deleted now and then in the
+  background.
 
 :func:`idempotency_store_from_url` picks one from a URL. A store's errors (the server down, a
 query timing out) are :class:`IdempotencyStoreError`; inside the pipeline they make the
@@ -31,7 +34,17 @@ from redis.asyncio.connection import parse_url
 from redis.exceptions import RedisError
 
 from consumers.runtime.errors import ConsumerError, WorkerConfigError
-from consumers.runtime.idempotency import IdempotencyStore, MemoryStore
+from consumers.runtime.idempotency import (
+    DEFAULT_LEASE,
+    Acquired,
+    AlreadyDone,
+    Claim,
+    IdempotencyStore,
+    InProgressElsewhere,
+    MemoryStore,
+    check_duration,
+    new_token,
+)
 from router.pg import TABLE_NAME_RULE, advisory_lock_key, create_pool, valid_table_name
 
 #: How long an id counts as handled unless told otherwise: a day.
@@ -49,6 +62,22 @@ _ACCEPTED = (
 _POSTGRES_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 #: What redis-py raises when the server or the network is wrong.
 _REDIS_ERRORS = (RedisError, OSError)
+#: How many times ``begin`` tries again when the id's claim vanished between two reads.
+_BEGIN_TRIES = 3
+#: The value of a done id's Redis key (the previous release's ``remember`` wrote it too).
+_DONE = b"1"
+#: KEYS[1] done for ARGV[2] ms, unless another token holds it or it is done already.
+_REDIS_COMPLETE = """
+local held = redis.call('GET', KEYS[1])
+if held and held ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[2])
+return 1
+"""
+#: Delete KEYS[1] only while it holds the token ARGV[1].
+_REDIS_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 log = structlog.get_logger("consumers")
 
@@ -60,9 +89,10 @@ class IdempotencyStoreError(ConsumerError):
 class RedisStore:
     """An :class:`~consumers.runtime.idempotency.IdempotencyStore` in Redis.
 
-    ``seen`` is ``EXISTS <prefix>:<app>:<message id>``; ``remember`` sets that key with a
-    time to live of ``window`` seconds, so Redis forgets it by itself. Remembering an id
-    again starts its window again.
+    ``begin`` is ``SET <prefix>:<app>:<message id> <token> NX PX <lease>``; when the key is
+    there already, its value says done (``1``) or claimed (a token). ``complete`` sets it to
+    ``1`` for ``window`` seconds and ``release`` deletes it, each in a small Lua script that
+    first checks the key still holds the claim's token.
     """
 
     def __init__(
@@ -70,10 +100,12 @@ class RedisStore:
         url: str,
         *,
         window: float = DEFAULT_WINDOW,
+        lease: float = DEFAULT_LEASE,
         key_prefix: str = DEFAULT_KEY_PREFIX,
         timeout: float = 10.0,
     ) -> None:
-        _check_window(window)
+        check_duration("window", window)
+        check_duration("lease", lease)
         try:
             parse_url(url)
         except ValueError as exc:
@@ -84,7 +116,9 @@ class RedisStore:
         self.window = window
         self.key_prefix = key_prefix
         self.timeout = timeout
+        self.lease = lease
         self._window_ms = max(1, math.ceil(window * 1000))
+        self._lease_ms = max(1, math.ceil(lease * 1000))
         self._client: redis.asyncio.Redis | None = None
 
     def __repr__(self) -> str:
@@ -112,18 +146,41 @@ class RedisStore:
             async with self._translated("closing the Redis connection"):
                 await client.aclose()
 
-    async def seen(self, app: str, message_id: str) -> bool:
-        """Whether the key of this id exists (Redis dropped it once the window passed)."""
-        client = self._require_open()
-        async with self._translated("checking a message id"):
-            count = await client.exists(self._key(app, message_id))
-        return bool(count)
+    async def begin(self, app: str, message_id: str) -> Claim:
+        """Set the id's key to a new token if it is absent; else read what holds it."""
+        client, key = self._require_open(), self._key(app, message_id)
+        async with self._translated("claiming a message id"):
+            for _ in range(_BEGIN_TRIES):
+                token = new_token()
+                if await client.set(key, token, nx=True, px=self._lease_ms):
+                    return Acquired(app, message_id, token)
+                held = await client.get(key)
+                if held is not None:
+                    return AlreadyDone() if held == _DONE else InProgressElsewhere()
+                # released or expired between the two commands: claim again
+        return InProgressElsewhere()  # it keeps changing hands: come back later
 
-    async def remember(self, app: str, message_id: str) -> None:
-        """Set the key of this id, to expire after the window."""
+    async def complete(self, claim: Acquired) -> bool:
+        """Set the id's key to ``1`` for the window, unless another claim or done holds it."""
         client = self._require_open()
-        async with self._translated("remembering a message id"):
-            await client.set(self._key(app, message_id), b"1", px=self._window_ms)
+        async with self._translated("completing a message id"):
+            done = await client.eval(
+                _REDIS_COMPLETE,
+                1,
+                self._key(claim.app, claim.message_id),
+                claim.token,
+                self._window_ms,
+            )
+        return bool(done)
+
+    async def release(self, claim: Acquired) -> bool:
+        """Delete the id's key if it still holds this claim's token."""
+        client = self._require_open()
+        async with self._translated("releasing a message id"):
+            released = await client.eval(
+                _REDIS_RELEASE, 1, self._key(claim.app, claim.message_id), claim.token
+            )
+        return bool(released)
 
     def _key(self, app: str, message_id: str) -> str:
         return f"{self.key_prefix}:{app}:{message_id}"
@@ -144,6 +201,19 @@ class RedisStore:
             ) from exc
 
 
+#: The columns a previous release's table lacks, and how to add them (its rows are done).
+_COLUMNS = {
+    "done": "BOOLEAN NOT NULL DEFAULT true",
+    "token": "TEXT",
+    "lease_until": "TIMESTAMPTZ",
+}
+#: A row another delivery may claim: done past the window, or a claim whose lease expired.
+_EXPIRED = (
+    "((held.done AND held.handled_at <= now() - {window}::interval) "
+    "OR (NOT held.done AND held.lease_until <= now()))"
+)
+
+
 def lock_key(table: str) -> int:
     """The advisory-lock key (a signed 64-bit integer) serializing the schema of ``table``."""
     return advisory_lock_key("idempotency", table)
@@ -152,10 +222,14 @@ def lock_key(table: str) -> int:
 class PostgresStore:
     """An :class:`~consumers.runtime.idempotency.IdempotencyStore` in one PostgreSQL table.
 
-    One row per ``(app, message_id)`` with ``handled_at``; an id counts as seen while
-    ``handled_at`` is within ``window`` seconds of the database's clock (so the replicas'
-    clocks do not matter). Rows past the window are deleted in the background, at most once
-    per ``prune_interval`` seconds per store, starting with the first ``remember``.
+    One row per ``(app, message_id)``: claimed (``done`` false, the holder's ``token``, its
+    ``lease_until``) or done (``done`` true since ``handled_at``). ``begin`` inserts a claim,
+    or takes over a row that is an expired claim or done past ``window`` seconds, in one
+    ``INSERT ... ON CONFLICT DO UPDATE ... WHERE``; times are the database's clock, so the
+    replicas' clocks do not matter. A table of the previous release (no ``done``, ``token``
+    or ``lease_until``) gets the columns when the store opens; its rows count as done. Rows
+    past the window (and claims abandoned since) are deleted in the background, at most once
+    per ``prune_interval`` seconds per store, starting with the first ``complete``.
     """
 
     def __init__(
@@ -163,25 +237,29 @@ class PostgresStore:
         url: str,
         *,
         window: float = DEFAULT_WINDOW,
+        lease: float = DEFAULT_LEASE,
         table: str = DEFAULT_TABLE,
         prune_interval: float = 60.0,
         min_size: int = 1,
         max_size: int = 4,
         timeout: float = 10.0,
     ) -> None:
-        _check_window(window)
+        check_duration("window", window)
+        check_duration("lease", lease)
         if not valid_table_name(table):
             raise WorkerConfigError(
                 f"invalid idempotency table name {table!r}: use {TABLE_NAME_RULE}"
             )
         self.url = url
         self.window = window
+        self.lease = lease
         self.table = table
         self.prune_interval = prune_interval
         self.min_size = min_size
         self.max_size = max_size
         self.timeout = timeout
         self._interval = timedelta(seconds=window)
+        self._lease = timedelta(seconds=lease)
         self._lock_key = lock_key(table)
         self._pool: Any = None
         self._next_prune = 0.0
@@ -191,7 +269,8 @@ class PostgresStore:
         return f"PostgresStore(table={self.table!r})"
 
     async def open(self) -> None:
-        """Connect and create the table if missing (under an advisory lock)."""
+        """Connect; create the table if missing, or add the columns a previous release's
+        table lacks (under an advisory lock)."""
         if self._pool is not None:
             return
         try:
@@ -217,10 +296,14 @@ class PostgresStore:
                         app TEXT NOT NULL,
                         message_id TEXT NOT NULL,
                         handled_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+                        done BOOLEAN NOT NULL DEFAULT true,
+                        token TEXT,
+                        lease_until TIMESTAMPTZ,
                         PRIMARY KEY (app, message_id)
                     )
                     """
                 )
+                await self._add_missing_columns(conn)
                 await conn.execute(
                     f"CREATE INDEX IF NOT EXISTS {self.table}_handled_at "
                     f"ON {self.table} (handled_at)"
@@ -242,29 +325,82 @@ class PostgresStore:
             async with self._translated("closing the idempotency database"):
                 await pool.close()
 
-    async def seen(self, app: str, message_id: str) -> bool:
-        """Whether a row for this id was written within the window."""
-        async with self._translated("checking a message id"), self._acquire() as conn:
-            found = await conn.fetchval(
-                f"SELECT EXISTS (SELECT 1 FROM {self.table} WHERE app = $1 "
-                "AND message_id = $2 AND handled_at > now() - $3::interval)",
-                app,
-                message_id,
+    async def _add_missing_columns(self, conn: Any) -> None:
+        """Bring a previous release's table (app, message_id, handled_at) up to date: its
+        rows become done ids. Only missing columns are added, so a store opening on a
+        current table takes no exclusive lock on it."""
+        present = {
+            row["attname"]
+            for row in await conn.fetch(
+                "SELECT attname FROM pg_attribute "
+                "WHERE attrelid = $1::text::regclass AND attnum > 0 AND NOT attisdropped",
+                self.table,
+            )
+        }
+        for column, definition in _COLUMNS.items():
+            if column not in present:
+                await conn.execute(
+                    f"ALTER TABLE {self.table} ADD COLUMN IF NOT EXISTS {column} {definition}"
+                )
+
+    async def begin(self, app: str, message_id: str) -> Claim:
+        """Insert a claim, or take over an expired claim or an id done past the window;
+        else read whether the row is done or claimed."""
+        async with self._translated("claiming a message id"), self._acquire() as conn:
+            for _ in range(_BEGIN_TRIES):
+                token = new_token()
+                claimed = await conn.fetchval(
+                    f"INSERT INTO {self.table} AS held "
+                    "(app, message_id, handled_at, done, token, lease_until) "
+                    "VALUES ($1, $2, now(), false, $3, now() + $4::interval) "
+                    "ON CONFLICT (app, message_id) DO UPDATE SET handled_at = now(), "
+                    "done = false, token = EXCLUDED.token, lease_until = EXCLUDED.lease_until "
+                    f"WHERE {_EXPIRED.format(window='$5')} RETURNING true",
+                    app,
+                    message_id,
+                    token,
+                    self._lease,
+                    self._interval,
+                )
+                if claimed:
+                    return Acquired(app, message_id, token)
+                done = await conn.fetchval(
+                    f"SELECT done FROM {self.table} WHERE app = $1 AND message_id = $2",
+                    app,
+                    message_id,
+                )
+                if done is not None:
+                    return AlreadyDone() if done else InProgressElsewhere()
+                # released between the two statements: claim again
+        return InProgressElsewhere()  # it keeps changing hands: come back later
+
+    async def complete(self, claim: Acquired) -> bool:
+        """Mark the row done now, if this claim holds it (or nobody holds it any more)."""
+        async with self._translated("completing a message id"), self._acquire() as conn:
+            done = await conn.fetchval(
+                f"INSERT INTO {self.table} AS held (app, message_id, handled_at, done) "
+                "VALUES ($1, $2, now(), true) "
+                "ON CONFLICT (app, message_id) DO UPDATE SET handled_at = now(), "
+                "done = true, token = NULL, lease_until = NULL "
+                f"WHERE held.token = $3 OR {_EXPIRED.format(window='$4')} RETURNING true",
+                claim.app,
+                claim.message_id,
+                claim.token,
                 self._interval,
             )
-        return bool(found)
-
-    async def remember(self, app: str, message_id: str) -> None:
-        """Insert the row for this id, or move its ``handled_at`` to now."""
-        async with self._translated("remembering a message id"), self._acquire() as conn:
-            await conn.execute(
-                f"INSERT INTO {self.table} (app, message_id, handled_at) "
-                "VALUES ($1, $2, now()) "
-                "ON CONFLICT (app, message_id) DO UPDATE SET handled_at = now()",
-                app,
-                message_id,
-            )
         self._maybe_prune()
+        return bool(done)
+
+    async def release(self, claim: Acquired) -> bool:
+        """Delete the row if this claim still holds it."""
+        async with self._translated("releasing a message id"), self._acquire() as conn:
+            status = await conn.execute(
+                f"DELETE FROM {self.table} WHERE app = $1 AND message_id = $2 AND token = $3",
+                claim.app,
+                claim.message_id,
+                claim.token,
+            )
+        return bool(status == "DELETE 1")
 
     def _maybe_prune(self) -> None:
         """Start a background prune if one is due and none is running."""
@@ -275,11 +411,13 @@ class PostgresStore:
         self._pruning = asyncio.create_task(self._prune(), name=f"prune {self.table}")
 
     async def _prune(self) -> None:
-        """Delete the rows past the window; a failure is logged, never raised."""
+        """Delete the ids done past the window and the claims abandoned before it (never a
+        live claim); a failure is logged, never raised."""
         try:
             async with self._translated("pruning handled ids"), self._acquire() as conn:
                 await conn.execute(
-                    f"DELETE FROM {self.table} WHERE handled_at <= now() - $1::interval",
+                    f"DELETE FROM {self.table} WHERE handled_at <= now() - $1::interval "
+                    "AND (done OR lease_until <= now())",
                     self._interval,
                 )
         except IdempotencyStoreError as exc:
@@ -319,13 +457,6 @@ def idempotency_store_from_url(url: str | None, **kwargs: Any) -> IdempotencySto
     if separator and scheme.lower() in _POSTGRES_SCHEMES:
         return PostgresStore(url, **kwargs)
     raise WorkerConfigError(f"unsupported idempotency store URL {_redacted(url)!r}: {_ACCEPTED}")
-
-
-def _check_window(window: float) -> None:
-    if not (isinstance(window, int | float) and math.isfinite(window) and window > 0):
-        raise WorkerConfigError(
-            f"the idempotency window must be a positive number of seconds, not {window!r}"
-        )
 
 
 def _one_line(exc: BaseException) -> str:
