@@ -1,25 +1,32 @@
 """The machine's RabbitMQ goes away or raises an alarm while events stream in.
 
-These tests stop and alarm the local node itself (``rabbitmqctl``), so they are marked slow
-and always restore it. The promise under test: no 2xx for an event the broker did not
-confirm, and the ingress recovers on its own.
+The tests that stop and alarm the local node itself (``rabbitmqctl``) are marked slow and
+always restore it. The others put a proxy (tests/amqp_proxy.py) between the router and the
+node, and freeze it to make a half-open path. The promise under test: no 2xx for an event
+the broker did not confirm, and the ingress recovers on its own.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import aio_pika
 import pytest
+import structlog
+from aio_pika.abc import AbstractRobustConnection
 
+from router.amqp_frames import Properties
+from router.broker import Broker
+from router.errors import PublishFailed
 from router.examples import example_body
 from router.names import WEBHOOK_PATH, Names
+from tests.amqp_proxy import AmqpProxy
 from tests.conftest import AMQP_URL, Client, TapFactory, rabbitmqctl, signed, take
 from tests.streams import Post, Stream
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow]
+pytestmark = [pytest.mark.broker]
 
 URL = WEBHOOK_PATH
 IN_FLIGHT = "attentive_router_publishes_in_flight"
@@ -61,6 +68,7 @@ def posting(ingress: Client) -> Post:
     return post
 
 
+@pytest.mark.slow
 async def test_broker_stopped_mid_stream_no_2xx_without_confirm_and_recovery(
     ingress: Client, tap_factory: TapFactory, node_restored: None
 ) -> None:
@@ -142,6 +150,7 @@ def alarm(request: pytest.FixtureRequest) -> Iterator[tuple[Alarm, str]]:
     rabbitmqctl(kind.set_command, value)
 
 
+@pytest.mark.slow
 async def test_a_resource_alarm_blocks_publishing_503_until_it_clears(
     ingress: Client, names: Names, tap_factory: TapFactory, alarm: tuple[Alarm, str]
 ) -> None:
@@ -187,3 +196,110 @@ async def test_a_resource_alarm_blocks_publishing_503_until_it_clears(
     # carries the same message id, so consumers deduplicate it)
     (message, *_) = await tap.take(1)
     assert message.body == body
+
+
+# -- a half-open path, and a message the broker would kill the connection for ----------------
+
+PROPERTIES = Properties(
+    content_type="application/json", message_id="m-1", timestamp=0, headers={"ce-type": "x"}
+)
+
+
+@pytest.fixture
+async def queue_name(names: Names, amqp: AbstractRobustConnection) -> AsyncIterator[str]:
+    name = f"{names.prefix}.faults"
+    channel = await amqp.channel()
+    await channel.declare_queue(name, durable=True, arguments={"x-queue-type": "quorum"})
+    yield name
+    await channel.queue_delete(name)
+
+
+async def failures(broker: Broker, queue: str, count: int) -> list[BaseException | None]:
+    """What ``count`` publishes, one after another, came to."""
+    outcomes: list[BaseException | None] = []
+    for _ in range(count):
+        try:
+            await broker.publish_to_queue(queue, b"x", PROPERTIES)
+            outcomes.append(None)
+        except PublishFailed as error:
+            outcomes.append(error)
+    return outcomes
+
+
+async def test_confirm_timeouts_in_a_row_move_the_broker_to_the_next_node(
+    names: Names, queue_name: str, test_id: str
+) -> None:
+    # Given a router publishing through the first of two paths to the broker (two "nodes")
+    async with AmqpProxy.running() as first, AmqpProxy.running() as second:
+        broker = Broker(
+            [first.url(AMQP_URL), second.url(AMQP_URL)],
+            names,
+            confirm_timeout=0.3,
+            connection_name=test_id,
+            timeouts_to_recycle=3,
+            recycle_window=30,
+        )
+        broker.start()
+        try:
+            await broker.wait_ready(10)
+            assert broker.node == 0
+
+            # When the first path stops forwarding what RabbitMQ says (its socket still up),
+            # twice, then an ack comes through, then twice again
+            first.freeze(to_client=True)
+            assert all(await failures(broker, queue_name, 2))
+            first.thaw()
+            assert await failures(broker, queue_name, 1) == [None]
+            first.freeze(to_client=True)
+            assert all(await failures(broker, queue_name, 2))
+            # Then that is not three timeouts in a row: the broker stays where it is
+            assert broker.node == 0 and broker.connected
+
+            # When a third timeout follows
+            assert all(await failures(broker, queue_name, 1))
+
+            # Then the broker drops the connection and publishes through the second path
+            async with asyncio.timeout(10):
+                while not (broker.ready and broker.node == 1):
+                    await asyncio.sleep(0.05)
+            assert await failures(broker, queue_name, 1) == [None]
+            assert second.accepted == 2  # the declaring connection and the publisher
+        finally:
+            await broker.close()
+
+
+async def test_a_header_too_large_for_a_frame_is_refused_alone_and_logged_without_values(
+    names: Names, queue_name: str, test_id: str
+) -> None:
+    # Given a connected router
+    broker = Broker(AMQP_URL, names, confirm_timeout=5, connection_name=test_id)
+    broker.start()
+    try:
+        await broker.wait_ready(10)
+        secret = "personal-" * 20_000  # 180,000 bytes: more than RabbitMQ's 131,072 frame_max
+        too_large = Properties(
+            content_type="application/json",
+            message_id="m-2",
+            timestamp=0,
+            headers={"ce-type": "x", "ce-subject": secret},
+        )
+
+        # When a message with a header table larger than a frame is published among others
+        others = [broker.publish_to_queue(queue_name, b"other", PROPERTIES) for _ in range(10)]
+        with (
+            structlog.testing.capture_logs() as logs,
+            pytest.raises(PublishFailed, match="frame_max"),
+        ):
+            await broker.publish_to_queue(queue_name, b"the body", too_large)
+
+        # Then only that one fails (503 at the ingress); the others are confirmed and the
+        # connection stays open
+        await asyncio.gather(*others)
+        assert broker.connected
+        await broker.publish_to_queue(queue_name, b"after", PROPERTIES)
+        # And the log names the message and the largest header, never a value or the body
+        (event,) = [e for e in logs if e["event"] == "publish_refused_header_too_large"]
+        assert event["message_id"] == "m-2" and event["largest_header"] == "ce-subject"
+        assert "personal-" not in repr(logs) and "the body" not in repr(logs)
+    finally:
+        await broker.close()
