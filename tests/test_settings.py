@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ssl
+
 import pytest
 
+from router.amqp_url import AmqpUrl
 from router.errors import ConfigError
 from router.settings import DEFAULT_AMQP_URL, Settings, parse_keys
 
@@ -18,6 +21,8 @@ def test_an_empty_environment_gives_the_documented_defaults() -> None:
     assert settings.max_body_bytes == 256 * 1024
     assert settings.confirm_timeout == 5.0
     assert settings.retry_after == 5
+    assert settings.confirm_timeouts_to_recycle == 3
+    assert settings.confirm_timeout_window == 30.0
     assert settings.namespace == "attentive"
     assert settings.log_format == "auto"
     assert settings.log_level == "info"
@@ -145,6 +150,19 @@ def test_a_flag_that_was_not_given_leaves_the_environment_value() -> None:
         pytest.param({"ROUTER_LOG_FORMAT": "JSON"}, "ROUTER_LOG_FORMAT", id="log-format-case"),
         pytest.param({"ROUTER_NAMESPACE": "a b"}, "ROUTER_NAMESPACE", id="namespace-space"),
         pytest.param({"ROUTER_NAMESPACE": "a.#"}, "ROUTER_NAMESPACE", id="namespace-wildcard"),
+        pytest.param(
+            {"ROUTER_CONFIRM_TIMEOUTS_TO_RECYCLE": "0"},
+            "ROUTER_CONFIRM_TIMEOUTS_TO_RECYCLE",
+            id="recycle-after-0",
+        ),
+        pytest.param(
+            {"ROUTER_CONFIRM_TIMEOUTS_TO_RECYCLE": "2.5"},
+            "ROUTER_CONFIRM_TIMEOUTS_TO_RECYCLE",
+            id="recycle-after-not-an-integer",
+        ),
+        pytest.param(
+            {"ROUTER_CONFIRM_TIMEOUT_WINDOW": "0"}, "ROUTER_CONFIRM_TIMEOUT_WINDOW", id="window-0"
+        ),
     ],
 )
 def test_a_setting_that_cannot_work_is_refused_by_name(
@@ -204,3 +222,94 @@ def test_the_default_namespace_gives_the_production_names() -> None:
 
     assert names.events_exchange == "attentive.events"
     assert names.invalid_queue == "attentive.invalid"
+
+
+def test_the_recycle_settings_are_read_from_the_environment() -> None:
+    env = {"ROUTER_CONFIRM_TIMEOUTS_TO_RECYCLE": "5", "ROUTER_CONFIRM_TIMEOUT_WINDOW": "12.5"}
+
+    settings = Settings.from_env(env)
+
+    assert (settings.confirm_timeouts_to_recycle, settings.confirm_timeout_window) == (5, 12.5)
+
+
+# -- the RabbitMQ URL: what either connection could not honour is refused at start ----------
+
+
+@pytest.mark.parametrize(
+    ("url", "named"),
+    [
+        ("amqp://u:hunter2@h/?frame_max=4096", "'frame_max'"),  # aiormq ignores it
+        ("amqp://u:hunter2@h/?channel_max=10", "'channel_max'"),
+        ("amqp://u:hunter2@h/?connection_timeout=5", "'connection_timeout'"),
+        ("amqp://u:hunter2@h/?heartbeat=abc", "'heartbeat'"),  # aiormq: silently 0
+        ("amqp://u:hunter2@h/?heartbeat=70000", "'heartbeat'"),
+        ("amqp://u:hunter2@h/?heartbeat=5&heartbeat=6", "'heartbeat'"),
+        ("amqp://u:hunter2@h/?timeout=-1", "'timeout'"),
+        ("amqp://u:hunter2@h/?auth=scram", "'auth'"),
+        ("amqp://u:hunter2@h/?cafile=/ca.pem", "'cafile'"),  # TLS options need amqps://
+        ("amqps://u:hunter2@h/?no_verify_ssl=false", "'no_verify_ssl'"),  # aiormq: no verify!
+        ("amqps://u:hunter2@h/?cadata=not*base64", "'cadata'"),
+        ("amqps://u:hunter2@h/?keyfile=/k.pem", "'keyfile'"),
+        ("amqps://u:hunter2@h/?cafile=/nonexistent/ca.pem", "cafile"),
+        ("amqp://a/,amqp://u:hunter2@h/?frame_max=1", "'frame_max'"),  # any node of the list
+        ("http://u:hunter2@h/", "not an amqp"),
+        ("amqp://u:hunter2@:5672/", "no host"),
+    ],
+)
+def test_a_url_option_that_cannot_be_honoured_is_refused_in_one_line(url: str, named: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env({"ROUTER_AMQP_URL": url})
+
+    message = str(refused.value)
+    assert named in message
+    assert "\n" not in message
+    assert "hunter2" not in message  # the password never appears
+
+
+def test_the_options_both_connections_honour_are_read_once() -> None:
+    url = AmqpUrl.parse(
+        "amqp://app%40acme:p%3Ass@rabbit:5673/orders?heartbeat=10&name=ingress-a&timeout=2.5"
+        "&auth=plain&interleave=1&happy_eyeballs_delay=0.25"
+    )
+
+    assert (url.host, url.port, url.vhost) == ("rabbit", 5673, "orders")
+    assert (url.user, url.password) == ("app@acme", "p:ss")  # URL-decoded, as aiormq
+    assert (url.heartbeat, url.name, url.connect_timeout, url.auth) == (
+        10,
+        "ingress-a",
+        2.5,
+        "PLAIN",
+    )
+    assert (url.interleave, url.happy_eyeballs_delay) == (1, 0.25)
+    assert "p%3Ass" not in url.redacted and "app%40acme" in url.redacted
+
+
+@pytest.mark.parametrize(
+    ("raw", "user", "vhost", "heartbeat", "port"),
+    [
+        ("amqp://rabbit", "guest", "/", 60, 5672),  # as aiormq: guest, "/", 60 s
+        ("amqp://rabbit/%2F", "guest", "/", 60, 5672),
+        ("amqps://bob@rabbit/a%2Fb?heartbeat=0", "bob", "a/b", 0, 5671),
+    ],
+)
+def test_what_a_url_leaves_out_is_what_aiormq_assumes(
+    raw: str, user: str, vhost: str, heartbeat: int, port: int
+) -> None:
+    url = AmqpUrl.parse(raw)
+
+    assert (url.user, url.password, url.vhost, url.heartbeat, url.port) == (
+        user,
+        "guest",
+        vhost,
+        heartbeat,
+        port,
+    )
+
+
+def test_no_verify_ssl_1_turns_verification_off_and_0_keeps_it() -> None:
+    unverified = AmqpUrl.parse("amqps://rabbit/?no_verify_ssl=1").ssl_context()
+    verified = AmqpUrl.parse("amqps://rabbit/?no_verify_ssl=0").ssl_context()
+
+    assert unverified is not None and unverified.verify_mode == ssl.CERT_NONE
+    assert verified is not None and verified.verify_mode == ssl.CERT_REQUIRED
+    assert AmqpUrl.parse("amqp://rabbit/").ssl_context() is None
