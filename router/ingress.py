@@ -27,7 +27,7 @@ from router.amqp_frames import Properties
 from router.broker import Broker
 from router.errors import PublishFailed
 from router.events import Event, Unusable, parse
-from router.http1 import Answer, Refusal, Request
+from router.http1_messages import Answer, Refusal, Request
 from router.metrics import CONTENT_TYPE, Metrics, Outcome
 from router.names import (
     CLOUDEVENTS_PREFIX,

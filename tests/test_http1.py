@@ -18,7 +18,8 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 
 from router.examples import example_body
-from router.http1 import Answer, HttpServer, Limits, Request
+from router.http1 import HttpServer, Limits
+from router.http1_messages import Answer, Request
 from router.names import Names
 from router.settings import Settings
 from tests.conftest import SIGNING_KEY, TapFactory, depth

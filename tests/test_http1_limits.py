@@ -19,7 +19,8 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 
 from router.examples import example_body
-from router.http1 import MAX_PIPELINED, Answer, HttpServer, Limits, Request
+from router.http1 import MAX_PIPELINED, HttpServer, Limits
+from router.http1_messages import Answer, Request
 from router.names import SIGNATURE_HEADER, Names
 from router.settings import Settings
 from router.signing import sign
