@@ -83,6 +83,8 @@ def create_app(settings: Settings, *, connection_name: str = "attentive-router")
         settings.names,
         confirm_timeout=settings.confirm_timeout,
         connection_name=connection_name,
+        timeouts_to_recycle=settings.confirm_timeouts_to_recycle,
+        recycle_window=settings.confirm_timeout_window,
     )
     app[METRICS] = Metrics()
     app[METRICS].in_flight.set_function(lambda: broker.in_flight)  # read when scraped
