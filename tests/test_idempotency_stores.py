@@ -23,6 +23,7 @@ import redis.asyncio
 import consumers
 from consumers.runtime.errors import WorkerConfigError
 from consumers.runtime.idempotency import (
+    DEFAULT_LEASE,
     Acquired,
     AlreadyDone,
     Claim,
@@ -31,6 +32,7 @@ from consumers.runtime.idempotency import (
     MemoryStore,
 )
 from consumers.runtime.outcomes import DeadLetter, Deferred, Handled, RetryLater, Skipped
+from consumers.runtime.settings import WorkerSettings
 from consumers.runtime.shared_stores import (
     DEFAULT_KEY_PREFIX,
     DEFAULT_TABLE,
@@ -743,3 +745,18 @@ def test_the_factory_passes_the_lease_on(url: str | None) -> None:
     store = idempotency_store_from_url(url, lease=42)
     assert isinstance(store, MemoryStore | RedisStore | PostgresStore)
     assert store.lease == 42
+
+
+# --- the lease setting -------------------------------------------------------------------
+
+
+def test_the_lease_setting_defaults_to_five_minutes_and_reads_the_environment() -> None:
+    assert WorkerSettings.from_env({}).idempotency_lease == DEFAULT_LEASE == 300.0
+    assert WorkerSettings.from_env({"WORKER_IDEMPOTENCY_LEASE": "30"}).idempotency_lease == 30.0
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "nan", "inf", "soon"])
+def test_a_bad_lease_setting_is_one_clear_error(value: str) -> None:
+    with pytest.raises(WorkerConfigError, match="WORKER_IDEMPOTENCY_LEASE") as raised:
+        WorkerSettings.from_env({"WORKER_IDEMPOTENCY_LEASE": value})
+    assert "\n" not in str(raised.value)

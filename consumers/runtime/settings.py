@@ -80,7 +80,10 @@ class WorkerSettings:
                 else:
                     values[name] = value.strip()
             except ValueError:
-                raise WorkerConfigError(f"{name.upper()} must be a number, not {value!r}") from None
+                # every number is a WORKER_ variable
+                raise WorkerConfigError(
+                    f"WORKER_{name.upper()} must be a number, not {value!r}"
+                ) from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)
         if settings.prefetch is not None and settings.prefetch < 1:
