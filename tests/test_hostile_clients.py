@@ -357,8 +357,10 @@ def _with_trailer(body: bytes, trailer: bytes, *, signed: bool = True) -> bytes:
 
 RFC_BODIES = {name: event("rfc", n) for n, name in enumerate(["absolute", "gzip", "trailer"])}
 
-#: Request bytes (each closing its connection) and the statuses its answers must have.
-RFC_CASES: dict[str, tuple[bytes, tuple[int, ...]]] = {
+#: Request bytes and the statuses of its answers (a second tuple: what is also right).
+RFC_CASES: dict[
+    str, tuple[bytes, tuple[int, ...]] | tuple[bytes, tuple[int, ...], tuple[int, ...]]
+] = {
     "no Host in HTTP/1.1: 400": (b"GET /healthz HTTP/1.1\r\n\r\n", (400,)),
     "two Host fields: 400": (b"GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", (400,)),
     "no Host in HTTP/1.0 is fine": (b"GET /healthz HTTP/1.0\r\n\r\n", (200,)),
@@ -366,10 +368,11 @@ RFC_CASES: dict[str, tuple[bytes, tuple[int, ...]]] = {
         b"POST /webhooks/attentive HTTP/1.1\r\nHost: r\r\nTransfer-Encoding: gzip\r\n\r\nxx",
         (501,),
     ),
-    "Transfer-Encoding: chunked, gzip: 501": (
+    "Transfer-Encoding: chunked, gzip: 501 (llhttp's 400 is also right)": (
         b"POST /webhooks/attentive HTTP/1.1\r\nHost: r\r\nTransfer-Encoding: chunked, gzip\r\n"
         b"\r\n0\r\n\r\n",
         (501,),
+        (400,),
     ),
     "HTTP/2.0: 505": (b"GET /healthz HTTP/2.0\r\nHost: r\r\n\r\n", (505,)),
     "HTTP/0.9: 505": (b"GET /healthz HTTP/0.9\r\nHost: r\r\n\r\n", (505,)),
@@ -414,14 +417,14 @@ async def test_rfc_9112_refusals_and_routings_hold(
     wrong: dict[str, object] = {}
 
     # When each case is sent on a connection of its own
-    for name, (request, expected) in RFC_CASES.items():
+    for name, (request, *expected) in RFC_CASES.items():
         try:
             answers = await ingress.ask(request)
         except (TimeoutError, AssertionError) as error:  # (no answer, or not well-formed)
             wrong[name] = repr(error)[:200]
             continue
         # Then it gets the answers the RFC (and the issue) say, nothing else
-        if tuple(a.status for a in answers) != expected:
+        if tuple(a.status for a in answers) not in expected:
             wrong[name] = [(a.status, a.body[:80]) for a in answers]
     assert wrong == {}
 
@@ -465,7 +468,7 @@ async def test_three_hundred_hostile_connections_at_once_leave_the_webhook_port_
     ingress: Ingress, probed: Tap, amqp: AbstractRobustConnection
 ) -> None:
     keepalive = float(ingress.env["ROUTER_KEEPALIVE_TIMEOUT"])
-    rfc = [request for request, _ in RFC_CASES.values()]
+    rfc = [case[0] for case in RFC_CASES.values()]
     attacks: list[Callable[[int], Awaitable[object]]] = [
         lambda n: trailer_flood(ingress, 2 * MIB, start=n * 1000),
         lambda n: flood_without_reading(ingress, METRICS, 1000, keepalive + 1),
@@ -521,7 +524,6 @@ class Stream:
         return [self.data[a:b] for a, b in itertools.pairwise(edges) if b > a]
 
 
-_counter = iter(range(10**9))
 _SYNTAX = [
     b"POST /webhooks/attentive HTTP/1.1\r\n",
     b"GET /healthz HTTP/1.1\r\n",
@@ -546,11 +548,12 @@ _SYNTAX = [
 def pieces(draw: st.DrawFn) -> tuple[bytes, bytes | None]:
     """One piece of a stream and, for a signed webhook, its body."""
     kind = draw(st.sampled_from(["signed", "signed", "unsigned", "syntax", "syntax", "random"]))
+    n = draw(st.integers(min_value=0, max_value=10**6))
     if kind == "signed":
-        body = event("prop", next(_counter))
+        body = event("prop", n)
         return webhook(body, PROPERTY_KEY), body
     if kind == "unsigned":
-        body = event("prop-unsigned", next(_counter))
+        body = event("prop-unsigned", n)
         return b"POST /webhooks/attentive HTTP/1.1\r\nHost: r\r\nContent-Length: %d\r\n\r\n%s" % (
             len(body),
             body,
@@ -588,7 +591,7 @@ async def test_any_bytes_in_any_pieces_get_well_formed_answers_and_publish_only_
     # Given a consumer bound to every event
     tap = await tap_factory("#")
     signed_ids: set[str] = set()
-    accepted_ids: set[str] = set()
+    accepted_ids: list[str] = []
     settings = quick.settings
     deadline = max(settings.header_timeout, settings.body_timeout, settings.keepalive_timeout)
     within = deadline + settings.confirm_timeout + CLOSE_MARGIN
@@ -625,14 +628,14 @@ async def test_any_bytes_in_any_pieces_get_well_formed_answers_and_publish_only_
         assert [a.status for a in answers if a.status in SERVER_ERRORS] == []
         for answer in answers:
             if answer.status == 200 and answer.body.startswith(b'{"status":"accepted"'):
-                accepted_ids.add(orjson.loads(answer.body)["message_id"])
+                accepted_ids.append(orjson.loads(answer.body)["message_id"])
 
-    await for_all(streams(), attempt, examples=60)
+    await for_all(streams(), attempt, examples=100)
 
-    # And only validly signed bodies were published: each accepted one, no other
-    assert accepted_ids <= signed_ids
-    published = {m.message_id for m in await tap.take(len(accepted_ids))}
-    assert published == accepted_ids
+    # And only validly signed bodies were published: each one accepted, as often, no other
+    assert set(accepted_ids) <= signed_ids
+    published = [m.message_id or "" for m in await tap.take(len(accepted_ids))]
+    assert sorted(published) == sorted(accepted_ids)
     await asyncio.sleep(0.2)
     assert await depth(amqp, tap.queue.name) == 0
     assert await depth(amqp, names.invalid_queue) == 0
