@@ -70,9 +70,12 @@ log = structlog.get_logger("router.http")
 
 #: Requests read ahead of their answers on one connection before parsing pauses.
 MAX_PIPELINED = 16
-#: The shortest request llhttp completes (``GET / HTTP/1.1`` and an empty line): a piece of
-#: the input ``n`` times as long completes at most ``n`` requests.
-_MIN_REQUEST = len(b"GET / HTTP/1.1\r\n\r\n")
+#: Every request llhttp completes has one of these at the end of its head (llhttp is strict:
+#: no bare LF), so a piece of input holding ``n`` of them completes at most ``n + 1``
+#: requests (one may have passed its head before the piece began).
+_HEAD_END = b"\r\n\r\n"
+#: Largest piece fed while a head or trailer section is being read (see ``_Connection._feed``).
+_COUNTED_PIECE = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,8 +185,6 @@ class _Connection(asyncio.Protocol):
         self._hosts = self._codings = 0
         self._body: list[bytes] = []
         self._body_size = 0
-        #: Body bytes still to come by its Content-Length (0 when chunked or unknown).
-        self._body_left = 0
         self._in_head = False
         #: The request line's target and the headers' (then trailers') names and values.
         self._head_bytes = 0
@@ -264,7 +265,11 @@ class _Connection(asyncio.Protocol):
 
     def _feed(self, data: bytes) -> None:
         """Parse ``data`` in pieces that cannot complete more requests than there is room
-        for; keep what is left in :attr:`_unparsed` (reading paused) when the room is gone."""
+        for; keep what is left in :attr:`_unparsed` (reading paused) when the room is gone.
+
+        A read holding one request, as nearly all do, is one piece. A head (or trailer
+        section) that llhttp is still reading when a piece begins is fed in pieces of at
+        most :data:`_COUNTED_PIECE` bytes, so that its raw bytes are counted closely."""
         size, offset = len(data), 0
         view: memoryview | None = None
         max_queued = self._limits.max_body_bytes
@@ -274,20 +279,27 @@ class _Connection(asyncio.Protocol):
                 self._unparsed = data[offset:]
                 self._pause_reading()
                 return
-            end = min(size, offset + room * _MIN_REQUEST + self._body_left)
+            end = _piece_end(data, offset, room)
+            counted = self._in_head or self._after_chunk_header
+            if counted and end - offset > _COUNTED_PIECE:
+                end = offset + _COUNTED_PIECE
             if offset == 0 and end == size:
-                piece: bytes | memoryview = data  # (a whole read, as most are: no slicing)
+                piece: bytes | memoryview = data  # (no slicing)
             else:
                 view = memoryview(data) if view is None else view
                 piece = view[offset:end]
-            if not self._parse(piece):
+            if not self._parse(piece, counted):
                 self._unparsed = b""
                 return
             offset = end
         self._unparsed = b""
 
-    def _parse(self, piece: bytes | memoryview) -> bool:
-        """Feed one piece to llhttp; False once the connection reads no further."""
+    def _parse(self, piece: bytes | memoryview, counted: bool) -> bool:
+        """Feed one piece to llhttp; False once the connection reads no further.
+
+        ``counted``: the piece began inside a head or a trailer section, whose raw bytes
+        llhttp and httptools hold until a field is whole: they count against the head
+        limit (twice ``max_head_bytes``, as the fields themselves count once)."""
         try:
             self._parser.feed_data(piece)
         except httptools.HttpParserUpgrade:  # a protocol switch we do not offer: the
@@ -302,16 +314,16 @@ class _Connection(asyncio.Protocol):
             return False
         if self._closing:
             return False
-        limit = 2 * self._limits.max_head_bytes
-        if self._in_head:  # (a head llhttp is still reading: count its raw bytes too)
-            self._head_raw += len(piece)
-            if self._head_raw > limit:
-                self._refuse(Refusal.HEAD_TOO_LARGE)
-                return False
+        if self._in_head:
+            if counted:
+                self._head_raw += len(piece)
+                if self._head_raw > 2 * self._limits.max_head_bytes:
+                    self._refuse(Refusal.HEAD_TOO_LARGE)
+                    return False
         elif self._in_body:
-            if self._after_chunk_header:  # (trailer fields llhttp is still reading)
+            if self._after_chunk_header and counted:  # (trailer fields being read)
                 self._trailer_raw += len(piece)
-                if self._trailer_raw > limit:
+                if self._trailer_raw > 2 * self._limits.max_head_bytes:
                     self._refuse(Refusal.HEAD_TOO_LARGE)
                     return False
             if self._owed is not _Owed.BODY and not self._continue_owed:
@@ -322,7 +334,7 @@ class _Connection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._in_head = True
-        self._head_bytes = self._head_raw = self._body_left = 0
+        self._head_bytes = self._head_raw = 0
         self._hosts = self._codings = 0
         if self._owed is not _Owed.HEAD:  # (a new connection's deadline runs from its opening)
             self._set_deadline(_Owed.HEAD)
@@ -351,19 +363,18 @@ class _Connection(asyncio.Protocol):
         if self._head_bytes > self._limits.max_head_bytes:
             self._refuse(Refusal.HEAD_TOO_LARGE)
             raise _Stop
-        parser = self._parser
-        version = parser.get_http_version()
-        if refusal := refusal_of_head(version, self._hosts, self._codings, self._headers):
-            self._refuse(refusal)
-            raise _Stop
+        version = self._parser.get_http_version()
+        if self._hosts != 1 or self._codings or version != "1.1":  # (else nothing to refuse)
+            refusal = refusal_of_head(version, self._hosts, self._codings, self._headers)
+            if refusal is not None:
+                self._refuse(refusal)
+                raise _Stop
         self._in_body = True
         headers = self._headers
         length = headers.get(b"content-length")
-        if length is not None:
-            self._body_left = int(length)  # (digits, one value: llhttp saw to that)
-            if self._body_left > self._limits.max_body_bytes:
-                self._refuse(Refusal.TOO_LARGE)
-                raise _Stop
+        if length is not None and int(length) > self._limits.max_body_bytes:  # (llhttp: digits)
+            self._refuse(Refusal.TOO_LARGE)
+            raise _Stop
         if headers.get(b"expect", b"").lower() == b"100-continue" and version == "1.1":
             if self.task is None and not self._queue:
                 self._write_continue()
@@ -377,10 +388,7 @@ class _Connection(asyncio.Protocol):
     def on_body(self, chunk: bytes) -> None:
         self._after_chunk_header = False
         self._trailer_raw = 0
-        size = len(chunk)
-        self._body_size += size
-        if self._body_left:
-            self._body_left -= size
+        self._body_size += len(chunk)
         if self._body_size > self._limits.max_body_bytes:
             self._refuse(Refusal.TOO_LARGE)
             raise _Stop
@@ -424,37 +432,32 @@ class _Connection(asyncio.Protocol):
             self.task = self._loop.create_task(self._answer_queue())
 
     async def _answer_queue(self) -> None:
-        try:
-            await self._answer_all()
-        except Exception:  # a bug of ours outside the handler: this connection ends, cleanly
-            log.exception("http_connection_error", peer=self._peer())
-            self._closing = self._lost = True
-            self._queue.clear()
-            if self._transport is not None:
-                self._transport.abort()
-            self._server.open.discard(self)
-        finally:
-            self.task = None
-
-    async def _answer_all(self) -> None:
         handler = self._server.handler
         queue = self._queue
-        while queue:
-            if not self._writing and not self._lost:
-                await self._until_writable()  # (the client reads its answers again, or left)
-            request, size = queue.popleft()
-            self._queued_bytes -= size
-            try:
-                answer = await handler(request)
-            except Exception:  # the handler answers everything; this is a bug of ours
-                log.exception("unhandled_error", path=request.path, method=request.method)
-                answer = Answer(500, b'{"error":"internal error"}')
-            self._write(answer, request.method == "HEAD", last=self._closing and not queue)
-            self._resume()  # parse what waits, which may queue more
-        if self._continue_owed and not self._closing:  # its turn has come
-            self._continue_owed = False
-            self._write_continue()
-        self.task = None
+        try:
+            while queue:
+                if not self._writing and not self._lost:
+                    await self._until_writable()  # (the client reads its answers, or left)
+                request, size = queue.popleft()
+                self._queued_bytes -= size
+                try:
+                    answer = await handler(request)
+                except Exception:  # the handler answers everything; this is a bug of ours
+                    log.exception("unhandled_error", path=request.path, method=request.method)
+                    answer = Answer(500, b'{"error":"internal error"}')
+                self._write(answer, request.method == "HEAD", last=self._closing and not queue)
+                if self._unparsed or not self._reading:
+                    self._resume()  # parse what waits, which may queue more
+            if self._continue_owed and not self._closing:  # its turn has come
+                self._continue_owed = False
+                self._write_continue()
+        except Exception:  # a bug of ours outside the handler: this connection ends, cleanly
+            log.exception("http_connection_error", peer=self._peer())
+            queue.clear()
+            self.abort()
+            return
+        finally:
+            self.task = None  # (also when cancelled: see abort)
         if self._lost:
             self._server.open.discard(self)
         elif self._linger:
@@ -522,11 +525,14 @@ class _Connection(asyncio.Protocol):
             self._close_transport()
 
     def abort(self) -> None:
-        """Close at once, answered or not (the end of a shutdown's grace)."""
-        if self.task is not None:
+        """Close at once, answered or not, and leave the server's open set."""
+        self._closing = self._lost = True
+        self._unparsed = b""
+        if self.task is not None and self.task is not asyncio.current_task():
             self.task.cancel()
         if self._transport is not None:
             self._transport.abort()
+        self._server.open.discard(self)
 
     def _linger_then_close(self) -> None:
         """Close, but only once the client has stopped sending (or after :data:`LINGER`
@@ -653,6 +659,20 @@ class _Connection(asyncio.Protocol):
             else:
                 url = b"/"
         return url.partition(b"?")[0].partition(b"#")[0].decode("latin-1")
+
+
+def _piece_end(data: bytes, offset: int, room: int) -> int:
+    """Where a piece of ``data`` from ``offset`` must end to complete at most ``room``
+    requests: the end of data, or just after the ``room - 1``-th head's end (inside the
+    first one's, when ``room`` is 1)."""
+    if data.count(_HEAD_END, offset) < room:
+        return len(data)
+    at = data.find(_HEAD_END, offset)
+    if room == 1:
+        return at + len(_HEAD_END) - 1
+    for _ in range(room - 2):
+        at = data.find(_HEAD_END, at + len(_HEAD_END))
+    return at + len(_HEAD_END)
 
 
 __all__ = ["LINGER", "MAX_PIPELINED", "HttpServer", "Limits"]
