@@ -41,9 +41,9 @@ HEAD_BYTES = 16 * KIB
 #: What a connection costs before anyone sends anything: its protocol, transport, parser,
 #: timer and the kernel-facing structures uvloop keeps (measured: about 5 KiB; rounded up).
 IDLE_CONNECTION = 16 * KIB
-#: Python's own overhead on a head of many tiny fields (a dict entry and two bytes objects per
-#: field, about 10 times their wire size): a 16 KiB head of 3-byte fields costs ~160 KiB.
-HEAD_OBJECTS = 10 * HEAD_BYTES
+#: A head as Python objects: a dict entry and two bytes objects per field, 25 times the
+#: wire size of 4,000 tiny fields in 16 KiB (bench.hostile_memory's in-progress: ~410 KiB).
+HEAD_OBJECTS = 28 * HEAD_BYTES
 
 
 def connection_bound(max_body_bytes: int) -> int:
@@ -431,7 +431,7 @@ class Prober:
                 writer.write(webhook(body, self.key))
                 async with asyncio.timeout(self.bound):
                     answer = await _one_response(reader)
-            except (TimeoutError, ConnectionError, Malformed) as error:
+            except (TimeoutError, ConnectionError, EOFError, Malformed) as error:  # (EOF: closed)
                 self.late.append(f"probe {self.sent}: {type(error).__name__} {error}")
                 writer.close()
                 connection = None
