@@ -82,6 +82,8 @@ class System:
             "ROUTER_CONFIRM_TIMEOUT": "2",
             "ROUTER_LOG_FORMAT": "json",
             "WORKER_IDEMPOTENCY_URL": "redis://127.0.0.1:6379/0",
+            # (a worker SIGKILLed mid-handler holds its ids until the lease ends)
+            "WORKER_IDEMPOTENCY_LEASE": "5",
             "WORKER_SHUTDOWN_TIMEOUT": "5",
             "FAULT_LOG_DIR": str(self.root),
         }
