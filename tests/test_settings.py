@@ -6,6 +6,8 @@ import ssl
 
 import pytest
 
+from consumers.runtime.errors import WorkerConfigError
+from consumers.runtime.settings import WorkerSettings
 from router.amqp_url import AmqpUrl
 from router.errors import ConfigError
 from router.settings import DEFAULT_AMQP_URL, Settings, parse_keys
@@ -264,6 +266,15 @@ def test_a_url_option_that_cannot_be_honoured_is_refused_in_one_line(url: str, n
     assert named in message
     assert "\n" not in message
     assert "hunter2" not in message  # the password never appears
+
+
+def test_a_worker_refuses_such_a_url_at_start_too() -> None:
+    # (the worker reads WORKER_AMQP_URL as the router reads its URL, before it connects)
+    with pytest.raises(WorkerConfigError) as refused:
+        WorkerSettings.from_env({"WORKER_AMQP_URL": "amqp://u:hunter2@h/?frame_max=1"})
+
+    assert "'frame_max'" in str(refused.value)
+    assert "hunter2" not in str(refused.value)
 
 
 def test_the_options_both_connections_honour_are_read_once() -> None:

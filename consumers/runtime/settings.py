@@ -9,6 +9,8 @@ from typing import Any
 
 from consumers.runtime.errors import WorkerConfigError
 from consumers.runtime.idempotency import DEFAULT_LEASE
+from router.amqp import parse_urls
+from router.errors import ConfigError
 from router.names import Names
 from router.settings import DEFAULT_AMQP_URL, LogFormat
 
@@ -90,6 +92,10 @@ class WorkerSettings:
             raise WorkerConfigError("WORKER_PREFETCH must be at least 1")
         if not (math.isfinite(settings.idempotency_lease) and settings.idempotency_lease > 0):
             raise WorkerConfigError("WORKER_IDEMPOTENCY_LEASE must be a positive number of seconds")
+        try:  # (read as the router reads it: refused here, at start, not at the first connect)
+            parse_urls(settings.amqp_url)
+        except ConfigError as error:
+            raise WorkerConfigError(str(error)) from None
         return settings
 
 
