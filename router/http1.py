@@ -70,6 +70,10 @@ log = structlog.get_logger("router.http")
 
 #: Requests read ahead of their answers on one connection before parsing pauses.
 MAX_PIPELINED = 16
+#: Header fields one request may have (431 beyond; Apache's LimitRequestFields is 100 too).
+#: A field costs a few hundred bytes as Python objects, so 16 KiB of tiny ones would
+#: otherwise hold many times their size, and as much again per request queued.
+MAX_HEADER_FIELDS = 100
 #: Every request llhttp completes has one of these at the end of its head (llhttp is strict:
 #: no bare LF), so a piece of input holding ``n`` of them completes at most ``n + 1``
 #: requests (one may have passed its head before the piece began).
@@ -176,6 +180,7 @@ class _Connection(asyncio.Protocol):
         self._queued_bytes = 0
         #: What is left of a read while parsing waits for answers to make room.
         self._unparsed = b""
+        self._unparsed_at = 0
         #: The task answering the queue, while it does.
         self.task: asyncio.Task[None] | None = None
         # the request being read
@@ -183,6 +188,8 @@ class _Connection(asyncio.Protocol):
         self._headers: dict[bytes, bytes] = {}
         #: How many Host and Transfer-Encoding fields the head has.
         self._hosts = self._codings = 0
+        #: Header fields in the head so far.
+        self._fields = 0
         self._body: list[bytes] = []
         self._body_size = 0
         self._in_head = False
@@ -223,9 +230,10 @@ class _Connection(asyncio.Protocol):
         if self._closing:
             return  # after a refusal or at shutdown: the rest is not read
         if self._unparsed:  # (a read that came as reading paused: it waits with the rest)
-            self._unparsed += data
+            self._unparsed = self._unparsed[self._unparsed_at :] + data
+            self._unparsed_at = 0
             return
-        self._feed(data)
+        self._feed(data, 0)
 
     def eof_received(self) -> bool | None:
         self._eof = True  # the client sent all it will: answer what came, then close
@@ -263,20 +271,20 @@ class _Connection(asyncio.Protocol):
 
     # -- feeding llhttp -------------------------------------------------------------------
 
-    def _feed(self, data: bytes) -> None:
+    def _feed(self, data: bytes, offset: int) -> None:
         """Parse ``data`` in pieces that cannot complete more requests than there is room
         for; keep what is left in :attr:`_unparsed` (reading paused) when the room is gone.
 
         A read holding one request, as nearly all do, is one piece. A head (or trailer
         section) that llhttp is still reading when a piece begins is fed in pieces of at
         most :data:`_COUNTED_PIECE` bytes, so that its raw bytes are counted closely."""
-        size, offset = len(data), 0
+        size = len(data)
         view: memoryview | None = None
         max_queued = self._limits.max_body_bytes
         while offset < size:
             room = MAX_PIPELINED - len(self._queue)
             if room <= 0 or self._queued_bytes >= max_queued:
-                self._unparsed = data[offset:]
+                self._unparsed, self._unparsed_at = data, offset  # (no copy)
                 self._pause_reading()
                 return
             end = _piece_end(data, offset, room)
@@ -335,7 +343,7 @@ class _Connection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._in_head = True
         self._head_bytes = self._head_raw = 0
-        self._hosts = self._codings = 0
+        self._hosts = self._codings = self._fields = 0
         if self._owed is not _Owed.HEAD:  # (a new connection's deadline runs from its opening)
             self._set_deadline(_Owed.HEAD)
 
@@ -350,6 +358,10 @@ class _Connection(asyncio.Protocol):
                 self._refuse(Refusal.HEAD_TOO_LARGE)
                 raise _Stop
             return
+        self._fields += 1
+        if self._fields > MAX_HEADER_FIELDS:  # (each one a few Python objects, kept queued)
+            self._refuse(Refusal.HEAD_TOO_LARGE)
+            raise _Stop
         name = name.lower()
         if name == b"host":
             self._hosts += 1
@@ -623,7 +635,7 @@ class _Connection(asyncio.Protocol):
     def _resume(self) -> None:
         """Answers made room: parse what waits, then read again if all of it was."""
         if self._unparsed and not self._closing:
-            self._feed(self._unparsed)
+            self._feed(self._unparsed, self._unparsed_at)
             if self._eof and not self._unparsed:
                 self._closing = True  # the client's last bytes are parsed
         if not self._unparsed:
@@ -663,16 +675,20 @@ class _Connection(asyncio.Protocol):
 
 def _piece_end(data: bytes, offset: int, room: int) -> int:
     """Where a piece of ``data`` from ``offset`` must end to complete at most ``room``
-    requests: the end of data, or just after the ``room - 1``-th head's end (inside the
-    first one's, when ``room`` is 1)."""
-    if data.count(_HEAD_END, offset) < room:
-        return len(data)
-    at = data.find(_HEAD_END, offset)
+    requests: the end of data when it holds fewer than ``room`` head ends, else just after
+    the ``room - 1``-th (inside the first one, when ``room`` is 1). Only as far as that
+    head end is searched: a read of thousands of requests costs no more than its length."""
+    ends: list[int] = []
+    at = offset
+    while len(ends) < room:
+        at = data.find(_HEAD_END, at)
+        if at < 0:
+            return len(data)
+        ends.append(at)
+        at += len(_HEAD_END)
     if room == 1:
-        return at + len(_HEAD_END) - 1
-    for _ in range(room - 2):
-        at = data.find(_HEAD_END, at + len(_HEAD_END))
-    return at + len(_HEAD_END)
+        return ends[0] + len(_HEAD_END) - 1
+    return ends[room - 2] + len(_HEAD_END)
 
 
-__all__ = ["LINGER", "MAX_PIPELINED", "HttpServer", "Limits"]
+__all__ = ["LINGER", "MAX_HEADER_FIELDS", "MAX_PIPELINED", "HttpServer", "Limits"]

@@ -19,7 +19,7 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 
 from router.examples import example_body
-from router.http1 import MAX_PIPELINED, HttpServer, Limits
+from router.http1 import MAX_HEADER_FIELDS, MAX_PIPELINED, HttpServer, Limits
 from router.http1_messages import Answer, Request
 from router.names import SIGNATURE_HEADER, Names
 from router.settings import Settings
@@ -327,6 +327,27 @@ async def test_requests_rfc_9112_says_to_refuse_are_refused_and_the_connection_c
     assert answer.startswith(b"HTTP/1.1 %d " % status), answer
     assert b"\r\nConnection: close\r\n" in answer
     assert gated.handled == []
+
+
+async def test_more_header_fields_than_allowed_get_431(gated: Gated) -> None:
+    # Given a head well under 16 KiB, of one field more than allowed (Host is one)
+    fields = b"".join(b"f%d: x\r\n" % n for n in range(MAX_HEADER_FIELDS))
+    reader, writer = await gated.connect()
+    writer.write(b"GET /many HTTP/1.1\r\nHost: r\r\n" + fields + b"\r\n")
+
+    # Then it is refused with 431, never handled, and the connection closes
+    answer = await until_closed(reader, within=5)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 431 "), answer
+    assert gated.handled == []
+
+    # While as many fields as allowed are fine
+    reader, writer = await gated.connect()
+    writer.write(
+        b"GET /many HTTP/1.1\r\nHost: r\r\n" + fields[fields.index(b"\r\n") + 2 :] + b"\r\n"
+    )
+    assert await read_response(reader) == (200, b'{"path":"/many"}')
+    writer.close()
 
 
 async def test_an_http_1_0_request_needs_no_host(gated: Gated) -> None:
