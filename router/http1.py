@@ -423,15 +423,8 @@ class _Connection(asyncio.Protocol):
         self._headers = {}
         self._body = []
         self._body_size = 0
-        encoding = request.headers.get(b"content-encoding")
-        if (
-            encoding is not None
-            and (refusal := decode_body(request, self._limits.max_body_bytes)) is not None
-        ):
-            self._refuse(refusal, request)
-            raise _Stop
-        self._queue.append((request, size + len(request.body)))
-        self._queued_bytes += size + len(request.body)
+        self._queue.append((request, size))  # (a compressed body is decoded in its turn)
+        self._queued_bytes += size
         self._answer_soon()
         if not self._parser.should_keep_alive():
             self._closing = True  # this is the connection's last request: read no further
@@ -452,6 +445,8 @@ class _Connection(asyncio.Protocol):
                     await self._until_writable()  # (the client reads its answers, or left)
                 request, size = queue.popleft()
                 self._queued_bytes -= size
+                if b"content-encoding" in request.headers and request.refusal is None:
+                    self._decode(request)
                 try:
                     answer = await handler(request)
                 except Exception:  # the handler answers everything; this is a bug of ours
@@ -478,6 +473,19 @@ class _Connection(asyncio.Protocol):
             self._close_transport()
         elif not self._in_head and not self._in_body:
             self._set_deadline(_Owed.NEXT_REQUEST)
+
+    def _decode(self, request: Request) -> None:
+        """Decompress the body of the request whose turn it is (one at a time, so that the
+        requests queued behind it hold their bodies as sent); refused, it is the last."""
+        refusal = decode_body(request, self._limits.max_body_bytes)
+        if refusal is not None:
+            request.refusal = refusal
+            self._queue.clear()  # (never answered: the connection closes after this one)
+            self._queued_bytes = 0
+            self._linger = True  # (the client may be sending still: read it out, then close)
+            self._in_head = self._in_body = self._continue_owed = False
+            self._closing = True
+            self._unparsed = b""
 
     def _write(self, answer: Answer, head_only: bool, *, last: bool) -> None:
         transport = self._transport
