@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -13,6 +14,7 @@ from structlog.testing import capture_logs
 
 from router.events import EVENT_TYPES
 from router.examples import example_body
+from router.metrics import PAGE_MAX_AGE
 from router.names import WEBHOOK_PATH, Names
 from router.settings import Settings
 from tests.conftest import (
@@ -300,3 +302,18 @@ async def test_without_a_broker_it_answers_503_with_retry_after(
     assert response.status == 503
     # Unsigned requests are still refused first
     assert (await ingress.post(URL, data=body)).status == 401
+
+
+async def test_metrics_are_rendered_at_most_once_per_page_age(ingress: Client) -> None:
+    # Given a page of /metrics just rendered
+    first = await (await ingress.get("/metrics")).text()
+
+    # When a webhook is answered and /metrics asked again at once, the same page comes back
+    body = example_body("sms.sent")
+    assert (await ingress.post(URL, data=body, headers=signed(body))).status == 200
+    assert await (await ingress.get("/metrics")).text() == first
+
+    # And once the page is older than its age, it is rendered anew, with the webhook in it
+    await asyncio.sleep(PAGE_MAX_AGE)
+    text = await (await ingress.get("/metrics")).text()
+    assert 'attentive_router_requests_total{outcome="accepted"} 1.0' in text
