@@ -473,8 +473,10 @@ async def test_three_hundred_hostile_connections_at_once_leave_the_webhook_port_
     attacks: list[Callable[[int], Awaitable[object]]] = [
         lambda n: trailer_flood(ingress, 2 * MIB, start=n * 1000),
         lambda n: flood_without_reading(ingress, METRICS, 1000, keepalive + 1),
+        # (100, not thousands: 37 such clients' signed webhooks are real load to publish,
+        # which on two cores shared with the broker and this test is not what is tested)
         lambda n: flood_without_reading(
-            ingress, webhook(event("flood", n), SIGNING_KEY), 1000, keepalive + 1
+            ingress, webhook(event("flood", n), SIGNING_KEY), 100, keepalive + 1
         ),
         lambda n: slow_reader(ingress, 100, read=64 * KIB),  # (faster: the loop is busy)
         lambda n: trickle(ingress, SLOW_HEAD, 0.1),
