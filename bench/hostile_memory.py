@@ -10,9 +10,9 @@ connection. A connection's worst is the sum of what it can make the ingress hold
 * ``pipelined``: 1,500 pipelined ``GET /metrics`` (5 MB of answers it never reads: writing
   stalls), then large signed bodies pipelined (the queue of parsed requests fills to its byte
   bound), then more (a read kept unparsed);
-* ``heads``: the same stall, then requests whose 16 KiB heads are 4,000 tiny fields each (the
-  most Python objects a head makes);
-* ``in-progress``: a 16 KiB head of tiny fields and a body of max_body_bytes less one byte,
+* ``heads``: the same stall, then requests whose 16 KiB heads are as many fields as a request
+  may have (``MAX_HEADER_FIELDS``: the most Python objects a head makes);
+* ``in-progress``: such a head and a body of max_body_bytes less one byte,
   never finished (a deflate body, decompressed only once complete, cannot be held half-way);
 * ``trailers``: a chunked body of max_body_bytes, then trailer fields up to the limit,
   never finished.
@@ -34,6 +34,7 @@ from pathlib import Path
 import aio_pika
 
 from router import topology
+from router.http1 import MAX_HEADER_FIELDS
 from router.names import SIGNATURE_HEADER, Names
 from tests.hostile import (
     KIB,
@@ -81,18 +82,26 @@ def _mis_signed(body_size: int) -> bytes:
     )
 
 
+def _many_fields(total: int, count: int) -> bytes:
+    """``count`` distinct header fields, ``total`` bytes of names and values in all."""
+    value = b"v" * (total // count - 4)
+    return b"".join(b"f%03d:%s\r\n" % (n, value) for n in range(count))
+
+
 def pipelined() -> bytes:
     return STALL + _mis_signed(MAX_BODY - KIB) * 8
 
 
 def heads() -> bytes:
-    head = b"GET /healthz HTTP/1.1\r\nHost: r\r\n" + _tiny_fields(16 * KIB - 64) + b"\r\n"
+    fields = _many_fields(16 * KIB - 64, MAX_HEADER_FIELDS - 1)  # (Host is one)
+    head = b"GET /healthz HTTP/1.1\r\nHost: r\r\n" + fields + b"\r\n"
     return STALL + head * 40
 
 
 def in_progress() -> bytes:
     head = b"POST /webhooks/attentive HTTP/1.1\r\nHost: r\r\nContent-Length: %d\r\n" % MAX_BODY
-    return head + _tiny_fields(16 * KIB - 128) + b"\r\n" + b"x" * (MAX_BODY - 1)
+    fields = _many_fields(16 * KIB - 128, MAX_HEADER_FIELDS - 2)
+    return head + fields + b"\r\n" + b"x" * (MAX_BODY - 1)
 
 
 def trailers() -> bytes:

@@ -23,14 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from router.examples import example_body
-from router.http1 import MAX_PIPELINED
+from router.http1 import MAX_HEADER_FIELDS, MAX_PIPELINED
 from router.names import SIGNATURE_HEADER, WEBHOOK_PATH
 from router.signing import sign
 
 KIB = 1024
 MIB = 1024 * KIB
-#: The most uvloop reads from a socket at once: one read may be kept, unparsed, while the
-#: connection has paused reading (requests are parsed no further ahead than MAX_PIPELINED).
+#: The most uvloop reads from a socket at once. The read being parsed is kept whole while
+#: parsing waits for answers, and one more may arrive as reading pauses: two at most.
 READ_BYTES = 256 * KIB
 #: The transport's write buffer above which it pauses the connection's writing (asyncio's
 #: and uvloop's default high-water mark); one more answer may be added to it as it pauses.
@@ -38,24 +38,26 @@ WRITE_HIGH_WATER = 64 * KIB
 #: A request line and headers (trailers too): llhttp's unparsed remainder is refused at twice
 #: max_head_bytes, what is parsed at max_head_bytes.
 HEAD_BYTES = 16 * KIB
+#: What one header field costs as Python objects beyond its bytes (a dict entry, two bytes
+#: objects), rounded up; a request has at most MAX_HEADER_FIELDS of them.
+FIELD_OBJECTS = 256
 #: What a connection costs before anyone sends anything: its protocol, transport, parser,
 #: timer and the kernel-facing structures uvloop keeps (measured: about 5 KiB; rounded up).
 IDLE_CONNECTION = 16 * KIB
-#: A head as Python objects: a dict entry and two bytes objects per field, 25 times the
-#: wire size of 4,000 tiny fields in 16 KiB (bench.hostile_memory's in-progress: ~410 KiB).
-HEAD_OBJECTS = 28 * HEAD_BYTES
 
 
 def connection_bound(max_body_bytes: int) -> int:
     """The most bytes one connection can make the ingress hold, whatever its client does."""
+    head_objects = HEAD_BYTES + MAX_HEADER_FIELDS * FIELD_OBJECTS
     return (
         IDLE_CONNECTION
-        + READ_BYTES  # one read kept unparsed while parsing is paused
+        + 2 * READ_BYTES  # the read kept while parsing waits, and one more
         + 2 * HEAD_BYTES  # the head being read, raw
-        + HEAD_OBJECTS  # ... and as Python objects
+        + head_objects  # ... and as Python objects
         + 2 * max_body_bytes  # queued requests: parsing pauses once they hold max_body_bytes
+        + MAX_PIPELINED * head_objects  # ... and their heads as Python objects
         + max_body_bytes  # the request in progress
-        + max_body_bytes  # its decompressed body
+        + max_body_bytes  # the body being decoded (one at a time, in its turn)
         + WRITE_HIGH_WATER
         + 64 * KIB  # the answer that crossed the high-water mark (/metrics is the largest)
     )
