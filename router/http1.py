@@ -233,7 +233,15 @@ class _Connection(asyncio.Protocol):
             self._unparsed = self._unparsed[self._unparsed_at :] + data
             self._unparsed_at = 0
             return
-        self._feed(data, 0)
+        if (  # (the usual read: one request, or a few, from its start; parsed whole)
+            not self._in_body
+            and len(data) <= _COUNTED_PIECE
+            and data.count(_HEAD_END) < MAX_PIPELINED - len(self._queue)
+            and self._queued_bytes < self._limits.max_body_bytes
+        ):
+            self._parse(data, True)
+        else:
+            self._feed(data, 0)
 
     def eof_received(self) -> bool | None:
         self._eof = True  # the client sent all it will: answer what came, then close
@@ -275,9 +283,9 @@ class _Connection(asyncio.Protocol):
         """Parse ``data`` in pieces that cannot complete more requests than there is room
         for; keep what is left in :attr:`_unparsed` (reading paused) when the room is gone.
 
-        A read holding one request, as nearly all do, is one piece. A head (or trailer
-        section) that llhttp is still reading when a piece begins is fed in pieces of at
-        most :data:`_COUNTED_PIECE` bytes, so that its raw bytes are counted closely."""
+        A read holding one request, as nearly all do, is one piece. A piece that begins
+        with a head (or inside one, or inside a trailer section) is at most
+        :data:`_COUNTED_PIECE` bytes, so that what llhttp holds of it is counted closely."""
         size = len(data)
         view: memoryview | None = None
         max_queued = self._limits.max_body_bytes
@@ -288,7 +296,7 @@ class _Connection(asyncio.Protocol):
                 self._pause_reading()
                 return
             end = _piece_end(data, offset, room)
-            counted = self._in_head or self._after_chunk_header
+            counted = not self._in_body or self._after_chunk_header  # (a head, or trailers)
             if counted and end - offset > _COUNTED_PIECE:
                 end = offset + _COUNTED_PIECE
             if offset == 0 and end == size:
@@ -305,8 +313,8 @@ class _Connection(asyncio.Protocol):
     def _parse(self, piece: bytes | memoryview, counted: bool) -> bool:
         """Feed one piece to llhttp; False once the connection reads no further.
 
-        ``counted``: the piece began inside a head or a trailer section, whose raw bytes
-        llhttp and httptools hold until a field is whole: they count against the head
+        ``counted``: the piece began with or inside a head, or inside a trailer section,
+        whose raw bytes httptools holds until a field is whole: they count against the head
         limit (twice ``max_head_bytes``, as the fields themselves count once)."""
         try:
             self._parser.feed_data(piece)
