@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make run`: the router on ROUTER_PORT (8080) with its admin API on ROUTER_ADMIN_PORT (8081),
 # the three example workers claiming their events, one signed test event of each type sent
-# through it, and what each worker did with them. Ctrl-C stops everything.
+# through it, and what each worker did with them. Ctrl-C stops everything, and the demo's
+# queues and exchanges (a namespace of its own, demo-<pid>) are deleted from the broker.
 set -euo pipefail
 bin=${VENV:-.venv}/bin
 export ROUTER_SIGNING_KEYS=${ROUTER_SIGNING_KEYS:-dev-signing-key}
@@ -11,13 +12,24 @@ export ROUTER_ADMIN_PORT=${ROUTER_ADMIN_PORT:-8081}
 export ROUTER_DATABASE_URL=${ROUTER_DATABASE_URL:-sqlite:///.demo/claims.db}
 export ROUTER_ADMIN_URL=http://127.0.0.1:$ROUTER_ADMIN_PORT
 export ROUTER_LOG_FORMAT=console
+export ROUTER_NAMESPACE=${ROUTER_NAMESPACE:-demo-$$}
 base=http://127.0.0.1:$ROUTER_PORT
 metrics_port=${DEMO_METRICS_PORT:-9101}
 receiver_port=${DEMO_RECEIVER_PORT:-9199}
 mkdir -p .demo
 
 pids=()
-stop() { kill "${pids[@]}" 2>/dev/null; wait "${pids[@]}" 2>/dev/null || true; }
+stopped=
+stop() {
+  [ -z "$stopped" ] || return 0
+  stopped=1
+  kill "${pids[@]}" 2>/dev/null; wait "${pids[@]}" 2>/dev/null || true
+  case $ROUTER_NAMESPACE in demo-*)
+    PYTHONPATH=. "$bin/python" scripts/demo-cleanup.py "$ROUTER_NAMESPACE" \
+      sms-audit email-engagement attribute-forwarder ||
+      echo "could not delete the demo's queues ($ROUTER_NAMESPACE.*) from the broker" >&2
+  esac
+}
 trap stop EXIT
 trap 'stop; exit 0' INT TERM
 
