@@ -7,18 +7,19 @@ nor publishes: the ingress's handler (:mod:`router.ingress`) does, and answers.
 
 Why not aiohttp's server, which the admin API keeps: on the webhook path its request and
 response objects, streams and per-connection task were about half the ingress's CPU per
-event (docs: performance).
+event (README: Performance).
 
 The port faces the internet, so what one connection may hold is bounded whatever its
-client does (README, "The webhook port's limits", says how much):
+client does (README, "Memory under hostile clients", says how much):
 
 * a request's line and headers within ``head_timeout`` of the connection opening (or of the
   first byte of a later request), else the connection is closed; at most ``max_head_bytes``
-  of them (431), and a chunked body's trailer fields count against the same limit;
+  of them in at most :data:`MAX_HEADER_FIELDS` fields (431), and a chunked body's trailer
+  fields count against the same limit;
 * a body within ``body_timeout`` of its headers (408), of at most ``max_body_bytes``
   (413, before reading it when ``Content-Length`` says so), decompressed when its
-  ``Content-Encoding`` is gzip (one member or several) or deflate (400 when it does not
-  decompress, 415 for others);
+  request's turn comes, one at a time, when its ``Content-Encoding`` is gzip (one member or
+  several) or deflate (400 when it does not decompress, 415 for others);
 * at most :data:`MAX_PIPELINED` requests, and about ``max_body_bytes`` of them, parsed ahead
   of their answers: the parser is fed a read piece by piece, and what is left of it waits,
   with reading paused, until answers make room (llhttp alone would parse a whole 256 KiB
