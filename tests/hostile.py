@@ -26,6 +26,7 @@ from router.examples import example_body
 from router.http1 import MAX_HEADER_FIELDS, MAX_PIPELINED
 from router.names import SIGNATURE_HEADER, WEBHOOK_PATH
 from router.signing import sign
+from tests.wire import free_port, until_closed
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -80,13 +81,6 @@ HOSTILE_ENV = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def raise_open_files(wanted: int) -> None:
     """Raise this process's soft limit of open files to ``wanted`` (up to the hard limit);
     children started afterwards inherit it."""
@@ -139,7 +133,7 @@ class Ingress:
         try:
             writer.write(request)
             writer.write_eof()
-            return parse_responses(await read_until_closed(reader, within=within))
+            return parse_responses(await until_closed(reader, within=within))
         finally:
             writer.close()
 
@@ -310,19 +304,6 @@ class Silent:
         self.sock.close()
 
 
-async def read_until_closed(reader: asyncio.StreamReader, within: float) -> bytes:
-    """Everything received until the ingress closes (or resets) the connection; raises
-    TimeoutError when it is still open after ``within`` seconds."""
-    received = bytearray()
-    async with asyncio.timeout(within):
-        try:
-            while chunk := await reader.read(256 * KIB):
-                received += chunk
-        except ConnectionResetError:
-            pass
-    return bytes(received)
-
-
 async def read_available(reader: asyncio.StreamReader, within: float = 0.5) -> tuple[bytes, bool]:
     """What arrives within ``within`` seconds, and whether the connection was closed by then."""
     received = bytearray()
@@ -473,11 +454,9 @@ __all__ = [
     "chunked_head",
     "connection_bound",
     "event",
-    "free_port",
     "parse_responses",
     "raise_open_files",
     "read_available",
-    "read_until_closed",
     "running_ingress",
     "split_responses",
     "trailer_fields",

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import _NAMESPACES, AMQP_URL, rabbitmqctl
-from tests.test_serve import free_port
+from tests.wire import free_port
 
 pytestmark = pytest.mark.broker
 

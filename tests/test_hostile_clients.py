@@ -51,14 +51,13 @@ from tests.hostile import (
     event,
     parse_responses,
     read_available,
-    read_until_closed,
     running_ingress,
     split_responses,
     trailer_fields,
     webhook,
 )
 from tests.test_hostile_input import for_all
-from tests.wire import Serve, Served
+from tests.wire import Serve, Served, until_closed
 
 pytestmark = pytest.mark.broker
 
@@ -148,7 +147,7 @@ async def trailer_flood(ingress: Ingress, size: int, start: int = 0) -> list[Res
                 await writer.drain()
             writer.write(b"\r\n")
             writer.write_eof()
-        return parse_responses(await read_until_closed(reader, within=10), complete=False)
+        return parse_responses(await until_closed(reader, within=10), complete=False)
     finally:
         writer.close()
 
@@ -190,7 +189,7 @@ async def trickle(ingress: Ingress, data: bytes, interval: float) -> tuple[list[
     """``data`` a byte every ``interval`` s until the ingress answers or closes; the answers
     and the bytes sent by then."""
     reader, writer = await ingress.connect()
-    listening = asyncio.create_task(read_until_closed(reader, within=30))
+    listening = asyncio.create_task(until_closed(reader, within=30))
     sent = 0
     try:
         for byte in data:
@@ -214,7 +213,7 @@ async def half_closed(ingress: Ingress, data: bytes) -> list[Response]:
     try:
         writer.write(data)
         writer.write_eof()
-        return parse_responses(await read_until_closed(reader, within=5))
+        return parse_responses(await until_closed(reader, within=5))
     finally:
         writer.close()
 
@@ -460,7 +459,7 @@ async def test_100_continue_comes_in_its_turn_and_only_to_http_1_1(ingress: Ingr
     received, _ = await read_available(reader, within=0.5)
     assert received == b""
     writer.write(rest)
-    assert [a.status for a in parse_responses(await read_until_closed(reader, 5))] == [200]
+    assert [a.status for a in parse_responses(await until_closed(reader, 5))] == [200]
     writer.close()
 
 

@@ -32,7 +32,7 @@ from tests.conftest import SIGNING_KEY, TOKEN, signed
 from tests.fault_workers import APPS
 from tests.rabbit_cluster import LocalCluster, Node
 from tests.streams import Stream
-from tests.test_serve import free_port
+from tests.wire import free_port
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -20,15 +19,9 @@ from router.events import EVENT_TYPES
 from router.examples import example_body
 from router.names import Names
 from tests.conftest import AMQP_URL, SIGNING_KEY, TapFactory, signed
+from tests.wire import free_port
 
 pytestmark = pytest.mark.broker
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass

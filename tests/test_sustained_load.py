@@ -27,7 +27,7 @@ from router.names import Names
 from router.signing import sign
 from tests.conftest import AMQP_URL, SIGNING_KEY, TOKEN
 from tests.test_no_loss_under_faults import claimed_apps, ready
-from tests.test_serve import free_port
+from tests.wire import free_port
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

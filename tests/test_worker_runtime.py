@@ -24,7 +24,7 @@ from router.names import WEBHOOK_PATH, Names
 from router.settings import Settings
 from router.topology import APP_DELIVERY_LIMIT, declare_app_queue
 from tests.conftest import AMQP_URL, AUTH, TOKEN, Client, StartWorker, depth, signed, take
-from tests.test_serve import free_port
+from tests.wire import free_port
 
 pytestmark = pytest.mark.broker
 
