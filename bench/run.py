@@ -164,7 +164,7 @@ def parse_args(argv: list[str] | None) -> Config:
         "--workers",
         type=COUNT,
         default=None,
-        help="ingress processes (serve --workers); default as the README's Sizing advises: one "
+        help="ingress processes (serve --workers); default as docs/performance.md (Sizing): one "
         "per core; b also measures one process (or one per core, when --workers is 1) for "
         "comparison",
     )
@@ -225,7 +225,7 @@ def parse_args(argv: list[str] | None) -> Config:
 
 
 def sizing_workers() -> int:
-    """Ingress processes as the README's Sizing advises: one per core, even beside a broker on
+    """Ingress processes as docs/performance.md (Sizing) says: one per core, even beside a broker on
     this machine (on two cores beside it, two processes answered about as many events as one
     where the broker was the limit, and up to a fifth more where Python was)."""
     return os.cpu_count() or 1

@@ -7,7 +7,7 @@ nor publishes: the ingress's handler (:mod:`router.ingress`) does, and answers.
 
 Why not aiohttp's server, which the admin API keeps: on the webhook path its request and
 response objects, streams and per-connection task were about half the ingress's CPU per
-event (README: Performance).
+event (docs/performance.md).
 
 The port faces the internet, so what one connection may hold is bounded whatever its
 client does (README, "Memory under hostile clients", says how much):
