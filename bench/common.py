@@ -24,18 +24,18 @@ from typing import Any, NamedTuple, TypeVar
 import aio_pika
 import orjson
 
-from router import topology
-from router.events import EVENT_TYPES, Event, parse
-from router.examples import example_payload
-from router.names import (
+from router.amqp import topology
+from router.amqp.topology import QUORUM_QUEUE_ARGUMENTS
+from router.contract.events import EVENT_TYPES, Event, parse
+from router.contract.examples import example_payload
+from router.contract.names import (
     CLOUDEVENTS_PREFIX,
     CLOUDEVENTS_SOURCE,
     COMPANY_HEADER,
     SIGNATURE_HEADER,
     Names,
 )
-from router.signing import sign
-from router.topology import QUORUM_QUEUE_ARGUMENTS
+from router.contract.signing import sign
 
 T = TypeVar("T")
 

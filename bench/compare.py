@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.report import figure_at
-from router.cli import OneLineParser
+from router.cli.main import OneLineParser
 
 HIGHER, LOWER = "higher", "lower"
 

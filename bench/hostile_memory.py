@@ -33,9 +33,9 @@ from pathlib import Path
 
 import aio_pika
 
-from router import topology
-from router.http1 import MAX_HEADER_FIELDS
-from router.names import SIGNATURE_HEADER, Names
+from router.amqp import topology
+from router.contract.names import SIGNATURE_HEADER, Names
+from router.ingress.http1 import MAX_HEADER_FIELDS
 from tests.hostile import (
     KIB,
     MIB,

@@ -21,8 +21,8 @@ from bench.common import (
     bench_env,
     python_argv,
 )
-from router.names import SIGNATURE_HEADER
-from router.signing import sign
+from router.contract.names import SIGNATURE_HEADER
+from router.contract.signing import sign
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
 

@@ -102,10 +102,10 @@ from bench.loads import (
     wrk_script,
 )
 from consumers.runtime.retry import RetryPolicy
-from router.admin_client import AdminClient
-from router.cli import OneLineParser
-from router.events import EVENT_TYPES
-from router.names import WEBHOOK_PATH, Names
+from router.admin.client import AdminClient
+from router.cli.main import OneLineParser
+from router.contract.events import EVENT_TYPES
+from router.contract.names import WEBHOOK_PATH, Names
 
 PHASES = "abcdefg"
 RESULTS = Path(__file__).resolve().parent / "results"

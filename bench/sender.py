@@ -32,8 +32,8 @@ from bench.common import (
     payload_templates,
     summarize_ms,
 )
-from router.names import SIGNATURE_HEADER
-from router.signing import sign
+from router.contract.names import SIGNATURE_HEADER
+from router.contract.signing import sign
 
 #: Seconds an answer may take before the request counts as an error.
 ANSWER_TIMEOUT = 10.0

@@ -33,9 +33,9 @@ from consumers.runtime.outcomes import (
     Skipped,
 )
 from consumers.runtime.worker import Worker
-from router.events import is_event_type
-from router.examples import DEFAULT_COMPANY_ID, example_payload
-from router.names import routing_key
+from router.contract.events import is_event_type
+from router.contract.examples import DEFAULT_COMPANY_ID, example_payload
+from router.contract.names import routing_key
 
 
 class WorkerHarness:

@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from router.amqp import parse_urls
+from router.amqp.nodes import parse_urls
+from router.contract.names import Names
 from router.errors import ConfigError
-from router.names import Names
 
 LogFormat = Literal["auto", "json", "console"]
 DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/"
@@ -50,7 +50,7 @@ class Settings:
     #: Seconds a kept-alive connection may sit idle after an answer before it is closed (keep
     #: it above the idle timeout of a proxy's connection pool in front: nginx's is 60 s).
     keepalive_timeout: float = 75.0
-    #: Prefix of every exchange and queue name (see :class:`router.names.Names`).
+    #: Prefix of every exchange and queue name (see :class:`router.contract.names.Names`).
     namespace: str = "attentive"
     log_format: LogFormat = "auto"
     log_level: str = "info"

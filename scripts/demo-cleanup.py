@@ -12,10 +12,10 @@ import os
 import sys
 
 from consumers.runtime.retry import RetryPolicy
-from router.amqp import connect_first
-from router.names import Names
+from router.amqp.nodes import connect_first
+from router.amqp.topology import delete, delete_app
+from router.contract.names import Names
 from router.settings import DEFAULT_AMQP_URL
-from router.topology import delete, delete_app
 
 
 async def main(namespace: str, apps: list[str]) -> None:

@@ -24,14 +24,14 @@ from aiohttp.web_runner import BaseRunner
 from consumers import Worker
 from consumers.runtime.runner import WorkerRunner
 from consumers.runtime.settings import WorkerSettings
-from router import topology
-from router.admin import create_admin_app
-from router.ingress import BROKER, create_app
-from router.names import SIGNATURE_HEADER, Names
-from router.server import IngressRunner, limits_of
+from router.admin.app import create_admin_app
+from router.amqp import topology
+from router.amqp.topology import QUORUM_QUEUE_ARGUMENTS
+from router.contract.names import SIGNATURE_HEADER, Names
+from router.contract.signing import sign
+from router.ingress.service import IngressRunner, limits_of
+from router.ingress.webhook import BROKER, create_app
 from router.settings import Settings
-from router.signing import sign
-from router.topology import QUORUM_QUEUE_ARGUMENTS
 
 AMQP_URL = os.environ.get("ROUTER_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 SIGNING_KEY = "test-signing-key"
@@ -134,7 +134,7 @@ MakeIngress = Callable[..., Awaitable[Client]]
 
 
 class IngressTestServer(TestServer):
-    """The ingress app served as ``attentive-router serve`` serves it: on router.http1
+    """The ingress app served as ``attentive-router serve`` serves it: on router.ingress.http1
     connections with the settings' limits and timers."""
 
     def __init__(self, app: web.Application, settings: Settings) -> None:

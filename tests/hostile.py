@@ -22,10 +22,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from router.examples import example_body
-from router.http1 import MAX_HEADER_FIELDS, MAX_PIPELINED
-from router.names import SIGNATURE_HEADER, WEBHOOK_PATH
-from router.signing import sign
+from router.contract.examples import example_body
+from router.contract.names import SIGNATURE_HEADER, WEBHOOK_PATH
+from router.contract.signing import sign
+from router.ingress.http1 import MAX_HEADER_FIELDS, MAX_PIPELINED
 from tests.wire import free_port, until_closed
 
 KIB = 1024

@@ -8,7 +8,7 @@ import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from router.examples import example_body
+from router.contract.examples import example_body
 
 #: Posts one body and returns the HTTP status (raises when there was no answer).
 Post = Callable[[bytes], Awaitable[int]]

@@ -25,7 +25,7 @@ import pytest
 import structlog
 from aiohttp import web
 
-from router.attentive_api import (
+from router.attentive import (
     AttentiveAuthError,
     AttentiveClient,
     AttentiveNotFound,
@@ -38,9 +38,9 @@ from router.attentive_api import (
     subscription_url,
     validate_webhook_url,
 )
-from router.cli import main
+from router.cli.main import main
+from router.contract.events import EVENT_TYPES
 from router.errors import ConfigError, RouterError
-from router.events import EVENT_TYPES
 
 #: Distinctive, so that "not in the output" means something.
 TOKEN = "atv-test-token-7Qx9-secret"

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
-from router.attentive_api import Webhook
-from router.attentive_audit import (
+from router.attentive import Webhook
+from router.attentive.audit import (
     AuditClaim,
     AuditReport,
     ConflictGroup,
@@ -31,9 +31,9 @@ from router.attentive_audit import (
     subscription_company,
 )
 from router.claims.model import EventPattern
-from router.cli import main
-from router.events import EVENT_TYPES
-from router.names import Names
+from router.cli.main import main
+from router.contract.events import EVENT_TYPES
+from router.contract.names import Names
 from tests.conftest import AUTH, Client
 from tests.conftest import TOKEN as ADMIN_TOKEN
 from tests.test_attentive_api import TOKEN as ATTENTIVE_TOKEN

@@ -12,7 +12,7 @@ import pytest
 
 from bench.common import KEY, SENT_AT, WARMUP
 from bench.sender import OpenLoopSender
-from router.names import WEBHOOK_PATH
+from router.contract.names import WEBHOOK_PATH
 from router.settings import Settings
 from tests.conftest import MakeIngress, TapFactory
 

@@ -17,12 +17,12 @@ import pytest
 import structlog
 from aio_pika.abc import AbstractRobustConnection
 
-from router.amqp_frames import Properties
-from router.broker import Broker
+from router.amqp.broker import Broker
+from router.amqp.frames import Properties
+from router.contract.examples import example_body
+from router.contract.names import WEBHOOK_PATH, Names
 from router.errors import PublishFailed
-from router.examples import example_body
-from router.metrics import PAGE_MAX_AGE
-from router.names import WEBHOOK_PATH, Names
+from router.ingress.metrics import PAGE_MAX_AGE
 from tests.amqp_proxy import AmqpProxy
 from tests.conftest import AMQP_URL, Client, TapFactory, rabbitmqctl, signed, take
 from tests.streams import Post, Stream

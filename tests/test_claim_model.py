@@ -22,9 +22,9 @@ from router.claims.model import (
     validate_company,
 )
 from router.claims.store import Conflict, decide
+from router.contract.events import EVENT_TYPES
+from router.contract.names import routing_key
 from router.errors import InvalidClaim
-from router.events import EVENT_TYPES
-from router.names import routing_key
 
 COMPANY = "MDc6Q29tcGFueTU"
 

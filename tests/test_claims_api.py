@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
-from router.cli import main
-from router.events import EVENT_TYPES
-from router.examples import example_body
-from router.names import WEBHOOK_PATH, Names
+from router.cli.main import main
+from router.contract.events import EVENT_TYPES
+from router.contract.examples import example_body
+from router.contract.names import WEBHOOK_PATH, Names
 from tests.conftest import AUTH, TOKEN, Client, MakeAdmin, depth, signed, take
 
 pytestmark = pytest.mark.broker

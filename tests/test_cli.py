@@ -9,8 +9,8 @@ import os
 
 import pytest
 
-from router.cli import main
-from router.events import EVENT_TYPES
+from router.cli.main import main
+from router.contract.events import EVENT_TYPES
 
 #: Port 9 (discard) is closed on the test machine: connecting to it is refused at once.
 CLOSED_URL = "http://127.0.0.1:9/webhooks/attentive"

@@ -19,10 +19,10 @@ from aiohttp.test_utils import TestServer
 from consumers import Event, Worker
 from consumers.runtime.runner import WorkerRunner
 from consumers.runtime.settings import WorkerSettings
-from router.admin import create_admin_app
-from router.events import message_id
-from router.ingress import BROKER
-from router.names import WEBHOOK_PATH, Names
+from router.admin.app import create_admin_app
+from router.contract.events import message_id
+from router.contract.names import WEBHOOK_PATH, Names
+from router.ingress.webhook import BROKER
 from router.settings import Settings
 from tests.conftest import AUTH, TOKEN, Client, MakeIngress
 from tests.rabbit_cluster import LocalCluster

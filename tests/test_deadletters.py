@@ -26,14 +26,12 @@ from aiohttp.test_utils import TestServer
 from consumers import Event, Worker
 from consumers.runtime.runner import WorkerRunner
 from consumers.runtime.settings import WorkerSettings
-from router import topology
-from router.admin import create_admin_app
-from router.cli import main
-from router.deadletters import DeadLetters, Filter, Kind
-from router.deadletters_cli import ProgressReporter
-from router.errors import RouterError
-from router.examples import example_body
-from router.names import (
+from router.admin.app import create_admin_app
+from router.amqp import topology
+from router.cli.deadletters import ProgressReporter
+from router.cli.main import main
+from router.contract.examples import example_body
+from router.contract.names import (
     ATTEMPT_HEADER,
     DEAD_LETTER_REASON_HEADER,
     DEAD_LETTERED_AT_HEADER,
@@ -45,6 +43,8 @@ from router.names import (
     Names,
     routing_key,
 )
+from router.deadletters import DeadLetters, Filter, Kind
+from router.errors import RouterError
 from router.settings import Settings
 from tests.conftest import AMQP_URL, AUTH, TOKEN, Client, depth, signed, take
 

@@ -1,4 +1,4 @@
-"""The users and permissions of :mod:`router.definitions`, imported into the real RabbitMQ.
+"""The users and permissions of :mod:`router.amqp.permissions`, imported into the real RabbitMQ.
 
 Each test gets a namespace of its own with the router's topology and the quorum queues of two
 applications, ``alpha`` and ``beta``; the definitions are loaded with ``rabbitmqctl
@@ -31,16 +31,16 @@ from aio_pika.abc import (
 from aiormq.exceptions import ChannelAccessRefused
 from yarl import URL
 
-from router import topology
-from router.definitions import (
+from router.amqp import topology
+from router.amqp.permissions import (
     HASHING_ALGORITHM,
     generate_password,
     password_hash,
     rabbitmq_definitions,
 )
+from router.amqp.topology import QUORUM_QUEUE_ARGUMENTS
+from router.contract.names import Names
 from router.errors import InvalidClaim
-from router.names import Names
-from router.topology import QUORUM_QUEUE_ARGUMENTS
 from tests.conftest import AMQP_URL, depth
 
 pytestmark = pytest.mark.broker

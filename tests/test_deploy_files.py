@@ -32,18 +32,18 @@ from consumers.runtime.cli import load_worker
 from consumers.runtime.errors import WorkerConfigError
 from consumers.runtime.settings import WorkerSettings
 from consumers.runtime.worker import Worker
-from router import topology
-from router.amqp import split_urls
-from router.cli import _build_parser
-from router.definitions import (
+from router.amqp import topology
+from router.amqp.nodes import split_urls
+from router.amqp.permissions import (
     HASHING_ALGORITHM,
     NOTHING,
     app_permission_regex,
     password_hash,
     router_permission_regexes,
 )
+from router.cli.main import _build_parser
+from router.contract.names import Names
 from router.errors import ConfigError
-from router.names import Names
 from router.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,8 +8,8 @@ from typing import Any
 import orjson
 import pytest
 
-from router.events import EVENT_TYPES, Event, Unusable, parse
-from router.examples import DEFAULT_COMPANY_ID, example_body, example_payload
+from router.contract.events import EVENT_TYPES, Event, Unusable, parse
+from router.contract.examples import DEFAULT_COMPANY_ID, example_body, example_payload
 
 TIMESTAMP_MS = 1_732_650_000_000  # 2024-11-26T19:40:00Z
 #: 9999-12-31T23:59:59.999Z, the latest timestamp the router keeps.

@@ -30,9 +30,9 @@ from consumers.runtime.retry import RetryPolicy
 from consumers.sms_audit import build_worker as build_audit
 from consumers.sms_audit.query import AuditRow, main, mask_phone, query
 from consumers.testing import DeadLetter, Handled, RetryLater, Skipped, WorkerHarness
-from router.events import message_id
-from router.examples import example_body, example_payload
-from router.names import WEBHOOK_PATH
+from router.contract.events import message_id
+from router.contract.examples import example_body, example_payload
+from router.contract.names import WEBHOOK_PATH
 from tests.conftest import Client, StartWorker, signed
 
 SMS_TYPES = (

@@ -33,9 +33,9 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 from hypothesis import strategies as st
 
-from router.names import Names
+from router.contract.names import Names
+from router.contract.signing import sign
 from router.settings import Settings
-from router.signing import sign
 from tests.conftest import AMQP_URL, SIGNING_KEY, Tap, TapFactory, depth
 from tests.hostile import (
     KIB,

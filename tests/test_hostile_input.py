@@ -34,12 +34,12 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from router import topology
-from router.events import EVENT_TYPES, Event, parse
-from router.http1 import LINGER
-from router.names import SIGNATURE_HEADER, WEBHOOK_PATH, Names
+from router.amqp import topology
+from router.contract.events import EVENT_TYPES, Event, parse
+from router.contract.names import SIGNATURE_HEADER, WEBHOOK_PATH, Names
+from router.contract.signing import sign
+from router.ingress.http1 import LINGER
 from router.settings import Settings
-from router.signing import sign
 from tests import wire
 from tests.conftest import (
     AUTH,

@@ -1,4 +1,4 @@
-"""The webhook listener's connections (router.http1), spoken to byte by byte.
+"""The webhook listener's connections (router.ingress.http1), spoken to byte by byte.
 
 With RabbitMQ up, through the ingress as ``serve`` runs it: pipelined requests answered in
 order, ``Expect: 100-continue``, compressed bodies, HEAD, HTTP/1.0, the limits on heads and
@@ -17,10 +17,10 @@ import orjson
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
-from router.examples import example_body
-from router.http1 import HttpServer, Limits
-from router.http1_messages import Answer, Request
-from router.names import Names
+from router.contract.examples import example_body
+from router.contract.names import Names
+from router.ingress.http1 import HttpServer, Limits
+from router.ingress.messages import Answer, Request
 from router.settings import Settings
 from tests.conftest import SIGNING_KEY, TapFactory, depth
 from tests.wire import (

@@ -1,4 +1,4 @@
-"""What one connection of the webhook port may hold and when it is blamed (router.http1),
+"""What one connection of the webhook port may hold and when it is blamed (router.ingress.http1),
 spoken to byte by byte: trailers, pipelining, clients that do not read, deadlines while the
 server is busy, errors of our own, ``100 Continue`` in its turn, and what RFC 9112 says a
 server must refuse.
@@ -18,12 +18,12 @@ import orjson
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
-from router.examples import example_body
-from router.http1 import MAX_HEADER_FIELDS, MAX_PIPELINED, HttpServer, Limits
-from router.http1_messages import Answer, Request
-from router.names import SIGNATURE_HEADER, Names
+from router.contract.examples import example_body
+from router.contract.names import SIGNATURE_HEADER, Names
+from router.contract.signing import sign
+from router.ingress.http1 import MAX_HEADER_FIELDS, MAX_PIPELINED, HttpServer, Limits
+from router.ingress.messages import Answer, Request
 from router.settings import Settings
-from router.signing import sign
 from tests.conftest import SIGNING_KEY, TapFactory, depth
 from tests.wire import Serve, Served, read_response, read_response_head, until_closed
 

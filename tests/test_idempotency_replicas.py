@@ -27,10 +27,10 @@ import redis.asyncio
 from aio_pika.abc import AbstractRobustConnection
 
 from consumers import Event, RetryPolicy, Worker
-from router import topology
-from router.events import message_id
-from router.examples import example_payload
-from router.names import WEBHOOK_PATH, Names, routing_key
+from router.amqp import topology
+from router.contract.events import message_id
+from router.contract.examples import example_payload
+from router.contract.names import WEBHOOK_PATH, Names, routing_key
 from tests import replica_worker
 from tests.conftest import AMQP_URL, TOKEN, Client, StartWorker, depth, signed
 

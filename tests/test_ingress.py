@@ -12,10 +12,10 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 from structlog.testing import capture_logs
 
-from router.events import EVENT_TYPES
-from router.examples import example_body
-from router.metrics import PAGE_MAX_AGE
-from router.names import WEBHOOK_PATH, Names
+from router.contract.events import EVENT_TYPES
+from router.contract.examples import example_body
+from router.contract.names import WEBHOOK_PATH, Names
+from router.ingress.metrics import PAGE_MAX_AGE
 from router.settings import Settings
 from tests.conftest import (
     OLD_SIGNING_KEY,

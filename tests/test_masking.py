@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
+from router.contract.masking import mask_email, mask_payload, mask_phone, mask_text
 from router.deadletters import Entry
-from router.masking import mask_email, mask_payload, mask_phone, mask_text
 
 
 def test_phones_keep_their_prefix_and_last_four_digits() -> None:

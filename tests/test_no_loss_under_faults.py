@@ -25,9 +25,9 @@ import orjson
 import pytest
 import redis
 
-from router.events import EVENT_TYPES, message_id
-from router.examples import example_body
-from router.names import Names
+from router.contract.events import EVENT_TYPES, message_id
+from router.contract.examples import example_body
+from router.contract.names import Names
 from tests.conftest import SIGNING_KEY, TOKEN, signed
 from tests.fault_workers import APPS
 from tests.rabbit_cluster import LocalCluster, Node

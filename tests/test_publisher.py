@@ -1,6 +1,6 @@
 """The ingress's publish-only AMQP connection, against the real RabbitMQ.
 
-First the bytes: what :mod:`router.amqp_frames` writes must read back, through pamqp's own
+First the bytes: what :mod:`router.amqp.frames` writes must read back, through pamqp's own
 unmarshaller, as the publish we meant. Then the outcomes a publish can have, each produced
 by the broker itself: ack, pipelined acks, a return (mandatory and unroutable), a nack (a
 full queue refusing publishes), a channel error, the broker closing the connection, a
@@ -27,11 +27,9 @@ from pamqp.commands import Basic, Connection
 from pamqp.header import ContentHeader
 from yarl import URL
 
-from router.amqp import connect_first
-from router.amqp_frames import Properties, content_header, publish_frames, publish_method
-from router.amqp_url import DEFAULT_HEARTBEAT
-from router.names import Names
-from router.publisher import (
+from router.amqp.frames import Properties, content_header, publish_frames, publish_method
+from router.amqp.nodes import connect_first
+from router.amqp.publisher import (
     FRAME_MAX,
     WRITE_BATCH,
     ConfirmPublisher,
@@ -40,6 +38,8 @@ from router.publisher import (
     Nacked,
     Returned,
 )
+from router.amqp.url import DEFAULT_HEARTBEAT
+from router.contract.names import Names
 from tests.amqp_proxy import AmqpProxy
 from tests.conftest import AMQP_URL, rabbitmqctl
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from router.cli import main
-from router.events import EVENT_TYPES
-from router.examples import example_body
-from router.names import Names
+from router.cli.main import main
+from router.contract.events import EVENT_TYPES
+from router.contract.examples import example_body
+from router.contract.names import Names
 from tests.conftest import AMQP_URL, SIGNING_KEY, TapFactory, signed
 from tests.wire import free_port
 

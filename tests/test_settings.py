@@ -8,7 +8,7 @@ import pytest
 
 from consumers.runtime.errors import WorkerConfigError
 from consumers.runtime.settings import WorkerSettings
-from router.amqp_url import AmqpUrl
+from router.amqp.url import AmqpUrl
 from router.errors import ConfigError
 from router.settings import DEFAULT_AMQP_URL, Settings, parse_keys
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 
 import pytest
 
-from router.signing import Verifier, sign
+from router.contract.signing import Verifier, sign
 
 BODY = b'{"type":"sms.sent","company":{"company_id":"MDc6Q29tcGFueTU"}}'
 

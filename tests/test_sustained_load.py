@@ -22,9 +22,9 @@ from pathlib import Path
 import aio_pika
 import pytest
 
-from router.examples import example_body
-from router.names import Names
-from router.signing import sign
+from router.contract.examples import example_body
+from router.contract.names import Names
+from router.contract.signing import sign
 from tests.conftest import AMQP_URL, SIGNING_KEY, TOKEN
 from tests.test_no_loss_under_faults import claimed_apps, ready
 from tests.wire import free_port

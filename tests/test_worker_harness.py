@@ -16,7 +16,7 @@ from consumers import Event, Reject, Retry, RetryPolicy, Worker
 from consumers.runtime import middleware
 from consumers.runtime.errors import NoHandler, WorkerConfigError
 from consumers.testing import DeadLetter, Handled, RetryLater, Skipped, WorkerHarness
-from router.examples import DEFAULT_COMPANY_ID, example_payload
+from router.contract.examples import DEFAULT_COMPANY_ID, example_payload
 
 SMS_SENT = example_payload("sms.sent", timestamp_ms=1_700_000_000_000)
 

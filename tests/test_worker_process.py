@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
-from router.examples import example_body
-from router.names import WEBHOOK_PATH, Names
+from router.contract.examples import example_body
+from router.contract.names import WEBHOOK_PATH, Names
 from tests.conftest import AMQP_URL, AUTH, TOKEN, Client, depth, signed
 
 pytestmark = pytest.mark.broker

@@ -16,13 +16,13 @@ from aiohttp.test_utils import TestServer
 from consumers import ClaimRefused, Event, Reject, RetryPolicy, Worker
 from consumers.runtime.runner import WorkerRunner
 from consumers.runtime.settings import WorkerSettings
-from router.admin import create_admin_app
-from router.admin_client import AdminUnreachable
-from router.amqp import connect_first
-from router.examples import example_body
-from router.names import WEBHOOK_PATH, Names
+from router.admin.app import create_admin_app
+from router.admin.client import AdminUnreachable
+from router.amqp.nodes import connect_first
+from router.amqp.topology import APP_DELIVERY_LIMIT, declare_app_queue
+from router.contract.examples import example_body
+from router.contract.names import WEBHOOK_PATH, Names
 from router.settings import Settings
-from router.topology import APP_DELIVERY_LIMIT, declare_app_queue
 from tests.conftest import AMQP_URL, AUTH, TOKEN, Client, StartWorker, depth, signed, take
 from tests.wire import free_port
 

@@ -1,5 +1,5 @@
 """The ingress as ``attentive-router serve`` runs it, spoken to byte by byte: what the tests
-of its connections (router.http1) and of hostile input share."""
+of its connections (router.ingress.http1) and of hostile input share."""
 
 from __future__ import annotations
 
@@ -13,18 +13,18 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from router.ingress import BROKER
-from router.names import SIGNATURE_HEADER
-from router.server import ingress_runner
+from router.contract.names import SIGNATURE_HEADER
+from router.contract.signing import sign
+from router.ingress.service import ingress_runner
+from router.ingress.webhook import BROKER
 from router.settings import Settings
-from router.signing import sign
 
 STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([1-5][0-9][0-9]) ")
 
 
 @dataclass
 class Served:
-    """An ingress served by :func:`router.server.ingress_runner` on a local port."""
+    """An ingress served by :func:`router.ingress.service.ingress_runner` on a local port."""
 
     settings: Settings
     port: int

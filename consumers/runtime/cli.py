@@ -14,7 +14,7 @@ from consumers.runtime.errors import ClaimRefused, WorkerConfigError
 from consumers.runtime.runner import WorkerRunner
 from consumers.runtime.settings import WorkerSettings
 from consumers.runtime.worker import Worker
-from router.admin_client import AdminRequestFailed, AdminUnreachable
+from router.admin.client import AdminRequestFailed, AdminUnreachable
 from router.loop import freeze_startup_heap, run_loop
 from router.observability import configure_logging
 

@@ -18,7 +18,7 @@ from typing import Any
 from aiormq.abc import AbstractChannel, DeliveredMessage
 from pamqp.commands import Basic
 
-from router.names import ROUTING_KEY_HEADER
+from router.contract.names import ROUTING_KEY_HEADER
 
 
 @dataclass(slots=True)

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from consumers.runtime.errors import Reject
-from router.events import message_id as hash_message_id
+from router.contract.events import message_id as hash_message_id
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,9 +40,10 @@ from consumers.runtime.outcomes import (
 from consumers.runtime.settings import WorkerSettings
 from consumers.runtime.shared_stores import idempotency_store_from_url
 from consumers.runtime.worker import Worker
-from router.admin_client import AdminClient, AdminRequestFailed, AdminUnreachable, ClaimAnswer
-from router.amqp import BrokerUnreachable, connect_first
-from router.names import (
+from router.admin.client import AdminClient, AdminRequestFailed, AdminUnreachable, ClaimAnswer
+from router.amqp.nodes import BrokerUnreachable, connect_first
+from router.amqp.topology import declare_app_queue, declare_retry_queues, retry_routing_key
+from router.contract.names import (
     APP_HEADER,
     ATTEMPT_HEADER,
     DEAD_LETTER_REASON_HEADER,
@@ -54,7 +55,6 @@ from router.names import (
     ROUTING_KEY_HEADER,
     TRACEBACK_HEADER,
 )
-from router.topology import declare_app_queue, declare_retry_queues, retry_routing_key
 
 log = structlog.get_logger("consumers")
 

@@ -9,9 +9,9 @@ from typing import Any
 
 from consumers.runtime.errors import WorkerConfigError
 from consumers.runtime.idempotency import DEFAULT_LEASE
-from router.amqp import parse_urls
+from router.amqp.nodes import parse_urls
+from router.contract.names import Names
 from router.errors import ConfigError
-from router.names import Names
 from router.settings import DEFAULT_AMQP_URL, LogFormat
 
 _INTS = frozenset({"prefetch", "metrics_port"})

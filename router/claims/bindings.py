@@ -12,10 +12,10 @@ from collections.abc import Iterable
 
 import aiormq
 
-from router import topology
-from router.amqp import BrokerUnreachable, connect_first
+from router.amqp import topology
+from router.amqp.nodes import BrokerUnreachable, connect_first
+from router.contract.names import Names
 from router.errors import PublishFailed
-from router.names import Names
 
 
 class BrokerUnavailable(PublishFailed):

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from router.contract.events import is_event_type
+from router.contract.names import routing_key
 from router.errors import InvalidClaim
-from router.events import is_event_type
-from router.names import routing_key
 
 _APP_RE = re.compile(r"[a-z0-9][a-z0-9_-]*")
 _CHANNEL_RE = re.compile(r"[a-z][a-z0-9_]*")

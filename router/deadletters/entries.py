@@ -11,10 +11,8 @@ import orjson
 from aio_pika.abc import AbstractIncomingMessage
 
 from router.claims.model import EventPattern
-from router.deadletters.places import Kind, Parked
-from router.errors import RouterError
-from router.masking import mask_payload, mask_text
-from router.names import (
+from router.contract.masking import mask_payload, mask_text
+from router.contract.names import (
     ATTEMPT_HEADER,
     COMPANY_HEADER,
     DEAD_LETTER_REASON_HEADER,
@@ -29,6 +27,8 @@ from router.names import (
     ROUTING_KEY_HEADER,
     TRACEBACK_HEADER,
 )
+from router.deadletters.places import Kind, Parked
+from router.errors import RouterError
 
 
 @dataclass(frozen=True, slots=True)

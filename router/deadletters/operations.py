@@ -11,18 +11,8 @@ import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
-from router.amqp import connect_first
-from router.deadletters.entries import (
-    EVERYTHING,
-    Entry,
-    Filter,
-    Progress,
-    Summary,
-    entry_from_message,
-)
-from router.deadletters.places import Kind, NotFound, Parked
-from router.errors import PublishFailed, RouterError
-from router.names import (
+from router.amqp.nodes import connect_first
+from router.contract.names import (
     APP_HEADER,
     ATTEMPT_HEADER,
     DEAD_LETTER_REASON_HEADER,
@@ -37,6 +27,16 @@ from router.names import (
     TRACEBACK_HEADER,
     Names,
 )
+from router.deadletters.entries import (
+    EVERYTHING,
+    Entry,
+    Filter,
+    Progress,
+    Summary,
+    entry_from_message,
+)
+from router.deadletters.places import Kind, NotFound, Parked
+from router.errors import PublishFailed, RouterError
 
 #: Headers that describe a past failure; a replayed event starts without them.
 _FAILURE_HEADERS = frozenset(

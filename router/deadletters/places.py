@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from router.claims.model import validate_app
+from router.contract.names import Names
 from router.errors import RouterError
-from router.names import Names
 
 
 class NotFound(RouterError):

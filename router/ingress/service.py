@@ -20,9 +20,9 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from router.admin import create_admin_app
-from router.http1 import HttpServer, Limits
-from router.ingress import RECEIVER, create_app
+from router.admin.app import create_admin_app
+from router.ingress.http1 import HttpServer, Limits
+from router.ingress.webhook import RECEIVER, create_app
 from router.loop import freeze_startup_heap, run_loop
 from router.observability import configure_logging
 from router.settings import Settings
@@ -37,7 +37,7 @@ def ingress_runner(
     settings: Settings, *, connection_name: str = "attentive-router"
 ) -> web.AppRunner:
     """The runner of the webhook listener: the ingress app's receiver answering on
-    :mod:`router.http1` connections with the limits and timers of ``settings``."""
+    :mod:`router.ingress.http1` connections with the limits and timers of ``settings``."""
     return IngressRunner(
         create_app(settings, connection_name=connection_name),
         limits=limits_of(settings),
@@ -57,7 +57,7 @@ def limits_of(settings: Settings) -> Limits:
 
 class IngressRunner(web.AppRunner):
     """An AppRunner that starts and stops the ingress app as aiohttp does, but serves it with
-    :class:`~router.http1.HttpServer`: every request goes to the app's receiver."""
+    :class:`~router.ingress.http1.HttpServer`: every request goes to the app's receiver."""
 
     def __init__(self, app: web.Application, *, limits: Limits, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)

@@ -1,7 +1,7 @@
 """The router's connection to RabbitMQ: confirm-mode, every wait bounded, reconnecting.
 
 :class:`Broker` connects in the background (the ingress serves 503 until it is up),
-declares the topology with aio-pika, then publishes on a :class:`~router.publisher.
+declares the topology with aio-pika, then publishes on a :class:`~router.amqp.publisher.
 ConfirmPublisher` to the same node: a lean publish-only connection whose confirms are
 pipelined (many publishes in flight, each awaiting only its own confirm). When that
 connection is lost it connects again, to another node of the list first, and declares the
@@ -24,12 +24,9 @@ from typing import Any
 import aiormq
 import structlog
 
-from router.amqp import CONNECT_TIMEOUT, connect_first, parse_urls
-from router.amqp_frames import Properties
-from router.amqp_url import AmqpUrl
-from router.errors import PublishFailed, RouterError
-from router.names import Names
-from router.publisher import (
+from router.amqp.frames import Properties
+from router.amqp.nodes import CONNECT_TIMEOUT, connect_first, parse_urls
+from router.amqp.publisher import (
     ConfirmPublisher,
     ConfirmTimedOut,
     ConnectionLost,
@@ -38,9 +35,12 @@ from router.publisher import (
     NotConfirmed,
     Returned,
 )
-from router.topology import Topology, declare
+from router.amqp.topology import Topology, declare
+from router.amqp.url import AmqpUrl
+from router.contract.names import Names
+from router.errors import PublishFailed, RouterError
 
-log = structlog.get_logger("router.broker")
+log = structlog.get_logger("router.amqp.broker")
 
 #: Seconds between attempts while the broker has never been reached, and between reconnects.
 RECONNECT_INTERVAL = 1.0

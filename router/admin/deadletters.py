@@ -28,7 +28,7 @@ from router.deadletters import DeadLetters, Filter, Kind, NotFound, Parked
 from router.errors import RouterError
 from router.settings import Settings
 
-log = structlog.get_logger("router.admin")
+log = structlog.get_logger("router.admin.app")
 
 DEADLETTERS = web.AppKey("deadletters", DeadLetters)
 _FILTER_KEYS = frozenset({"type", "company", "message_id", "since", "until", "error"})

@@ -13,9 +13,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+from router.contract.events import EVENT_TYPES
+from router.contract.examples import DEFAULT_COMPANY_ID
 from router.errors import ConfigError, InvalidClaim, RouterError
-from router.events import EVENT_TYPES
-from router.examples import DEFAULT_COMPANY_ID
 from router.settings import Settings, parse_keys
 
 PROG = "attentive-router"
@@ -65,10 +65,10 @@ def _build_parser() -> argparse.ArgumentParser:
     send.add_argument("--signing-key", help="default: the first of ROUTER_SIGNING_KEYS")
 
     _add_claims_parser(commands)
-    from router.deadletters_cli import add_deadletter_parsers
+    from router.cli.deadletters import add_deadletter_parsers
 
     add_deadletter_parsers(commands, OneLineParser)
-    from router.attentive_cli import add_attentive_parser
+    from router.cli.attentive import add_attentive_parser
 
     add_attentive_parser(commands, OneLineParser)
 
@@ -140,15 +140,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 return run_worker_command(args, os.environ)
             case "dlq" | "unrouted" | "invalid":
-                from router.deadletters_cli import run_deadletter_command
+                from router.cli.deadletters import run_deadletter_command
 
                 return run_deadletter_command(args, os.environ)
             case "attentive":
-                from router.attentive_cli import run_attentive_command
+                from router.cli.attentive import run_attentive_command
 
                 return run_attentive_command(args, os.environ)
             case "claims":
-                from router.claims_cli import run_claims_command
+                from router.cli.claims import run_claims_command
 
                 return run_claims_command(args, os.environ)
     except (ConfigError, InvalidClaim) as error:
@@ -163,8 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import structlog
 
+    from router.ingress.service import run
     from router.observability import configure_logging
-    from router.server import run
 
     keys = tuple(k for raw in args.signing_keys or () for k in parse_keys(raw)) or None
     settings = Settings.from_env(
@@ -191,7 +191,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _send_test(args: argparse.Namespace) -> int:
-    from router.sendtest import send_examples
+    from router.cli.sendtest import send_examples
 
     if args.all == (args.event_type is not None):
         raise ConfigError("give one EVENT_TYPE or --all")
@@ -212,7 +212,7 @@ def _send_test(args: argparse.Namespace) -> int:
 
 
 def _queues(args: argparse.Namespace) -> int:
-    from router.inspect import queue_depths
+    from router.amqp.depths import queue_depths
 
     settings = Settings.from_env(os.environ, amqp_url=args.amqp_url, namespace=args.namespace)
     depths = asyncio.run(queue_depths(settings.amqp_url, settings.names, apps=args.app))

@@ -16,7 +16,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from router.admin_deadletters import add_deadletter_routes
+from router.admin.deadletters import add_deadletter_routes
 from router.claims.bindings import Bindings, BrokerUnavailable
 from router.claims.model import ClaimSpec
 from router.claims.open import store_from_url
@@ -25,7 +25,7 @@ from router.claims.store import Granted, Refused
 from router.errors import ClaimStoreError, InvalidClaim
 from router.settings import Settings
 
-log = structlog.get_logger("router.admin")
+log = structlog.get_logger("router.admin.app")
 
 CLAIMS = web.AppKey("claims", ClaimsService)
 _TOKEN = web.AppKey("token", bytes)

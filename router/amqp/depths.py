@@ -6,9 +6,9 @@ from collections.abc import Iterable
 
 import aiormq
 
-from router.amqp import connect_first
+from router.amqp.nodes import connect_first
+from router.contract.names import Names
 from router.errors import RouterError
-from router.names import Names
 
 
 async def queue_depths(

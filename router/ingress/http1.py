@@ -3,7 +3,7 @@
 llhttp (Node.js's parser, through httptools) turns bytes into requests; this module keeps
 the connections, their limits and timers, hands each complete request to one handler and
 writes its answer, in order, on the connection it came from. It neither routes, verifies
-nor publishes: the ingress's handler (:mod:`router.ingress`) does, and answers.
+nor publishes: the ingress's handler (:mod:`router.ingress.webhook`) does, and answers.
 
 Why not aiohttp's server, which the admin API keeps: on the webhook path its request and
 response objects, streams and per-connection task were about half the ingress's CPU per
@@ -56,7 +56,7 @@ import httptools
 import structlog
 from aiohttp import web
 
-from router.http1_messages import (
+from router.ingress.messages import (
     Answer,
     Clock,
     Handler,

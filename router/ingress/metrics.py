@@ -15,7 +15,7 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from router.events import EVENT_TYPES
+from router.contract.events import EVENT_TYPES
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # The *_created series double the exposition for no use here.

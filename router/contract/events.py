@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from router.names import MAX_ROUTING_KEY_BYTES, routing_key
+from router.contract.names import MAX_ROUTING_KEY_BYTES, routing_key
 
 #: The event types Attentive documents. Others that look like event types are still routed.
 EVENT_TYPES: tuple[str, ...] = (

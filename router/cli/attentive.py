@@ -4,7 +4,7 @@
     attentive audit [--admin-url URL --token TOKEN] [--router-base-url URL] [--strict]
 
 Settings are read here, once: ``ATTENTIVE_API_TOKEN`` (required), ``ATTENTIVE_API_URL``
-(and the retry knobs, see :class:`router.attentive_api.AttentiveSettings`); for the audit
+(and the retry knobs, see :class:`router.attentive.AttentiveSettings`); for the audit
 ``ROUTER_ADMIN_URL`` / ``ROUTER_ADMIN_TOKEN`` as for ``claims``. Exit codes: 0 done, 1 the
 operation failed (Attentive or the admin API refused or could not be reached) or the audit
 found a conflict, 2 wrong usage or input (nothing was sent).
@@ -22,8 +22,8 @@ from typing import Any
 import orjson
 import structlog
 
-from router.admin_client import AdminClient
-from router.attentive_api import (
+from router.admin.client import AdminClient
+from router.attentive import (
     AttentiveClient,
     AttentiveError,
     AttentiveSettings,
@@ -33,7 +33,7 @@ from router.attentive_api import (
     subscription_url,
     validate_webhook_url,
 )
-from router.attentive_audit import (
+from router.attentive.audit import (
     AuditClaim,
     AuditReport,
     audit,
@@ -41,8 +41,8 @@ from router.attentive_audit import (
     find_source_conflicts,
     group_conflicts,
 )
+from router.contract.events import EVENT_TYPES
 from router.errors import ConfigError, InvalidClaim, RouterError
-from router.events import EVENT_TYPES
 from router.settings import Settings
 
 PROG = "attentive-router"

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from router.admin_client import AdminClient
+from router.admin.client import AdminClient
 from router.claims.check import find_conflicts, load_claims_file
 from router.settings import Settings
 
@@ -73,7 +73,7 @@ def _check(path: Path) -> int:
 
 
 def _definitions(apps: list[str], args: argparse.Namespace, settings: Settings) -> int:
-    from router.definitions import generate_password, rabbitmq_definitions
+    from router.amqp.permissions import generate_password, rabbitmq_definitions
 
     passwords = {app: generate_password() for app in apps}
     document = rabbitmq_definitions(settings.names, apps, passwords=passwords, vhost=args.vhost)

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from router.contract.examples import example_body
+from router.contract.names import SIGNATURE_HEADER
+from router.contract.signing import sign
 from router.errors import RouterError
-from router.examples import example_body
-from router.names import SIGNATURE_HEADER
-from router.signing import sign
 
 
 class Unreachable(RouterError):

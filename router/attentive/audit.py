@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from router.attentive_api import Webhook
+from router.attentive import Webhook
 from router.claims.model import EventPattern, companies_overlap
-from router.events import EVENT_TYPES
-from router.names import WEBHOOK_PATH
+from router.contract.events import EVENT_TYPES
+from router.contract.names import WEBHOOK_PATH
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from router.attentive_api.errors import AttentiveProtocolError, InvalidWebhookInput
+from router.attentive.errors import AttentiveProtocolError, InvalidWebhookInput
 from router.claims.model import EventPattern, PatternKind
+from router.contract.events import EVENT_TYPES, KNOWN_TYPES
 from router.errors import InvalidClaim
-from router.events import EVENT_TYPES, KNOWN_TYPES
 
 _MAX_URL_LENGTH = 2048
 

@@ -15,8 +15,8 @@ The token lives only in the session's ``Authorization`` header: no error, log li
 carries it (answers quoted in errors are scrubbed of it too).
 """
 
-from router.attentive_api.client import AttentiveClient
-from router.attentive_api.errors import (
+from router.attentive.client import AttentiveClient
+from router.attentive.errors import (
     AttentiveAuthError,
     AttentiveError,
     AttentiveNotFound,
@@ -25,8 +25,8 @@ from router.attentive_api.errors import (
     AttentiveUnavailable,
     InvalidWebhookInput,
 )
-from router.attentive_api.settings import DEFAULT_API_URL, WEBHOOKS_SCOPE, AttentiveSettings
-from router.attentive_api.webhooks import (
+from router.attentive.settings import DEFAULT_API_URL, WEBHOOKS_SCOPE, AttentiveSettings
+from router.attentive.webhooks import (
     Created,
     Webhook,
     resolve_events,

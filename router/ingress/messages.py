@@ -1,6 +1,6 @@
 """What an HTTP/1.1 request and its answer are on the webhook port, and the rules that need
 no connection: what RFC 9112 says a server must refuse in a head, how a body is decoded, how
-a status line and the Date header are written. :mod:`router.http1` keeps the connections.
+a status line and the Date header are written. :mod:`router.ingress.http1` keeps the connections.
 """
 
 from __future__ import annotations

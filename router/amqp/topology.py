@@ -18,7 +18,7 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange
 from pamqp.common import FieldTable
 
-from router.names import Names
+from router.contract.names import Names
 
 #: Queue arguments of a quorum queue: replicated, durable, with a delivery limit available.
 QUORUM_QUEUE_ARGUMENTS: FieldTable = {"x-queue-type": "quorum"}

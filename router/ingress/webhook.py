@@ -3,7 +3,7 @@
 ``create_app(settings)`` builds the aiohttp application that holds the ingress's parts
 (settings, verifier, broker, metrics and the :class:`Receiver`) and the broker connection's
 life (``cleanup_ctx``, so start-up and shutdown are symmetric). ``serve`` runs it on
-:mod:`router.http1` connections, which hand every request to :meth:`Receiver.handle`.
+:mod:`router.ingress.http1` connections, which hand every request to :meth:`Receiver.handle`.
 
 Every answer follows one rule: 2xx only once RabbitMQ has confirmed the persistent message,
 503 with Retry-After whenever it has not.
@@ -23,13 +23,10 @@ import orjson
 import structlog
 from aiohttp import web
 
-from router.amqp_frames import Properties
-from router.broker import Broker
-from router.errors import PublishFailed
-from router.events import Event, Unusable, parse
-from router.http1_messages import Answer, Refusal, Request
-from router.metrics import CONTENT_TYPE, Metrics, Outcome
-from router.names import (
+from router.amqp.broker import Broker
+from router.amqp.frames import Properties
+from router.contract.events import Event, Unusable, parse
+from router.contract.names import (
     CLOUDEVENTS_PREFIX,
     CLOUDEVENTS_SOURCE,
     COMPANY_HEADER,
@@ -39,13 +36,16 @@ from router.names import (
     SIGNATURE_HEADER,
     WEBHOOK_PATH,
 )
+from router.contract.signing import Verifier
+from router.errors import PublishFailed
+from router.ingress.messages import Answer, Refusal, Request
+from router.ingress.metrics import CONTENT_TYPE, Metrics, Outcome
 from router.observability import HotPathLogger
 from router.settings import Settings
-from router.signing import Verifier
 
-log = structlog.get_logger("router.ingress")
+log = structlog.get_logger("router.ingress.webhook")
 #: The ``webhook`` line, one per request.
-request_log = HotPathLogger("router.ingress")
+request_log = HotPathLogger("router.ingress.webhook")
 
 SETTINGS = web.AppKey("settings", Settings)
 BROKER = web.AppKey("broker", Broker)
@@ -60,7 +60,7 @@ _CE_TIME = f"{CLOUDEVENTS_PREFIX}time"
 
 _SIGNATURE = SIGNATURE_HEADER.encode()
 _COMPANY_URLS = WEBHOOK_PATH + "/"
-#: Outcomes and error bodies of the requests the connection refused (router.http1).
+#: Outcomes and error bodies of the requests the connection refused (router.ingress.http1).
 _REFUSED = {
     Refusal.BAD_REQUEST: (Outcome.BAD_REQUEST, "bad request"),
     Refusal.TIMEOUT: (Outcome.TIMEOUT, "request timeout"),

@@ -69,7 +69,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from router.claims.model import validate_app
-from router.names import Names
+from router.contract.names import Names
 
 #: The ``hashing_algorithm`` of every user this module defines.
 HASHING_ALGORITHM = "rabbit_password_hashing_sha256"

@@ -16,7 +16,7 @@ import aiohttp
 import orjson
 import structlog
 
-from router.attentive_api.errors import (
+from router.attentive.errors import (
     AttentiveAuthError,
     AttentiveError,
     AttentiveNotFound,
@@ -24,8 +24,8 @@ from router.attentive_api.errors import (
     AttentiveRejected,
     AttentiveUnavailable,
 )
-from router.attentive_api.settings import TOKEN_VARIABLE, WEBHOOKS_SCOPE, AttentiveSettings
-from router.attentive_api.webhooks import Created, Webhook, optional_text
+from router.attentive.settings import TOKEN_VARIABLE, WEBHOOKS_SCOPE, AttentiveSettings
+from router.attentive.webhooks import Created, Webhook, optional_text
 
 _MAX_MESSAGE_CHARS = 300
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from router.events import EVENT_TYPES
+from router.contract.events import EVENT_TYPES
 
 DEFAULT_COMPANY_ID = "MDc6Q29tcGFueTU"
 _DISPLAY_NAME = "Hudson & Ivy"
@@ -64,7 +64,8 @@ def example_payload(
     timestamp_ms: int | None = None,
     external_id: int | None = None,
 ) -> dict[str, Any]:
-    """An example webhook body of ``event_type`` (one of :data:`~router.events.EVENT_TYPES`)."""
+    """An example webhook body of ``event_type`` (one of
+    :data:`~router.contract.events.EVENT_TYPES`)."""
     subscriber = dict(_SUBSCRIBER)
     if external_id is not None:
         subscriber["external_id"] = external_id

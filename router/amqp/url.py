@@ -1,7 +1,7 @@
 """One RabbitMQ URL, read once, for every connection the router opens to it.
 
 The topology is declared on an aio-pika (aiormq) connection and webhooks are published on
-:class:`~router.publisher.ConfirmPublisher`; both are opened from the same :class:`AmqpUrl`,
+:class:`~router.amqp.publisher.ConfirmPublisher`; both are opened from the same :class:`AmqpUrl`,
 so a URL that one of them would read differently is refused at start instead.
 
 What the URL may say is what aiormq 7 and aio-pika 10 read from it (their

@@ -4,7 +4,7 @@
 node of a cluster. :func:`connect_first` tries them in turn, starting where the caller says,
 so a process whose node died moves to the next one. aio-pika's robust connection reconnects to
 its one URL only; the router and the workers therefore run their own reconnect loops with this.
-Each URL is read once by :class:`~router.amqp_url.AmqpUrl`, which refuses what it cannot honour.
+Each URL is read once by :class:`~router.amqp.url.AmqpUrl`, which refuses what it cannot honour.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import aio_pika
 import aiormq
 from aio_pika.abc import AbstractConnection
 
-from router.amqp_url import AmqpUrl, redact
+from router.amqp.url import AmqpUrl, redact
 from router.errors import ConfigError, RouterError
 
 #: Seconds one node gets to accept a connection before the next one is tried.

@@ -6,7 +6,7 @@ timeout, marshals three frames through pamqp and hands them to a writer task, wh
 the ingress about a third of its CPU at saturation. This protocol does only what publishing
 needs, and so does it cheaply:
 
-- the frames are built by :mod:`router.amqp_frames`; the publishes of one turn of the event
+- the frames are built by :mod:`router.amqp.frames`; the publishes of one turn of the event
   loop go out together, in one ``writelines`` per :data:`WRITE_BATCH` messages;
 - each publish is a future in a dict keyed by delivery tag; acks (single or ``multiple``)
   and nacks are read without a general unmarshaller, everything else with pamqp;
@@ -19,8 +19,8 @@ needs, and so does it cheaply:
   frame of the negotiated ``frame_max`` is refused with :class:`HeaderTooLarge` before a byte
   of it is written: RabbitMQ would close the whole connection (501 FRAME_ERROR) for it.
 
-The URL is read by :class:`~router.amqp_url.AmqpUrl`, as for the connection that declares the
-topology; the heartbeat is :func:`~router.amqp_url.negotiate_heartbeat` of the URL's (60 s by
+The URL is read by :class:`~router.amqp.url.AmqpUrl`, as for the connection that declares the
+topology; the heartbeat is :func:`~router.amqp.url.negotiate_heartbeat` of the URL's (60 s by
 default, as aiormq) and RabbitMQ's.
 
 A basic.return does not carry the delivery tag, only the message (exchange, routing key,
@@ -31,7 +31,7 @@ rather than risk answering 2xx for the one no queue took (a retry is a duplicate
 worst, never a loss).
 
 Connection.Blocked and Unblocked (memory and disk alarms) are tracked in :attr:`blocked`.
-Topology is not declared here: :class:`~router.broker.Broker` does that with aio-pika first.
+Topology is not declared here: :class:`~router.amqp.broker.Broker` does that with aio-pika first.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from pamqp.base import Frame
 from pamqp.exceptions import UnmarshalingException
 from pamqp.header import ContentHeader, ProtocolHeader
 
-from router.amqp_frames import (
+from router.amqp.frames import (
     BASIC_ACK,
     BASIC_CLASS,
     BASIC_NACK,
@@ -60,7 +60,7 @@ from router.amqp_frames import (
     publish_frames,
     publish_method,
 )
-from router.amqp_url import AmqpUrl, negotiate_heartbeat
+from router.amqp.url import AmqpUrl, negotiate_heartbeat
 
 CHANNEL = 1
 #: Largest frame we offer; RabbitMQ's default (131,072) holds a 1 KiB event in one frame.
@@ -165,7 +165,7 @@ class ConfirmPublisher(asyncio.Protocol):
     ) -> ConfirmPublisher:
         """Connect, authenticate and open a confirm-mode channel within ``timeout`` seconds
         (the URL's ``timeout`` wins, and its ``name`` over ``name``, as in
-        :func:`router.amqp.connect_first`)."""
+        :func:`router.amqp.nodes.connect_first`)."""
         parsed = url if isinstance(url, AmqpUrl) else AmqpUrl.parse(url)
         loop = asyncio.get_running_loop()
         protocol = cls(parsed, name=parsed.name or name, confirm_timeout=confirm_timeout)

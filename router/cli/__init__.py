@@ -1,0 +1,1 @@
+"""The command line: parse, read settings, make one library call, print."""
