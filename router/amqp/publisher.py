@@ -8,8 +8,9 @@ needs, and so does it cheaply:
 
 - the frames are built by :mod:`router.amqp.frames`; the publishes of one turn of the event
   loop go out together, in one ``writelines`` per :data:`WRITE_BATCH` messages;
-- each publish is a future in a dict keyed by delivery tag; acks (single or ``multiple``)
-  and nacks are read without a general unmarshaller, everything else with pamqp;
+- each publish is a future kept by :class:`~router.amqp.confirms.Confirms` under its delivery
+  tag; acks (single or ``multiple``) and nacks are read without a general unmarshaller,
+  everything else with pamqp;
 - one 0.1 s ticker fails publishes older than the confirm timeout and keeps the heartbeat,
   instead of a timer per publish;
 - a message returned as unroutable (``mandatory``) fails with :class:`Returned`, a nack with
@@ -23,13 +24,6 @@ The URL is read by :class:`~router.amqp.url.AmqpUrl`, as for the connection that
 topology; the heartbeat is :func:`~router.amqp.url.negotiate_heartbeat` of the URL's (60 s by
 default, as aiormq) and RabbitMQ's.
 
-A basic.return does not carry the delivery tag, only the message (exchange, routing key,
-properties), and RabbitMQ may send several returns before one ``multiple`` ack settles
-them together with routed messages. So a return marks every waiting publish with the same
-exchange, routing key and message id: when two such are in flight at once, both fail
-rather than risk answering 2xx for the one no queue took (a retry is a duplicate at
-worst, never a loss).
-
 Connection.Blocked and Unblocked (memory and disk alarms) are tracked in :attr:`blocked`.
 Topology is not declared here: :class:`~router.amqp.broker.Broker` does that with aio-pika first.
 """
@@ -39,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
-from collections import deque
 from typing import Any, cast
 
 from pamqp import commands
@@ -48,6 +41,15 @@ from pamqp.base import Frame
 from pamqp.exceptions import UnmarshalingException
 from pamqp.header import ContentHeader, ProtocolHeader
 
+from router.amqp.confirms import (
+    Confirms,
+    ConfirmTimedOut,
+    ConnectionLost,
+    HeaderTooLarge,
+    Nacked,
+    NotConfirmed,
+    Returned,
+)
 from router.amqp.frames import (
     BASIC_ACK,
     BASIC_CLASS,
@@ -81,48 +83,6 @@ _CACHED_METHODS = 4096
 WRITE_BATCH = 16
 
 
-class NotConfirmed(Exception):
-    """RabbitMQ did not confirm the message; it may or may not have been routed."""
-
-
-class Nacked(NotConfirmed):
-    """RabbitMQ answered basic.nack: it could not take the message."""
-
-
-class Returned(NotConfirmed):
-    """The message was mandatory and no queue took it (basic.return)."""
-
-
-class ConfirmTimedOut(NotConfirmed):
-    """No confirm arrived within the confirm timeout."""
-
-
-class ConnectionLost(NotConfirmed):
-    """The connection or the channel closed before the confirm arrived."""
-
-
-class HeaderTooLarge(NotConfirmed):
-    """The message's content header would exceed the negotiated ``frame_max``: not written."""
-
-
-class _Pending:
-    __slots__ = ("deadline", "future", "message_id", "returned", "route")
-
-    def __init__(
-        self,
-        future: asyncio.Future[None],
-        route: tuple[str, str, bool],
-        message_id: str,
-        deadline: float,
-    ) -> None:
-        self.future = future
-        #: (exchange, routing key, mandatory): the key of the cached publish method.
-        self.route = route
-        self.message_id = message_id
-        self.deadline = deadline
-        self.returned = False
-
-
 class ConfirmPublisher(asyncio.Protocol):
     """A connection with one confirm-mode channel; :meth:`publish` returns the confirm's future.
 
@@ -144,9 +104,7 @@ class ConfirmPublisher(asyncio.Protocol):
         self._last_sent = self._last_received = self._loop.time()
         self._ticker: asyncio.TimerHandle | None = None
         self._methods: dict[tuple[str, str, bool], bytes] = {}
-        self._tag = 0
-        self._pending: dict[int, _Pending] = {}
-        self._order: deque[int] = deque()
+        self._confirms = Confirms()
         #: A basic.return's (exchange, routing key); its content header (next) names the message.
         self._returning: tuple[str, str] | None = None
         self._ready: asyncio.Future[None] = self._loop.create_future()
@@ -215,7 +173,7 @@ class ConfirmPublisher(asyncio.Protocol):
     @property
     def in_flight(self) -> int:
         """Publishes waiting for their confirm."""
-        return len(self._pending)
+        return len(self._confirms)
 
     # -- publishing -----------------------------------------------------------------------
 
@@ -248,11 +206,9 @@ class ConfirmPublisher(asyncio.Protocol):
                 f"the message's content header is {len(frames[1])} bytes,"
                 f" more than the connection's frame_max ({self._frame_max})"
             )
-        self._tag += 1
         future: asyncio.Future[None] = self._loop.create_future()
         deadline = self._loop.time() + self._confirm_timeout
-        self._pending[self._tag] = _Pending(future, key, properties.message_id, deadline)
-        self._order.append(self._tag)
+        self._confirms.track(future, key, properties.message_id, deadline)
         self._outgoing += frames
         self._outgoing_messages += 1
         if self._outgoing_messages >= WRITE_BATCH:
@@ -287,7 +243,7 @@ class ConfirmPublisher(asyncio.Protocol):
         self.is_open = False
         if self._close_reason == "not connected":  # no reason given before: the socket's
             self._close_reason = f"connection lost: {exc!r}" if exc else "connection closed"
-        self._fail_all(ConnectionLost(self._close_reason))
+        self._confirms.fail_all(ConnectionLost(self._close_reason))
         if not self._ready.done():
             self._ready.set_exception(ConnectionLost(self._close_reason))
         if self._ticker is not None:
@@ -311,7 +267,7 @@ class ConfirmPublisher(asyncio.Protocol):
             start = offset + FRAME_PREFIX.size
             if kind == FRAME_METHOD and length == 13 and buffer[start : start + 4] in (_ACK, _NACK):
                 tag, flags = _TAG_AND_FLAGS.unpack_from(buffer, start + 4)
-                self._settle(tag, bool(flags & 1), nacked=buffer[start + 3] == BASIC_NACK)
+                self._confirms.settle(tag, bool(flags & 1), nacked=buffer[start + 3] == BASIC_NACK)
             elif kind != FRAME_HEARTBEAT:
                 try:
                     _, _, value = pamqp_frame.unmarshal(bytes(buffer[offset : end + 1]))
@@ -360,7 +316,7 @@ class ConfirmPublisher(asyncio.Protocol):
             case commands.Basic.Return(exchange=exchange, routing_key=routing_key):
                 self._returning = (exchange, routing_key or "")
             case ContentHeader(properties=properties) if self._returning is not None:
-                self._mark_returned(*self._returning, properties.message_id)
+                self._confirms.mark_returned(*self._returning, properties.message_id)
                 self._returning = None
             case commands.Connection.Close(reply_code=code, reply_text=text):
                 self._close_reason = f"closed by RabbitMQ: {code} {text}"
@@ -374,45 +330,15 @@ class ConfirmPublisher(asyncio.Protocol):
                 self._close_reason = f"channel closed by RabbitMQ: {code} {text}"
                 self._send(frame_of(commands.Channel.CloseOk(), CHANNEL))
                 self._send(frame_of(commands.Connection.Close(200, "channel closed", 0, 0), 0))
-                self._fail_all(ConnectionLost(self._close_reason))
+                self._confirms.fail_all(ConnectionLost(self._close_reason))
             case _:
                 pass  # body frames of a returned message, and methods we need not act on
-
-    def _settle(self, tag: int, multiple: bool, *, nacked: bool) -> None:
-        pending = self._pending
-        if not multiple:
-            if (entry := pending.pop(tag, None)) is not None:
-                _resolve(entry, nacked)
-            return
-        order = self._order
-        while order and order[0] <= tag:
-            if (entry := pending.pop(order.popleft(), None)) is not None:
-                _resolve(entry, nacked)
-
-    def _mark_returned(self, exchange: str, routing_key: str, message_id: str | None) -> None:
-        """The return comes before that message's ack, so the message is still waiting."""
-        for entry in self._pending.values():
-            route = entry.route
-            if entry.message_id == message_id and route[1] == routing_key and route[0] == exchange:
-                entry.returned = True
 
     # -- timekeeping ----------------------------------------------------------------------
 
     def _tick(self) -> None:
         now = self._loop.time()
-        pending, order = self._pending, self._order
-        while order:
-            entry = pending.get(order[0])
-            if entry is None:
-                order.popleft()  # settled out of order
-            elif entry.deadline <= now:
-                del pending[order.popleft()]
-                if not entry.future.done():
-                    entry.future.set_exception(
-                        ConfirmTimedOut(f"no confirm within {self._confirm_timeout:g}s")
-                    )
-            else:
-                break
+        self._confirms.expire(now, self._confirm_timeout)
         if self._heartbeat:
             if now - self._last_received > 2 * self._heartbeat:
                 self._close_reason = "RabbitMQ missed two heartbeats"
@@ -422,13 +348,6 @@ class ConfirmPublisher(asyncio.Protocol):
                 self._send(FRAME_PREFIX.pack(FRAME_HEARTBEAT, 0, 0) + FRAME_END)
         self._ticker = self._loop.call_later(TICK, self._tick)
 
-    def _fail_all(self, error: NotConfirmed) -> None:
-        pending, self._pending = self._pending, {}
-        self._order.clear()
-        for entry in pending.values():
-            if not entry.future.done():
-                entry.future.set_exception(error)
-
     def _protocol_error(self, reason: str) -> None:
         self._close_reason = reason
         self.abort()
@@ -437,18 +356,6 @@ class ConfirmPublisher(asyncio.Protocol):
 def frame_of(value: Frame, channel: int) -> bytes:
     """A method frame marshalled by pamqp (for the few methods besides publishing)."""
     return pamqp_frame.marshal(value, channel)
-
-
-def _resolve(entry: _Pending, nacked: bool) -> None:
-    future = entry.future
-    if future.done():
-        return  # timed out or its waiter gave up
-    if nacked:
-        future.set_exception(Nacked("RabbitMQ refused the message (nack)"))
-    elif entry.returned:
-        future.set_exception(Returned("unroutable: no queue took the message"))
-    else:
-        future.set_result(None)
 
 
 def _client_properties(name: str) -> dict[str, Any]:
