@@ -27,17 +27,10 @@ from pamqp.commands import Basic, Connection
 from pamqp.header import ContentHeader
 from yarl import URL
 
+from router.amqp.confirms import ConnectionLost, HeaderTooLarge, Nacked, Returned
 from router.amqp.frames import Properties, content_header, publish_frames, publish_method
 from router.amqp.nodes import connect_first
-from router.amqp.publisher import (
-    FRAME_MAX,
-    WRITE_BATCH,
-    ConfirmPublisher,
-    ConnectionLost,
-    HeaderTooLarge,
-    Nacked,
-    Returned,
-)
+from router.amqp.publisher import FRAME_MAX, WRITE_BATCH, ConfirmPublisher
 from router.amqp.url import DEFAULT_HEARTBEAT
 from router.contract.names import Names
 from tests.amqp_proxy import AmqpProxy

@@ -24,10 +24,7 @@ from typing import Any
 import aiormq
 import structlog
 
-from router.amqp.frames import Properties
-from router.amqp.nodes import CONNECT_TIMEOUT, connect_first, parse_urls
-from router.amqp.publisher import (
-    ConfirmPublisher,
+from router.amqp.confirms import (
     ConfirmTimedOut,
     ConnectionLost,
     HeaderTooLarge,
@@ -35,6 +32,9 @@ from router.amqp.publisher import (
     NotConfirmed,
     Returned,
 )
+from router.amqp.frames import Properties
+from router.amqp.nodes import CONNECT_TIMEOUT, connect_first, parse_urls
+from router.amqp.publisher import ConfirmPublisher
 from router.amqp.topology import Topology, declare
 from router.amqp.url import AmqpUrl
 from router.contract.names import Names

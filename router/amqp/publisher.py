@@ -43,12 +43,8 @@ from pamqp.header import ContentHeader, ProtocolHeader
 
 from router.amqp.confirms import (
     Confirms,
-    ConfirmTimedOut,
     ConnectionLost,
     HeaderTooLarge,
-    Nacked,
-    NotConfirmed,
-    Returned,
 )
 from router.amqp.frames import (
     BASIC_ACK,
@@ -371,12 +367,4 @@ def _client_properties(name: str) -> dict[str, Any]:
     }
 
 
-__all__ = [
-    "ConfirmPublisher",
-    "ConfirmTimedOut",
-    "ConnectionLost",
-    "HeaderTooLarge",
-    "Nacked",
-    "NotConfirmed",
-    "Returned",
-]
+__all__ = ["ConfirmPublisher"]
