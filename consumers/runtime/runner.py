@@ -43,25 +43,13 @@ from consumers.runtime.worker import Worker
 from router.admin.client import AdminClient, AdminRequestFailed, AdminUnreachable, ClaimAnswer
 from router.amqp.nodes import BrokerUnreachable, connect_first
 from router.amqp.topology import declare_app_queue, declare_retry_queues, retry_routing_key
-from router.contract.names import (
-    APP_HEADER,
-    ATTEMPT_HEADER,
-    DEAD_LETTER_REASON_HEADER,
-    DEAD_LETTERED_AT_HEADER,
-    DELIVERY_COUNT_HEADER,
-    ERROR_HEADER,
-    FIRST_FAILED_AT_HEADER,
-    LAST_FAILED_AT_HEADER,
-    ROUTING_KEY_HEADER,
-    TRACEBACK_HEADER,
-)
+from router.contract import envelope
 
 log = structlog.get_logger("consumers")
 
 #: Seconds between attempts to reach a broker node.
 RECONNECT_INTERVAL = 1.0
 #: Headers RabbitMQ maintains itself; a republished copy starts without them.
-_BROKER_HEADERS = (DELIVERY_COUNT_HEADER,)
 #: The delay tier a deferred delivery waits in when the retry policy has no tier at all.
 DEFER_MS_WITHOUT_TIERS = 1_000
 
@@ -236,7 +224,7 @@ class WorkerRunner:
         task.add_done_callback(self._tasks.discard)
 
     async def _process(self, message: Delivery) -> None:
-        attempt = _int(message.headers.get(ATTEMPT_HEADER), default=1)
+        attempt = envelope.attempt(message.headers)
         try:
             event = Event.from_body(
                 message.body,
@@ -264,37 +252,36 @@ class WorkerRunner:
                         self._retry,
                         retry_routing_key(self._tiers_ms[0]),
                         message,
-                        {ATTEMPT_HEADER: attempt},
+                        envelope.deferred(message.headers, message.routing_key, attempt=attempt),
                     )
                 case RetryLater(delay_ms=delay_ms, error=error):
-                    now = _now()
                     await self._republish(
                         self._retry,
                         retry_routing_key(delay_ms),
                         message,
-                        {
-                            ATTEMPT_HEADER: attempt + 1,
-                            ERROR_HEADER: error_summary(error),
-                            FIRST_FAILED_AT_HEADER: message.header(FIRST_FAILED_AT_HEADER) or now,
-                            LAST_FAILED_AT_HEADER: now,
-                        },
+                        envelope.retried(
+                            message.headers,
+                            message.routing_key,
+                            attempt=attempt,
+                            error=error_summary(error),
+                            now=_now(),
+                        ),
                     )
                 case DeadLetter(reason=reason, error=error):
-                    now = _now()
                     await self._republish(
                         self._dead,
                         message.routing_key,
                         message,
-                        {
-                            ATTEMPT_HEADER: attempt,
-                            ERROR_HEADER: error_summary(error),
-                            TRACEBACK_HEADER: traceback_summary(error),
-                            DEAD_LETTER_REASON_HEADER: reason,
-                            APP_HEADER: self.worker.app,
-                            FIRST_FAILED_AT_HEADER: message.header(FIRST_FAILED_AT_HEADER) or now,
-                            LAST_FAILED_AT_HEADER: now,
-                            DEAD_LETTERED_AT_HEADER: now,
-                        },
+                        envelope.dead_lettered(
+                            message.headers,
+                            message.routing_key,
+                            attempt=attempt,
+                            error=error_summary(error),
+                            traceback=traceback_summary(error),
+                            reason=reason,
+                            app=self.worker.app,
+                            now=_now(),
+                        ),
                     )
             await message.ack()
         except Exception as error:
@@ -307,12 +294,10 @@ class WorkerRunner:
         exchange: AbstractExchange | None,
         routing_key: str,
         message: Delivery,
-        extra_headers: dict[str, Any],
+        headers: dict[str, Any],
     ) -> None:
+        """Publish a copy of ``message`` with ``headers`` (its envelope) and await the confirm."""
         assert exchange is not None, "topology is declared before consuming"
-        headers = {k: v for k, v in message.headers.items() if k not in _BROKER_HEADERS}
-        headers[ROUTING_KEY_HEADER] = message.routing_key
-        headers.update(extra_headers)
         copy = aio_pika.Message(
             message.body,
             headers=headers,
@@ -345,15 +330,6 @@ class WorkerRunner:
 
 def _now() -> str:
     return datetime.now(tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _int(value: object, *, default: int) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-        return value
-    if isinstance(value, bytes | str):
-        with contextlib.suppress(ValueError):
-            return max(1, int(value))
-    return default
 
 
 __all__ = ["WorkerRunner", "claim_events"]

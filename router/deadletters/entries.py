@@ -11,22 +11,8 @@ import orjson
 from aio_pika.abc import AbstractIncomingMessage
 
 from router.claims.model import EventPattern
+from router.contract import envelope
 from router.contract.masking import mask_payload, mask_text
-from router.contract.names import (
-    ATTEMPT_HEADER,
-    COMPANY_HEADER,
-    DEAD_LETTER_REASON_HEADER,
-    DEAD_LETTERED_AT_HEADER,
-    DEATH_HEADER,
-    DELIVERY_COUNT_HEADER,
-    ERROR_HEADER,
-    FIRST_DEATH_REASON_HEADER,
-    INVALID_REASON_HEADER,
-    RECEIVED_AT_HEADER,
-    REPLAY_COUNT_HEADER,
-    ROUTING_KEY_HEADER,
-    TRACEBACK_HEADER,
-)
 from router.deadletters.places import Kind, Parked
 from router.errors import RouterError
 
@@ -72,7 +58,7 @@ class Entry:
             body = text if reveal else mask_text(text)
         headers = {k: _jsonable(v) for k, v in self.headers.items()}
         if not reveal:  # handler errors often quote the subscriber's phone or email
-            for name in (ERROR_HEADER, TRACEBACK_HEADER):
+            for name in envelope.HANDLER_TEXT:
                 if isinstance(headers.get(name), str):
                     headers[name] = mask_text(headers[name])
         return {
@@ -177,19 +163,20 @@ def entry_from_message(parked: Parked, position: int, message: AbstractIncomingM
         message_id=message.message_id or "",
         event_type=event_type,
         company_id=company,
-        routing_key=_str(headers.get(ROUTING_KEY_HEADER)) or message.routing_key or "",
-        attempts=_attempts(headers, parked.kind),
-        error=_str(headers.get(ERROR_HEADER)) or _str(headers.get(INVALID_REASON_HEADER)),
-        reason=_str(headers.get(DEAD_LETTER_REASON_HEADER)) or _death_reason(headers),
+        routing_key=envelope.routing_key(headers) or message.routing_key or "",
+        # on unrouted/invalid, x-delivery-count only counts how often they were listed
+        attempts=envelope.attempts(headers, deliveries_count=parked.kind is Kind.DLQ),
+        error=envelope.error(headers),
+        reason=envelope.reason(headers),
         parked_at=_parked_at(parked.kind, message, headers),
-        replays=_int(headers.get(REPLAY_COUNT_HEADER)) or 0,
+        replays=envelope.replays(headers),
         headers=headers,
         body=body,
     )
 
 
 def _type_and_company(body: bytes, headers: Mapping[str, Any]) -> tuple[str | None, str | None]:
-    company = _str(headers.get(COMPANY_HEADER))
+    company = envelope.company(headers)
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -202,39 +189,14 @@ def _type_and_company(body: bytes, headers: Mapping[str, Any]) -> tuple[str | No
     return (event_type if isinstance(event_type, str) else None), company
 
 
-def _attempts(headers: Mapping[str, Any], kind: Kind) -> int | None:
-    attempts = _int(headers.get(ATTEMPT_HEADER))
-    if attempts is not None or kind is not Kind.DLQ:
-        # on unrouted/invalid, x-delivery-count only counts how often they were listed
-        return attempts
-    return _int(headers.get(DELIVERY_COUNT_HEADER))  # dead-lettered by the delivery limit
-
-
-def _death_reason(headers: Mapping[str, Any]) -> str | None:
-    return _str(headers.get(FIRST_DEATH_REASON_HEADER))
-
-
 def _parked_at(
     kind: Kind, message: AbstractIncomingMessage, headers: Mapping[str, Any]
 ) -> datetime | None:
-    stamp = _str(headers.get(DEAD_LETTERED_AT_HEADER))
-    if stamp:
-        try:
-            return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-        except ValueError:
-            pass
-    deaths = headers.get(DEATH_HEADER)
-    if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
-        when = deaths[0].get("time")
-        if isinstance(when, datetime):
-            return when if when.tzinfo else when.replace(tzinfo=UTC)
-    received = _int(headers.get(RECEIVED_AT_HEADER))
-    if received is not None:
-        return datetime.fromtimestamp(received / 1000, tz=UTC)
-    if kind is Kind.UNROUTED and message.timestamp is not None:
-        stamp_dt = message.timestamp
-        return stamp_dt if stamp_dt.tzinfo else stamp_dt.replace(tzinfo=UTC)
-    return None
+    parked_at = envelope.parked_at(headers)
+    if parked_at is None and kind is Kind.UNROUTED and message.timestamp is not None:
+        stamp = message.timestamp
+        return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+    return parked_at
 
 
 def _when(value: str | datetime | None, name: str) -> datetime | None:
@@ -253,19 +215,6 @@ def _str(value: object) -> str | None:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return value if isinstance(value, str) else None
-
-
-def _int(value: object) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str | bytes):
-        try:
-            return int(value)
-        except ValueError:
-            return None
-    return None
 
 
 def _iso(value: datetime | None) -> str | None:

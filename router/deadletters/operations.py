@@ -12,21 +12,8 @@ import aiormq
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from router.amqp.nodes import connect_first
-from router.contract.names import (
-    APP_HEADER,
-    ATTEMPT_HEADER,
-    DEAD_LETTER_REASON_HEADER,
-    DEAD_LETTERED_AT_HEADER,
-    DEATH_HEADER,
-    DELIVERY_COUNT_HEADER,
-    ERROR_HEADER,
-    FIRST_DEATH_REASON_HEADER,
-    FIRST_FAILED_AT_HEADER,
-    LAST_FAILED_AT_HEADER,
-    REPLAY_COUNT_HEADER,
-    TRACEBACK_HEADER,
-    Names,
-)
+from router.contract import envelope
+from router.contract.names import Names
 from router.deadletters.entries import (
     EVERYTHING,
     Entry,
@@ -38,27 +25,6 @@ from router.deadletters.entries import (
 from router.deadletters.places import Kind, NotFound, Parked
 from router.errors import PublishFailed, RouterError
 
-#: Headers that describe a past failure; a replayed event starts without them.
-_FAILURE_HEADERS = frozenset(
-    {
-        ATTEMPT_HEADER,
-        ERROR_HEADER,
-        TRACEBACK_HEADER,
-        DEAD_LETTER_REASON_HEADER,
-        DEAD_LETTERED_AT_HEADER,
-        FIRST_FAILED_AT_HEADER,
-        LAST_FAILED_AT_HEADER,
-        APP_HEADER,
-        DEATH_HEADER,
-        "x-first-death-exchange",
-        "x-first-death-queue",
-        FIRST_DEATH_REASON_HEADER,
-        "x-last-death-exchange",
-        "x-last-death-queue",
-        "x-last-death-reason",
-        DELIVERY_COUNT_HEADER,
-    }
-)
 #: How long a walk waits for a confirm before counting the event as failed (it stays parked).
 CONFIRM_TIMEOUT = 10.0
 
@@ -208,11 +174,9 @@ class DeadLetters:
 
 
 def _replayed_copy(message: AbstractIncomingMessage, entry: Entry) -> aio_pika.Message:
-    headers = {k: v for k, v in entry.headers.items() if k not in _FAILURE_HEADERS}
-    headers[REPLAY_COUNT_HEADER] = entry.replays + 1
     return aio_pika.Message(
         message.body,
-        headers=headers,
+        headers=envelope.replayed(entry.headers),
         content_type=message.content_type,
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         message_id=message.message_id,
