@@ -55,7 +55,7 @@ def test_an_event_fails_twice_is_dead_lettered_then_replayed_clean() -> None:
     assert envelope.error(dead) == "ValueError: down"
     assert envelope.parked_at(dead) == datetime(2026, 12, 7, 10, 0, 35, tzinfo=UTC)
     assert envelope.company(dead) == "c1"
-    assert envelope.routing_key(dead) == KEY
+    assert envelope.event_routing_key(dead) == KEY
 
     # a replay starts clean: no failure left, one replay counted, the ingress's headers kept
     replay = envelope.replayed(dead)

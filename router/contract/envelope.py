@@ -162,7 +162,7 @@ def replays(headers: Headers) -> int:
     return _int(headers.get(REPLAY_COUNT_HEADER)) or 0
 
 
-def routing_key(headers: Headers) -> str | None:
+def event_routing_key(headers: Headers) -> str | None:
     """The event's own routing key, kept while it went through retry tiers or a DLQ."""
     return _str(headers.get(ROUTING_KEY_HEADER))
 
@@ -232,5 +232,5 @@ __all__ = [
     "replayed",
     "replays",
     "retried",
-    "routing_key",
+    "event_routing_key",
 ]

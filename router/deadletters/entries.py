@@ -163,7 +163,7 @@ def entry_from_message(parked: Parked, position: int, message: AbstractIncomingM
         message_id=message.message_id or "",
         event_type=event_type,
         company_id=company,
-        routing_key=envelope.routing_key(headers) or message.routing_key or "",
+        routing_key=envelope.event_routing_key(headers) or message.routing_key or "",
         # on unrouted/invalid, x-delivery-count only counts how often they were listed
         attempts=envelope.attempts(headers, deliveries_count=parked.kind is Kind.DLQ),
         error=envelope.error(headers),
