@@ -227,10 +227,10 @@ __all__ = [
     "dead_lettered",
     "deferred",
     "error",
+    "event_routing_key",
     "parked_at",
     "reason",
     "replayed",
     "replays",
     "retried",
-    "event_routing_key",
 ]
