@@ -28,7 +28,7 @@ class _UtcTimestamp:
 
     What structlog's ``TimeStamper(fmt="iso", utc=True)`` writes (but always with six
     digits), for less: the date and time of day are formatted once per second, and only the
-    microseconds per line (13k fewer instructions per webhook, counted with callgrind). The
+    microseconds per line. The
     second and its text are swapped as one tuple, so a line logged from another thread never
     pairs a new second with the old text.
     """
@@ -75,10 +75,9 @@ class HotPathLogger:
 
     structlog's way to a line is general: a logger proxy, a copy of the bound context, a loop
     over the processors and their checks, a lock. This runs the same processors itself and
-    writes orjson's bytes: 2.9 µs a line instead of 5.0 (timeit), 26k fewer instructions per
-    webhook, and about 4 % more events/s for one ingress process at saturation (docs/
-    performance.md). Where our lines are not JSON (a terminal), a traceback is to be rendered,
-    or structlog is configured otherwise (a test capturing logs), it hands the line to
+    writes orjson's bytes, in about half the time (docs/performance.md). Where our lines are
+    not JSON (a terminal), a traceback is to be rendered, or structlog is configured
+    otherwise (a test capturing logs), it hands the line to
     structlog's logger of that name.
 
     In an event loop the lines are flushed once per turn of the loop, not once per line: at

@@ -73,9 +73,9 @@ _END = FRAME_END[0]
 _CACHED_METHODS = 4096
 #: Messages written together at most. A burst of requests handled in one turn of the loop
 #: (dozens at saturation) is written in batches of this many, so the broker starts on the
-#: first ones while the rest are still being handled, instead of the two taking turns:
-#: +13 % events/s for one ingress process under ``wrk -c64`` on 2 cores (docs/
-#: performance.md). Much smaller batches cost the broker more CPU per message than they save.
+#: first ones while the rest are still being handled, instead of the two taking turns (the
+#: gain is in docs/performance.md). Much smaller batches cost the broker more CPU per message
+#: than they save.
 WRITE_BATCH = 16
 
 
