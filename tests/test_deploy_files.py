@@ -1,18 +1,19 @@
-"""The deployment files agree with the code and the README.
+"""The deployment files agree with the code and docs/configuration.md.
 
 docker-compose.yml, deploy/Dockerfile, deploy/rabbitmq/ and deploy/k8s/ are read, never
 run: no Docker, RabbitMQ or Kubernetes is needed. What is checked is what would otherwise
 only fail at deploy time: a command that is not an ``attentive-router`` subcommand, a worker
 target that does not load with the environment it is given, an environment variable no
-setting reads (a typo), a probe on an undeclared port, a Secret key nobody defined, a
-RabbitMQ password that does not match its hash, a policy that fights the router's own queue
-arguments.
+setting reads (a typo) or that docs/configuration.md does not document, a probe on an
+undeclared port, a Secret key nobody defined, a RabbitMQ password that does not match its
+hash, a policy that fights the router's own queue arguments.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import importlib
 import json
 import os
@@ -47,7 +48,7 @@ from router.errors import ConfigError
 from router.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-README = ROOT / "README.md"
+CONFIGURATION = ROOT / "docs" / "configuration.md"
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 DOCKERIGNORE = ROOT / "deploy" / "Dockerfile.dockerignore"
@@ -60,15 +61,11 @@ APP_IMAGE = "attentive-router"
 #: Prefixes of the variables our code reads; anything else (POSTGRES_*, RABBITMQ_*) belongs
 #: to a third-party image and is not ours to check.
 SETTING_PREFIXES = ("ROUTER_", "WORKER_", "SMS_AUDIT_", "ATTRIBUTE_FORWARDER_")
-#: Settings that exist but are not in the README's tables yet. ROUTER_WORKERS (the number
-#: of ingress processes of `serve --workers N`) is being documented with that feature;
-#: remove it from here once the README names it.
-NOT_YET_DOCUMENTED = frozenset({"ROUTER_WORKERS"})
 HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
 ANY_ADDRESS = frozenset({"0.0.0.0", "::"})
 
 
-# -- the README's settings ----------------------------------------------------------------
+# -- the documented settings (docs/configuration.md) ---------------------------------------
 
 
 _SETTING_NAME = re.compile(
@@ -78,31 +75,28 @@ _SETTING_NAME = re.compile(
 
 @cache
 def documented_settings() -> frozenset[str]:
-    """Every setting the README names in inline code (fenced examples do not count)."""
-    text = re.sub(r"^```.*?^```", "", README.read_text(), flags=re.DOTALL | re.MULTILINE)
+    """Every setting docs/configuration.md names in inline code (fenced examples do not count)."""
+    text = re.sub(r"^```.*?^```", "", CONFIGURATION.read_text(), flags=re.DOTALL | re.MULTILINE)
     names: set[str] = set()
     for span in re.findall(r"`([^`\n]+)`", text):
         names.update(_SETTING_NAME.findall(span))
     return frozenset(names)
 
 
-def allowed_settings() -> frozenset[str]:
-    return documented_settings() | NOT_YET_DOCUMENTED
-
-
 def undocumented(names: Iterable[str]) -> list[str]:
     return sorted(
         name
         for name in names
-        if name.startswith(SETTING_PREFIXES) and name not in allowed_settings()
+        if name.startswith(SETTING_PREFIXES) and name not in documented_settings()
     )
 
 
-def test_the_readme_parser_finds_the_settings_tables() -> None:
+def test_the_configuration_parser_finds_the_settings_tables() -> None:
     # The tables of the router, the worker and the example workers, and nothing invented.
     found = documented_settings()
     for name in (
         "ROUTER_SIGNING_KEYS",
+        "ROUTER_WORKERS",
         "ROUTER_AMQP_URL",
         "ROUTER_ADMIN_HOST",
         "ROUTER_ADMIN_PORT",
@@ -121,6 +115,12 @@ def test_the_readme_parser_finds_the_settings_tables() -> None:
         "ROUTER_SIGNING_KEY",
         "WORKER_AMQP_URI",
     ]
+
+
+def test_every_router_setting_is_documented() -> None:
+    # Settings reads each of its fields from ROUTER_<FIELD>: each has its row in the docs.
+    names = [f"ROUTER_{field.name.upper()}" for field in dataclasses.fields(Settings)]
+    assert undocumented(names) == []
 
 
 # -- shared checks: commands, settings, worker targets, AMQP URLs --------------------------
