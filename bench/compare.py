@@ -3,11 +3,12 @@
     python -m bench.compare BEFORE.json AFTER.json [--markdown]
 
 Each figure of both runs (the JSON ``make bench`` writes to bench/results/), and how it moved:
-after / before. For a before/after table (``--markdown`` prints one for the README), or for a
-platform team checking a new release, or a setting, on its own machine. It interprets
-nothing: a single run moves by ±10-20 % on a shared machine (docs/performance.md), so read
-a change of that size as noise unless repeated runs agree. Figures a run lacks are ``-``;
-runs from different machines are flagged, since their figures do not compare.
+after / before. For a before/after table (``--markdown`` prints one for
+docs/performance.md), or for a platform team checking a new release, or a setting, on its
+own machine. It interprets nothing: a single run moves by ±10-20 % on a shared machine
+(docs/performance.md), so read a change of that size as noise unless repeated runs agree.
+Figures a run lacks are ``-``; runs from different machines are flagged, since their
+figures do not compare.
 """
 
 from __future__ import annotations

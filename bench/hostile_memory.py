@@ -5,7 +5,7 @@
 kind of attack and each count, opens that many connections that all do the same worst thing
 and never read, and prints the process's RSS before, at its peak, and the growth per
 connection. A connection's worst is the sum of what it can make the ingress hold at once
-(README, "Memory under hostile clients"); each kind below fills some of those parts:
+(docs/security.md, "Memory under hostile clients"); each kind below fills some of those parts:
 
 * ``pipelined``: 1,500 pipelined ``GET /metrics`` (5 MB of answers it never reads: writing
   stalls), then large signed bodies pipelined (the queue of parsed requests fills to its byte
@@ -162,7 +162,10 @@ async def _delete(namespace: str) -> None:
 async def run(counts: list[int], kinds: list[str], settle: float) -> None:
     raise_open_files(2 * max(counts) + 256)  # (the ingress, started from here, inherits it)
     bound = connection_bound(MAX_BODY)
-    print(f"bound per connection (README): {bound / MIB:.2f} MiB, x1000: {bound * 1000 / MIB:,.0f}")
+    print(
+        f"bound per connection (docs/security.md): {bound / MIB:.2f} MiB,"
+        f" x1000: {bound * 1000 / MIB:,.0f}"
+    )
     header = ("kind", "conns", "before MiB", "peak MiB", "end MiB", "per conn KiB")
     print("{:<12} {:>6} {:>11} {:>9} {:>8} {:>13}".format(*header))
     for kind in kinds:

@@ -7,9 +7,9 @@ same as JSON to bench/results/<timestamp>.json and bench/results/latest.json. a,
 run --repeat times (3; --quick 1), in rounds, and are reported as medians.
 
 a. bare aio-pika publisher, confirms, 64 in flight, no HTTP: the client-side ceiling;
-b. the ingress (``attentive-router serve --workers N``, a separate process; N as the README's
-   Sizing advises: one per core) under wrk at saturation (events/s answered 200), and one
-   process (or one per core, when N is one) for comparison;
+b. the ingress (``attentive-router serve --workers N``, a separate process; N as
+   docs/performance.md's Sizing advises: one per core) under wrk at saturation (events/s
+   answered 200), and one process (or one per core, when N is one) for comparison;
    and at a steady open-loop 1,000 events/s (the Go loadgen of ../shared/anchors, built with
    its build.sh when missing);
 c. end-to-end latency at an open-loop 1,000 events/s (``bench.sender``), from the moment

@@ -3,8 +3,8 @@ bench/hostile_memory.py share.
 
 The ingress runs as ``attentive-router serve`` does (one process, so its RSS is the ingress's),
 spoken to over raw sockets. :func:`connection_bound` is the most memory one connection may
-make it hold, whatever the client sends, part by part; the README's "Memory under hostile
-clients" explains each part and gives the figures measured with it.
+make it hold, whatever the client sends, part by part; docs/security.md's "Memory under
+hostile clients" explains each part and gives the figures measured with it.
 """
 
 from __future__ import annotations

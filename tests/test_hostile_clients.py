@@ -5,7 +5,7 @@ limit; :data:`tests.hostile.HOSTILE_ENV`) in a namespace of its own, attacks it,
 what issue 20 asks of the webhook port under attack:
 
 * its RSS grows by no more than :func:`tests.hostile.connection_bound` per hostile connection
-  (plus :data:`tests.hostile.RSS_MARGIN`), the bound the README documents;
+  (plus :data:`tests.hostile.RSS_MARGIN`), the bound docs/security.md documents;
 * no one gets a server error (500 or 503: 501 and 505 are refusals of what a client sent);
 * a well-behaved client on another connection gets 200 for a signed webhook every ~100 ms,
   each within a second, throughout; and exactly its accepted events are published.

@@ -410,7 +410,7 @@ def company_of(path: str) -> str | None:
 
 
 def expected_status(attempt: Attempt) -> int:
-    """What the README promises for a validly signed ``attempt``."""
+    """What docs/architecture.md ("What the ingress answers") promises for a signed ``attempt``."""
     if len(attempt.body) > LIMIT:
         return 413
     match parse(attempt.body):
