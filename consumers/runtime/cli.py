@@ -15,6 +15,7 @@ from consumers.runtime.runner import WorkerRunner
 from consumers.runtime.settings import WorkerSettings
 from consumers.runtime.worker import Worker
 from router.admin.client import AdminRequestFailed, AdminUnreachable
+from router.errors import codes_for
 from router.loop import freeze_startup_heap, run_loop
 from router.observability import configure_logging
 
@@ -62,10 +63,10 @@ def run_worker_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         run_loop(_run(worker, settings))
     except WorkerConfigError as error:
         print(f"attentive-router worker: {error}", file=sys.stderr)
-        return 2
+        return codes_for(error).exit_code
     except (ClaimRefused, AdminUnreachable, AdminRequestFailed) as error:
         print(f"attentive-router worker: refusing to start: {error}", file=sys.stderr)
-        return 1
+        return codes_for(error).exit_code
     return 0
 
 

@@ -1,6 +1,13 @@
-"""What a handler raises to choose an outcome, and the runtime's own errors."""
+"""What a handler raises to choose an outcome, and the runtime's own errors.
+
+:class:`Reject` and :class:`Retry` are outcomes a handler chooses, settled by the runtime.
+The runtime's errors are also each of one kind of :mod:`router.errors`, which decides the
+``worker`` command's exit code.
+"""
 
 from __future__ import annotations
+
+from router.errors import Conflict, InvalidInput
 
 
 class ConsumerError(Exception):
@@ -27,11 +34,11 @@ class Retry(ConsumerError):
         self.delay = delay
 
 
-class ClaimRefused(ConsumerError):
+class ClaimRefused(ConsumerError, Conflict):
     """Raised at start-up when the router refuses a claim: another application holds it."""
 
 
-class WorkerConfigError(ConsumerError):
+class WorkerConfigError(ConsumerError, InvalidInput):
     """Raised when a worker is defined or configured wrongly (bad pattern, no admin token)."""
 
 

@@ -8,14 +8,14 @@ from typing import Any
 import aiohttp
 import orjson
 
-from router.errors import RouterError
+from router.errors import Unavailable, UpstreamFailed
 
 
-class AdminUnreachable(RouterError):
+class AdminUnreachable(Unavailable):
     """Raised when the admin API cannot be reached at all."""
 
 
-class AdminRequestFailed(RouterError):
+class AdminRequestFailed(UpstreamFailed):
     """Raised when the admin API answers with an error (401, 400, 404, 503, ...)."""
 
     def __init__(self, status: int, message: str) -> None:

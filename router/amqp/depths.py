@@ -8,7 +8,7 @@ import aiormq
 
 from router.amqp.nodes import connect_first
 from router.contract.names import Names
-from router.errors import RouterError
+from router.errors import NotFound
 
 
 async def queue_depths(
@@ -26,7 +26,7 @@ async def queue_depths(
             try:
                 queue = await channel.declare_queue(queue_name, passive=True)
             except aiormq.exceptions.ChannelNotFoundEntity:
-                raise RouterError(
+                raise NotFound(
                     f"queue {queue_name} does not exist: has the router run on this broker?"
                 ) from None
             depths[queue_name] = queue.declaration_result.message_count or 0

@@ -17,13 +17,13 @@ import aiormq
 from aio_pika.abc import AbstractConnection
 
 from router.amqp.url import AmqpUrl, redact
-from router.errors import ConfigError, RouterError
+from router.errors import ConfigError, Unavailable
 
 #: Seconds one node gets to accept a connection before the next one is tried.
 CONNECT_TIMEOUT = 5.0
 
 
-class BrokerUnreachable(RouterError):
+class BrokerUnreachable(Unavailable):
     """Raised when no listed RabbitMQ node accepted a connection."""
 
 

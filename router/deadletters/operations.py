@@ -23,7 +23,7 @@ from router.deadletters.entries import (
     entry_from_message,
 )
 from router.deadletters.places import Kind, NotFound, Parked
-from router.errors import PublishFailed, RouterError
+from router.errors import InvalidInput, PublishFailed, Unavailable
 
 #: How long a walk waits for a confirm before counting the event as failed (it stays parked).
 CONFIRM_TIMEOUT = 10.0
@@ -74,7 +74,7 @@ class DeadLetters:
         unrouted ones to ``attentive.events`` (to whoever owns them now). Publish with
         confirm, then ack; a failed publish leaves the event where it was."""
         if parked.replay_exchange is None:
-            raise RouterError(f"events in {parked.queue} cannot be replayed, only purged")
+            raise InvalidInput(f"events in {parked.queue} cannot be replayed, only purged")
         exchange_name = parked.replay_exchange
         summary = Summary(dry_run=dry_run)
         pacing = _Pacer(rate)
@@ -137,7 +137,7 @@ class DeadLetters:
                 queue = await channel.declare_queue(parked.queue, passive=True)
                 return queue.declaration_result.message_count or 0
         except (aiormq.exceptions.AMQPError, RuntimeError, OSError) as error:
-            raise RouterError(f"cannot read the depth of {parked.queue}: {error!r}") from None
+            raise Unavailable(f"cannot read the depth of {parked.queue}: {error!r}") from None
 
     async def _walk(
         self,
@@ -165,7 +165,7 @@ class DeadLetters:
                         progress(position, total)
             except (aiormq.exceptions.AMQPError, RuntimeError, OSError, TimeoutError) as error:
                 # nothing is lost: every message not acked goes back when the connection closes
-                raise RouterError(
+                raise Unavailable(
                     f"stopped after {max(position - 1, 0)} of {total} in {parked.queue} "
                     f"({error!r}); what was not done stays parked"
                 ) from None

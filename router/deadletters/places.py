@@ -7,11 +7,7 @@ from enum import StrEnum
 
 from router.claims.model import validate_app
 from router.contract.names import Names
-from router.errors import RouterError
-
-
-class NotFound(RouterError):
-    """Raised when the queue (or the message) asked about does not exist."""
+from router.errors import InvalidInput, NotFound
 
 
 class Kind(StrEnum):
@@ -38,7 +34,7 @@ class Parked:
         match kind:
             case Kind.DLQ:
                 if app is None:
-                    raise RouterError("the dead-letter queue of which application? (--app)")
+                    raise InvalidInput("is needed for a dead-letter queue", field="app")
                 validate_app(app)
                 return cls(
                     kind,
