@@ -556,10 +556,13 @@ def test_the_subscription_url_is_built_from_the_router_base() -> None:
     assert subscription_url("https://h.example.com/router", "c1") == (
         "https://h.example.com/router/webhooks/attentive/c1"
     )
-    with pytest.raises(InvalidWebhookInput, match="--router-base-url must be an https"):
+    # the library names the input, never a command-line flag (the CLI adds those)
+    with pytest.raises(InvalidWebhookInput, match=r"^router_base_url must be an https") as bad:
         subscription_url("http://h.example.com", "c1")
-    with pytest.raises(InvalidWebhookInput, match="--company-id"):
+    assert bad.value.field == "router_base_url"
+    with pytest.raises(InvalidWebhookInput, match=r"^company_id must be a non-empty id") as bad:
         subscription_url("https://h.example.com", "a b")
+    assert bad.value.field == "company_id"
 
 
 def test_settings_come_from_the_environment_and_hide_the_token() -> None:

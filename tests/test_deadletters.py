@@ -28,8 +28,8 @@ from consumers.runtime.runner import WorkerRunner
 from consumers.runtime.settings import WorkerSettings
 from router.admin.app import create_admin_app
 from router.amqp import topology
-from router.cli.deadletters import ProgressReporter
 from router.cli.main import main
+from router.cli.output import ProgressReporter
 from router.contract.examples import example_body
 from router.contract.names import (
     ATTEMPT_HEADER,

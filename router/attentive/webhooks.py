@@ -99,34 +99,34 @@ def optional_text(value: object) -> str | None:
 # -- validation (used by the CLI before anything is sent) ------------------------------------
 
 
-def validate_webhook_url(url: str, *, what: str = "--url") -> str:
-    """An ``https://`` URL with a host, no credentials and no fragment."""
+def validate_webhook_url(url: str, *, field: str = "url") -> str:
+    """An ``https://`` URL with a host, no credentials and no fragment (``field`` names it)."""
     if any(c.isspace() or not c.isprintable() for c in url) or len(url) > _MAX_URL_LENGTH:
         raise InvalidWebhookInput(
-            f"{what} must be a URL without spaces, at most {_MAX_URL_LENGTH} characters"
+            f"must be a URL without spaces, at most {_MAX_URL_LENGTH} characters", field=field
         )
     parts = urlsplit(url)
     if parts.scheme.lower() != "https":
-        raise InvalidWebhookInput(f"{what} must be an https:// URL, not {url!r}")
+        raise InvalidWebhookInput(f"must be an https:// URL, not {url!r}", field=field)
     if "@" in parts.netloc:
-        raise InvalidWebhookInput(f"{what} must not carry a user or password")
+        raise InvalidWebhookInput("must not carry a user or password", field=field)
     try:
         parts.port  # noqa: B018 - raises ValueError for a malformed port
     except ValueError:
-        raise InvalidWebhookInput(f"{what} has an invalid port: {url!r}") from None
+        raise InvalidWebhookInput(f"has an invalid port: {url!r}", field=field) from None
     if not parts.hostname:
-        raise InvalidWebhookInput(f"{what} has no host: {url!r}")
+        raise InvalidWebhookInput(f"has no host: {url!r}", field=field)
     if parts.fragment:
-        raise InvalidWebhookInput(f"{what} must not have a #fragment: {url!r}")
+        raise InvalidWebhookInput(f"must not have a #fragment: {url!r}", field=field)
     return url
 
 
 def subscription_url(router_base_url: str, company_id: str) -> str:
     """This router's subscription webhook URL for one company:
-    ``<router-base-url>/webhooks/attentive/<company_id>``."""
+    ``<router_base_url>/webhooks/attentive/<company_id>``."""
     if not company_id or any(c.isspace() or not c.isprintable() for c in company_id):
-        raise InvalidWebhookInput("--company-id must be a non-empty id without spaces")
-    validate_webhook_url(router_base_url, what="--router-base-url")
+        raise InvalidWebhookInput("must be a non-empty id without spaces", field="company_id")
+    validate_webhook_url(router_base_url, field="router_base_url")
     base = router_base_url.rstrip("/")
     return validate_webhook_url(f"{base}/webhooks/attentive/{quote(company_id, safe='')}")
 
@@ -141,7 +141,7 @@ def resolve_events(texts: Iterable[str]) -> tuple[str, ...]:
     wanted: set[str] = set()
     items = [item.strip() for text in texts for item in text.split(",") if item.strip()]
     if not items:
-        raise InvalidWebhookInput("give at least one event type, e.g. --events 'sms.*'")
+        raise InvalidWebhookInput("needs at least one event type, e.g. 'sms.*'", field="events")
     for item in items:
         if item in KNOWN_TYPES:
             wanted.add(item)

@@ -19,9 +19,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-import orjson
-import structlog
-
 from router.admin.client import AdminClient
 from router.attentive import (
     AttentiveClient,
@@ -41,11 +38,11 @@ from router.attentive.audit import (
     find_source_conflicts,
     group_conflicts,
 )
+from router.cli import output
+from router.cli.admin_api import add_admin_options, admin_client
 from router.contract.events import EVENT_TYPES
-from router.errors import ConfigError, InvalidClaim, RouterError
 from router.settings import Settings
 
-PROG = "attentive-router"
 _EVENTS_HELP = (
     "event types, patterns such as sms.* or * (all 11), space- or comma-separated; "
     "case sensitive: " + ", ".join(EVENT_TYPES)
@@ -55,11 +52,12 @@ _EVENTS_HELP = (
 # -- parsers --------------------------------------------------------------------------------
 
 
-def add_attentive_parser(commands: Any, parser_class: type[argparse.ArgumentParser]) -> None:
+def add_commands(commands: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     """Add ``attentive webhooks ...`` and ``attentive audit`` to ``commands``."""
     attentive = commands.add_parser(
         "attentive", help="Attentive's webhooks (its Webhooks API) and the one-application audit"
     )
+    attentive.set_defaults(run=run)
     sub = attentive.add_subparsers(
         dest="attentive_command", required=True, parser_class=parser_class
     )
@@ -100,8 +98,7 @@ def add_attentive_parser(commands: Any, parser_class: type[argparse.ArgumentPars
         help="event types several enabled webhooks receive (exit 1), and disagreements "
         "between Attentive's webhooks and the router's claims (warnings)",
     )
-    check.add_argument("--admin-url", help="default ROUTER_ADMIN_URL or http://127.0.0.1:8081")
-    check.add_argument("--token", help="admin token (default ROUTER_ADMIN_TOKEN)")
+    add_admin_options(check)
     check.add_argument(
         "--router-base-url",
         metavar="URL",
@@ -125,28 +122,13 @@ class _Change:
     events: tuple[str, ...] | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class _Admin:
-    url: str
-    token: str
-
-
-def run_attentive_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    """Run one ``attentive`` subcommand; the exit code."""
-    token = ""
-    try:
-        change = _change(args)
-        settings = AttentiveSettings.from_env(env)
-        token = settings.token
-        admin = _admin(args, env)
-    except (ConfigError, InvalidWebhookInput, InvalidClaim) as error:
-        return _fail(error, 2, token)
-    try:
-        return asyncio.run(_run(args, change, settings, admin))
-    except RouterError as error:  # AttentiveError, AdminUnreachable, AdminRequestFailed
-        return _fail(error, 1, token)
-    except KeyboardInterrupt:
-        return _fail("interrupted", 130, token)
+def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Run one ``attentive`` subcommand; the exit code. The input is checked before the
+    settings are read, and both before anything is sent."""
+    change = _change(args)
+    settings = AttentiveSettings.from_env(env)
+    admin = _admin(args, env)
+    return asyncio.run(_call(args, change, settings, admin))
 
 
 def _change(args: argparse.Namespace) -> _Change:
@@ -166,22 +148,25 @@ def _change(args: argparse.Namespace) -> _Change:
     return _Change(validate_webhook_url(args.url), events)
 
 
-def _admin(args: argparse.Namespace, env: Mapping[str, str]) -> _Admin | None:
+def _admin(args: argparse.Namespace, env: Mapping[str, str]) -> AdminClient | None:
+    """The audit's client of the admin API (None: no audit, or only Attentive's side)."""
     if args.attentive_command != "audit":
         return None
     if args.router_base_url:
-        validate_webhook_url(args.router_base_url, what="--router-base-url")
+        validate_webhook_url(args.router_base_url, field="router_base_url")
     if args.source_only:
         return None
-    settings = Settings.from_env(env)
-    url = args.admin_url or env.get("ROUTER_ADMIN_URL") or settings.admin_url
-    return _Admin(url, args.token or settings.require_admin_token())
+    return admin_client(args, env, Settings.from_env(env))
 
 
-async def _run(
-    args: argparse.Namespace, change: _Change, settings: AttentiveSettings, admin: _Admin | None
+async def _call(
+    args: argparse.Namespace,
+    change: _Change,
+    settings: AttentiveSettings,
+    admin: AdminClient | None,
 ) -> int:
-    async with AttentiveClient(settings, logger=_stderr_logger()) as attentive:
+    retries = output.stderr_logger(console=output.isatty(sys.stderr))
+    async with AttentiveClient(settings, logger=retries) as attentive:
         if args.attentive_command == "audit":
             return await _audit(attentive, admin, args)
         match args.webhooks_command:
@@ -213,7 +198,7 @@ async def _run(
             case "delete":
                 await attentive.delete_webhook(args.id)
                 if args.json:
-                    print(orjson.dumps({"deleted": args.id}).decode())
+                    output.print_json({"deleted": args.id})
                 else:
                     print(f"deleted webhook {args.id}")
                 return 0
@@ -226,14 +211,14 @@ async def _create(attentive: AttentiveClient, change: _Change, args: argparse.Na
     created = await attentive.create_webhook(change.url, change.events, existing=existing)
     webhook = created.webhook
     if created.note:
-        _note(created.note)
+        output.note(created.note)
     if args.disabled:
         try:
             webhook = await attentive.update_webhook(
                 webhook.id, url=webhook.url, events=webhook.events, disabled=True
             )
-        except AttentiveError as error:
-            raise AttentiveError(
+        except AttentiveError as error:  # the same kind of error, saying what was done
+            raise type(error)(
                 f"created webhook {webhook.id}, but could not disable it, so it is ENABLED: "
                 f"{error}",
                 status=error.status,
@@ -245,7 +230,7 @@ async def _create(attentive: AttentiveClient, change: _Change, args: argparse.Na
         as_json=args.json,
         extra={"id_from_listing": created.id_from_listing},
     )
-    _note(
+    output.note(
         "Attentive does not return the signing key: copy it from Attentive into ROUTER_SIGNING_KEYS"
     )
     return 0
@@ -265,10 +250,7 @@ async def _show_changed(
         listed: list[Webhook] | None = await attentive.list_webhooks()
     except AttentiveError as error:
         listed = None
-        print(
-            f"warning: could not list the webhooks to check for duplicates: {error}",
-            file=sys.stderr,
-        )
+        output.warn(f"could not list the webhooks to check for duplicates: {error}")
     now = next((w for w in listed or () if w.id == answer.id), None)
     if now is None:
         now = replace(
@@ -277,24 +259,23 @@ async def _show_changed(
             company_id=answer.company_id or before.company_id,
         )
     if as_json:
-        print(orjson.dumps({"webhook": now.to_json(), **(extra or {})}).decode())
+        output.print_json({"webhook": now.to_json(), **(extra or {})})
     else:
         _print_webhooks([now], as_json=False)
     if listed is None or not now.enabled:
         return
     for conflict in group_conflicts(find_source_conflicts(listed)):
         if now.id in conflict.webhook_ids:
-            print(
-                f"warning: {conflict.describe()} (see `{PROG} attentive audit`)",
-                file=sys.stderr,
-            )
+            output.warn(f"{conflict.describe()} (see `{output.PROG} attentive audit`)")
 
 
-async def _audit(attentive: AttentiveClient, admin: _Admin | None, args: argparse.Namespace) -> int:
+async def _audit(
+    attentive: AttentiveClient, admin: AdminClient | None, args: argparse.Namespace
+) -> int:
     webhooks = await attentive.list_webhooks()
     claims: list[AuditClaim] | None = None
     if admin is not None:
-        async with AdminClient(admin.url, admin.token) as client:
+        async with admin as client:
             claims = [AuditClaim.from_admin(c) for c in await client.list_claims()]
     report = audit(webhooks, claims, router_base_url=args.router_base_url)
     code = report.exit_code(strict=args.strict)
@@ -305,7 +286,7 @@ async def _audit(attentive: AttentiveClient, admin: _Admin | None, args: argpars
             **report.to_json(),
             "exit_code": code,
         }
-        print(orjson.dumps(document).decode())
+        output.print_json(document)
     else:
         _print_report(report, webhooks, claims)
     return code
@@ -333,7 +314,7 @@ def _print_report(
         print(f"warning   {warning.describe()}")
     if report.elsewhere:
         print(
-            f"note      {_plural(len(report.elsewhere), 'enabled webhook')} "
+            f"note      {output.plural(len(report.elsewhere), 'enabled webhook')} "
             f"{'posts' if len(report.elsewhere) == 1 else 'post'} elsewhere than the router "
             f"({', '.join(report.elsewhere)}): counted for conflicts only"
         )
@@ -341,12 +322,12 @@ def _print_report(
     if not conflicts and not warnings:
         print("ok: every event type goes to at most one enabled webhook per company")
     else:
-        print(f"{_plural(conflicts, 'conflict')}, {_plural(warnings, 'warning')}")
+        print(f"{output.plural(conflicts, 'conflict')}, {output.plural(warnings, 'warning')}")
 
 
 def _print_webhooks(webhooks: Sequence[Webhook], *, as_json: bool) -> None:
     if as_json:
-        print(orjson.dumps({"webhooks": [w.to_json() for w in webhooks]}).decode())
+        output.print_json({"webhooks": [w.to_json() for w in webhooks]})
         return
     rows = [
         [
@@ -359,58 +340,11 @@ def _print_webhooks(webhooks: Sequence[Webhook], *, as_json: bool) -> None:
         ]
         for w in webhooks
     ]
-    _print_table(["ID", "TYPE", "STATUS", "COMPANY", "URL", "EVENTS"], rows)
-
-
-def _print_table(headers: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers) - 1)]
-    for row in [headers, *rows]:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
-        print("  ".join([*cells, row[-1]]))
+    output.print_table(["ID", "TYPE", "STATUS", "COMPANY", "URL", "EVENTS"], rows)
 
 
 def _scope(company: str | None) -> str:
     return f"company {company}" if company is not None else "every company"
 
 
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
-
-
-def _note(text: str) -> None:
-    print(f"note: {text}", file=sys.stderr)
-
-
-def _stderr_logger() -> Any:
-    """Retry lines on stderr (console on a terminal, else JSON); the global config untouched."""
-    renderer: Any = (
-        structlog.dev.ConsoleRenderer(colors=False)
-        if _isatty()
-        else structlog.processors.JSONRenderer(serializer=lambda o, **_: orjson.dumps(o).decode())
-    )
-    return structlog.wrap_logger(
-        structlog.PrintLogger(sys.stderr),
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            renderer,
-        ],
-    )
-
-
-def _isatty() -> bool:
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
-def _fail(error: object, code: int, token: str) -> int:
-    text = str(error)
-    if token:
-        text = text.replace(token, "[redacted]")
-    print(f"{PROG}: {text}", file=sys.stderr)
-    return code
-
-
-__all__ = ["add_attentive_parser", "run_attentive_command"]
+__all__ = ["add_commands", "run"]

@@ -1,4 +1,8 @@
-"""The ``attentive-router claims ...`` commands: thin calls to the admin API and claims.check."""
+"""The ``attentive-router claims ...`` commands: thin calls to the admin API and claims.check.
+
+Exit codes: 0 done, 1 refused (a conflicting claim, no such claim) or failed (the admin API
+refused or could not be reached), 2 wrong usage, configuration or a malformed claims file.
+"""
 
 from __future__ import annotations
 
@@ -9,25 +13,60 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from router.admin.client import AdminClient
 from router.claims.check import find_conflicts, load_claims_file
+from router.cli import output
+from router.cli.admin_api import add_admin_options, admin_client
 from router.settings import Settings
 
 
-def run_claims_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+def add_commands(commands: Any, parser_class: type[argparse.ArgumentParser]) -> None:
+    """Add ``claims list | add | remove | check | rabbitmq-definitions`` to ``commands``."""
+    claims = commands.add_parser("claims", help="who owns which events (the admin API)")
+    claims.set_defaults(run=run)
+    sub = claims.add_subparsers(dest="claims_command", required=True, parser_class=parser_class)
+
+    def admin_options(parser: argparse.ArgumentParser) -> None:
+        add_admin_options(parser)
+        parser.add_argument("--json", action="store_true", help="JSON output for scripts")
+
+    listing = sub.add_parser("list", help="every claim")
+    listing.add_argument("--app", help="only this application's claims")
+    admin_options(listing)
+    add = sub.add_parser("add", help="claim event patterns for an application")
+    add.add_argument("app")
+    add.add_argument("events", nargs="+", metavar="EVENT", help="sms.subscribed, sms.* or *")
+    add.add_argument("--company", help="one company id (default: all companies)")
+    admin_options(add)
+    remove = sub.add_parser("remove", help="release a claim by id")
+    remove.add_argument("id", type=int)
+    admin_options(remove)
+    check = sub.add_parser("check", help="find conflicts in a TOML/YAML file of intended claims")
+    check.add_argument("file")
+    definitions = sub.add_parser(
+        "rabbitmq-definitions",
+        help="RabbitMQ users and permissions so applications cannot bypass their claims",
+    )
+    definitions.add_argument(
+        "--app", action="append", default=[], help="also for this application (repeatable)"
+    )
+    definitions.add_argument("--credentials-out", help="write app=password lines to this file")
+    definitions.add_argument("--vhost", default="/")
+    definitions.add_argument("--namespace", help="prefix of queue names (attentive)")
+    admin_options(definitions)
+
+
+def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Run one ``claims`` subcommand; the exit code."""
     if args.claims_command == "check":
         return _check(Path(args.file))
     settings = Settings.from_env(env, namespace=getattr(args, "namespace", None))
-    url = args.admin_url or env.get("ROUTER_ADMIN_URL") or settings.admin_url
-    token = args.token or settings.require_admin_token()
-    return asyncio.run(_with_admin(args, url, token, settings))
+    admin = admin_client(args, env, settings)
+    return asyncio.run(_call(args, admin, settings))
 
 
-async def _with_admin(args: argparse.Namespace, url: str, token: str, settings: Settings) -> int:
-    async with AdminClient(url, token) as admin:
+async def _call(args: argparse.Namespace, client: AdminClient, settings: Settings) -> int:
+    async with client as admin:
         match args.claims_command:
             case "list":
                 claims = await admin.list_claims(args.app)
@@ -39,7 +78,7 @@ async def _with_admin(args: argparse.Namespace, url: str, token: str, settings: 
                     _print_claims(answer.claims, as_json=args.json)
                     return 0
                 if args.json:
-                    print(orjson.dumps({"conflicts": answer.conflicts}).decode())
+                    output.print_json({"conflicts": answer.conflicts})
                 for conflict in answer.conflicts:
                     print(
                         f"refused: {args.app} {conflict['wanted']} conflicts with claim "
@@ -77,7 +116,7 @@ def _definitions(apps: list[str], args: argparse.Namespace, settings: Settings) 
 
     passwords = {app: generate_password() for app in apps}
     document = rabbitmq_definitions(settings.names, apps, passwords=passwords, vhost=args.vhost)
-    print(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
+    output.print_json(document, indent=True)
     lines = "".join(f"{settings.names.app_user(a)}={p}\n" for a, p in passwords.items())
     if args.credentials_out:
         out = Path(args.credentials_out)
@@ -95,14 +134,16 @@ def _scope(company: str | None) -> str:
 
 def _print_claims(claims: list[dict[str, Any]], *, as_json: bool) -> None:
     if as_json:
-        print(orjson.dumps({"claims": claims}).decode())
+        output.print_json({"claims": claims})
         return
-    print(f"{'ID':>5}  {'APPLICATION':<24} {'EVENTS':<28} {'COMPANY':<20} CREATED")
-    for claim in claims:
-        print(
-            f"{claim['id']:>5}  {claim['app']:<24} {claim['event']:<28} "
-            f"{claim['company'] or '(all)':<20} {claim['created_at'] or ''}"
-        )
+    output.print_table(
+        ["ID", "APPLICATION", "EVENTS", "COMPANY", "CREATED"],
+        (
+            [str(c["id"]), c["app"], c["event"], c["company"] or "(all)", c["created_at"] or ""]
+            for c in claims
+        ),
+        right={0},
+    )
 
 
-__all__ = ["run_claims_command"]
+__all__ = ["add_commands", "run"]

@@ -14,7 +14,7 @@ from router.claims.model import EventPattern
 from router.contract import envelope
 from router.contract.masking import mask_payload, mask_text
 from router.deadletters.places import Kind, Parked
-from router.errors import RouterError
+from router.errors import InvalidInput
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +91,7 @@ class Filter:
         until: str | datetime | None = None,
         error: str | None = None,
     ) -> Filter:
-        """From user input; :class:`RouterError` with a one-line reason when malformed."""
+        """From user input; :class:`InvalidInput` with a one-line reason when malformed."""
         return cls(
             EventPattern.parse(event) if event else None,
             company or None,
@@ -207,7 +207,9 @@ def _when(value: str | datetime | None, name: str) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise RouterError(f"--{name} must be an ISO 8601 time such as 2026-11-26T09:00Z") from None
+        raise InvalidInput(
+            "must be an ISO 8601 time such as 2026-11-26T09:00Z", field=name
+        ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 

@@ -1,0 +1,233 @@
+"""What the commands print, in one place: tables, ``--json`` documents, one-line errors,
+notes and warnings, progress.
+
+stdout carries a command's result (a table or one JSON document); stderr everything else:
+the one-line error that ends a failed command, notes, warnings and progress (a bar on a
+terminal, structured log lines otherwise).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from typing import Any, TextIO
+
+import orjson
+import structlog
+
+from router.errors import InvalidInput, codes_for
+
+PROG = "attentive-router"
+
+
+# -- results on stdout ------------------------------------------------------------------------
+
+
+def print_json(document: object, *, indent: bool = False) -> None:
+    """One JSON document on stdout (one line unless ``indent``)."""
+    print(to_json(document, indent=indent))
+
+
+def to_json(value: object, *, indent: bool = False) -> str:
+    """``value`` as JSON text; what JSON cannot hold is shown by its ``repr``."""
+    option = orjson.OPT_INDENT_2 if indent else 0
+    return orjson.dumps(value, option=option, default=repr).decode()
+
+
+def print_table(
+    headers: Sequence[str], rows: Iterable[Sequence[str]], *, right: Collection[int] = ()
+) -> None:
+    """Columns as wide as their widest cell, two spaces apart, the last one not padded;
+    the columns whose index is in ``right`` (counts, ids) aligned right."""
+    table = [list(headers), *(list(row) for row in rows)]
+    widths = [max(len(row[i]) for row in table) for i in range(len(headers) - 1)]
+    for row in table:
+        cells = [
+            cell.rjust(width) if i in right else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=False))
+        ]
+        print("  ".join([*cells, row[-1]]))
+
+
+def dash(value: object) -> str:
+    """A table cell or field: ``-`` for nothing."""
+    return "-" if value is None or value == "" else str(value)
+
+
+def truncate(text: str, width: int) -> str:
+    """``text`` on one line, cut to ``width`` characters with an ellipsis."""
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+# -- messages on stderr -----------------------------------------------------------------------
+
+
+def note(text: str) -> None:
+    print(f"note: {text}", file=sys.stderr)
+
+
+def warn(text: str) -> None:
+    print(f"warning: {text}", file=sys.stderr)
+
+
+def fail(error: BaseException | str, code: int, *, secrets: Iterable[str] = ()) -> int:
+    """End a command: ``attentive-router: <error>`` on stderr, without any of ``secrets``;
+    returns ``code``. An input error names its field as the command's flag."""
+    text = error if isinstance(error, str) else describe(error)
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    print(f"{PROG}: {text}", file=sys.stderr)
+    return code
+
+
+def report(error: BaseException, *, secrets: Iterable[str] = ()) -> int:
+    """End a command on ``error``: its one line, and the exit code of its kind."""
+    return fail(error, codes_for(error).exit_code, secrets=secrets)
+
+
+def describe(error: BaseException) -> str:
+    """The error's message, with the input it is about named as a flag (``--router-base-url``)."""
+    if isinstance(error, InvalidInput) and error.field:
+        return f"--{error.field.replace('_', '-')} {error.problem}"
+    return str(error)
+
+
+@contextlib.contextmanager
+def quiet_amqp_logs() -> Iterator[None]:
+    """aiormq logs a failed connect itself; unless logging is configured, that would be a
+    second, raw line next to the command's one-line error."""
+    if logging.getLogger().handlers:
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in ("aiormq", "aio_pika")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def stderr_logger(*, console: bool) -> Any:
+    """Log lines on this command's stderr (console lines or JSON); the global config untouched."""
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=False)
+        if console
+        else structlog.processors.JSONRenderer(serializer=lambda o, **_: orjson.dumps(o).decode())
+    )
+    return structlog.wrap_logger(
+        structlog.PrintLogger(sys.stderr),
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+    )
+
+
+def isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+# -- progress ---------------------------------------------------------------------------------
+
+
+class ProgressReporter:
+    """A ``progress(done, total)`` callback for long walks (the dead-letter commands).
+
+    On a terminal it redraws ``[#####.....] 500/1000`` on one line (at most 10 times a second)
+    and ends it with a newline; otherwise it logs a structured ``progress`` line every
+    ``interval`` seconds or every 10 %, whichever comes first, and at the end.
+    """
+
+    def __init__(
+        self,
+        operation: str,
+        *,
+        stream: TextIO | None = None,
+        tty: bool | None = None,
+        logger: Any = None,
+        width: int = 30,
+        redraw: float = 0.1,
+        interval: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.operation = operation
+        self._stream = stream if stream is not None else sys.stderr
+        self.tty = tty if tty is not None else isatty(self._stream)
+        self._logger = logger
+        self._width = width
+        self._redraw = redraw
+        self._interval = interval
+        self._clock = clock
+        self._last_draw = -float("inf")  # the bar shows at once
+        self._last_log = clock()  # a log line after ``interval`` or the first 10 %
+        self._last_decile = 0
+        self._open_line = False
+
+    def __call__(self, done: int, total: int) -> None:
+        now = self._clock()
+        if self.tty:
+            if done >= total or now - self._last_draw >= self._redraw:
+                self._draw(done, total)
+                self._last_draw = now
+            if done >= total:
+                self.finish()
+            return
+        decile = done * 10 // total if total else 10
+        if done >= total or decile > self._last_decile or now - self._last_log >= self._interval:
+            self._log().info("progress", operation=self.operation, done=done, total=total)
+            self._last_log = now
+            self._last_decile = decile
+
+    def finish(self) -> None:
+        """End the bar's line (a walk can stop short of ``total`` when others took messages)."""
+        if self._open_line:
+            self._stream.write("\n")
+            self._stream.flush()
+            self._open_line = False
+
+    def _draw(self, done: int, total: int) -> None:
+        filled = self._width * done // total if total else self._width
+        bar = "#" * filled + "." * (self._width - filled)
+        self._stream.write(f"\r[{bar}] {done}/{total}")
+        self._stream.flush()
+        self._open_line = True
+
+    def _log(self) -> Any:
+        # looked up each time: the structlog configuration in force now (capture_logs too)
+        return self._logger if self._logger is not None else structlog.get_logger("router.cli")
+
+
+__all__ = [
+    "PROG",
+    "ProgressReporter",
+    "dash",
+    "describe",
+    "fail",
+    "isatty",
+    "note",
+    "plural",
+    "print_json",
+    "print_table",
+    "quiet_amqp_logs",
+    "report",
+    "stderr_logger",
+    "to_json",
+    "truncate",
+    "warn",
+]
