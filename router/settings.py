@@ -1,23 +1,27 @@
 """Settings, built once at the edge (the CLI) from the environment and flags, then passed down.
 
-Library code never reads ``os.environ``: it receives a :class:`Settings`.
+Library code never reads ``os.environ``: it receives a :class:`Settings`. Each field is read
+from one ``ROUTER_*`` variable, declared once in :data:`VARIABLES` (read and checked by
+:mod:`router.config`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
+from router import config
 from router.amqp.nodes import parse_urls
+from router.config import Variable
 from router.contract.names import Names
 from router.errors import ConfigError
 
 LogFormat = Literal["auto", "json", "console"]
 DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/"
-_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS: Final = ("auto", "json", "console")
+#: ``ROUTER_LOG_LEVEL`` takes these in any case.
+LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -60,6 +64,9 @@ class Settings:
     admin_port: int = 8081
     #: Bearer token of the admin API; without one the admin API does not start.
     admin_token: str = ""
+    #: ``ROUTER_ADMIN_URL``: where the CLI finds the admin API, when not at ``admin_host`` and
+    #: ``admin_port`` (behind a proxy, in another container); see :attr:`admin_url`.
+    admin_api_url: str = ""
 
     @property
     def names(self) -> Names:
@@ -68,49 +75,11 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> Settings:
         """Settings from ``ROUTER_*`` variables; ``overrides`` (flags) win where not None."""
-        values: dict[str, Any] = {}
-        for field in dataclasses.fields(cls):
-            raw = env.get(f"ROUTER_{field.name.upper()}")
-            if raw is not None and raw.strip() != "":
-                values[field.name] = _convert(field.name, raw.strip())
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        settings = cls(**values)
-        settings.validate()
-        return settings
+        return config.load(cls, env, VARIABLES, overrides)
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first setting that cannot work."""
-        for name, port in (("ROUTER_PORT", self.port), ("ROUTER_ADMIN_PORT", self.admin_port)):
-            if not 0 < port < 65536:
-                raise ConfigError(f"{name} must be between 1 and 65535, not {port}")
-        if not 1 <= self.workers <= 64:
-            raise ConfigError(f"ROUTER_WORKERS must be between 1 and 64, not {self.workers}")
-        if self.max_body_bytes <= 0:
-            raise ConfigError("ROUTER_MAX_BODY_BYTES must be positive")
-        for name, seconds in (
-            ("ROUTER_CONFIRM_TIMEOUT", self.confirm_timeout),
-            ("ROUTER_HEADER_TIMEOUT", self.header_timeout),
-            ("ROUTER_BODY_TIMEOUT", self.body_timeout),
-            ("ROUTER_KEEPALIVE_TIMEOUT", self.keepalive_timeout),
-            ("ROUTER_CONFIRM_TIMEOUT_WINDOW", self.confirm_timeout_window),
-        ):
-            if not (math.isfinite(seconds) and seconds > 0):
-                raise ConfigError(f"{name} must be a positive number of seconds")
-        if not 1 <= self.confirm_timeouts_to_recycle <= 1000:
-            raise ConfigError(
-                "ROUTER_CONFIRM_TIMEOUTS_TO_RECYCLE must be between 1 and 1000,"
-                f" not {self.confirm_timeouts_to_recycle}"
-            )
-        if self.retry_after < 0:
-            raise ConfigError("ROUTER_RETRY_AFTER must not be negative")
-        if self.log_level.upper() not in _LOG_LEVELS:
-            raise ConfigError(f"ROUTER_LOG_LEVEL must be one of {', '.join(_LOG_LEVELS).lower()}")
-        if self.log_format not in ("auto", "json", "console"):
-            raise ConfigError("ROUTER_LOG_FORMAT must be auto, json or console")
-        for url in parse_urls(self.amqp_url):  # ConfigError naming an option it cannot honour
-            url.ssl_context()  # and a TLS file that cannot be read
-        if not self.namespace or any(c in self.namespace for c in " *#"):
-            raise ConfigError("ROUTER_NAMESPACE must be a non-empty name without spaces, * or #")
+        config.check_all(self, VARIABLES)
 
     def require_admin_token(self) -> str:
         """The admin token, or :class:`ConfigError` when none is configured."""
@@ -120,7 +89,10 @@ class Settings:
 
     @property
     def admin_url(self) -> str:
-        """Where the CLI finds the admin API (``ROUTER_ADMIN_URL`` is read by the CLI)."""
+        """Where the CLI finds the admin API: ``ROUTER_ADMIN_URL``, else the admin listener's
+        address (a wildcard host becomes the loopback address)."""
+        if self.admin_api_url:
+            return self.admin_api_url
         host = "127.0.0.1" if self.admin_host in ("0.0.0.0", "::", "") else self.admin_host
         return f"http://{host}:{self.admin_port}"
 
@@ -134,36 +106,60 @@ class Settings:
 
 def parse_keys(raw: str) -> tuple[str, ...]:
     """Comma-separated signing keys, blanks dropped."""
-    return tuple(key.strip() for key in raw.split(",") if key.strip())
+    return config.split_commas(raw)
 
 
-def _convert(name: str, raw: str) -> Any:
-    env_name = f"ROUTER_{name.upper()}"
-    try:
-        match name:
-            case "signing_keys":
-                return parse_keys(raw)
-            case (
-                "port"
-                | "admin_port"
-                | "max_body_bytes"
-                | "retry_after"
-                | "workers"
-                | "confirm_timeouts_to_recycle"
-            ):
-                return int(raw)
-            case (
-                "confirm_timeout"
-                | "header_timeout"
-                | "body_timeout"
-                | "keepalive_timeout"
-                | "confirm_timeout_window"
-            ):
-                return float(raw)
-            case _:
-                return raw
-    except ValueError:
-        raise ConfigError(f"{env_name} must be a number, not {raw!r}") from None
+def amqp_urls_usable(raw: str) -> bool:
+    """True if every URL of the comma-separated list can be honoured by both connections and
+    its TLS files can be read; else :class:`ConfigError` naming the first thing refused."""
+    for url in parse_urls(raw):
+        url.ssl_context()
+    return True
 
 
-__all__ = ["DEFAULT_AMQP_URL", "LogFormat", "Settings", "parse_keys"]
+def _namespace_usable(namespace: str) -> bool:
+    return bool(namespace) and not any(c in namespace for c in " *#")
+
+
+#: The variable each field is read from (field name → variable).
+VARIABLES: Final[Mapping[str, Variable[Any]]] = {
+    "amqp_url": config.text(
+        "ROUTER_AMQP_URL", accepted="amqp:// or amqps:// URLs", valid=amqp_urls_usable
+    ),
+    "signing_keys": config.comma_list("ROUTER_SIGNING_KEYS"),
+    "host": config.text("ROUTER_HOST"),
+    "port": config.integer("ROUTER_PORT", 1, 65535),
+    "workers": config.integer("ROUTER_WORKERS", 1, 64),
+    "max_body_bytes": config.integer("ROUTER_MAX_BODY_BYTES", 1),
+    "confirm_timeout": config.seconds("ROUTER_CONFIRM_TIMEOUT"),
+    "confirm_timeouts_to_recycle": config.integer("ROUTER_CONFIRM_TIMEOUTS_TO_RECYCLE", 1, 1000),
+    "confirm_timeout_window": config.seconds("ROUTER_CONFIRM_TIMEOUT_WINDOW"),
+    "retry_after": config.integer("ROUTER_RETRY_AFTER", 0),
+    "header_timeout": config.seconds("ROUTER_HEADER_TIMEOUT"),
+    "body_timeout": config.seconds("ROUTER_BODY_TIMEOUT"),
+    "keepalive_timeout": config.seconds("ROUTER_KEEPALIVE_TIMEOUT"),
+    "namespace": config.text(
+        "ROUTER_NAMESPACE",
+        accepted="a non-empty name without spaces, * or #",
+        valid=_namespace_usable,
+    ),
+    "log_format": config.choice("ROUTER_LOG_FORMAT", LOG_FORMATS),
+    "log_level": config.choice("ROUTER_LOG_LEVEL", LOG_LEVELS, any_case=True),
+    "database_url": config.text("ROUTER_DATABASE_URL"),
+    "admin_host": config.text("ROUTER_ADMIN_HOST"),
+    "admin_port": config.integer("ROUTER_ADMIN_PORT", 1, 65535),
+    "admin_token": config.text("ROUTER_ADMIN_TOKEN"),
+    "admin_api_url": config.text("ROUTER_ADMIN_URL"),
+}
+
+
+__all__ = [
+    "DEFAULT_AMQP_URL",
+    "LOG_FORMATS",
+    "LOG_LEVELS",
+    "VARIABLES",
+    "LogFormat",
+    "Settings",
+    "amqp_urls_usable",
+    "parse_keys",
+]

@@ -1,16 +1,23 @@
-"""Settings from ``ROUTER_*`` variables and flags, and the configurations that are refused."""
+"""Settings from ``ROUTER_*``, ``WORKER_*`` and ``ATTENTIVE_API_*`` variables and flags, and the
+configurations that are refused."""
 
 from __future__ import annotations
 
+import dataclasses
 import ssl
 
 import pytest
 
 from consumers.runtime.errors import WorkerConfigError
+from consumers.runtime.settings import VARIABLES as WORKER_VARIABLES
 from consumers.runtime.settings import WorkerSettings
 from router.amqp.url import AmqpUrl
+from router.attentive.settings import VARIABLES as ATTENTIVE_VARIABLES
+from router.attentive.settings import AttentiveSettings
 from router.errors import ConfigError
 from router.settings import DEFAULT_AMQP_URL, Settings, parse_keys
+from router.settings import VARIABLES as ROUTER_VARIABLES
+from tests.test_deploy_files import undocumented
 
 
 def test_an_empty_environment_gives_the_documented_defaults() -> None:
@@ -324,3 +331,131 @@ def test_no_verify_ssl_1_turns_verification_off_and_0_keeps_it() -> None:
     assert unverified is not None and unverified.verify_mode == ssl.CERT_NONE
     assert verified is not None and verified.verify_mode == ssl.CERT_REQUIRED
     assert AmqpUrl.parse("amqp://rabbit/").ssl_context() is None
+
+
+# -- one way to read: every field has its variable; what is refused names it ---------------
+
+
+def test_every_router_setting_is_read_from_its_own_variable() -> None:
+    """Each field has a ROUTER_* variable of its own."""
+    assert set(ROUTER_VARIABLES) == {field.name for field in dataclasses.fields(Settings)}
+    assert len({v.name for v in ROUTER_VARIABLES.values()}) == len(ROUTER_VARIABLES)
+    assert all(v.name.startswith("ROUTER_") for v in ROUTER_VARIABLES.values())
+
+
+def test_the_admin_url_is_router_admin_url_else_the_admin_listener() -> None:
+    assert Settings.from_env({"ROUTER_ADMIN_PORT": "9091"}).admin_url == "http://127.0.0.1:9091"
+    assert Settings.from_env({"ROUTER_ADMIN_HOST": "admin.local"}).admin_url == (
+        "http://admin.local:8081"
+    )
+    env = {"ROUTER_ADMIN_URL": " https://admin.example.com/router ", "ROUTER_ADMIN_PORT": "9091"}
+    assert Settings.from_env(env).admin_url == "https://admin.example.com/router"
+
+
+def test_every_worker_setting_is_read_from_a_variable() -> None:
+    assert set(WORKER_VARIABLES) == {field.name for field in dataclasses.fields(WorkerSettings)}
+
+
+def test_every_attentive_setting_but_the_longest_wait_is_read_from_a_variable() -> None:
+    fields = {field.name for field in dataclasses.fields(AttentiveSettings)}
+    assert set(ATTENTIVE_VARIABLES) == fields - {"max_delay"}
+
+
+@pytest.mark.parametrize(
+    ("variable", "bad"),
+    [
+        ("WORKER_PREFETCH", "lots"),
+        ("WORKER_PREFETCH", "0"),
+        ("WORKER_METRICS_PORT", "9090.5"),
+        ("WORKER_CLAIM_TIMEOUT", "a minute"),
+        ("WORKER_PUBLISH_TIMEOUT", "10s"),
+        ("WORKER_SHUTDOWN_TIMEOUT", "never"),
+        ("WORKER_IDEMPOTENCY_LEASE", "-1"),
+        ("WORKER_AMQP_URL", "http://u:hunter2@h/"),
+        ("ROUTER_AMQP_URL", "amqp://u:hunter2@h/?frame_max=1"),
+    ],
+)
+def test_a_bad_worker_variable_is_one_line_naming_it(variable: str, bad: str) -> None:
+    with pytest.raises(WorkerConfigError) as refused:
+        WorkerSettings.from_env({variable: bad})
+
+    message = str(refused.value)
+    assert message.startswith(variable)
+    assert "\n" not in message
+    assert "hunter2" not in message
+
+
+def test_a_worker_flag_is_checked_as_its_variable() -> None:
+    with pytest.raises(
+        WorkerConfigError, match=r"^WORKER_PREFETCH must be an integer >= 1, not 0$"
+    ):
+        WorkerSettings.from_env({}, prefetch=0)
+
+
+APP_URL, ROUTER_URL = "amqp://app:pw@rabbit/", "amqp://router:pw@rabbit/"
+
+
+@pytest.mark.parametrize(
+    ("env", "url"),
+    [
+        ({"WORKER_AMQP_URL": APP_URL, "ROUTER_AMQP_URL": ROUTER_URL}, APP_URL),
+        ({"WORKER_AMQP_URL": " ", "ROUTER_AMQP_URL": ROUTER_URL}, ROUTER_URL),
+        ({}, DEFAULT_AMQP_URL),
+    ],
+)
+def test_a_worker_reads_its_own_broker_url_else_the_routers(env: dict[str, str], url: str) -> None:
+    assert WorkerSettings.from_env(env).amqp_url == url
+
+
+def test_a_worker_reads_the_variables_it_shares_with_the_router() -> None:
+    env = {
+        "ROUTER_ADMIN_URL": "http://admin:8081",
+        "ROUTER_ADMIN_TOKEN": "t0ken",
+        "ROUTER_NAMESPACE": "staging",
+        "WORKER_PREFETCH": "32",
+        "WORKER_METRICS_PORT": "9100",
+        "WORKER_SHUTDOWN_TIMEOUT": "2.5",
+        "WORKER_IDEMPOTENCY_URL": "redis://cache:6379/0",
+    }
+
+    settings = WorkerSettings.from_env(env)
+
+    assert (settings.admin_url, settings.admin_token, settings.namespace) == (
+        "http://admin:8081",
+        "t0ken",
+        "staging",
+    )
+    assert (settings.prefetch, settings.metrics_port, settings.shutdown_timeout) == (32, 9100, 2.5)
+    assert settings.idempotency_url == "redis://cache:6379/0"
+
+
+ATTENTIVE_TOKEN = "s3cret-token"
+
+
+@pytest.mark.parametrize(
+    ("variable", "bad"),
+    [
+        ("ATTENTIVE_API_ATTEMPTS", "three"),
+        ("ATTENTIVE_API_ATTEMPTS", "11"),
+        ("ATTENTIVE_API_RETRY_DELAY", "-0.5"),
+        ("ATTENTIVE_API_TIMEOUT", "nan"),
+        ("ATTENTIVE_API_URL", "ftp://api.example.com"),
+        ("ATTENTIVE_API_TOKEN", f"{ATTENTIVE_TOKEN} x"),
+    ],
+)
+def test_a_bad_attentive_variable_is_one_line_naming_it(variable: str, bad: str) -> None:
+    env = {"ATTENTIVE_API_TOKEN": ATTENTIVE_TOKEN, variable: bad}
+
+    with pytest.raises(ConfigError) as refused:
+        AttentiveSettings.from_env(env)
+
+    message = str(refused.value)
+    assert message.startswith(f"{variable} must be ")
+    assert "\n" not in message
+    assert ATTENTIVE_TOKEN not in message  # never quoted, not even a wrong one
+
+
+def test_every_variable_the_router_and_the_worker_read_is_documented() -> None:
+    names = [v.name for table in (ROUTER_VARIABLES, WORKER_VARIABLES) for v in table.values()]
+
+    assert undocumented(names) == []

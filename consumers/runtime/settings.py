@@ -1,21 +1,25 @@
-"""A running worker's settings, built once from the environment and flags."""
+"""A running worker's settings, built once from the environment and flags.
+
+Each field is read from one variable, declared once in :data:`VARIABLES` (read and checked
+by :mod:`router.config`); what cannot work is a one-line
+:class:`~consumers.runtime.errors.WorkerConfigError` naming the variable.
+"""
 
 from __future__ import annotations
 
-import math
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from consumers.runtime.errors import WorkerConfigError
 from consumers.runtime.idempotency import DEFAULT_LEASE
-from router.amqp.nodes import parse_urls
+from router import config
+from router.config import Variable
 from router.contract.names import Names
 from router.errors import ConfigError
 from router.settings import DEFAULT_AMQP_URL, LogFormat
-
-_INTS = frozenset({"prefetch", "metrics_port"})
-_FLOATS = frozenset({"publish_timeout", "shutdown_timeout", "claim_timeout", "idempotency_lease"})
+from router.settings import VARIABLES as ROUTER_VARIABLES
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -54,49 +58,40 @@ class WorkerSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> WorkerSettings:
-        raw: dict[str, str | None] = {
-            "amqp_url": env.get("WORKER_AMQP_URL") or env.get("ROUTER_AMQP_URL"),
-            "admin_url": env.get("ROUTER_ADMIN_URL"),
-            "admin_token": env.get("ROUTER_ADMIN_TOKEN"),
-            "namespace": env.get("ROUTER_NAMESPACE"),
-            "prefetch": env.get("WORKER_PREFETCH"),
-            "metrics_port": env.get("WORKER_METRICS_PORT"),
-            "metrics_host": env.get("WORKER_METRICS_HOST"),
-            "publish_timeout": env.get("WORKER_PUBLISH_TIMEOUT"),
-            "claim_timeout": env.get("WORKER_CLAIM_TIMEOUT"),
-            "shutdown_timeout": env.get("WORKER_SHUTDOWN_TIMEOUT"),
-            "idempotency_url": env.get("WORKER_IDEMPOTENCY_URL"),
-            "idempotency_lease": env.get("WORKER_IDEMPOTENCY_LEASE"),
-            "log_format": env.get("ROUTER_LOG_FORMAT"),
-            "log_level": env.get("ROUTER_LOG_LEVEL"),
-        }
-        values: dict[str, Any] = {}
-        for name, value in raw.items():
-            if value is None or not value.strip():
-                continue
-            try:
-                if name in _INTS:
-                    values[name] = int(value)
-                elif name in _FLOATS:
-                    values[name] = float(value)
-                else:
-                    values[name] = value.strip()
-            except ValueError:
-                # every number is a WORKER_ variable
-                raise WorkerConfigError(
-                    f"WORKER_{name.upper()} must be a number, not {value!r}"
-                ) from None
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        settings = cls(**values)
-        if settings.prefetch is not None and settings.prefetch < 1:
-            raise WorkerConfigError("WORKER_PREFETCH must be at least 1")
-        if not (math.isfinite(settings.idempotency_lease) and settings.idempotency_lease > 0):
-            raise WorkerConfigError("WORKER_IDEMPOTENCY_LEASE must be a positive number of seconds")
-        try:  # (read as the router reads it: refused here, at start, not at the first connect)
-            parse_urls(settings.amqp_url)
+        """Settings from the variables of :data:`VARIABLES`; ``overrides`` (flags) win where
+        not None; :class:`WorkerConfigError` naming the variable of a value that cannot work."""
+        # the application's own broker user if it has one, else the router's URL
+        amqp_url = config.first_set(env, _WORKER_AMQP_URL, _ROUTER_AMQP_URL)
+        variables = {**VARIABLES, "amqp_url": amqp_url}
+        try:
+            return config.load(cls, env, variables, overrides)
         except ConfigError as error:
             raise WorkerConfigError(str(error)) from None
-        return settings
 
 
-__all__ = ["WorkerSettings"]
+_ROUTER_AMQP_URL = ROUTER_VARIABLES["amqp_url"]
+_WORKER_AMQP_URL = dataclasses.replace(_ROUTER_AMQP_URL, name="WORKER_AMQP_URL")
+
+#: The variable each field is read from (field name → variable); ``amqp_url`` is read from
+#: ``WORKER_AMQP_URL`` when set, else from ``ROUTER_AMQP_URL``.
+VARIABLES: Final[Mapping[str, Variable[Any]]] = {
+    "amqp_url": _ROUTER_AMQP_URL,
+    "admin_url": config.text("ROUTER_ADMIN_URL"),
+    "admin_token": ROUTER_VARIABLES["admin_token"],
+    "namespace": config.text("ROUTER_NAMESPACE"),
+    "prefetch": config.integer("WORKER_PREFETCH", 1),
+    "metrics_port": config.integer("WORKER_METRICS_PORT"),
+    "metrics_host": config.text("WORKER_METRICS_HOST"),
+    "claim_timeout": config.number("WORKER_CLAIM_TIMEOUT"),
+    "publish_timeout": config.number("WORKER_PUBLISH_TIMEOUT"),
+    "shutdown_timeout": config.number("WORKER_SHUTDOWN_TIMEOUT"),
+    "idempotency_url": config.text("WORKER_IDEMPOTENCY_URL"),
+    "idempotency_lease": config.seconds("WORKER_IDEMPOTENCY_LEASE"),
+    # (a worker takes any log format and level, as it always has: an unknown format logs
+    # for a terminal, an unknown level at info)
+    "log_format": config.text("ROUTER_LOG_FORMAT"),
+    "log_level": config.text("ROUTER_LOG_LEVEL"),
+}
+
+
+__all__ = ["VARIABLES", "WorkerSettings"]

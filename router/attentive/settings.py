@@ -1,13 +1,17 @@
-"""Where Attentive's API is and how to call it, read once from ``ATTENTIVE_API_*``."""
+"""Where Attentive's API is and how to call it, read once from ``ATTENTIVE_API_*``.
+
+Each variable is declared once in :data:`VARIABLES` (read and checked by :mod:`router.config`).
+"""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, Final
 from urllib.parse import urlsplit
 
+from router import config
+from router.config import Variable
 from router.errors import ConfigError
 
 #: Attentive's API (``ATTENTIVE_API_URL`` overrides it, e.g. for a local fake).
@@ -38,55 +42,41 @@ class AttentiveSettings:
         """``ATTENTIVE_API_TOKEN`` (required), ``ATTENTIVE_API_URL``, ``ATTENTIVE_API_ATTEMPTS``,
         ``ATTENTIVE_API_RETRY_DELAY``, ``ATTENTIVE_API_TIMEOUT``; :class:`ConfigError` if wrong.
         """
-        token = env.get(TOKEN_VARIABLE, "").strip()
-        if not token:
+        if VARIABLES["token"].raw(env) is None:
             raise ConfigError(
                 f"no Attentive API token: set {TOKEN_VARIABLE} "
                 f"(an OAuth token with the {WEBHOOKS_SCOPE} scope)"
             )
-        settings = cls(
-            token=token,
-            base_url=base_url or env.get("ATTENTIVE_API_URL", "").strip() or DEFAULT_API_URL,
-            attempts=_env_number(env, "ATTENTIVE_API_ATTEMPTS", 3, int),
-            retry_delay=_env_number(env, "ATTENTIVE_API_RETRY_DELAY", 0.5, float),
-            timeout=_env_number(env, "ATTENTIVE_API_TIMEOUT", 15.0, float),
-        )
-        settings.validate()
-        return settings
+        return config.load(cls, env, VARIABLES, {"base_url": base_url or None})
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first setting that cannot work."""
-        if not self.token or any(c.isspace() or not c.isprintable() for c in self.token):
-            # never quote the token, not even a wrong one
-            raise ConfigError(f"{TOKEN_VARIABLE} must be one word without spaces")
-        parts = urlsplit(self.base_url)
-        secure = parts.scheme == "https" or (
-            parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS
-        )
-        if not secure or not parts.hostname:
-            raise ConfigError(
-                "ATTENTIVE_API_URL must be an https:// URL (plain http only to localhost), "
-                f"not {self.base_url!r}"
-            )
-        if not 1 <= self.attempts <= 10:
-            raise ConfigError("ATTENTIVE_API_ATTEMPTS must be between 1 and 10")
-        if not (math.isfinite(self.retry_delay) and self.retry_delay >= 0):
-            raise ConfigError("ATTENTIVE_API_RETRY_DELAY must be a number of seconds (>= 0)")
-        if not (math.isfinite(self.timeout) and self.timeout > 0):
-            raise ConfigError("ATTENTIVE_API_TIMEOUT must be a positive number of seconds")
+        config.check_all(self, VARIABLES)
 
 
-_N = TypeVar("_N", int, float)
+def _one_word(token: str) -> bool:
+    return bool(token) and not any(c.isspace() or not c.isprintable() for c in token)
 
 
-def _env_number(env: Mapping[str, str], name: str, default: _N, kind: Callable[[str], _N]) -> _N:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return kind(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+def _secure(url: str) -> bool:
+    parts = urlsplit(url)
+    loopback = parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS
+    return bool(parts.hostname) and (parts.scheme == "https" or loopback)
 
 
-__all__ = ["DEFAULT_API_URL", "TOKEN_VARIABLE", "WEBHOOKS_SCOPE", "AttentiveSettings"]
+#: The variable each field is read from (field name → variable); ``max_delay`` has none.
+VARIABLES: Final[Mapping[str, Variable[Any]]] = {
+    # never quoted in an error, not even a wrong one
+    "token": config.secret(TOKEN_VARIABLE, accepted="one word without spaces", valid=_one_word),
+    "base_url": config.text(
+        "ATTENTIVE_API_URL",
+        accepted="an https:// URL (plain http only to localhost)",
+        valid=_secure,
+    ),
+    "attempts": config.integer("ATTENTIVE_API_ATTEMPTS", 1, 10),
+    "retry_delay": config.seconds("ATTENTIVE_API_RETRY_DELAY", zero=True),
+    "timeout": config.seconds("ATTENTIVE_API_TIMEOUT"),
+}
+
+
+__all__ = ["DEFAULT_API_URL", "TOKEN_VARIABLE", "VARIABLES", "WEBHOOKS_SCOPE", "AttentiveSettings"]
