@@ -16,8 +16,9 @@ A claim whose holder died is taken over once its lease has expired. Each claim c
 token, and only the holder of the current token can complete or release it: a holder whose
 lease expired and was taken over cannot undo the new holder's claim.
 
-Memory is per process; Redis or PostgreSQL share the claims between replicas
-(``consumers.runtime.shared_stores``).
+Memory is per process; Redis (:mod:`consumers.runtime.idempotency_redis`) or PostgreSQL
+(:mod:`consumers.runtime.idempotency_postgres`) share the claims between replicas, picked from
+a URL by :mod:`consumers.runtime.shared_stores`.
 """
 
 from __future__ import annotations
@@ -29,10 +30,19 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
 
-from consumers.runtime.errors import WorkerConfigError
+from consumers.runtime.errors import ConsumerError, WorkerConfigError
 
 #: How long a claim holds unless told otherwise: 5 minutes, far longer than a handler takes.
 DEFAULT_LEASE = 300.0
+#: How long an id counts as handled unless told otherwise: a day.
+DEFAULT_WINDOW = 24 * 3600.0
+#: How many times a shared store's ``begin`` tries again when the id's claim vanished between
+#: two reads (released or expired); then the id is treated as in progress elsewhere.
+BEGIN_TRIES = 3
+
+
+class IdempotencyStoreError(ConsumerError):
+    """A shared idempotency store could not be reached or answered with an error."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +108,20 @@ def check_duration(what: str, seconds: float) -> float:
     return float(seconds)
 
 
+def one_line(exc: BaseException) -> str:
+    """A store error's text on one line (its type's name when it has none)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def without_password(url: str) -> str:
+    """``url`` without a password, so an error message can be logged."""
+    scheme, separator, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not separator or not at or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
+
+
 @dataclass(slots=True)
 class _Entry:
     #: The holder's token; None once done.
@@ -111,7 +135,7 @@ class MemoryStore:
 
     def __init__(
         self,
-        window: float = 24 * 3600,
+        window: float = DEFAULT_WINDOW,
         max_entries: int = 1_000_000,
         *,
         lease: float = DEFAULT_LEASE,
@@ -171,13 +195,18 @@ class MemoryStore:
 
 
 __all__ = [
+    "BEGIN_TRIES",
     "DEFAULT_LEASE",
+    "DEFAULT_WINDOW",
     "Acquired",
     "AlreadyDone",
     "Claim",
     "IdempotencyStore",
+    "IdempotencyStoreError",
     "InProgressElsewhere",
     "MemoryStore",
     "check_duration",
     "new_token",
+    "one_line",
+    "without_password",
 ]
