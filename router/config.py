@@ -4,7 +4,8 @@ Every settings class (the router's :class:`~router.settings.Settings`, the worke
 :class:`~consumers.runtime.settings.WorkerSettings`, :class:`~router.attentive.settings.
 AttentiveSettings`) declares each of its variables once, as a :class:`Variable` made by one of
 the readers below (:func:`text`, :func:`integer`, :func:`number`, :func:`seconds`,
-:func:`boolean`, :func:`choice`, :func:`comma_list`). A variable reads its value from the
+:func:`boolean`, :func:`choice`, :func:`comma_list`, :func:`secret`); :func:`load` builds the
+settings from them and the flags. A variable reads its value from the
 environment mapping it is given, and checks a value however it came (the environment or a
 flag), so one declaration serves both. What it refuses is a :class:`~router.errors.ConfigError`
 of one line that names the variable exactly, says what it accepts and quotes what it got:
