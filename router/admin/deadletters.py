@@ -10,7 +10,7 @@ Behind the admin app's bearer-token middleware. Each parking place has the same 
 Filters (query parameters of a list, the ``filter`` object of a replay or purge): ``type``,
 ``company``, ``message_id`` (repeatable / a list), ``since``, ``until``, ``error``.
 Answers: 400 for bad input, 404 for an unknown queue or event, 503 when RabbitMQ cannot be
-reached (nothing was changed that was not reported).
+reached (nothing was changed that was not reported): the admin app answers the errors.
 """
 
 from __future__ import annotations
@@ -20,25 +20,21 @@ import math
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import orjson
 import structlog
 from aiohttp import web
 
-from router.deadletters import DeadLetters, Filter, Kind, NotFound, Parked
-from router.errors import RouterError
+from router.admin.responses import json_object, json_response
+from router.deadletters import DeadLetters, Filter, Kind, Parked
+from router.errors import InvalidInput
 from router.settings import Settings
 
-log = structlog.get_logger("router.admin.app")
+log = structlog.get_logger("router.admin.deadletters")
 
 DEADLETTERS = web.AppKey("deadletters", DeadLetters)
 _FILTER_KEYS = frozenset({"type", "company", "message_id", "since", "until", "error"})
 _TRUE = frozenset({"1", "true", "yes", "on"})
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class BadRequest(Exception):
-    """Input the routes refuse with 400."""
 
 
 def add_deadletter_routes(app: web.Application, settings: Settings) -> None:
@@ -58,23 +54,12 @@ def add_deadletter_routes(app: web.Application, settings: Settings) -> None:
 def _route(
     handler: Callable[[web.Request, Parked], Awaitable[web.Response]], kind: Kind
 ) -> _Handler:
-    """The handler for one parking place, answering the dead-letter errors as JSON."""
+    """The handler for one parking place (the application's, for a DLQ)."""
 
     @functools.wraps(handler)
     async def answer(request: web.Request) -> web.StreamResponse:
-        try:
-            parked = request.app[DEADLETTERS].parked(kind, request.match_info.get("app"))
-        except RouterError as error:  # a malformed application name
-            return _json({"error": str(error)}, status=400)
-        try:
-            return await handler(request, parked)
-        except BadRequest as error:
-            return _json({"error": str(error)}, status=400)
-        except NotFound as error:
-            return _json({"error": str(error)}, status=404)
-        except RouterError as error:
-            log.warning("deadletters_unavailable", queue=parked.queue, error=str(error))
-            return _json({"error": str(error)}, status=503, headers={"Retry-After": "5"})
+        parked = request.app[DEADLETTERS].parked(kind, request.match_info.get("app"))
+        return await handler(request, parked)
 
     return answer
 
@@ -87,13 +72,13 @@ async def list_parked(request: web.Request, parked: Parked) -> web.Response:
     query = request.query
     unknown = set(query) - _FILTER_KEYS
     if unknown:
-        raise BadRequest(f"unknown query parameter {sorted(unknown)[0]!r}")
+        raise InvalidInput(f"unknown query parameter {sorted(unknown)[0]!r}")
     where = _filter(
         {key: query.get(key) for key in _FILTER_KEYS - {"message_id"}}
         | {"message_id": query.getall("message_id", [])}
     )
     summary = await request.app[DEADLETTERS].list(parked, where)
-    return _json(
+    return json_response(
         {
             "queue": parked.queue,
             "total": summary.total,
@@ -107,28 +92,28 @@ async def show_parked(request: web.Request, parked: Parked) -> web.Response:
     """GET .../{message_id}[?reveal=1]: one event, phone numbers and emails masked."""
     reveal = request.query.get("reveal", "").lower() in _TRUE
     entry = await request.app[DEADLETTERS].show(parked, request.match_info["message_id"])
-    return _json(entry.detail(reveal=reveal))
+    return json_response(entry.detail(reveal=reveal))
 
 
 async def replay_parked(request: web.Request, parked: Parked) -> web.Response:
     """POST .../replay {"filter", "limit", "rate", "dry_run"}: the summary."""
     if parked.replay_exchange is None:
-        raise BadRequest(f"events in {parked.queue} cannot be replayed, only purged")
+        raise InvalidInput(f"events in {parked.queue} cannot be replayed, only purged")
     body = await _body(request, {"filter", "limit", "rate", "dry_run"})
     limit = body.get("limit")
     if limit is not None and (type(limit) is not int or limit < 1):
-        raise BadRequest("'limit' must be a whole number of at least 1")
+        raise InvalidInput("'limit' must be a whole number of at least 1")
     rate = body.get("rate")
     if rate is not None and (
         type(rate) not in (int, float) or not math.isfinite(rate) or rate <= 0
     ):
-        raise BadRequest("'rate' must be a positive number of events per second")
+        raise InvalidInput("'rate' must be a positive number of events per second")
     dry_run = _flag(body, "dry_run")
     summary = await request.app[DEADLETTERS].replay(
         parked, _filter(body.get("filter")), limit=limit, rate=rate, dry_run=dry_run
     )
     log.info("deadletters_replayed", queue=parked.queue, **summary.to_json())
-    return _json({"queue": parked.queue, **summary.to_json()})
+    return json_response({"queue": parked.queue, **summary.to_json()})
 
 
 async def purge_parked(request: web.Request, parked: Parked) -> web.Response:
@@ -140,75 +125,56 @@ async def purge_parked(request: web.Request, parked: Parked) -> web.Response:
     )
     if confirm:
         log.warning("deadletters_purged", queue=parked.queue, **summary.to_json())
-    return _json({"queue": parked.queue, **summary.to_json()})
+    return json_response({"queue": parked.queue, **summary.to_json()})
 
 
 # -- input ----------------------------------------------------------------------------------
 
 
 async def _body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
-    raw = await request.read()
-    if not raw.strip():
-        return {}
-    try:
-        data: Any = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise BadRequest("the body is not JSON") from None
-    if not isinstance(data, dict):
-        raise BadRequest("the body must be a JSON object")
+    data = await json_object(request, required=False)
     unknown = set(data) - allowed
     if unknown:
-        raise BadRequest(f"unknown field {sorted(unknown)[0]!r}; allowed: {', '.join(allowed)}")
+        raise InvalidInput(f"unknown field {sorted(unknown)[0]!r}; allowed: {', '.join(allowed)}")
     return data
 
 
 def _flag(body: Mapping[str, Any], name: str) -> bool:
     value = body.get(name, False)
     if not isinstance(value, bool):
-        raise BadRequest(f"'{name}' must be true or false")
+        raise InvalidInput(f"'{name}' must be true or false")
     return value
 
 
 def _filter(raw: object) -> Filter:
-    """A :class:`Filter` from the filter keys; :class:`BadRequest` when malformed."""
+    """A :class:`Filter` from the filter keys; :class:`InvalidInput` when malformed."""
     if raw is None:
         return Filter()
     if not isinstance(raw, Mapping):
-        raise BadRequest("'filter' must be an object")
+        raise InvalidInput("'filter' must be an object")
     unknown = set(raw) - _FILTER_KEYS
     if unknown:
-        raise BadRequest(
+        raise InvalidInput(
             f"unknown filter {sorted(unknown)[0]!r}; allowed: {', '.join(sorted(_FILTER_KEYS))}"
         )
     texts: dict[str, str | None] = {}
     for key in _FILTER_KEYS - {"message_id"}:
         value = raw.get(key)
         if value is not None and not isinstance(value, str):
-            raise BadRequest(f"filter {key!r} must be a string")
+            raise InvalidInput(f"filter {key!r} must be a string")
         texts[key] = value
     ids = raw.get("message_id") or []
     if isinstance(ids, str):
         ids = [ids]
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-        raise BadRequest("filter 'message_id' must be a string or a list of strings")
-    try:
-        return Filter.build(
-            event=texts["type"],
-            company=texts["company"],
-            message_ids=ids,
-            since=texts["since"],
-            until=texts["until"],
-            error=texts["error"],
-        )
-    except RouterError as error:  # InvalidClaim (the type pattern), a malformed time
-        raise BadRequest(str(error).replace("--", "")) from None
-
-
-def _json(
-    payload: dict[str, Any], *, status: int = 200, headers: dict[str, str] | None = None
-) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(payload), status=status, content_type="application/json", headers=headers
+        raise InvalidInput("filter 'message_id' must be a string or a list of strings")
+    return Filter.build(
+        event=texts["type"],
+        company=texts["company"],
+        message_ids=ids,
+        since=texts["since"],
+        until=texts["until"],
+        error=texts["error"],
     )
 
 
