@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from consumers.runtime.errors import ConsumerError, WorkerConfigError
+from router.errors import Unavailable
 
 #: How long a claim holds unless told otherwise: 5 minutes, far longer than a handler takes.
 DEFAULT_LEASE = 300.0
@@ -41,7 +42,7 @@ DEFAULT_WINDOW = 24 * 3600.0
 BEGIN_TRIES = 3
 
 
-class IdempotencyStoreError(ConsumerError):
+class IdempotencyStoreError(ConsumerError, Unavailable):
     """A shared idempotency store could not be reached or answered with an error."""
 
 

@@ -18,8 +18,10 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
+from router.errors import PublishFailed
 
-class NotConfirmed(Exception):
+
+class NotConfirmed(PublishFailed):
     """RabbitMQ did not confirm the message; it may or may not have been routed."""
 
 
