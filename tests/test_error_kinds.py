@@ -132,13 +132,9 @@ async def test_an_upstream_refusal_exits_1(
     assert line == "attentive-router: admin API answered 401: unauthorized"
 
 
-async def test_a_conflicting_claim_at_start_exits_1(admin: Client, names: Names) -> None:
-    held = await admin.post(
-        "/admin/claims", json={"app": "someone-else", "events": ["sms.sent"]}, headers=AUTH
-    )
-    assert held.status == 201
-    worker = await asyncio.to_thread(
-        subprocess.run,
+def worker_command(admin: Client, names: Names, **env: str) -> subprocess.CompletedProcess[bytes]:
+    """``attentive-router worker tests.sample_worker:worker`` against the test's admin API."""
+    return subprocess.run(
         [sys.executable, "-m", "router", "worker", "tests.sample_worker:worker"],
         env={
             **os.environ,
@@ -146,9 +142,30 @@ async def test_a_conflicting_claim_at_start_exits_1(admin: Client, names: Names)
             "ROUTER_ADMIN_URL": str(admin.make_url("")).rstrip("/"),
             "ROUTER_ADMIN_TOKEN": TOKEN,
             "ROUTER_NAMESPACE": names.prefix,
+            **env,
         },
         capture_output=True,
         timeout=60,
     )
+
+
+async def test_a_conflicting_claim_at_start_exits_1(admin: Client, names: Names) -> None:
+    held = await admin.post(
+        "/admin/claims", json={"app": "someone-else", "events": ["sms.sent"]}, headers=AUTH
+    )
+    assert held.status == 201
+    worker = await asyncio.to_thread(worker_command, admin, names)
     assert worker.returncode == 1
     assert "refusing to start" in worker.stderr.decode().splitlines()[-1]
+
+
+async def test_an_idempotency_store_down_at_start_exits_1_in_one_line(
+    admin: Client, names: Names
+) -> None:
+    worker = await asyncio.to_thread(
+        worker_command, admin, names, WORKER_IDEMPOTENCY_URL="redis://127.0.0.1:9/0"
+    )
+    assert worker.returncode == 1
+    last = worker.stderr.decode().splitlines()[-1]
+    assert last.startswith("attentive-router: ") and "127.0.0.1:9" in last
+    assert "Traceback" not in worker.stderr.decode()
