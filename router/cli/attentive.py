@@ -156,7 +156,7 @@ def _admin(args: argparse.Namespace, env: Mapping[str, str]) -> AdminClient | No
         validate_webhook_url(args.router_base_url, field="router_base_url")
     if args.source_only:
         return None
-    return admin_client(args, env, Settings.from_env(env))
+    return admin_client(args, Settings.from_env(env))
 
 
 async def _call(

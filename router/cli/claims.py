@@ -61,7 +61,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if args.claims_command == "check":
         return _check(Path(args.file))
     settings = Settings.from_env(env, namespace=getattr(args, "namespace", None))
-    admin = admin_client(args, env, settings)
+    admin = admin_client(args, settings)
     return asyncio.run(_call(args, admin, settings))
 
 
