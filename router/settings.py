@@ -99,9 +99,7 @@ class Settings:
     def require_signing_keys(self) -> None:
         """Raise :class:`ConfigError` when no signing key is configured."""
         if not self.signing_keys:
-            raise ConfigError(
-                "no signing key: set ROUTER_SIGNING_KEYS (comma-separated) or pass --signing-key"
-            )
+            raise ConfigError("no signing key: set ROUTER_SIGNING_KEYS (comma-separated)")
 
 
 def parse_keys(raw: str) -> tuple[str, ...]:
