@@ -1,8 +1,10 @@
 """structlog set-up: one renderer for our events and for aiohttp's and aio-pika's stdlib logs.
 
 JSON lines (orjson) when stderr is not a terminal, the console renderer when it is.
-Context variables are merged first, timestamps are ISO 8601 UTC. A line logged on every
-request goes through a :class:`HotPathLogger`: the same line, for less.
+Context variables are merged first, timestamps are ISO 8601 UTC. Tracebacks, either way,
+never show the frames' local variables: those hold settings, tokens and request bodies.
+A line logged on every request goes through a :class:`HotPathLogger`: the same line, for
+less.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any, BinaryIO, TextIO
 
 import orjson
 import structlog
+from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import EventDict, Processor
 
 from router.settings import LogFormat
@@ -125,6 +128,13 @@ class HotPathLogger:
         stream.flush()
 
 
+#: Tracebacks as data, without the frames' local variables (structlog's ``dict_tracebacks``
+#: writes them, each cut to 80 characters).
+_DICT_TRACEBACKS = structlog.processors.ExceptionRenderer(
+    ExceptionDictTransformer(show_locals=False)
+)
+
+
 def _json_str(obj: Any, **_: Any) -> str:
     return orjson.dumps(obj, default=repr).decode()
 
@@ -172,10 +182,10 @@ def configure_logging(log_format: LogFormat = "auto", level: str = "info") -> No
     shared: list[Processor] = [*stamped]
     renderer: Processor
     if as_json:
-        shared += [structlog.processors.dict_tracebacks]
+        shared += [_DICT_TRACEBACKS]
         renderer = structlog.processors.JSONRenderer(serializer=_json_str)
     else:
-        renderer = structlog.dev.ConsoleRenderer()
+        renderer = structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
     # Our own events (one per request on the hot path) go out as bytes straight from orjson.
     own: list[Processor] = [*shared, renderer]
     factory: Any = structlog.WriteLoggerFactory(sys.stderr)

@@ -20,6 +20,7 @@ import structlog
 from structlog.testing import capture_logs
 
 from router.observability import HotPathLogger, configure_logging
+from router.settings import LogFormat
 
 T = TypeVar("T")
 
@@ -52,10 +53,20 @@ def unbuffered_stderr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
     yield from _configured(None, path)
 
 
-def _configured(request: pytest.FixtureRequest | None, raw: T) -> Iterator[T]:
+@pytest.fixture
+def console_stderr(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.BytesIO]:
+    """What the process writes to stderr once logging is configured for a terminal."""
+    raw = io.BytesIO()
+    monkeypatch.setattr(sys, "stderr", io.TextIOWrapper(raw, write_through=True))
+    yield from _configured(None, raw, "console")
+
+
+def _configured(
+    request: pytest.FixtureRequest | None, raw: T, log_format: LogFormat = "json"
+) -> Iterator[T]:
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
-    configure_logging("json", getattr(request, "param", "info"))
+    configure_logging(log_format, getattr(request, "param", "info"))
     yield raw
     structlog.reset_defaults()
     root.handlers[:] = handlers
@@ -197,3 +208,38 @@ def test_a_line_logged_as_a_loop_stops_does_not_hold_back_the_next_loops_lines(
 def test_outside_a_loop_the_hot_path_writes_each_line_at_once(buffered_stderr: io.BytesIO) -> None:
     HotPathLogger("router.test").info("webhook", request=1)
     assert [line["request"] for line in lines(buffered_stderr)] == [1]
+
+
+PASSWORD = "broker-password-4d1f"
+PHONE = "+15555550123"
+
+
+def fail_holding_secrets() -> None:
+    """Raise where the frame's locals hold a password and a subscriber's phone number."""
+    settings = {"amqp_url": f"amqp://router:{PASSWORD}@rabbit:5672/", "admin_token": PASSWORD}
+    body = {"subscriber": {"phone": PHONE}}
+    raise RuntimeError(f"unexpected: {len(settings)} settings, {len(body)} body")
+
+
+@pytest.mark.parametrize("output", ["stderr", "console_stderr"])
+@pytest.mark.parametrize("logger", ["structlog", "stdlib"])
+def test_a_logged_traceback_shows_no_frames_local_variables(
+    output: str, logger: str, request: pytest.FixtureRequest
+) -> None:
+    # Given logging as configured in production, as JSON lines or for a terminal
+    written: io.BytesIO = request.getfixturevalue(output)
+
+    # When an unexpected error is logged with its traceback, ours or aiohttp's (the stdlib)
+    try:
+        fail_holding_secrets()
+    except RuntimeError:
+        if logger == "structlog":
+            structlog.get_logger("router.test").exception("webhook_failed")
+        else:
+            logging.getLogger("aiohttp.server").exception("Error handling request")
+
+    # Then the error and where it was raised are there, the frame's variables are not
+    text = written.getvalue().decode()
+    assert "RuntimeError" in text and "unexpected: 2 settings, 1 body" in text
+    assert "fail_holding_secrets" in text
+    assert PASSWORD not in text and PHONE not in text
