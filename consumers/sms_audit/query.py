@@ -20,6 +20,7 @@ from typing import NoReturn, TextIO
 import orjson
 
 from consumers.sms_audit.store import DEFAULT_DB, TABLE, connect, iso_utc
+from router.contract.masking import mask_phone
 
 PROG = "python -m consumers.sms_audit"
 
@@ -41,18 +42,6 @@ class AuditRow:
     phone: str | None
     detail: str | None
     message_id: str
-
-
-def mask_phone(phone: str | None) -> str | None:
-    """``+15555555555`` → ``+1******5555``: the first 2 and last 4 characters, never more.
-
-    A number too short to hide at least 4 characters that way is masked entirely.
-    """
-    if phone is None:
-        return None
-    if len(phone) < 10:
-        return "*" * len(phone)
-    return phone[:2] + "*" * (len(phone) - 6) + phone[-4:]
 
 
 def parse_time(text: str, option: str) -> str:
@@ -113,9 +102,13 @@ def query(
     except sqlite3.Error as error:
         raise QueryError(f"cannot read the audit log in {path}: {error}") from None
     return [
-        AuditRow(**{**dict(row), "phone": mask_phone(row["phone"])})  # never the full number
+        AuditRow(**{**dict(row), "phone": _masked(row["phone"])})  # never the full number
         for row in found
     ]
+
+
+def _masked(phone: str | None) -> str | None:
+    return None if phone is None else mask_phone(phone)
 
 
 def render(rows: Sequence[AuditRow], *, as_json: bool = False) -> str:
@@ -195,4 +188,4 @@ def main(
     return 0
 
 
-__all__ = ["AuditRow", "QueryError", "build_parser", "main", "mask_phone", "parse_time", "query"]
+__all__ = ["AuditRow", "QueryError", "build_parser", "main", "parse_time", "query"]
