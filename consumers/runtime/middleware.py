@@ -34,6 +34,7 @@ from consumers.runtime.outcomes import (
     Skipped,
 )
 from consumers.runtime.retry import RetryPolicy
+from router.contract.masking import mask_excerpt
 
 Next = Callable[[Event], Awaitable[Outcome]]
 log = structlog.get_logger("consumers")
@@ -64,7 +65,8 @@ class Logging:
     A handled delivery is logged at debug level (``ROUTER_LOG_LEVEL=debug`` shows it): that
     line cost a no-op worker about a fifth of its CPU per delivery, more than the rest of
     the pipeline. A skipped duplicate and a deferred delivery are logged at info, a retry at
-    warning and a dead letter at error.
+    warning and a dead letter at error, with the error's text masked
+    (:mod:`router.contract.masking`).
     """
 
     def __init__(self, app: str) -> None:
@@ -205,18 +207,20 @@ class Idempotency:
 
 
 def _summary(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}"[:500]
+    return mask_excerpt(f"{type(error).__name__}: {error}", 500)
 
 
 def error_summary(error: BaseException) -> str:
-    """``Type: message``, at most 500 characters (for headers and logs)."""
+    """``Type: message``, contact details masked, at most 500 characters (for headers and
+    logs): handler errors often quote the subscriber's phone number or email address."""
     return _summary(error)
 
 
 def traceback_summary(error: BaseException, limit: int = 2000) -> str:
-    """The last frames of the traceback, at most ``limit`` characters."""
+    """The last frames of the traceback, contact details masked, at most ``limit``
+    characters."""
     text = "".join(traceback.format_exception(type(error), error, error.__traceback__, limit=-5))
-    return text[-limit:]
+    return mask_excerpt(text, limit, tail=True)
 
 
 __all__ = [
