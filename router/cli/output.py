@@ -4,12 +4,21 @@ notes and warnings, progress.
 stdout carries a command's result (a table or one JSON document); stderr everything else:
 the one-line error that ends a failed command, notes, warnings and progress (a bar on a
 terminal, structured log lines otherwise).
+
+Much of what the commands show came from outside: an event's type and company, a handler's
+error, a header, a body that was not JSON, an answer from Attentive. None of it reaches the
+terminal as it is: every function here that writes text escapes control characters visibly
+(:func:`escape_controls`), so ESC, CR, a newline or a bidirectional override shows as ``\\x1b``,
+``\\r``, ``\\n`` or ``\\u202e`` instead of acting on the operator's terminal. ``--json``
+documents stay exact JSON: a consumer parses back the very strings that came in. Commands
+write only through these functions (tests/test_terminal_safety.py holds them to it).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import sys
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
@@ -23,6 +32,38 @@ from router.errors import InvalidInput, codes_for
 PROG = "attentive-router"
 
 
+# -- text safe for a terminal ----------------------------------------------------------------
+
+#: Characters a terminal acts on or that change what it shows, beyond the C0 controls: DEL,
+#: the C1 controls (0x9b is a CSI of its own), the line and paragraph separators, and the
+#: bidirectional marks, embeddings, overrides and isolates, which reorder the text around them.
+_BEYOND_C0 = r"\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069"
+#: All that :func:`escape_controls` escapes: the C0 controls (ESC, CR, LF, tab, BEL, backspace
+#: ...), the above, and lone surrogates (a terminal's encoding cannot write them).
+_CONTROLS = re.compile(rf"[\x00-\x1f{_BEYOND_C0}\ud800-\udfff]")
+#: orjson escapes the C0 controls in strings itself; these it writes as they are.
+_RAW_IN_JSON = re.compile(rf"[{_BEYOND_C0}]")
+_SHORT = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+_SPACES = re.compile(" {2,}")
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every control character written out as Python would (``\\x1b``, ``\\r``,
+    ``\\n``, ``\\u202e``), so it shows instead of acting; printable text, accents and emoji
+    stay as they are. A backslash is left alone, so escaping twice changes nothing more."""
+    return _CONTROLS.sub(_escaped, text)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    return _SHORT.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def _json_escaped(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
 # -- results on stdout ------------------------------------------------------------------------
 
 
@@ -32,17 +73,43 @@ def print_json(document: object, *, indent: bool = False) -> None:
 
 
 def to_json(value: object, *, indent: bool = False) -> str:
-    """``value`` as JSON text; what JSON cannot hold is shown by its ``repr``."""
+    """``value`` as JSON text; what JSON cannot hold is shown by its ``repr``. No control
+    character is written raw: those orjson leaves in strings become ``\\u`` escapes, which a
+    JSON parser reads back as the same characters."""
     option = orjson.OPT_INDENT_2 if indent else 0
-    return orjson.dumps(value, option=option, default=repr).decode()
+    text = orjson.dumps(value, option=option, default=repr).decode()
+    return _RAW_IN_JSON.sub(_json_escaped, text)
+
+
+def print_line(text: str = "", *, err: bool = False) -> None:
+    """One line of text on stdout (on stderr with ``err``), control characters escaped."""
+    print(escape_controls(text), file=sys.stderr if err else sys.stdout)
+
+
+def print_fields(fields: Iterable[tuple[str, object]]) -> None:
+    """``label: value`` lines, the values aligned, ``-`` for nothing (the head of a ``show``)."""
+    pairs = [(f"{label}:", dash(value)) for label, value in fields]
+    width = max((len(label) for label, _ in pairs), default=0) + 1
+    for label, value in pairs:
+        print_line(f"{label:<{width}}{value}")
+
+
+def print_block(value: object) -> None:
+    """A value under a heading: text on one line, anything else as indented JSON."""
+    if isinstance(value, str):
+        print_line(value)
+        return
+    for line in to_json(value, indent=True).split("\n"):
+        print_line(line)
 
 
 def print_table(
     headers: Sequence[str], rows: Iterable[Sequence[str]], *, right: Collection[int] = ()
 ) -> None:
     """Columns as wide as their widest cell, two spaces apart, the last one not padded;
-    the columns whose index is in ``right`` (counts, ids) aligned right."""
-    table = [list(headers), *(list(row) for row in rows)]
+    the columns whose index is in ``right`` (counts, ids) aligned right. Every cell has its
+    control characters escaped."""
+    table = [[escape_controls(cell) for cell in row] for row in (headers, *rows)]
     widths = [max(len(row[i]) for row in table) for i in range(len(headers) - 1)]
     for row in table:
         cells = [
@@ -58,8 +125,9 @@ def dash(value: object) -> str:
 
 
 def truncate(text: str, width: int) -> str:
-    """``text`` on one line, cut to ``width`` characters with an ellipsis."""
-    text = " ".join(text.split())
+    """``text`` on one line (control characters escaped, runs of spaces as one), cut to
+    ``width`` characters with an ellipsis."""
+    text = _SPACES.sub(" ", escape_controls(text)).strip(" ")
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -71,11 +139,11 @@ def plural(count: int, word: str) -> str:
 
 
 def note(text: str) -> None:
-    print(f"note: {text}", file=sys.stderr)
+    print_line(f"note: {text}", err=True)
 
 
 def warn(text: str) -> None:
-    print(f"warning: {text}", file=sys.stderr)
+    print_line(f"warning: {text}", err=True)
 
 
 def fail(error: BaseException | str, code: int, *, secrets: Iterable[str] = ()) -> int:
@@ -85,7 +153,7 @@ def fail(error: BaseException | str, code: int, *, secrets: Iterable[str] = ()) 
     for secret in secrets:
         if secret:
             text = text.replace(secret, "[redacted]")
-    print(f"{PROG}: {text}", file=sys.stderr)
+    print_line(f"{PROG}: {text}", err=True)
     return code
 
 
@@ -120,11 +188,12 @@ def quiet_amqp_logs() -> Iterator[None]:
 
 
 def stderr_logger(*, console: bool) -> Any:
-    """Log lines on this command's stderr (console lines or JSON); the global config untouched."""
+    """Log lines on this command's stderr (console lines or JSON, control characters escaped
+    either way); the global config untouched."""
     renderer: Any = (
         structlog.dev.ConsoleRenderer(colors=False)
         if console
-        else structlog.processors.JSONRenderer(serializer=lambda o, **_: orjson.dumps(o).decode())
+        else structlog.processors.JSONRenderer(serializer=lambda o, **_: to_json(o))
     )
     return structlog.wrap_logger(
         structlog.PrintLogger(sys.stderr),
@@ -132,8 +201,15 @@ def stderr_logger(*, console: bool) -> Any:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             renderer,
+            _escape_rendered,
         ],
     )
+
+
+def _escape_rendered(_: Any, __: str, rendered: Any) -> str:
+    """The line the renderer made (on a terminal it shows values by their ``repr``, which
+    escapes them already) with what is left raw, the event's name for one, escaped."""
+    return "\n".join(escape_controls(part) for part in str(rendered).split("\n"))
 
 
 def isatty(stream: TextIO) -> bool:
@@ -218,11 +294,15 @@ __all__ = [
     "ProgressReporter",
     "dash",
     "describe",
+    "escape_controls",
     "fail",
     "isatty",
     "note",
     "plural",
+    "print_block",
+    "print_fields",
     "print_json",
+    "print_line",
     "print_table",
     "quiet_amqp_logs",
     "report",
