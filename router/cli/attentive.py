@@ -200,7 +200,7 @@ async def _call(
                 if args.json:
                     output.print_json({"deleted": args.id})
                 else:
-                    print(f"deleted webhook {args.id}")
+                    output.print_line(f"deleted webhook {args.id}")
                 return 0
     raise AssertionError(args.webhooks_command)  # pragma: no cover
 
@@ -301,28 +301,32 @@ def _print_report(
     by_id = {w.id: w for w in webhooks}
     enabled = sum(w.enabled for w in webhooks)
     compared = f"router: {len(claims)} claims" if claims is not None else "claims not compared"
-    print(
+    output.print_line(
         f"Attentive: {len(webhooks)} webhooks ({enabled} enabled, "
         f"{len(webhooks) - enabled} disabled); {compared}"
     )
     for conflict in group_conflicts(report.conflicts):
-        print(f"CONFLICT  {conflict.describe()}")
+        output.print_line(f"CONFLICT  {conflict.describe()}")
         for webhook_id in conflict.webhook_ids:
             webhook = by_id[webhook_id]
-            print(f"          {webhook.id}  {_scope(webhook.company_id)}  {webhook.url}")
+            output.print_line(
+                f"          {webhook.id}  {_scope(webhook.company_id)}  {webhook.url}"
+            )
     for warning in report.warnings:
-        print(f"warning   {warning.describe()}")
+        output.print_line(f"warning   {warning.describe()}")
     if report.elsewhere:
-        print(
+        output.print_line(
             f"note      {output.plural(len(report.elsewhere), 'enabled webhook')} "
             f"{'posts' if len(report.elsewhere) == 1 else 'post'} elsewhere than the router "
             f"({', '.join(report.elsewhere)}): counted for conflicts only"
         )
     conflicts, warnings = len(report.conflicts), len(report.warnings)
     if not conflicts and not warnings:
-        print("ok: every event type goes to at most one enabled webhook per company")
+        output.print_line("ok: every event type goes to at most one enabled webhook per company")
     else:
-        print(f"{output.plural(conflicts, 'conflict')}, {output.plural(warnings, 'warning')}")
+        output.print_line(
+            f"{output.plural(conflicts, 'conflict')}, {output.plural(warnings, 'warning')}"
+        )
 
 
 def _print_webhooks(webhooks: Sequence[Webhook], *, as_json: bool) -> None:

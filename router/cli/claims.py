@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -80,18 +79,18 @@ async def _call(args: argparse.Namespace, client: AdminClient, settings: Setting
                 if args.json:
                     output.print_json({"conflicts": answer.conflicts})
                 for conflict in answer.conflicts:
-                    print(
+                    output.print_line(
                         f"refused: {args.app} {conflict['wanted']} conflicts with claim "
                         f"{conflict['id']} of application {conflict['app']!r} "
                         f"({conflict['event']}, {_scope(conflict['company'])})",
-                        file=sys.stderr,
+                        err=True,
                     )
                 return 1
             case "remove":
                 if await admin.remove_claim(args.id):
-                    print(f"removed claim {args.id}")
+                    output.print_line(f"removed claim {args.id}")
                     return 0
-                print(f"no claim {args.id}", file=sys.stderr)
+                output.print_line(f"no claim {args.id}", err=True)
                 return 1
             case "rabbitmq-definitions":
                 apps = {c["app"] for c in await admin.list_claims()} | set(args.app)
@@ -103,11 +102,11 @@ def _check(path: Path) -> int:
     specs = load_claims_file(path)
     conflicts = find_conflicts(specs)
     for conflict in conflicts:
-        print(f"conflict: {conflict}", file=sys.stderr)
+        output.print_line(f"conflict: {conflict}", err=True)
     if conflicts:
         return 1
     apps = len({spec.app for spec in specs})
-    print(f"ok: {len(specs)} claims of {apps} applications, no conflicts")
+    output.print_line(f"ok: {len(specs)} claims of {apps} applications, no conflicts")
     return 0
 
 
@@ -117,14 +116,15 @@ def _definitions(apps: list[str], args: argparse.Namespace, settings: Settings) 
     passwords = {app: generate_password() for app in apps}
     document = rabbitmq_definitions(settings.names, apps, passwords=passwords, vhost=args.vhost)
     output.print_json(document, indent=True)
-    lines = "".join(f"{settings.names.app_user(a)}={p}\n" for a, p in passwords.items())
+    lines = [f"{settings.names.app_user(a)}={p}" for a, p in passwords.items()]
     if args.credentials_out:
         out = Path(args.credentials_out)
-        out.write_text(lines, encoding="utf-8")
+        out.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
         out.chmod(0o600)
-        print(f"credentials of {len(apps)} users written to {out}", file=sys.stderr)
+        output.print_line(f"credentials of {len(apps)} users written to {out}", err=True)
     else:
-        sys.stderr.write(lines)
+        for line in lines:
+            output.print_line(line, err=True)
     return 0
 
 

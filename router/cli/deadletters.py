@@ -191,14 +191,14 @@ async def _call(
     if args.json:
         output.print_json({"queue": parked.queue, **summary.to_json()})
     elif operation == "replay":
-        print(
+        output.print_line(
             f"matched {summary.matched}, replayed {summary.replayed}, left {summary.left}, "
             f"failed {summary.failed}" + (" (dry run: nothing moved)" if summary.dry_run else "")
         )
     elif summary.dry_run:
-        print(f"would purge {summary.matched} of {summary.total} (add --yes)")
+        output.print_line(f"would purge {summary.matched} of {summary.total} (add --yes)")
     else:
-        print(f"purged {summary.purged} of {summary.total} from {parked.queue}")
+        output.print_line(f"purged {summary.purged} of {summary.total} from {parked.queue}")
     return 1 if summary.failed else 0
 
 
@@ -223,7 +223,7 @@ def _print_list(parked: Parked, summary: Summary, *, as_json: bool) -> None:
             }
         )
         return
-    print(f"{summary.matched} of {summary.total} events match in {parked.queue}")
+    output.print_line(f"{summary.matched} of {summary.total} events match in {parked.queue}")
     if not summary.entries:
         return
     output.print_table(
@@ -248,26 +248,23 @@ def _print_entry(entry: Entry, *, reveal: bool, as_json: bool) -> None:
     if as_json:
         output.print_json(detail)
         return
-    for label, value in (
-        ("message id", detail["message_id"]),
-        ("type", detail["type"]),
-        ("company", detail["company"]),
-        ("routing key", detail["routing_key"]),
-        ("attempts", detail["attempts"]),
-        ("error", detail["error"]),
-        ("reason", detail["reason"]),
-        ("parked at", detail["parked_at"]),
-        ("replays", detail["replays"]),
-    ):
-        print(f"{label + ':':<13}{output.dash(value)}")
-    print("headers:")
-    print(_indented(detail["headers"]))
-    print("payload:" + ("" if reveal else " (masked; --reveal to show)"))
-    print(_indented(detail["payload"]))
-
-
-def _indented(value: Any) -> str:
-    return value if isinstance(value, str) else output.to_json(value, indent=True)
+    output.print_fields(
+        [
+            ("message id", detail["message_id"]),
+            ("type", detail["type"]),
+            ("company", detail["company"]),
+            ("routing key", detail["routing_key"]),
+            ("attempts", detail["attempts"]),
+            ("error", detail["error"]),
+            ("reason", detail["reason"]),
+            ("parked at", detail["parked_at"]),
+            ("replays", detail["replays"]),
+        ]
+    )
+    output.print_line("headers:")
+    output.print_block(detail["headers"])
+    output.print_line("payload:" + ("" if reveal else " (masked; --reveal to show)"))
+    output.print_block(detail["payload"])
 
 
 __all__ = ["OPERATIONS", "add_commands", "run"]

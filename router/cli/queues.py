@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from router.amqp.depths import queue_depths
+from router.cli import output
 from router.settings import Settings
 
 
@@ -27,7 +28,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     settings = Settings.from_env(env, amqp_url=args.amqp_url, namespace=args.namespace)
     depths = asyncio.run(queue_depths(settings.amqp_url, settings.names, apps=args.app))
     for queue, count in depths.items():
-        print(f"{queue:<40} {count:>8}")
+        output.print_line(f"{queue:<40} {count:>8}")
     return 0
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 
+from router.cli import output
 from router.contract.events import EVENT_TYPES
 from router.contract.examples import DEFAULT_COMPANY_ID, example_body
 from router.contract.names import SIGNATURE_HEADER
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         send_examples(args.url, types, signing_key=key, company_id=args.company_id)
     )
     for result in results:
-        print(f"{result.event_type:<26} {result.status}  {result.body}")
+        output.print_line(f"{result.event_type:<26} {result.status}  {result.body}")
     return 0 if all(result.ok for result in results) else 1
 
 
