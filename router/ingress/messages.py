@@ -116,6 +116,20 @@ def decode_body(request: Request, max_bytes: int) -> Refusal | None:
     return None
 
 
+def path_of(target: bytes) -> str:
+    """The path a request target routes by, as sent (percent-encoded): an absolute-form
+    target's path (RFC 9112 §3.2.2), without the query or a fragment."""
+    if target[:1] != b"/" and b"://" in target:  # absolute form: its path is what is routed
+        after = target.partition(b"://")[2]
+        for i, byte in enumerate(after):
+            if byte in b"/?#":
+                target = after[i:] if byte == 0x2F else b"/"
+                break
+        else:
+            target = b"/"
+    return target.partition(b"?")[0].partition(b"#")[0].decode("latin-1")
+
+
 def status_line(status: int) -> bytes:
     line = _STATUS_LINES.get(status)
     if line is None:
@@ -151,6 +165,7 @@ __all__ = [
     "Refusal",
     "Request",
     "decode_body",
+    "path_of",
     "refusal_of_head",
     "status_line",
 ]
