@@ -13,13 +13,15 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import aio_pika
 import pytest
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import BaseTestServer, TestClient, TestServer
 from aiohttp.web_runner import BaseRunner
+from yarl import URL
 
 from consumers import Worker
 from consumers.runtime.runner import WorkerRunner
@@ -29,8 +31,7 @@ from router.amqp import topology
 from router.amqp.topology import QUORUM_QUEUE_ARGUMENTS
 from router.contract.names import SIGNATURE_HEADER, Names
 from router.contract.signing import sign
-from router.ingress.service import IngressRunner, limits_of
-from router.ingress.webhook import BROKER, create_app
+from router.ingress.service import Ingress
 from router.settings import Settings
 
 AMQP_URL = os.environ.get("ROUTER_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -129,34 +130,59 @@ async def amqp(test_id: str) -> AsyncIterator[AbstractRobustConnection]:
         yield connection
 
 
-Client = TestClient[web.Request, web.Application]
+#: A test client of the admin app or of an ingress (whose ``app`` is None: it has none).
+Client = TestClient[web.Request, Any]
 MakeIngress = Callable[..., Awaitable[Client]]
 
 
-class IngressTestServer(TestServer):
-    """The ingress app served as ``attentive-router serve`` serves it: on router.ingress.http1
-    connections with the settings' limits and timers."""
+class IngressTestServer(BaseTestServer):
+    """An :class:`~router.ingress.service.Ingress`, for aiohttp's test client to talk to: its
+    start and stop are the ingress's own, as ``attentive-router serve`` runs them."""
 
-    def __init__(self, app: web.Application, settings: Settings) -> None:
-        super().__init__(app)
-        self.settings = settings
+    def __init__(self, ingress: Ingress) -> None:
+        super().__init__(host=ingress.settings.host)
+        self.ingress = ingress
+        self.stopped = False
 
-    async def _make_runner(self, **kwargs: object) -> BaseRunner:
-        return IngressRunner(self.app, limits=limits_of(self.settings), **kwargs)
+    async def start_server(self, loop: asyncio.AbstractEventLoop | None = None, **_: Any) -> None:
+        await self.ingress.start()
+        self.port = self.ingress.port
+
+    def make_url(self, path: str | URL) -> URL:
+        url = URL(path)
+        assert not url.absolute
+        return URL.build(scheme="http", host=self.host, port=self.port).join(url)
+
+    async def close(self) -> None:
+        if not self.stopped:
+            self.stopped = True
+            await self.ingress.stop()
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        raise AssertionError("an ingress is no aiohttp app: start_server starts it")
+
+
+def served_ingress(client: Client) -> Ingress:
+    """The ingress a client that ``make_ingress`` started talks to."""
+    server = client.server
+    assert isinstance(server, IngressTestServer)
+    return server.ingress
 
 
 @pytest.fixture
 async def make_ingress(test_id: str) -> AsyncIterator[MakeIngress]:
-    """Start an ingress for some settings; ``wait_ready`` waits for its broker connection."""
+    """Start an ingress for some settings, on a port of its own on 127.0.0.1; ``wait_ready``
+    waits for its broker connection."""
     clients: list[Client] = []
 
     async def start(settings: Settings, *, wait_ready: bool = True) -> Client:
-        app = create_app(settings, connection_name=test_id)
-        client = Client(IngressTestServer(app, settings))
+        local = replace(settings, host="127.0.0.1", port=0)
+        ingress = Ingress(local, connection_name=test_id)
+        client: Client = TestClient(IngressTestServer(ingress))
         await client.start_server()
         clients.append(client)
         if wait_ready:
-            await app[BROKER].wait_ready(timeout=15)
+            await ingress.broker.wait_ready(timeout=15)
         return client
 
     yield start
@@ -322,6 +348,7 @@ __all__ = [
     "Tap",
     "TapFactory",
     "depth",
+    "served_ingress",
     "signed",
     "take",
 ]

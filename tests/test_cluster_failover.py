@@ -22,9 +22,8 @@ from consumers.runtime.settings import WorkerSettings
 from router.admin.app import create_admin_app
 from router.contract.events import message_id
 from router.contract.names import WEBHOOK_PATH, Names
-from router.ingress.webhook import BROKER
 from router.settings import Settings
-from tests.conftest import AUTH, TOKEN, Client, MakeIngress
+from tests.conftest import AUTH, TOKEN, Client, MakeIngress, served_ingress
 from tests.rabbit_cluster import LocalCluster
 from tests.streams import Stream
 from tests.test_broker_faults import posting
@@ -89,7 +88,7 @@ async def test_the_ingress_and_a_worker_move_to_another_node_and_nothing_answere
     stop_worker = asyncio.Event()
     worker_task = asyncio.create_task(runner.run(stop_worker, claim=False))
     ingress = await make_ingress(cluster_settings)
-    broker = ingress.app[BROKER]
+    broker = served_ingress(ingress).broker
 
     # And events streaming through the ingress
     stream = Stream(posting(ingress))

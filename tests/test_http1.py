@@ -264,7 +264,6 @@ async def test_a_shutdown_closes_idle_connections_and_lets_answers_under_way_fin
     busy_reader, busy = await asking_slow(server, port)
 
     # When the server shuts down
-    server.pre_shutdown()
     shutting_down = asyncio.create_task(server.shutdown(timeout=10))
 
     # Then the idle connection is closed at once, the busy one is not
@@ -288,7 +287,6 @@ async def test_a_shutdown_drops_an_answer_that_takes_longer_than_its_grace(
 ) -> None:
     server, _, port = gated
     reader, writer = await asking_slow(server, port)
-    server.pre_shutdown()
     async with asyncio.timeout(5):
         await server.shutdown(timeout=0.2)
     # (no answer: the client, Attentive, retries what it was not answered)

@@ -11,12 +11,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from router.contract.names import SIGNATURE_HEADER
 from router.contract.signing import sign
-from router.ingress.service import ingress_runner
-from router.ingress.webhook import BROKER
+from router.ingress.http1 import HttpServer
+from router.ingress.service import Ingress
 from router.settings import Settings
 
 STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([1-5][0-9][0-9]) ")
@@ -24,11 +23,11 @@ STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([1-5][0-9][0-9]) ")
 
 @dataclass
 class Served:
-    """An ingress served by :func:`router.ingress.service.ingress_runner` on a local port."""
+    """An :class:`~router.ingress.service.Ingress` listening on a local port."""
 
     settings: Settings
     port: int
-    server: web.Server
+    server: HttpServer
 
     async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         async with asyncio.timeout(5):
@@ -50,22 +49,21 @@ Serve = Callable[..., Awaitable[Served]]
 
 @pytest.fixture
 async def serve_settings(test_id: str) -> AsyncIterator[Serve]:
-    """``serve_settings(settings, **changes)``: serve the ingress as ``serve`` does."""
-    runners: list[web.AppRunner] = []
+    """``serve_settings(settings, **changes)``: serve the ingress as ``serve`` does, on a
+    port of its own on 127.0.0.1."""
+    started: list[Ingress] = []
 
     async def start(base: Settings, **changes: Any) -> Served:
-        changed = replace(base, **changes)
-        runner = ingress_runner(changed, connection_name=test_id)
-        await runner.setup()
-        runners.append(runner)
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        await runner.app[BROKER].wait_ready(timeout=15)
-        assert runner.server is not None
-        return Served(changed, runner.addresses[0][1], runner.server)
+        changed = replace(base, **{"host": "127.0.0.1", "port": 0, **changes})
+        ingress = Ingress(changed, connection_name=test_id)
+        await ingress.start()
+        started.append(ingress)
+        await ingress.broker.wait_ready(timeout=15)
+        return Served(changed, ingress.port, ingress.http)
 
     yield start
-    for runner in runners:
-        await runner.cleanup()
+    for ingress in started:
+        await ingress.stop()
 
 
 def free_port() -> int:

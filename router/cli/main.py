@@ -100,8 +100,8 @@ def _worker(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import structlog
 
-    from router.ingress.service import run
     from router.observability import configure_logging
+    from router.serve import run
 
     keys = tuple(k for raw in args.signing_keys or () for k in parse_keys(raw)) or None
     settings = Settings.from_env(

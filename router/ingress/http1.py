@@ -1,18 +1,19 @@
-"""The webhook listener's HTTP/1.1 connections: llhttp parses, this module does the rest.
+"""The webhook listener's HTTP/1.1 server: llhttp parses, this package does the rest.
 
-llhttp (Node.js's parser, through httptools) turns bytes into requests; this module keeps
-the open connections and shuts them down; each connection (:mod:`router.ingress.connection`,
-:mod:`router.ingress.answering`, :mod:`router.ingress.timers`) keeps its limits and timers,
-hands each complete request to one handler and writes its answer, in order, on the
-connection it came from. None of it routes, verifies nor publishes: the ingress's handler
-(:mod:`router.ingress.webhook`) does, and answers.
+llhttp (Node.js's parser, through httptools) turns bytes into requests; :class:`HttpServer`
+is the asyncio protocol factory a listener takes (``loop.create_server(server, host, port)``):
+it keeps the open connections and shuts them down gracefully. Each connection
+(:mod:`router.ingress.connection`, :mod:`router.ingress.answering`,
+:mod:`router.ingress.timers`) keeps its limits and timers, hands each complete request to one
+handler and writes its answer, in order, on the connection it came from. None of it routes,
+verifies nor publishes: the ingress's handler (:mod:`router.ingress.routes`) does, and answers.
 
 Why not aiohttp's server, which the admin API keeps: on the webhook path its request and
 response objects, streams and per-connection task were about half the ingress's CPU per
 event (docs/performance.md).
 
 The port faces the internet, so what one connection may hold is bounded whatever its
-client does (README, "Memory under hostile clients", says how much):
+client does (docs/security.md, "Memory under hostile clients", says how much):
 
 * a request's line and headers within ``head_timeout`` of the connection opening (or of the
   first byte of a later request), else the connection is closed; at most ``max_head_bytes``
@@ -50,48 +51,39 @@ from __future__ import annotations
 
 import asyncio
 
-from aiohttp import web
-
 from router.ingress.connection import Connection
 from router.ingress.limits import LINGER, MAX_HEADER_FIELDS, MAX_PIPELINED, Limits
 from router.ingress.messages import Handler
 from router.ingress.timers import TimedConnection
 
 
-class HttpServer(web.Server):
-    """The protocol factory an aiohttp runner's site listens with: each connection it makes
-    is a :class:`~router.ingress.connection.Connection` that hands its requests to ``handler``.
-
-    It is a ``web.Server`` only so that :class:`aiohttp.web.AppRunner`, its sites and
-    aiohttp's test server run it and shut it down (:meth:`pre_shutdown`, :meth:`shutdown`)
-    as they would their own; nothing of aiohttp's request handling is used.
-    """
+class HttpServer:
+    """The protocol factory a listener serves with: each connection it makes is a
+    :class:`~router.ingress.connection.Connection` that hands its requests to ``handler``."""
 
     def __init__(self, handler: Handler, limits: Limits) -> None:
-        super().__init__(_not_used)
         self.handler = handler
         self.limits = limits
+        #: The connections open now.
         self.open: set[TimedConnection] = set()
+        #: Request heads read since the server was made (refused ones included).
+        self.requests_count = 0
 
-    def __call__(self) -> Connection:  # type: ignore[override]  # our protocol, not aiohttp's
+    def __call__(self) -> Connection:
         return Connection(self)
 
-    def pre_shutdown(self) -> None:
-        """Stop taking requests: idle connections close now, busy ones after their answer."""
+    async def shutdown(self, timeout: float) -> None:
+        """Stop taking requests and close every connection: idle ones at once, busy ones
+        once their answer is written; after ``timeout`` seconds, drop those still busy.
+
+        Call it once the listener has stopped accepting connections."""
         for connection in list(self.open):
             connection.close()
-
-    async def shutdown(self, timeout: float | None = None) -> None:
-        """Wait up to ``timeout`` seconds for the answers under way, then drop the rest."""
         busy = [c.task for c in self.open if c.task is not None and not c.task.done()]
         if busy:
             await asyncio.wait(busy, timeout=timeout)
         for connection in list(self.open):
             connection.abort()
-
-
-async def _not_used(request: web.BaseRequest) -> web.StreamResponse:  # pragma: no cover
-    raise AssertionError("HttpServer answers on its own connections")
 
 
 __all__ = ["LINGER", "MAX_HEADER_FIELDS", "MAX_PIPELINED", "HttpServer", "Limits"]

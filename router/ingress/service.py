@@ -1,48 +1,30 @@
-"""``attentive-router serve``: the webhook listener and, with a token, the admin listener.
+"""The ingress as one service: :class:`Ingress` owns its RabbitMQ connection, its metrics and
+its listener, from :meth:`Ingress.start` to :meth:`Ingress.stop`.
 
-Both run in one process and one event loop; SIGTERM or SIGINT stops them together (the
-ingress finishes its in-flight requests first, then the broker connection closes).
-
-``--workers N`` (``ROUTER_WORKERS``) starts N such processes on one port (SO_REUSEPORT: the
-kernel spreads connections between them), so one machine's cores are used. They start and
-stop together: a signal to the parent reaches all of them, and if one dies the others are
-stopped. Only the first runs the admin listener.
+``attentive-router serve`` (:mod:`router.serve`), ``--workers`` and the tests all run the
+ingress through it. Start-up: the broker connection begins (in the background: ``/readyz``
+says when it is up), then the port listens. Shutdown: the port stops listening, idle
+connections close, the requests under way are answered (within :data:`SHUTDOWN_TIMEOUT`,
+then dropped), and only then does the broker connection close.
 """
 
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
-import os
-import signal
-from typing import Any
 
-import structlog
-from aiohttp import web
-
-from router.admin.app import create_admin_app
-from router.ingress.http1 import HttpServer, Limits
-from router.ingress.webhook import RECEIVER, create_app
-from router.loop import freeze_startup_heap, run_loop
-from router.observability import configure_logging
+from router.amqp.broker import Broker
+from router.contract.signing import Verifier
+from router.ingress.http1 import HttpServer
+from router.ingress.limits import Limits
+from router.ingress.metrics import Metrics
+from router.ingress.routes import Routes
+from router.ingress.webhook import WebhookReceiver
 from router.settings import Settings
-
-log = structlog.get_logger("router")
 
 #: Seconds in-flight requests get to finish on shutdown.
 SHUTDOWN_TIMEOUT = 15.0
-
-
-def ingress_runner(
-    settings: Settings, *, connection_name: str = "attentive-router"
-) -> web.AppRunner:
-    """The runner of the webhook listener: the ingress app's receiver answering on
-    :mod:`router.ingress.http1` connections with the limits and timers of ``settings``."""
-    return IngressRunner(
-        create_app(settings, connection_name=connection_name),
-        limits=limits_of(settings),
-        shutdown_timeout=SHUTDOWN_TIMEOUT,
-    )
+#: Connections the listening socket queues before they are accepted.
+BACKLOG = 128
 
 
 def limits_of(settings: Settings) -> Limits:
@@ -55,104 +37,72 @@ def limits_of(settings: Settings) -> Limits:
     )
 
 
-class IngressRunner(web.AppRunner):
-    """An AppRunner that starts and stops the ingress app as aiohttp does, but serves it with
-    :class:`~router.ingress.http1.HttpServer`: every request goes to the app's receiver."""
+class Ingress:
+    """The webhook listener on ``settings.host``:``settings.port``, publishing to the RabbitMQ
+    of ``settings`` (which must carry at least one signing key).
 
-    def __init__(self, app: web.Application, *, limits: Limits, **kwargs: Any) -> None:
-        super().__init__(app, **kwargs)
-        self._limits = limits
+    ``reuse_port``: share the port with other processes (SO_REUSEPORT), as ``--workers`` does.
+    """
 
-    async def _make_server(self) -> web.Server:
-        await super()._make_server()  # the app's start-up: the broker begins connecting
-        return HttpServer(self.app[RECEIVER].handle, self._limits)
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        connection_name: str = "attentive-router",
+        reuse_port: bool = False,
+    ) -> None:
+        settings.require_signing_keys()
+        self.settings = settings
+        self.broker = broker = Broker(
+            settings.amqp_url,
+            settings.names,
+            confirm_timeout=settings.confirm_timeout,
+            connection_name=connection_name,
+            timeouts_to_recycle=settings.confirm_timeouts_to_recycle,
+            recycle_window=settings.confirm_timeout_window,
+        )
+        self.metrics = Metrics()
+        self.metrics.in_flight.set_function(lambda: broker.in_flight)  # read when scraped
+        receiver = WebhookReceiver(
+            Verifier(settings.signing_keys), broker, settings.names.invalid_queue
+        )
+        self.routes = Routes(receiver, broker, self.metrics, settings.retry_after)
+        self.http = HttpServer(self.routes.handle, limits_of(settings))
+        self._reuse_port = reuse_port
+        self._listener: asyncio.Server | None = None
 
+    @property
+    def port(self) -> int:
+        """The port it listens on (the one the system chose, when ``settings.port`` is 0)."""
+        if self._listener is None or not self._listener.sockets:
+            raise RuntimeError("the ingress is not listening")
+        port: int = self._listener.sockets[0].getsockname()[1]
+        return port
 
-async def _stop_when_orphaned(parent: int, stop: asyncio.Event) -> None:
-    """A child whose parent died (even by SIGKILL) stops too: they run and stop together."""
-    while os.getppid() == parent:
-        await asyncio.sleep(1.0)
-    log.warning("parent_gone_stopping", parent=parent)
-    stop.set()
-
-
-def run(settings: Settings) -> int:
-    """Run ``settings.workers`` ingress processes until a signal; the exit code."""
-    if settings.workers == 1:
-        run_loop(serve(settings))
-        return 0
-    context = multiprocessing.get_context("spawn")
-    children = [
-        context.Process(target=_child, args=(settings, index, os.getpid()), name=f"ingress-{index}")
-        for index in range(settings.workers)
-    ]
-    stopping = False
-
-    def forward(signum: int, _: object) -> None:
-        nonlocal stopping
-        stopping = True
-        for child in children:
-            if child.is_alive() and child.pid is not None:
-                os.kill(child.pid, signal.SIGTERM)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, forward)
-    for child in children:
-        child.start()
-    log.info("serving_processes", workers=settings.workers, port=settings.port)
-    while any(child.is_alive() for child in children):
-        for child in children:
-            child.join(timeout=0.2)
-            if child.exitcode not in (None, 0) and not stopping:
-                log.error("ingress_process_died", process=child.name, exitcode=child.exitcode)
-                forward(signal.SIGTERM, None)
-    failed = [c.name for c in children if c.exitcode not in (0, -signal.SIGTERM)]
-    return 1 if failed and not stopping else 0
-
-
-def _child(settings: Settings, index: int, parent: int) -> None:
-    # ``parent`` comes from the parent itself: a child asking os.getppid() while it was still
-    # starting up, after its parent had been killed, would watch PID 1 and never stop
-    configure_logging(settings.log_format, settings.log_level)
-    structlog.contextvars.bind_contextvars(process=index)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards SIGTERM
-    run_loop(serve(settings, admin=index == 0, reuse_port=True, parent=parent))
-
-
-async def serve(
-    settings: Settings, *, admin: bool = True, reuse_port: bool = False, parent: int | None = None
-) -> None:
-    """Run until SIGTERM/SIGINT (or, for a child of ``serve --workers``, its parent's death)."""
-    runners: list[web.AppRunner] = []
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        ingress = ingress_runner(settings)
-        await ingress.setup()
-        runners.append(ingress)
-        await web.TCPSite(ingress, settings.host, settings.port, reuse_port=reuse_port).start()
-        log.info("serving", listener="webhooks", host=settings.host, port=settings.port)
-        if settings.admin_token and admin:
-            admin_runner = web.AppRunner(create_admin_app(settings), access_log=None)
-            await admin_runner.setup()
-            runners.append(admin_runner)
-            await web.TCPSite(admin_runner, settings.admin_host, settings.admin_port).start()
-            log.info(
-                "serving", listener="admin", host=settings.admin_host, port=settings.admin_port
+    async def start(self) -> None:
+        """Begin connecting to RabbitMQ and listen (raises OSError when the port is taken)."""
+        self.broker.start()
+        try:
+            self._listener = await asyncio.get_running_loop().create_server(
+                self.http,
+                self.settings.host,
+                self.settings.port,
+                backlog=BACKLOG,
+                reuse_port=self._reuse_port or None,
             )
-        elif not settings.admin_token:
-            log.info("admin_api_disabled", reason="ROUTER_ADMIN_TOKEN is not set")
-        watchdog = asyncio.create_task(_stop_when_orphaned(parent, stop)) if parent else None
-        freeze_startup_heap()  # no long collection pauses in the tail of request latency
-        await stop.wait()
-        if watchdog is not None:
-            watchdog.cancel()
-        log.info("stopping")
-    finally:
-        for runner in runners:
-            await runner.cleanup()
+        except BaseException:
+            await self.broker.close()
+            raise
+
+    async def stop(self, timeout: float = SHUTDOWN_TIMEOUT) -> None:
+        """Stop listening, let the answers under way finish (``timeout`` seconds at most),
+        then close the RabbitMQ connection."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+            await asyncio.sleep(0)  # (a connection accepted just before is made, then closed)
+            await self.http.shutdown(timeout)
+        await self.broker.close()
 
 
-__all__ = ["IngressRunner", "ingress_runner", "limits_of", "run", "serve"]
+__all__ = ["BACKLOG", "SHUTDOWN_TIMEOUT", "Ingress", "limits_of"]

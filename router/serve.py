@@ -1,0 +1,118 @@
+"""``attentive-router serve``: the webhook listener and, with a token, the admin listener.
+
+Both run in one process and one event loop; SIGTERM or SIGINT stops them together (the
+ingress finishes its in-flight requests first, then its broker connection closes; then the
+admin listener stops).
+
+``--workers N`` (``ROUTER_WORKERS``) starts N such processes on one port (SO_REUSEPORT: the
+kernel spreads connections between them), so one machine's cores are used. They start and
+stop together: a signal to the parent reaches all of them, and if one dies the others are
+stopped. Only the first runs the admin listener.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import signal
+
+import structlog
+from aiohttp import web
+
+from router.admin.app import create_admin_app
+from router.ingress.service import Ingress
+from router.loop import freeze_startup_heap, run_loop
+from router.observability import configure_logging
+from router.settings import Settings
+
+log = structlog.get_logger("router")
+
+
+async def _stop_when_orphaned(parent: int, stop: asyncio.Event) -> None:
+    """A child whose parent died (even by SIGKILL) stops too: they run and stop together."""
+    while os.getppid() == parent:
+        await asyncio.sleep(1.0)
+    log.warning("parent_gone_stopping", parent=parent)
+    stop.set()
+
+
+def run(settings: Settings) -> int:
+    """Run ``settings.workers`` ingress processes until a signal; the exit code."""
+    if settings.workers == 1:
+        run_loop(serve(settings))
+        return 0
+    context = multiprocessing.get_context("spawn")
+    children = [
+        context.Process(target=_child, args=(settings, index, os.getpid()), name=f"ingress-{index}")
+        for index in range(settings.workers)
+    ]
+    stopping = False
+
+    def forward(signum: int, _: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            if child.is_alive() and child.pid is not None:
+                os.kill(child.pid, signal.SIGTERM)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, forward)
+    for child in children:
+        child.start()
+    log.info("serving_processes", workers=settings.workers, port=settings.port)
+    while any(child.is_alive() for child in children):
+        for child in children:
+            child.join(timeout=0.2)
+            if child.exitcode not in (None, 0) and not stopping:
+                log.error("ingress_process_died", process=child.name, exitcode=child.exitcode)
+                forward(signal.SIGTERM, None)
+    failed = [c.name for c in children if c.exitcode not in (0, -signal.SIGTERM)]
+    return 1 if failed and not stopping else 0
+
+
+def _child(settings: Settings, index: int, parent: int) -> None:
+    # ``parent`` comes from the parent itself: a child asking os.getppid() while it was still
+    # starting up, after its parent had been killed, would watch PID 1 and never stop
+    configure_logging(settings.log_format, settings.log_level)
+    structlog.contextvars.bind_contextvars(process=index)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards SIGTERM
+    run_loop(serve(settings, admin=index == 0, reuse_port=True, parent=parent))
+
+
+async def serve(
+    settings: Settings, *, admin: bool = True, reuse_port: bool = False, parent: int | None = None
+) -> None:
+    """Run until SIGTERM/SIGINT (or, for a child of ``serve --workers``, its parent's death)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    ingress = Ingress(settings, reuse_port=reuse_port)
+    await ingress.start()
+    admin_runner: web.AppRunner | None = None
+    try:
+        log.info("serving", listener="webhooks", host=settings.host, port=settings.port)
+        if settings.admin_token and admin:
+            runner = web.AppRunner(create_admin_app(settings), access_log=None)
+            await runner.setup()
+            admin_runner = runner
+            await web.TCPSite(runner, settings.admin_host, settings.admin_port).start()
+            log.info(
+                "serving", listener="admin", host=settings.admin_host, port=settings.admin_port
+            )
+        elif not settings.admin_token:
+            log.info("admin_api_disabled", reason="ROUTER_ADMIN_TOKEN is not set")
+        watchdog = asyncio.create_task(_stop_when_orphaned(parent, stop)) if parent else None
+        freeze_startup_heap()  # no long collection pauses in the tail of request latency
+        await stop.wait()
+        if watchdog is not None:
+            watchdog.cancel()
+        log.info("stopping")
+    finally:
+        await ingress.stop()
+        if admin_runner is not None:
+            await admin_runner.cleanup()
+
+
+__all__ = ["run", "serve"]
