@@ -7,6 +7,7 @@ import hashlib
 from dataclasses import replace
 from datetime import UTC, datetime
 
+import aiohttp
 import orjson
 import pytest
 from aio_pika.abc import AbstractRobustConnection
@@ -16,8 +17,11 @@ from router.contract.events import EVENT_TYPES
 from router.contract.examples import example_body
 from router.contract.names import WEBHOOK_PATH, Names
 from router.ingress.metrics import PAGE_MAX_AGE
+from router.ingress.service import Ingress
 from router.settings import Settings
+from tests.amqp_proxy import AmqpProxy
 from tests.conftest import (
+    AMQP_URL,
     OLD_SIGNING_KEY,
     Client,
     MakeIngress,
@@ -317,3 +321,50 @@ async def test_metrics_are_rendered_at_most_once_per_page_age(ingress: Client) -
     await asyncio.sleep(PAGE_MAX_AGE)
     text = await (await ingress.get("/metrics")).text()
     assert 'attentive_router_requests_total{outcome="accepted"} 1.0' in text
+
+
+async def test_stop_answers_the_webhook_in_flight_then_closes_the_broker_connection(
+    settings: Settings, test_id: str, tap_factory: TapFactory
+) -> None:
+    # Given an ingress started on its own, publishing through a proxy that can hold confirms
+    tap = await tap_factory("#")
+    async with AmqpProxy.running() as proxy, aiohttp.ClientSession() as session:
+        local = replace(settings, amqp_url=proxy.url(AMQP_URL), host="127.0.0.1", port=0)
+        ingress = Ingress(local, connection_name=test_id)
+        await ingress.start()
+        await ingress.broker.wait_ready(timeout=15)
+        port = ingress.port
+
+        # And a webhook published, its confirm held back by the proxy
+        proxy.freeze(to_client=True)
+        body = example_body("sms.sent")
+        webhook = session.post(f"http://127.0.0.1:{port}{URL}", data=body, headers=signed(body))
+        posting = asyncio.create_task(webhook)
+        async with asyncio.timeout(5):
+            while ingress.broker.in_flight < 1:
+                await asyncio.sleep(0.01)
+
+        # When the ingress is stopped
+        stopping = asyncio.create_task(ingress.stop())
+
+        # Then it takes no more connections, and waits for the webhook under way
+        async with asyncio.timeout(5):
+            while True:
+                try:
+                    _, writer = await asyncio.open_connection("127.0.0.1", port)
+                except OSError:  # refused (or reset, while the listener was closing)
+                    break
+                writer.close()
+                await asyncio.sleep(0.01)
+        assert not posting.done() and not stopping.done()
+        assert ingress.broker.connected
+
+        # And once RabbitMQ's confirm comes through, the webhook is answered 200, then the
+        # broker connection closes and the stop ends
+        proxy.thaw()
+        async with asyncio.timeout(10):
+            response = await posting
+            assert response.status == 200
+            await stopping
+        assert not ingress.broker.connected
+    assert [m.body for m in await tap.take(1)] == [body]
