@@ -66,7 +66,7 @@ class HttpServer:
         self.limits = limits
         #: The connections open now.
         self.open: set[TimedConnection] = set()
-        #: Request heads read since the server was made (refused ones included).
+        #: Request heads read whole since the server was made (answered or refused).
         self.requests_count = 0
 
     def __call__(self) -> Connection:
