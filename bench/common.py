@@ -26,7 +26,7 @@ import orjson
 
 from router.amqp import topology
 from router.amqp.topology import QUORUM_QUEUE_ARGUMENTS
-from router.contract.events import EVENT_TYPES, Event, parse
+from router.contract.events import EVENT_TYPES, Routable, parse
 from router.contract.examples import example_payload
 from router.contract.names import (
     CLOUDEVENTS_PREFIX,
@@ -105,14 +105,14 @@ def payload_bodies(size: int = PAYLOAD_BYTES) -> list[bytes]:
     return bodies
 
 
-def parsed(body: bytes) -> Event:
+def parsed(body: bytes) -> Routable:
     event = parse(body)
-    if not isinstance(event, Event):
+    if not isinstance(event, Routable):
         raise BenchError(f"a bench payload does not parse: {event}")
     return event
 
 
-def amqp_message(body: bytes, event: Event) -> aio_pika.Message:
+def amqp_message(body: bytes, event: Routable) -> aio_pika.Message:
     """The message the router publishes for ``event``: same properties and headers."""
     occurred = datetime.fromtimestamp((event.timestamp_ms or 0) / 1000, tz=UTC)
     return aio_pika.Message(

@@ -1,4 +1,4 @@
-"""Parsing a webhook body into a routable :class:`Event`, or an :class:`Unusable` and why."""
+"""Parsing a webhook body into a :class:`Routable` event, or an :class:`Unusable` and why."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from router.contract.events import EVENT_TYPES, Event, Unusable, parse
+from router.contract.events import EVENT_TYPES, Routable, Unusable, parse
 from router.contract.examples import DEFAULT_COMPANY_ID, example_body, example_payload
 
 TIMESTAMP_MS = 1_732_650_000_000  # 2024-11-26T19:40:00Z
@@ -32,9 +32,9 @@ def _sha256(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()
 
 
-def _event(body: bytes) -> Event:
+def _event(body: bytes) -> Routable:
     result = parse(body)
-    assert isinstance(result, Event), result
+    assert isinstance(result, Routable), result
     return result
 
 

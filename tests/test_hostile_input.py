@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from router.amqp import topology
-from router.contract.events import EVENT_TYPES, Event, parse
+from router.contract.events import EVENT_TYPES, Routable, parse
 from router.contract.names import SIGNATURE_HEADER, WEBHOOK_PATH, Names
 from router.contract.signing import sign
 from router.ingress.http1 import LINGER
@@ -394,7 +394,7 @@ def attempts(
     if (value := draw(signature(body))) is not None:
         headers[SIGNATURE_HEADER] = value
     event = parse(body)
-    own_company = event.company_id if isinstance(event, Event) else None
+    own_company = event.company_id if isinstance(event, Routable) else None
     company = draw(
         st.none() | path_companies | (st.just(own_company) if routable(own_company) else st.none())
     )
@@ -414,7 +414,7 @@ def expected_status(attempt: Attempt) -> int:
     if len(attempt.body) > LIMIT:
         return 413
     match parse(attempt.body):
-        case Event(company_id=company_id):
+        case Routable(company_id=company_id):
             path_company = company_of(attempt.path)
             return 403 if path_company is not None and path_company != company_id else 200
         case _:

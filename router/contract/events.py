@@ -1,6 +1,6 @@
 """Attentive's event types and the parsing of a webhook body into a routable event.
 
-Pure: no I/O. :func:`parse` returns either an :class:`Event` or an :class:`Unusable` saying
+Pure: no I/O. :func:`parse` returns either a :class:`Routable` or an :class:`Unusable` saying
 why the (authentic) body cannot be routed, so the ingress decides with a ``match``.
 """
 
@@ -38,7 +38,7 @@ _MAX_TIMESTAMP_MS = 253_402_300_799_999
 
 
 @dataclass(frozen=True, slots=True)
-class Event:
+class Routable:
     """A webhook body that can be routed."""
 
     type: str
@@ -73,7 +73,7 @@ def is_event_type(value: object) -> bool:
     return isinstance(value, str) and _TYPE_RE.fullmatch(value) is not None
 
 
-def parse(body: bytes) -> Event | Unusable:
+def parse(body: bytes) -> Routable | Unusable:
     """Read the type, company and timestamp of a webhook body."""
     mid = message_id(body)
     try:
@@ -97,13 +97,13 @@ def parse(body: bytes) -> Event | Unusable:
     timestamp = payload.get("timestamp")
     usable = type(timestamp) is int and 0 <= timestamp <= _MAX_TIMESTAMP_MS
     timestamp_ms = timestamp if usable else None
-    return Event(event_type, company_id, timestamp_ms, mid, key)
+    return Routable(event_type, company_id, timestamp_ms, mid, key)
 
 
 __all__ = [
     "EVENT_TYPES",
     "KNOWN_TYPES",
-    "Event",
+    "Routable",
     "Unusable",
     "is_event_type",
     "message_id",

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 from router.amqp.broker import Broker
 from router.amqp.frames import Properties
-from router.contract.events import Event, Unusable, parse
+from router.contract.events import Routable, Unusable, parse
 from router.contract.names import (
     CLOUDEVENTS_PREFIX,
     CLOUDEVENTS_SOURCE,
@@ -44,7 +44,7 @@ _SIGNATURE = SIGNATURE_HEADER.encode()
 class Accepted:
     """Published to the events exchange and confirmed by RabbitMQ."""
 
-    event: Event
+    event: Routable
     #: Seconds from the publish to RabbitMQ's confirm.
     confirm_seconds: float
 
@@ -70,7 +70,7 @@ class WrongCompany:
     """Not taken, nothing published: the event's company is not the one its subscription
     URL names."""
 
-    event: Event
+    event: Routable
 
 
 @dataclass(slots=True)
@@ -80,7 +80,7 @@ class Unconfirmed:
     error: PublishFailed
     message_id: str
     #: The event, when it was usable (else its body was to be quarantined).
-    event: Event | None
+    event: Routable | None
     confirm_seconds: float
 
 
@@ -115,7 +115,7 @@ class WebhookReceiver:
         match parse(body):
             case Unusable(reason=reason, message_id=message_id):
                 return await self._quarantine(body, headers, path, reason, message_id)
-            case Event() as event:
+            case Routable() as event:
                 if company is not None and company != event.company_id:
                     return WrongCompany(event)
                 publishing = self.broker.publish_event(event.routing_key, body, _properties(event))
@@ -126,7 +126,7 @@ class WebhookReceiver:
                     seconds = time.perf_counter() - started
                     return Unconfirmed(error, event.message_id, event, seconds)
                 return Accepted(event, time.perf_counter() - started)
-        raise AssertionError("parse() returns an Event or an Unusable")  # pragma: no cover
+        raise AssertionError("parse() returns a Routable or an Unusable")  # pragma: no cover
 
     async def _quarantine(
         self,
@@ -158,7 +158,7 @@ class WebhookReceiver:
         return Quarantined(reason, message_id, queue, time.perf_counter() - started)
 
 
-def _properties(event: Event) -> Properties:
+def _properties(event: Routable) -> Properties:
     """The message properties of ``event``: CloudEvents attributes as headers."""
     occurred_ms = event.timestamp_ms if event.timestamp_ms is not None else _now_ms()
     second, millis = divmod(occurred_ms, 1000)
