@@ -4,8 +4,8 @@ Every settings class (the router's :class:`~router.settings.Settings`, the worke
 :class:`~consumers.runtime.settings.WorkerSettings`, :class:`~router.attentive.settings.
 AttentiveSettings`) declares each of its variables once, as a :class:`Variable` made by one of
 the readers below (:func:`text`, :func:`integer`, :func:`number`, :func:`seconds`,
-:func:`boolean`, :func:`choice`, :func:`comma_list`, :func:`secret`); :func:`load` builds the
-settings from them and the flags. A variable reads its value from the
+:func:`boolean`, :func:`choice`, :func:`comma_list`, :func:`secret`, :func:`file_text`);
+:func:`load` builds the settings from them and the flags. A variable reads its value from the
 environment mapping it is given, and checks a value however it came (the environment or a
 flag), so one declaration serves both. What it refuses is a :class:`~router.errors.ConfigError`
 of one line that names the variable exactly, says what it accepts and quotes what it got:
@@ -14,6 +14,11 @@ of one line that names the variable exactly, says what it accepts and quotes wha
 The same rules for every variable: surrounding blanks are trimmed, and a blank value counts as
 unset (the default applies). Only the edge (the CLI, a worker's start) reads the process's
 environment; it passes the mapping to ``from_env`` and the settings down.
+
+A secret setting (a password in a URL, a signing key, a token) is held as a
+:class:`~router.secret.Secret`: read with :func:`secret` (or :func:`file_text`), so that no
+refusal quotes it, and declared with a :class:`~router.secret.SecretField`; :func:`check_all`
+checks its revealed value.
 """
 
 from __future__ import annotations
@@ -21,9 +26,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from router.errors import ConfigError
+from router.secret import revealed
 
 T = TypeVar("T")
 D = TypeVar("D")
@@ -61,6 +68,8 @@ class Variable(Generic[T]):
             return default
         try:
             value = self.convert(raw)
+        except ConfigError as error:
+            raise self._named(error) from None
         except ValueError:
             raise self._refused(raw) from None
         return self.check(value, shown=raw)
@@ -76,12 +85,14 @@ class Variable(Generic[T]):
         try:
             ok = self.valid(value)
         except ConfigError as error:
-            if self.name in str(error):
-                raise
-            raise ConfigError(f"{self.name}: {error}") from None
+            raise self._named(error) from None
         if not ok:
             raise self._refused(value if shown is None else shown)
         return value
+
+    def _named(self, error: ConfigError) -> ConfigError:
+        """``error``, its message prefixed with the variable's name unless it names it."""
+        return error if self.name in str(error) else ConfigError(f"{self.name}: {error}")
 
     def _refused(self, got: object) -> ConfigError:
         if self.secret:
@@ -96,9 +107,28 @@ def text(
     return Variable(name, accepted, str, valid)
 
 
-def secret(name: str, *, accepted: str, valid: Callable[[str], bool]) -> Variable[str]:
-    """A string no error ever quotes (a token, a key)."""
+def secret(
+    name: str, *, accepted: str = "text", valid: Callable[[str], bool] = _anything
+) -> Variable[str]:
+    """A string no error ever quotes (a token, a key, a URL with a password)."""
     return Variable(name, accepted, str, valid, secret=True)
+
+
+def file_text(
+    name: str, *, accepted: str = "text", valid: Callable[[str], bool] = _anything
+) -> Variable[str]:
+    """The contents of the file the variable names (trimmed), never quoted in an error: for
+    a secret mounted as a file. An unreadable file is refused in one line naming it."""
+    return Variable(name, f"a file holding {accepted}", _file_contents, valid, secret=True)
+
+
+def _file_contents(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"cannot read {path}: not UTF-8 text") from None
+    except OSError as error:
+        raise ConfigError(f"cannot read {path}: {error.strerror or error}") from None
 
 
 def integer(name: str, minimum: int | None = None, maximum: int | None = None) -> Variable[int]:
@@ -148,9 +178,12 @@ def choice(name: str, options: Collection[str], *, any_case: bool = False) -> Va
     return Variable(name, f"one of {', '.join(options)}", str, listed)
 
 
-def comma_list(name: str, *, accepted: str = "a comma-separated list") -> Variable[tuple[str, ...]]:
-    """Comma-separated items, each trimmed, blank ones dropped (so it may be empty)."""
-    return Variable(name, accepted, split_commas)
+def comma_list(
+    name: str, *, accepted: str = "a comma-separated list", secret: bool = False
+) -> Variable[tuple[str, ...]]:
+    """Comma-separated items, each trimmed, blank ones dropped (so it may be empty); never
+    quoted in an error if ``secret``."""
+    return Variable(name, accepted, split_commas, secret=secret)
 
 
 def split_commas(raw: str) -> tuple[str, ...]:
@@ -174,7 +207,7 @@ def check_all(settings: object, variables: Mapping[str, Variable[Any]]) -> None:
     """Check each field of ``settings`` against its variable; None (an optional setting left
     unset) passes."""
     for field, variable in variables.items():
-        value = getattr(settings, field)
+        value = revealed(getattr(settings, field))
         if value is not None:
             variable.check(value)
 
@@ -213,6 +246,7 @@ __all__ = [
     "check_all",
     "choice",
     "comma_list",
+    "file_text",
     "first_set",
     "integer",
     "load",

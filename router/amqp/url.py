@@ -39,6 +39,7 @@ from multidict import MultiDictProxy
 from yarl import URL
 
 from router.errors import ConfigError
+from router.secret import redact_url
 
 #: aiormq's heartbeat when the URL sets none (seconds).
 DEFAULT_HEARTBEAT = 60
@@ -172,13 +173,8 @@ class AmqpUrl:
         return context
 
 
-def redact(url: str) -> str:
-    """The URL without its password, for logs and messages (also when it cannot be parsed)."""
-    try:
-        parsed = URL(url)
-        return str(parsed.with_password("***")) if parsed.password else url
-    except ValueError:
-        return "<an unparsable URL>"
+#: The URL without its password, for logs and messages (also when it cannot be parsed).
+redact = redact_url
 
 
 def negotiate_heartbeat(asked: int, offered: int) -> int:

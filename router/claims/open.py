@@ -8,6 +8,7 @@ from router.claims.postgres import PostgresClaimStore
 from router.claims.sqlite import SqliteClaimStore
 from router.claims.store import ClaimStore
 from router.errors import ConfigError
+from router.secret import redact_url
 
 #: A SQLite file in the working directory.
 DEFAULT_DATABASE_URL = "sqlite:///attentive-router.db"
@@ -32,18 +33,9 @@ def store_from_url(url: str, **kwargs: Any) -> ClaimStore:
     if url[: len(_SQLITE_PREFIX)].lower() == _SQLITE_PREFIX:
         path = url[len(_SQLITE_PREFIX) :]
         if not path or path.endswith("/") or path == ":memory:" or "?" in path:
-            raise ConfigError(f"invalid database URL {_redacted(url)!r}: {_ACCEPTED}")
+            raise ConfigError(f"invalid database URL {redact_url(url)!r}: {_ACCEPTED}")
         return SqliteClaimStore(path, **kwargs)
-    raise ConfigError(f"unsupported database URL {_redacted(url)!r}: {_ACCEPTED}")
-
-
-def _redacted(url: str) -> str:
-    """``url`` without a password, so an error message can be logged."""
-    scheme, separator, rest = url.partition("://")
-    userinfo, at, host = rest.rpartition("@")
-    if not separator or not at or ":" not in userinfo:
-        return url
-    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
+    raise ConfigError(f"unsupported database URL {redact_url(url)!r}: {_ACCEPTED}")
 
 
 __all__ = ["DEFAULT_DATABASE_URL", "store_from_url"]
