@@ -42,7 +42,7 @@ T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 AMQP_URL = os.environ.get("ROUTER_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 KEY = "bench-signing-key"
-ADMIN_TOKEN = "bench-admin-token"
+ADMIN_TOKEN = "bench-admin-token-of-32-characters-at-least"
 #: The application both bench workers run as (one claim of ``*`` covers every event).
 APP = "bench"
 COMPANIES = ("MDc6Q29tcGFueTU", "acme-co", "globex.inc", "initech")

@@ -20,7 +20,7 @@ import signal
 import structlog
 from aiohttp import web
 
-from router.admin.app import create_admin_app
+from router.admin.app import admin_site, create_admin_app
 from router.ingress.service import Ingress
 from router.loop import freeze_startup_heap, run_loop
 from router.observability import configure_logging
@@ -97,7 +97,7 @@ async def serve(
             runner = web.AppRunner(create_admin_app(settings), access_log=None)
             await runner.setup()
             admin_runner = runner
-            await web.TCPSite(runner, settings.admin_host, settings.admin_port).start()
+            await admin_site(runner, settings).start()
             log.info(
                 "serving", listener="admin", host=settings.admin_host, port=settings.admin_port
             )

@@ -2,7 +2,9 @@
 
 Library code never reads ``os.environ``: it receives a :class:`Settings`. Each field is read
 from one ``ROUTER_*`` variable, declared once in :data:`VARIABLES` (read and checked by
-:mod:`router.config`).
+:mod:`router.config`). The secret ones (the broker's and the database's URLs, the signing
+keys, the admin token) are held as :class:`~router.secret.Secret` values, which never show
+themselves: call ``.reveal()`` where the value itself is needed.
 """
 
 from __future__ import annotations
@@ -12,26 +14,40 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from router import config
+from router.admin import tls
 from router.amqp.nodes import parse_urls
 from router.config import Variable
 from router.contract.names import Names
 from router.errors import ConfigError
+from router.secret import (
+    Secret,
+    SecretField,
+    SecretKeys,
+    SecretText,
+    SecretUrl,
+    SecretUrlText,
+    secret_keys,
+)
 
 LogFormat = Literal["auto", "json", "console"]
 DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/"
 LOG_FORMATS: Final = ("auto", "json", "console")
 #: ``ROUTER_LOG_LEVEL`` takes these in any case.
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+#: The shortest admin token taken (a token can purge, replay and reveal parked events).
+MIN_ADMIN_TOKEN_LENGTH: Final = 32
+ADMIN_TOKEN_VARIABLE: Final = "ROUTER_ADMIN_TOKEN"
+ADMIN_TOKEN_FILE_VARIABLE: Final = "ROUTER_ADMIN_TOKEN_FILE"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class Settings:
     """Everything the ingress needs to run."""
 
     #: One RabbitMQ URL, or several comma-separated (one per cluster node).
-    amqp_url: str = DEFAULT_AMQP_URL
+    amqp_url: SecretUrlText = SecretField(SecretUrl.of, DEFAULT_AMQP_URL)
     #: Every key a signature is accepted under (several during a key rotation).
-    signing_keys: tuple[str, ...] = ()
+    signing_keys: SecretKeys = SecretField(secret_keys, ())
     host: str = "0.0.0.0"
     port: int = 8080
     #: Ingress processes sharing the port (SO_REUSEPORT).
@@ -59,14 +75,21 @@ class Settings:
     log_format: LogFormat = "auto"
     log_level: str = "info"
     #: Where claims persist: ``sqlite:///relative.db``, ``sqlite:////abs.db``, ``postgresql://``.
-    database_url: str = "sqlite:///attentive-router.db"
+    database_url: SecretUrlText = SecretField(SecretUrl.of, "sqlite:///attentive-router.db")
     admin_host: str = "127.0.0.1"
     admin_port: int = 8081
-    #: Bearer token of the admin API; without one the admin API does not start.
-    admin_token: str = ""
+    #: Bearer token of the admin API (at least :data:`MIN_ADMIN_TOKEN_LENGTH` characters;
+    #: ``ROUTER_ADMIN_TOKEN``, or the file ``ROUTER_ADMIN_TOKEN_FILE`` names); without one the
+    #: admin API does not start.
+    admin_token: SecretText = SecretField(Secret.of, "")
     #: ``ROUTER_ADMIN_URL``: where the CLI finds the admin API, when not at ``admin_host`` and
     #: ``admin_port`` (behind a proxy, in another container); see :attr:`admin_url`.
     admin_api_url: str = ""
+    #: PEM files of the admin listener's certificate (chain) and key: both set, it serves TLS.
+    admin_tls_cert: str = ""
+    admin_tls_key: str = ""
+    #: A PEM file of the CA a client of an ``https://`` admin API trusts (else the system's).
+    admin_ca: str = ""
 
     @property
     def names(self) -> Names:
@@ -75,31 +98,57 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> Settings:
         """Settings from ``ROUTER_*`` variables; ``overrides`` (flags) win where not None."""
-        return config.load(cls, env, VARIABLES, overrides)
+        variables = {**VARIABLES, "admin_token": admin_token_variable(env)}
+        settings = config.load(cls, env, variables, overrides)
+        settings._check_admin_tls()
+        return settings
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first setting that cannot work."""
         config.check_all(self, VARIABLES)
+        self._check_admin_tls()
 
     def require_admin_token(self) -> str:
-        """The admin token, or :class:`ConfigError` when none is configured."""
+        """The admin token itself, or :class:`ConfigError` when none is configured or it is
+        too short to be one."""
         if not self.admin_token:
-            raise ConfigError("no admin token: set ROUTER_ADMIN_TOKEN")
-        return self.admin_token
+            raise ConfigError(f"no admin token: set {ADMIN_TOKEN_VARIABLE}")
+        token = self.admin_token.reveal()
+        VARIABLES["admin_token"].check(token)
+        return token
 
     @property
     def admin_url(self) -> str:
         """Where the CLI finds the admin API: ``ROUTER_ADMIN_URL``, else the admin listener's
-        address (a wildcard host becomes the loopback address)."""
+        address (a wildcard host becomes the loopback address; https when it serves TLS)."""
         if self.admin_api_url:
             return self.admin_api_url
         host = "127.0.0.1" if self.admin_host in ("0.0.0.0", "::", "") else self.admin_host
-        return f"http://{host}:{self.admin_port}"
+        scheme = "https" if self.admin_tls_cert else "http"
+        return f"{scheme}://{host}:{self.admin_port}"
+
+    def _check_admin_tls(self) -> None:
+        """:class:`ConfigError` when only one of the admin listener's certificate and key is
+        set (the files are loaded when the listener starts: :func:`router.admin.app.
+        admin_site`)."""
+        tls.check_pair(self.admin_tls_cert, self.admin_tls_key)
 
     def require_signing_keys(self) -> None:
         """Raise :class:`ConfigError` when no signing key is configured."""
         if not self.signing_keys:
             raise ConfigError("no signing key: set ROUTER_SIGNING_KEYS (comma-separated)")
+
+
+def admin_token_variable(env: Mapping[str, str]) -> Variable[str]:
+    """Where the admin token is read from: ``ROUTER_ADMIN_TOKEN``, or the file that
+    ``ROUTER_ADMIN_TOKEN_FILE`` names (a mounted secret); :class:`ConfigError` if both are
+    set."""
+    given, in_file = VARIABLES["admin_token"], ADMIN_TOKEN_FILE
+    if given.raw(env) is not None and in_file.raw(env) is not None:
+        raise ConfigError(
+            f"{ADMIN_TOKEN_VARIABLE} and {ADMIN_TOKEN_FILE_VARIABLE} are both set: set one"
+        )
+    return config.first_set(env, in_file, given)
 
 
 def parse_keys(raw: str) -> tuple[str, ...]:
@@ -119,12 +168,26 @@ def _namespace_usable(namespace: str) -> bool:
     return bool(namespace) and not any(c in namespace for c in " *#")
 
 
+def _long_enough(token: str) -> bool:
+    return not token or len(token) >= MIN_ADMIN_TOKEN_LENGTH  # (none: no admin API)
+
+
+_TOKEN_ACCEPTED = (
+    f"at least {MIN_ADMIN_TOKEN_LENGTH} characters (make one with: openssl rand -hex 32)"
+)
+#: ``ROUTER_ADMIN_TOKEN_FILE``: the file that holds the admin token (see
+#: :func:`admin_token_variable`).
+ADMIN_TOKEN_FILE: Final = config.file_text(
+    ADMIN_TOKEN_FILE_VARIABLE, accepted=_TOKEN_ACCEPTED, valid=_long_enough
+)
+
+
 #: The variable each field is read from (field name → variable).
 VARIABLES: Final[Mapping[str, Variable[Any]]] = {
-    "amqp_url": config.text(
+    "amqp_url": config.secret(
         "ROUTER_AMQP_URL", accepted="amqp:// or amqps:// URLs", valid=amqp_urls_usable
     ),
-    "signing_keys": config.comma_list("ROUTER_SIGNING_KEYS"),
+    "signing_keys": config.comma_list("ROUTER_SIGNING_KEYS", secret=True),
     "host": config.text("ROUTER_HOST"),
     "port": config.integer("ROUTER_PORT", 1, 65535),
     "workers": config.integer("ROUTER_WORKERS", 1, 64),
@@ -143,21 +206,32 @@ VARIABLES: Final[Mapping[str, Variable[Any]]] = {
     ),
     "log_format": config.choice("ROUTER_LOG_FORMAT", LOG_FORMATS),
     "log_level": config.choice("ROUTER_LOG_LEVEL", LOG_LEVELS, any_case=True),
-    "database_url": config.text("ROUTER_DATABASE_URL"),
+    "database_url": config.secret("ROUTER_DATABASE_URL"),
     "admin_host": config.text("ROUTER_ADMIN_HOST"),
     "admin_port": config.integer("ROUTER_ADMIN_PORT", 1, 65535),
-    "admin_token": config.text("ROUTER_ADMIN_TOKEN"),
+    # (or the file ROUTER_ADMIN_TOKEN_FILE names: see admin_token_variable)
+    "admin_token": config.secret(
+        ADMIN_TOKEN_VARIABLE, accepted=_TOKEN_ACCEPTED, valid=_long_enough
+    ),
     "admin_api_url": config.text("ROUTER_ADMIN_URL"),
+    "admin_tls_cert": config.text(tls.CERT_VARIABLE),
+    "admin_tls_key": config.text(tls.KEY_VARIABLE),
+    "admin_ca": config.text(tls.CA_VARIABLE),
 }
 
 
 __all__ = [
+    "ADMIN_TOKEN_FILE",
+    "ADMIN_TOKEN_FILE_VARIABLE",
+    "ADMIN_TOKEN_VARIABLE",
     "DEFAULT_AMQP_URL",
     "LOG_FORMATS",
     "LOG_LEVELS",
+    "MIN_ADMIN_TOKEN_LENGTH",
     "VARIABLES",
     "LogFormat",
     "Settings",
+    "admin_token_variable",
     "amqp_urls_usable",
     "parse_keys",
 ]

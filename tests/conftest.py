@@ -196,7 +196,7 @@ async def ingress(make_ingress: MakeIngress, settings: Settings) -> Client:
     return await make_ingress(settings)
 
 
-TOKEN = "test-admin-token"
+TOKEN = "test-admin-token-of-32-characters-at-least"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 MakeAdmin = Callable[[], Awaitable[Client]]
 

@@ -569,7 +569,7 @@ def test_settings_come_from_the_environment_and_hide_the_token() -> None:
     settings = AttentiveSettings.from_env(
         {"ATTENTIVE_API_TOKEN": f" {TOKEN} ", "ATTENTIVE_API_ATTEMPTS": "5"}
     )
-    assert settings.token == TOKEN and settings.attempts == 5
+    assert settings.token.reveal() == TOKEN and settings.attempts == 5
     assert settings.base_url == "https://api.attentivemobile.com/v1"
     assert TOKEN not in repr(settings) and TOKEN not in str(settings)
     local = AttentiveSettings.from_env(

@@ -18,7 +18,7 @@ from router.cli.main import main
 from router.contract.events import EVENT_TYPES
 from router.contract.examples import example_body
 from router.contract.names import Names
-from tests.conftest import AMQP_URL, SIGNING_KEY, TapFactory, signed
+from tests.conftest import AMQP_URL, AUTH, SIGNING_KEY, TOKEN, TapFactory, signed
 from tests.wire import free_port
 
 pytestmark = pytest.mark.broker
@@ -116,14 +116,14 @@ async def test_serve_runs_until_sigterm_and_keeps_the_admin_api_off_without_a_to
 async def test_serve_with_a_token_opens_the_admin_api_on_its_own_port(
     start_router: StartRouter,
 ) -> None:
-    router = start_router(ROUTER_ADMIN_TOKEN="t0k3n")
+    router = start_router(ROUTER_ADMIN_TOKEN=TOKEN)
     async with aiohttp.ClientSession() as session:
         await wait_ready(session, router.port)
         admin = f"http://127.0.0.1:{router.admin_port}/admin/claims"
         async with asyncio.timeout(10):
             while True:
                 try:
-                    async with session.get(admin, headers={"Authorization": "Bearer t0k3n"}) as r:
+                    async with session.get(admin, headers=AUTH) as r:
                         assert r.status == 200
                         break
                 except aiohttp.ClientConnectionError:
@@ -131,7 +131,7 @@ async def test_serve_with_a_token_opens_the_admin_api_on_its_own_port(
         # the admin API is not on the public port
         async with session.get(
             f"http://127.0.0.1:{router.port}/admin/claims",
-            headers={"Authorization": "Bearer t0k3n"},
+            headers=AUTH,
         ) as r:
             assert r.status == 404
     router.process.send_signal(signal.SIGINT)

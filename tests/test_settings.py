@@ -15,7 +15,8 @@ from router.amqp.url import AmqpUrl
 from router.attentive.settings import VARIABLES as ATTENTIVE_VARIABLES
 from router.attentive.settings import AttentiveSettings
 from router.errors import ConfigError
-from router.settings import DEFAULT_AMQP_URL, Settings, parse_keys
+from router.secret import revealed
+from router.settings import ADMIN_TOKEN_FILE, DEFAULT_AMQP_URL, Settings, parse_keys
 from router.settings import VARIABLES as ROUTER_VARIABLES
 from tests.test_deploy_files import undocumented
 
@@ -23,7 +24,7 @@ from tests.test_deploy_files import undocumented
 def test_an_empty_environment_gives_the_documented_defaults() -> None:
     settings = Settings.from_env({})
 
-    assert settings.amqp_url == DEFAULT_AMQP_URL == "amqp://guest:guest@localhost:5672/"
+    assert settings.amqp_url.reveal() == DEFAULT_AMQP_URL == "amqp://guest:guest@localhost:5672/"
     assert settings.signing_keys == ()
     assert settings.host == "0.0.0.0"
     assert settings.port == 8080
@@ -48,7 +49,7 @@ def test_signing_keys_are_comma_separated_with_blanks_dropped() -> None:
     """Given "a, b,,c", the keys are a, b and c: spaces trimmed, the empty one dropped."""
     settings = Settings.from_env({"ROUTER_SIGNING_KEYS": "a, b,,c"})
 
-    assert settings.signing_keys == ("a", "b", "c")
+    assert revealed(settings.signing_keys) == ("a", "b", "c")
 
 
 @pytest.mark.parametrize(
@@ -93,7 +94,7 @@ def test_strings_are_taken_as_given_with_surrounding_blanks_trimmed() -> None:
 
     settings = Settings.from_env(env)
 
-    assert settings.amqp_url == "amqp://u:p@rabbit:5672/vh"
+    assert settings.amqp_url.reveal() == "amqp://u:p@rabbit:5672/vh"
     assert settings.host == "127.0.0.1"
     assert settings.port == 9090
     assert settings.namespace == "staging"
@@ -116,7 +117,7 @@ def test_flags_win_over_the_environment() -> None:
     settings = Settings.from_env(env, port=7070, signing_keys=("from-flag",))
 
     assert settings.port == 7070
-    assert settings.signing_keys == ("from-flag",)
+    assert revealed(settings.signing_keys) == ("from-flag",)
     assert settings.host == "::"  # not overridden: still the environment's
 
 
@@ -127,9 +128,9 @@ def test_a_flag_that_was_not_given_leaves_the_environment_value() -> None:
     settings = Settings.from_env(env, port=None, signing_keys=None, host=None, amqp_url=None)
 
     assert settings.port == 9090
-    assert settings.signing_keys == ("k1", "k2")
+    assert revealed(settings.signing_keys) == ("k1", "k2")
     assert settings.host == "0.0.0.0"
-    assert settings.amqp_url == DEFAULT_AMQP_URL
+    assert settings.amqp_url.reveal() == DEFAULT_AMQP_URL
 
 
 @pytest.mark.parametrize(
@@ -393,6 +394,7 @@ def test_a_worker_flag_is_checked_as_its_variable() -> None:
 
 
 APP_URL, ROUTER_URL = "amqp://app:pw@rabbit/", "amqp://router:pw@rabbit/"
+ADMIN_TOKEN = "an-admin-token-of-at-least-32-characters"
 
 
 @pytest.mark.parametrize(
@@ -404,13 +406,13 @@ APP_URL, ROUTER_URL = "amqp://app:pw@rabbit/", "amqp://router:pw@rabbit/"
     ],
 )
 def test_a_worker_reads_its_own_broker_url_else_the_routers(env: dict[str, str], url: str) -> None:
-    assert WorkerSettings.from_env(env).amqp_url == url
+    assert WorkerSettings.from_env(env).amqp_url.reveal() == url
 
 
 def test_a_worker_reads_the_variables_it_shares_with_the_router() -> None:
     env = {
         "ROUTER_ADMIN_URL": "http://admin:8081",
-        "ROUTER_ADMIN_TOKEN": "t0ken",
+        "ROUTER_ADMIN_TOKEN": ADMIN_TOKEN,
         "ROUTER_NAMESPACE": "staging",
         "WORKER_PREFETCH": "32",
         "WORKER_METRICS_PORT": "9100",
@@ -420,13 +422,14 @@ def test_a_worker_reads_the_variables_it_shares_with_the_router() -> None:
 
     settings = WorkerSettings.from_env(env)
 
-    assert (settings.admin_url, settings.admin_token, settings.namespace) == (
+    assert (settings.admin_url, settings.admin_token.reveal(), settings.namespace) == (
         "http://admin:8081",
-        "t0ken",
+        ADMIN_TOKEN,
         "staging",
     )
     assert (settings.prefetch, settings.metrics_port, settings.shutdown_timeout) == (32, 9100, 2.5)
-    assert settings.idempotency_url == "redis://cache:6379/0"
+    assert settings.idempotency_url is not None
+    assert settings.idempotency_url.reveal() == "redis://cache:6379/0"
 
 
 ATTENTIVE_TOKEN = "s3cret-token"
@@ -458,4 +461,4 @@ def test_a_bad_attentive_variable_is_one_line_naming_it(variable: str, bad: str)
 def test_every_variable_the_router_and_the_worker_read_is_documented() -> None:
     names = [v.name for table in (ROUTER_VARIABLES, WORKER_VARIABLES) for v in table.values()]
 
-    assert undocumented(names) == []
+    assert undocumented([*names, ADMIN_TOKEN_FILE.name]) == []

@@ -88,7 +88,9 @@ async def _claim_with_retries(
     delay = 0.5
     while True:
         try:
-            async with AdminClient(settings.admin_url, settings.admin_token) as admin:
+            async with AdminClient(
+                settings.admin_url, settings.admin_token.reveal(), ca_file=settings.admin_ca
+            ) as admin:
                 return await admin.add_claims(app, patterns, company)
         except (AdminUnreachable, AdminRequestFailed) as error:
             retryable = isinstance(error, AdminUnreachable) or error.status in (502, 503, 504)
@@ -120,7 +122,7 @@ class WorkerRunner:
         if self.settings.idempotency_url:
             worker.use_idempotency(
                 idempotency_store_from_url(
-                    self.settings.idempotency_url, lease=self.settings.idempotency_lease
+                    self.settings.idempotency_url.reveal(), lease=self.settings.idempotency_lease
                 )
             )
         async with contextlib.AsyncExitStack() as resources:
@@ -144,7 +146,7 @@ class WorkerRunner:
             while not stop.is_set():
                 try:
                     connection, node = await connect_first(
-                        self.settings.amqp_url, start, name=f"worker {worker.app}"
+                        self.settings.amqp_url.reveal(), start, name=f"worker {worker.app}"
                     )
                 except BrokerUnreachable as error:
                     log.warning("broker_unreachable", error=str(error))

@@ -2,7 +2,9 @@
 
 Each field is read from one variable, declared once in :data:`VARIABLES` (read and checked
 by :mod:`router.config`); what cannot work is a one-line
-:class:`~consumers.runtime.errors.WorkerConfigError` naming the variable.
+:class:`~consumers.runtime.errors.WorkerConfigError` naming the variable. The broker's URL,
+the admin token and the idempotency store's URL are :class:`~router.secret.Secret` values,
+which never show themselves (``.reveal()`` gives the value).
 """
 
 from __future__ import annotations
@@ -18,19 +20,31 @@ from router import config
 from router.config import Variable
 from router.contract.names import Names
 from router.errors import ConfigError
-from router.settings import DEFAULT_AMQP_URL, LogFormat
+from router.secret import (
+    OptionalSecretUrl,
+    Secret,
+    SecretField,
+    SecretText,
+    SecretUrl,
+    SecretUrlText,
+    optional_secret_url,
+)
+from router.settings import DEFAULT_AMQP_URL, LogFormat, admin_token_variable
 from router.settings import VARIABLES as ROUTER_VARIABLES
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class WorkerSettings:
     """Where the broker and the router's admin API are, and how to run."""
 
     #: ``WORKER_AMQP_URL`` (the application's own broker user), else ``ROUTER_AMQP_URL``.
-    amqp_url: str = DEFAULT_AMQP_URL
-    #: ``ROUTER_ADMIN_URL`` / ``ROUTER_ADMIN_TOKEN``: where the worker claims its events.
+    amqp_url: SecretUrlText = SecretField(SecretUrl.of, DEFAULT_AMQP_URL)
+    #: ``ROUTER_ADMIN_URL`` / ``ROUTER_ADMIN_TOKEN`` (or ``ROUTER_ADMIN_TOKEN_FILE``): where the
+    #: worker claims its events; an ``https://`` URL is verified against ``ROUTER_ADMIN_CA``
+    #: when set, else the system's CAs.
     admin_url: str = "http://127.0.0.1:8081"
-    admin_token: str = ""
+    admin_token: SecretText = SecretField(Secret.of, "")
+    admin_ca: str = ""
     namespace: str = "attentive"
     #: ``WORKER_PREFETCH``: overrides the worker's own prefetch (deliveries in flight).
     prefetch: int | None = None
@@ -45,7 +59,7 @@ class WorkerSettings:
     shutdown_timeout: float | None = None
     #: ``WORKER_IDEMPOTENCY_URL``: ``redis://…`` or ``postgresql://…`` to share the handled
     #: message ids between replicas (else the worker's own store, in memory by default).
-    idempotency_url: str | None = None
+    idempotency_url: OptionalSecretUrl = SecretField(optional_secret_url, None)
     #: ``WORKER_IDEMPOTENCY_LEASE``: seconds a replica's claim on a message id holds the id
     #: in that store before another replica may take it over (longer than any handler).
     idempotency_lease: float = DEFAULT_LEASE
@@ -61,9 +75,10 @@ class WorkerSettings:
         """Settings from the variables of :data:`VARIABLES`; ``overrides`` (flags) win where
         not None; :class:`WorkerConfigError` naming the variable of a value that cannot work."""
         # the application's own broker user if it has one, else the router's URL
-        amqp_url = config.first_set(env, _WORKER_AMQP_URL, _ROUTER_AMQP_URL)
-        variables = {**VARIABLES, "amqp_url": amqp_url}
         try:
+            amqp_url = config.first_set(env, _WORKER_AMQP_URL, _ROUTER_AMQP_URL)
+            admin_token = admin_token_variable(env)
+            variables = {**VARIABLES, "amqp_url": amqp_url, "admin_token": admin_token}
             return config.load(cls, env, variables, overrides)
         except ConfigError as error:
             raise WorkerConfigError(str(error)) from None
@@ -78,6 +93,7 @@ VARIABLES: Final[Mapping[str, Variable[Any]]] = {
     "amqp_url": _ROUTER_AMQP_URL,
     "admin_url": config.text("ROUTER_ADMIN_URL"),
     "admin_token": ROUTER_VARIABLES["admin_token"],
+    "admin_ca": ROUTER_VARIABLES["admin_ca"],
     "namespace": config.text("ROUTER_NAMESPACE"),
     "prefetch": config.integer("WORKER_PREFETCH", 1),
     "metrics_port": config.integer("WORKER_METRICS_PORT"),
@@ -85,7 +101,7 @@ VARIABLES: Final[Mapping[str, Variable[Any]]] = {
     "claim_timeout": config.number("WORKER_CLAIM_TIMEOUT"),
     "publish_timeout": config.number("WORKER_PUBLISH_TIMEOUT"),
     "shutdown_timeout": config.number("WORKER_SHUTDOWN_TIMEOUT"),
-    "idempotency_url": config.text("WORKER_IDEMPOTENCY_URL"),
+    "idempotency_url": config.secret("WORKER_IDEMPOTENCY_URL"),
     "idempotency_lease": config.seconds("WORKER_IDEMPOTENCY_LEASE"),
     # (a worker takes any log format and level, as it always has: an unknown format logs
     # for a terminal, an unknown level at info)

@@ -40,8 +40,8 @@ def add_claim_routes(
     """Add the claim routes to the admin ``app``, which owns (opens, syncs, closes) the
     service: the one given, or one on the settings' database and broker."""
     app[CLAIMS] = service or ClaimsService(
-        store_from_url(settings.database_url),
-        Bindings(settings.amqp_url, settings.names, timeout=settings.confirm_timeout * 2),
+        store_from_url(settings.database_url.reveal()),
+        Bindings(settings.amqp_url.reveal(), settings.names, timeout=settings.confirm_timeout * 2),
     )
     app.cleanup_ctx.append(_claims_lifecycle)
     app.router.add_get("/admin/claims", list_claims)

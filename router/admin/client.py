@@ -1,4 +1,8 @@
-"""A client of the admin API, for the CLI and for workers claiming their events at start-up."""
+"""A client of the admin API, for the CLI and for workers claiming their events at start-up.
+
+An ``https://`` URL is verified (certificate and host name) against the CA file given
+(``ROUTER_ADMIN_CA``), else against the system's CAs: see :mod:`router.admin.tls`.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from router.admin.tls import client_context
 from router.errors import Unavailable, UpstreamFailed
 
 
@@ -33,16 +38,30 @@ class ClaimAnswer:
 
 
 class AdminClient:
-    """``async with AdminClient(url, token) as admin: await admin.add_claims(...)``."""
+    """``async with AdminClient(url, token) as admin: await admin.add_claims(...)``.
 
-    def __init__(self, base_url: str, token: str, *, timeout: float = 15.0) -> None:
+    ``token`` is the token itself (``settings.admin_token.reveal()``); ``ca_file``: the PEM
+    file of the CA an ``https://`` URL's certificate is verified against (else the system's).
+    """
+
+    def __init__(
+        self, base_url: str, token: str, *, ca_file: str = "", timeout: float = 15.0
+    ) -> None:
         self._base = base_url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"}
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        https = self._base.lower().startswith("https://")
+        self._tls = client_context(ca_file) if https else None
         self._session: aiohttp.ClientSession | None = None
 
+    def __repr__(self) -> str:
+        return f"AdminClient(base_url={self._base!r})"
+
     async def __aenter__(self) -> AdminClient:
-        self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers)
+        connector = aiohttp.TCPConnector(ssl=self._tls) if self._tls is not None else None
+        self._session = aiohttp.ClientSession(
+            timeout=self._timeout, headers=self._headers, connector=connector
+        )
         return self
 
     async def __aexit__(self, *_: object) -> None:

@@ -39,7 +39,7 @@ _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def add_deadletter_routes(app: web.Application, settings: Settings) -> None:
     """Add the dead-letter routes to the admin ``app`` (whose middleware checks the token)."""
-    app[DEADLETTERS] = DeadLetters(settings.amqp_url, settings.names)
+    app[DEADLETTERS] = DeadLetters(settings.amqp_url.reveal(), settings.names)
     for kind, base in (
         (Kind.DLQ, "/admin/dlq/{app}"),
         (Kind.UNROUTED, "/admin/unrouted"),

@@ -66,7 +66,7 @@ class AttentiveClient:
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self._settings.timeout),
             headers={
-                "Authorization": f"Bearer {self._settings.token}",
+                "Authorization": f"Bearer {self._settings.token.reveal()}",
                 "Accept": "application/json",
             },
         )
@@ -310,7 +310,7 @@ class AttentiveClient:
         await self._sleep(delay)
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self._settings.token, "[redacted]")
+        return text.replace(self._settings.token.reveal(), "[redacted]")
 
     def _log(self) -> Any:
         # looked up each time: the structlog configuration in force now (capture_logs too)

@@ -6,13 +6,14 @@ Each variable is declared once in :data:`VARIABLES` (read and checked by :mod:`r
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
 
 from router import config
 from router.config import Variable
 from router.errors import ConfigError
+from router.secret import Secret, SecretField, SecretText
 
 #: Attentive's API (``ATTENTIVE_API_URL`` overrides it, e.g. for a local fake).
 DEFAULT_API_URL = "https://api.attentivemobile.com/v1"
@@ -22,11 +23,12 @@ TOKEN_VARIABLE = "ATTENTIVE_API_TOKEN"
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class AttentiveSettings:
     """How to reach Attentive: read once at the edge (:meth:`from_env`), then passed down."""
 
-    token: str = field(repr=False)
+    #: The OAuth token (a :class:`~router.secret.Secret`: ``.reveal()`` gives it).
+    token: SecretText = SecretField(Secret.of)
     base_url: str = DEFAULT_API_URL
     #: Tries per request (the first one included).
     attempts: int = 3

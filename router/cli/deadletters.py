@@ -134,7 +134,7 @@ def _positive_float(text: str) -> float:
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Run one ``dlq|unrouted|invalid`` subcommand; the exit code."""
     settings = Settings.from_env(env, amqp_url=args.amqp_url, namespace=args.namespace)
-    dead = DeadLetters(settings.amqp_url, settings.names)
+    dead = DeadLetters(settings.amqp_url.reveal(), settings.names)
     parked = dead.parked(args.command, getattr(args, "app", None))
     where = _filter(args) if args.deadletter_command != "show" else Filter()
     try:

@@ -26,7 +26,7 @@ def add_commands(commands: Any, parser_class: type[argparse.ArgumentParser]) -> 
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Print each queue's message count; the exit code."""
     settings = Settings.from_env(env, amqp_url=args.amqp_url, namespace=args.namespace)
-    depths = asyncio.run(queue_depths(settings.amqp_url, settings.names, apps=args.app))
+    depths = asyncio.run(queue_depths(settings.amqp_url.reveal(), settings.names, apps=args.app))
     for queue, count in depths.items():
         output.print_line(f"{queue:<40} {count:>8}")
     return 0

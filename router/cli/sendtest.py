@@ -46,7 +46,8 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         raise ConfigError(
             f"unknown event type {args.event_type!r}; choose one of: {', '.join(EVENT_TYPES)}"
         )
-    key = args.signing_key or next(iter(Settings.from_env(env).signing_keys), None)
+    keys = Settings.from_env(env).signing_keys
+    key = args.signing_key or (keys[0].reveal() if keys else None)
     if not key:
         raise ConfigError("no signing key: pass --signing-key or set ROUTER_SIGNING_KEYS")
     types = EVENT_TYPES if args.all else (args.event_type,)

@@ -54,7 +54,7 @@ class Ingress:
         settings.require_signing_keys()
         self.settings = settings
         self.broker = broker = Broker(
-            settings.amqp_url,
+            settings.amqp_url.reveal(),
             settings.names,
             confirm_timeout=settings.confirm_timeout,
             connection_name=connection_name,
@@ -64,7 +64,9 @@ class Ingress:
         self.metrics = Metrics()
         self.metrics.in_flight.set_function(lambda: broker.in_flight)  # read when scraped
         receiver = WebhookReceiver(
-            Verifier(settings.signing_keys), broker, settings.names.invalid_queue
+            Verifier(key.reveal() for key in settings.signing_keys),
+            broker,
+            settings.names.invalid_queue,
         )
         self.routes = Routes(receiver, broker, self.metrics, settings.retry_after)
         self.http = HttpServer(self.routes.handle, limits_of(settings))
