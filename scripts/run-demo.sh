@@ -3,10 +3,13 @@
 # the three example workers claiming their events, one signed test event of each type sent
 # through it, and what each worker did with them. Ctrl-C stops everything, and the demo's
 # queues and exchanges (a namespace of its own, demo-<pid>) are deleted from the broker.
+# The demo signs with a key and opens the admin API with a token made for this run (random,
+# never written down), unless ROUTER_SIGNING_KEYS / ROUTER_ADMIN_TOKEN are set.
 set -euo pipefail
 bin=${VENV:-.venv}/bin
-export ROUTER_SIGNING_KEYS=${ROUTER_SIGNING_KEYS:-dev-signing-key}
-export ROUTER_ADMIN_TOKEN=${ROUTER_ADMIN_TOKEN:-dev-admin-token}
+random_hex() { "$bin/python" -c 'import secrets; print(secrets.token_hex(32))'; }
+export ROUTER_SIGNING_KEYS=${ROUTER_SIGNING_KEYS:-$(random_hex)}
+export ROUTER_ADMIN_TOKEN=${ROUTER_ADMIN_TOKEN:-$(random_hex)}
 export ROUTER_PORT=${ROUTER_PORT:-8080}
 export ROUTER_ADMIN_PORT=${ROUTER_ADMIN_PORT:-8081}
 export ROUTER_DATABASE_URL=${ROUTER_DATABASE_URL:-sqlite:///.demo/claims.db}

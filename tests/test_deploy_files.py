@@ -223,25 +223,45 @@ _INTERPOLATION = re.compile(
     r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}"
 )
 
+#: What an operator exports before ``docker compose up``: the file keeps no signing key and no
+#: admin token of its own.
+OPERATOR_ENV = {
+    "ROUTER_SIGNING_KEYS": "an-attentive-signing-key",
+    "ROUTER_ADMIN_TOKEN": "an-admin-token-of-at-least-32-characters",
+}
 
-def interpolate(value: str) -> str:
-    """``value`` as Compose would see it with nothing set in the shell: defaults win."""
 
-    def default(match: re.Match[str]) -> str:
-        if match["op"] in (":-", "-"):
-            return match["arg"]
+class ComposeRefused(Exception):
+    """Compose would not start: a required variable (``${X:?reason}``) has no value."""
+
+
+def interpolate(value: str, shell: Mapping[str, str] = OPERATOR_ENV) -> str:
+    """``value`` as Compose would see it with only ``shell`` set: a set variable's value, else
+    its default; :class:`ComposeRefused` (Compose's message) for a required one not set."""
+
+    def substitute(match: re.Match[str]) -> str:
+        name, op, arg = match["name"], match["op"], match["arg"]
+        given = shell.get(name)
+        if given is not None and (given or op not in (":-", ":?")):
+            return given
+        if op in (":-", "-"):
+            return str(arg)
+        if op in (":?", "?"):
+            raise ComposeRefused(f"required variable {name} is missing a value: {arg}")
         raise AssertionError(f"{match[0]} has no default: the file needs variables set to run")
 
-    resolved = _INTERPOLATION.sub(default, value.replace("$$", "\0"))
+    resolved = _INTERPOLATION.sub(substitute, value.replace("$$", "\0"))
     assert "$" not in resolved, f"unsupported interpolation in {value!r}"
     return resolved.replace("\0", "$")
 
 
-def environment(service: Mapping[str, Any]) -> dict[str, str]:
+def environment(
+    service: Mapping[str, Any], shell: Mapping[str, str] = OPERATOR_ENV
+) -> dict[str, str]:
     raw = service.get("environment") or {}
     if isinstance(raw, list):
         raw = dict(item.split("=", 1) for item in raw)
-    return {str(name): interpolate(str(value)) for name, value in raw.items()}
+    return {str(name): interpolate(str(value), shell) for name, value in raw.items()}
 
 
 def is_app(service: Mapping[str, Any]) -> bool:
@@ -946,7 +966,7 @@ def test_k8s_network_policy_ports_and_volumes_exist() -> None:
     for policy in manifests("NetworkPolicy"):
         selected = deployments_selected(policy["spec"]["podSelector"]["matchLabels"])
         assert selected
-        for rule in policy["spec"]["ingress"]:
+        for rule in policy["spec"].get("ingress", []):
             for port in rule.get("ports", []):
                 for deployment in selected:
                     [container] = pod_spec(deployment)["containers"]
