@@ -8,10 +8,8 @@ The certificate is a self-signed one made for the test (``openssl``), naming ``l
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
@@ -32,6 +30,7 @@ from router.contract.names import Names
 from router.errors import ConfigError
 from router.settings import Settings
 from tests.conftest import AMQP_URL, SIGNING_KEY, TOKEN
+from tests.hostile import running_ingress
 from tests.wire import free_port
 
 pytestmark = pytest.mark.broker
@@ -95,34 +94,14 @@ def served_router(
     names: Names, tmp_path: Path, certificate: Certificate
 ) -> Iterator[tuple[int, Path]]:
     """``attentive-router serve`` as a process, its admin API on HTTPS: (admin port, log)."""
-    admin_port, log = free_port(), tmp_path / "router.log"
-    env = {
-        **os.environ,
-        "ROUTER_AMQP_URL": AMQP_URL,
-        "ROUTER_SIGNING_KEYS": SIGNING_KEY,
-        "ROUTER_HOST": "127.0.0.1",
-        "ROUTER_PORT": str(free_port()),
-        "ROUTER_ADMIN_PORT": str(admin_port),
+    tls = {
         "ROUTER_ADMIN_TOKEN": TOKEN,
         "ROUTER_ADMIN_TLS_CERT": str(certificate.cert),
         "ROUTER_ADMIN_TLS_KEY": str(certificate.key),
-        "ROUTER_NAMESPACE": names.prefix,
-        "ROUTER_DATABASE_URL": f"sqlite:///{tmp_path / 'claims.db'}",
-        "ROUTER_LOG_FORMAT": "json",
+        "ROUTER_LOG_LEVEL": "info",
     }
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "router", "serve"], env=env, stdout=out, stderr=out
-        )
-    try:
-        yield admin_port, log
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+    with running_ingress(names.prefix, tmp_path, AMQP_URL, SIGNING_KEY, **tls) as router:
+        yield int(router.env["ROUTER_ADMIN_PORT"]), router.log
 
 
 def wait_listening(log: Path) -> None:
