@@ -18,6 +18,7 @@ from router.admin import tls
 from router.amqp.nodes import parse_urls
 from router.config import Variable
 from router.contract.names import Names
+from router.contract.type_labels import DEFAULT_MAX_OTHER_TYPES
 from router.errors import ConfigError
 from router.secret import (
     Secret,
@@ -90,6 +91,9 @@ class Settings:
     admin_tls_key: str = ""
     #: A PEM file of the CA a client of an ``https://`` admin API trusts (else the system's).
     admin_ca: str = ""
+    #: Undocumented event types that get a ``type`` label of their own in the metrics (the
+    #: first ones seen); later ones are counted as ``other``.
+    metrics_max_other_types: int = DEFAULT_MAX_OTHER_TYPES
 
     @property
     def names(self) -> Names:
@@ -217,6 +221,7 @@ VARIABLES: Final[Mapping[str, Variable[Any]]] = {
     "admin_tls_cert": config.text(tls.CERT_VARIABLE),
     "admin_tls_key": config.text(tls.KEY_VARIABLE),
     "admin_ca": config.text(tls.CA_VARIABLE),
+    "metrics_max_other_types": config.integer("ROUTER_METRICS_MAX_OTHER_TYPES", 0, 10_000),
 }
 
 

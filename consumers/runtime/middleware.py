@@ -35,6 +35,7 @@ from consumers.runtime.outcomes import (
 )
 from consumers.runtime.retry import RetryPolicy
 from router.contract.masking import mask_excerpt
+from router.contract.type_labels import DEFAULT_MAX_OTHER_TYPES, TypeLabels
 
 Next = Callable[[Event], Awaitable[Outcome]]
 log = structlog.get_logger("consumers")
@@ -101,12 +102,21 @@ class Logging:
 
 
 class Metrics:
-    """Counts outcomes and times handlers, in the worker's registry."""
+    """Counts outcomes and times handlers, in the worker's registry.
 
-    def __init__(self, app: str, registry: CollectorRegistry) -> None:
+    ``max_other_types``: how many undocumented event types get a ``type`` label of their own
+    (:class:`~router.contract.type_labels.TypeLabels`); the rest are counted as ``other``."""
+
+    def __init__(
+        self,
+        app: str,
+        registry: CollectorRegistry,
+        max_other_types: int = DEFAULT_MAX_OTHER_TYPES,
+    ) -> None:
         self.outcomes = Counter(
             "attentive_worker_events",
-            "Deliveries by outcome (handled, skipped, deferred, retry, dead_letter).",
+            "Deliveries by outcome (handled, skipped, deferred, retry, dead_letter); "
+            "type=other for undocumented types beyond the first few of them.",
             ["app", "type", "outcome"],
             registry=registry,
         )
@@ -118,17 +128,19 @@ class Metrics:
         )
         self.app = app
         self._seconds = self.seconds.labels(app)
-        self._counters: dict[tuple[str, type], Any] = {}  # label children, resolved once
+        self._type_labels = TypeLabels(max_other_types)
+        #: Label children by type label and outcome class, resolved once.
+        self._counters: dict[tuple[str, type], Any] = {}
 
     async def __call__(self, event: Event, call_next: Next) -> Outcome:
         started = time.perf_counter()
         outcome = await call_next(event)
         self._seconds.observe(time.perf_counter() - started)
-        key = (event.type, type(outcome))
+        key = (self._type_labels(event.type), type(outcome))
         counter = self._counters.get(key)
         if counter is None:
             name = _OUTCOME_NAMES.get(type(outcome), "dead_letter")
-            counter = self._counters[key] = self.outcomes.labels(self.app, event.type, name)
+            counter = self._counters[key] = self.outcomes.labels(self.app, key[0], name)
         counter.inc()
         return outcome
 

@@ -117,6 +117,7 @@ class WorkerRunner:
     async def run(self, stop: asyncio.Event, *, claim: bool = True) -> None:
         """Claim, consume until ``stop`` is set, then drain and close."""
         worker = self.worker
+        worker.metrics_max_other_types = self.settings.metrics_max_other_types
         if claim:
             await claim_events(worker, self.settings)
         if self.settings.idempotency_url:

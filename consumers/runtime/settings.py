@@ -19,6 +19,7 @@ from consumers.runtime.idempotency import DEFAULT_LEASE
 from router import config
 from router.config import Variable
 from router.contract.names import Names
+from router.contract.type_labels import DEFAULT_MAX_OTHER_TYPES
 from router.errors import ConfigError
 from router.secret import (
     OptionalSecretUrl,
@@ -63,6 +64,9 @@ class WorkerSettings:
     #: ``WORKER_IDEMPOTENCY_LEASE``: seconds a replica's claim on a message id holds the id
     #: in that store before another replica may take it over (longer than any handler).
     idempotency_lease: float = DEFAULT_LEASE
+    #: ``ROUTER_METRICS_MAX_OTHER_TYPES``: undocumented event types that get a ``type`` label
+    #: of their own in the metrics; later ones are counted as ``other``.
+    metrics_max_other_types: int = DEFAULT_MAX_OTHER_TYPES
     log_format: LogFormat = "auto"
     log_level: str = "info"
 
@@ -103,6 +107,7 @@ VARIABLES: Final[Mapping[str, Variable[Any]]] = {
     "shutdown_timeout": config.number("WORKER_SHUTDOWN_TIMEOUT"),
     "idempotency_url": config.secret("WORKER_IDEMPOTENCY_URL"),
     "idempotency_lease": config.seconds("WORKER_IDEMPOTENCY_LEASE"),
+    "metrics_max_other_types": ROUTER_VARIABLES["metrics_max_other_types"],
     # (a worker takes any log format and level, as it always has: an unknown format logs
     # for a terminal, an unknown level at info)
     "log_format": config.text("ROUTER_LOG_FORMAT"),

@@ -26,6 +26,7 @@ from consumers.runtime.middleware import (
 from consumers.runtime.outcomes import Handled, Outcome
 from consumers.runtime.retry import RetryPolicy
 from router.claims.model import ClaimSpec, EventPattern
+from router.contract.type_labels import DEFAULT_MAX_OTHER_TYPES
 from router.errors import InvalidClaim
 
 HandlerFn = Callable[[Event], Awaitable[None]]
@@ -75,6 +76,9 @@ class Worker:
         self.idempotency: IdempotencyStore = idempotency or MemoryStore()
         self.shutdown_timeout = shutdown_timeout
         self.registry = CollectorRegistry(auto_describe=True)
+        #: Undocumented event types with a ``type`` label of their own in the metrics (the
+        #: runner sets it from ``ROUTER_METRICS_MAX_OTHER_TYPES``); the rest count as ``other``.
+        self.metrics_max_other_types = DEFAULT_MAX_OTHER_TYPES
         self.routes: list[Route] = []
         self.on_startup: list[Hook] = []
         self.on_shutdown: list[Hook] = []
@@ -134,7 +138,7 @@ class Worker:
             self._pipeline = chain(
                 [
                     Logging(self.app),
-                    Metrics(self.app, self.registry),
+                    Metrics(self.app, self.registry, self.metrics_max_other_types),
                     Retries(self.retry),
                     *self._extra_middleware,
                     Idempotency(self.app, self.idempotency),

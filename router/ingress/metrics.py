@@ -16,6 +16,7 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from router.contract.events import EVENT_TYPES
+from router.contract.type_labels import DEFAULT_MAX_OTHER_TYPES, OTHER, TypeLabels
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # The *_created series double the exposition for no use here.
@@ -43,9 +44,12 @@ PAGE_MAX_AGE = 1.0
 
 
 class Metrics:
-    """Counters, gauges and histograms of one ingress app."""
+    """Counters, gauges and histograms of one ingress app.
 
-    def __init__(self) -> None:
+    ``max_other_types``: how many undocumented event types get a ``type`` label of their own
+    (:class:`~router.contract.type_labels.TypeLabels`); the rest are counted as ``other``."""
+
+    def __init__(self, max_other_types: int = DEFAULT_MAX_OTHER_TYPES) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._page = b""
         self._page_at: float | None = None
@@ -58,7 +62,7 @@ class Metrics:
         self.published = Counter(
             "attentive_router_events_published",
             "Events published and confirmed, by type; known=false for types Attentive has "
-            "not documented (yet).",
+            "not documented (yet), type=other for those beyond the first few of them.",
             ["type", "known"],
             registry=self.registry,
         )
@@ -88,14 +92,21 @@ class Metrics:
         self.request_outcomes = {
             outcome: self.requests.labels(outcome.value) for outcome in Outcome
         }
+        self._type_labels = TypeLabels(max_other_types)
         self._published_by_type = {t: self.published.labels(t, "true") for t in EVENT_TYPES}
+        self._published_other = self.published.labels(OTHER, "false")
 
     def count_published(self, event_type: str, known: bool) -> None:
-        """One more event of ``event_type`` published (unknown types get their own label)."""
+        """One more event of ``event_type`` published, under the type's label (``other`` for
+        undocumented types beyond ``max_other_types``)."""
         child = self._published_by_type.get(event_type)
         if child is None:
-            child = self.published.labels(event_type, "true" if known else "false")
-            self._published_by_type[event_type] = child
+            label = self._type_labels(event_type)
+            if label == OTHER:
+                child = self._published_other
+            else:
+                child = self.published.labels(label, "true" if known else "false")
+                self._published_by_type[label] = child
         child.inc()
 
     def render(self) -> bytes:

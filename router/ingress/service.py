@@ -61,7 +61,7 @@ class Ingress:
             timeouts_to_recycle=settings.confirm_timeouts_to_recycle,
             recycle_window=settings.confirm_timeout_window,
         )
-        self.metrics = Metrics()
+        self.metrics = Metrics(settings.metrics_max_other_types)
         self.metrics.in_flight.set_function(lambda: broker.in_flight)  # read when scraped
         receiver = WebhookReceiver(
             Verifier(key.reveal() for key in settings.signing_keys),
