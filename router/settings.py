@@ -20,6 +20,7 @@ from router.config import Variable
 from router.contract.names import Names
 from router.contract.type_labels import DEFAULT_MAX_OTHER_TYPES
 from router.errors import ConfigError
+from router.ingress.refused_log import DEFAULT_RATE as DEFAULT_REFUSED_LOG_RATE
 from router.secret import (
     Secret,
     SecretField,
@@ -94,6 +95,9 @@ class Settings:
     #: Undocumented event types that get a ``type`` label of their own in the metrics (the
     #: first ones seen); later ones are counted as ``other``.
     metrics_max_other_types: int = DEFAULT_MAX_OTHER_TYPES
+    #: Lines a second about requests that are no authentic webhook (after a burst of ten
+    #: seconds' worth); those held back are counted in a ``log_lines_dropped`` line.
+    refused_log_rate: int = DEFAULT_REFUSED_LOG_RATE
 
     @property
     def names(self) -> Names:
@@ -222,6 +226,7 @@ VARIABLES: Final[Mapping[str, Variable[Any]]] = {
     "admin_tls_key": config.text(tls.KEY_VARIABLE),
     "admin_ca": config.text(tls.CA_VARIABLE),
     "metrics_max_other_types": config.integer("ROUTER_METRICS_MAX_OTHER_TYPES", 0, 10_000),
+    "refused_log_rate": config.integer("ROUTER_REFUSED_LOG_RATE", 0, 100_000),
 }
 
 

@@ -15,6 +15,7 @@ import structlog
 from router.ingress.answering import AnsweringConnection
 from router.ingress.limits import MAX_HEADER_FIELDS, MAX_PIPELINED, Owed
 from router.ingress.messages import Refusal, Request, path_of, refusal_of_head
+from router.ingress.refused_log import cut_path
 
 log = structlog.get_logger("router.http")
 
@@ -74,7 +75,8 @@ class Connection(AnsweringConnection):
             self._timer.cancel()
         self._wake_writer()
         if self._in_body:  # a bad request, answered to no one but logged and counted
-            log.info("webhook_client_gone", path=path_of(self._url))
+            if self._server.refused_log.allow("webhook_client_gone"):
+                log.info("webhook_client_gone", path=cut_path(path_of(self._url)))
             self._refuse(Refusal.BAD_REQUEST)
         if self.task is None:  # else once the requests that came are handled all the same
             self._server.open.discard(self)

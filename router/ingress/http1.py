@@ -54,16 +54,21 @@ import asyncio
 from router.ingress.connection import Connection
 from router.ingress.limits import LINGER, MAX_HEADER_FIELDS, MAX_PIPELINED, Limits
 from router.ingress.messages import Handler
+from router.ingress.refused_log import RefusedLog
 from router.ingress.timers import TimedConnection
 
 
 class HttpServer:
     """The protocol factory a listener serves with: each connection it makes is a
-    :class:`~router.ingress.connection.Connection` that hands its requests to ``handler``."""
+    :class:`~router.ingress.connection.Connection` that hands its requests to ``handler``;
+    its connections' own lines (a client gone, a deadline passed) go through ``refused_log``."""
 
-    def __init__(self, handler: Handler, limits: Limits) -> None:
+    def __init__(
+        self, handler: Handler, limits: Limits, refused_log: RefusedLog | None = None
+    ) -> None:
         self.handler = handler
         self.limits = limits
+        self.refused_log = RefusedLog() if refused_log is None else refused_log
         #: The connections open now.
         self.open: set[TimedConnection] = set()
         #: Request heads read whole since the server was made (answered or refused).

@@ -7,13 +7,20 @@ place: 200 accepted, 202 quarantined, 401, 403, and 503 with ``Retry-After`` whe
 not confirm. ``/healthz``, ``/readyz`` and ``/metrics`` are answered, never logged or counted
 as webhooks; every other request is logged and counted once (404, 405, and what the
 connection refused: 400, 408, 413, 415, 431, 501, 505).
+
+Every request is counted, but only the lines about authentic webhooks (200, 202, 403, 503)
+and about errors of our own (500) are always written: the others (anyone on the internet can
+send them by the thousand) go through the ingress's
+:class:`~router.ingress.refused_log.RefusedLog`, which bounds how many are written and
+counts the rest. A line's path is cut to :data:`~router.ingress.refused_log.PATH_CHARS`
+characters.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
@@ -24,6 +31,7 @@ from router.amqp.broker import Broker
 from router.contract.names import WEBHOOK_PATH
 from router.ingress.messages import Answer, Refusal, Request
 from router.ingress.metrics import CONTENT_TYPE, Metrics, Outcome
+from router.ingress.refused_log import RefusedLog, cut_path
 from router.ingress.webhook import (
     Accepted,
     Quarantined,
@@ -66,6 +74,8 @@ class Routes:
     metrics: Metrics
     #: Seconds a 503 asks the client to wait before it sends the webhook again.
     retry_after: int
+    #: What bounds the lines about requests that are no authentic webhook.
+    refused_log: RefusedLog = field(default_factory=RefusedLog)
 
     async def handle(self, request: Request) -> Answer:
         """Route ``request``, answer it, and log and count it once if it is no probe."""
@@ -78,16 +88,18 @@ class Routes:
             else:
                 answer, outcome, fields = await self._route(request)
         except Exception:
-            log.exception("unhandled_error", path=request.path, method=request.method)
+            log.exception("unhandled_error", path=cut_path(request.path), method=request.method)
             answer, outcome, fields = Answer(500, b'{"error":"internal error"}'), Outcome.ERROR, {}
         if outcome is not None:
             self.metrics.request_outcomes[outcome].inc()
+            if outcome not in _ALWAYS_LOGGED and not self.refused_log.allow(outcome.value):
+                return answer
             request_log.info(
                 "webhook",
                 outcome=outcome.value,
                 status=answer.status,
                 method=request.method,
-                path=request.path,
+                path=cut_path(request.path),
                 latency_ms=round((time.perf_counter() - started) * 1000, 3),
                 **fields,
             )
@@ -209,6 +221,17 @@ _PROBES: dict[str, Callable[[Routes], Answer]] = {
     "/metrics": Routes._metrics,
 }
 _NO_FIELDS: dict[str, Any] = {}
+#: The outcomes whose lines are always written: authentic webhooks (signed by a key of ours)
+#: and errors of our own.
+_ALWAYS_LOGGED = frozenset(
+    {
+        Outcome.ACCEPTED,
+        Outcome.QUARANTINED,
+        Outcome.FORBIDDEN,
+        Outcome.UNAVAILABLE,
+        Outcome.ERROR,
+    }
+)
 
 
 def _reply(

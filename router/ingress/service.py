@@ -17,6 +17,7 @@ from router.contract.signing import Verifier
 from router.ingress.http1 import HttpServer
 from router.ingress.limits import Limits
 from router.ingress.metrics import Metrics
+from router.ingress.refused_log import RefusedLog
 from router.ingress.routes import Routes
 from router.ingress.webhook import WebhookReceiver
 from router.settings import Settings
@@ -68,8 +69,10 @@ class Ingress:
             broker,
             settings.names.invalid_queue,
         )
-        self.routes = Routes(receiver, broker, self.metrics, settings.retry_after)
-        self.http = HttpServer(self.routes.handle, limits_of(settings))
+        #: One per process: it bounds the lines about requests that are no authentic webhook.
+        self.refused_log = RefusedLog(settings.refused_log_rate)
+        self.routes = Routes(receiver, broker, self.metrics, settings.retry_after, self.refused_log)
+        self.http = HttpServer(self.routes.handle, limits_of(settings), self.refused_log)
         self._reuse_port = reuse_port
         self._listener: asyncio.Server | None = None
 
@@ -104,6 +107,7 @@ class Ingress:
             listener.close()
             await asyncio.sleep(0)  # (a connection accepted just before is made, then closed)
             await self.http.shutdown(timeout)
+        self.refused_log.flush()  # (what was held back since the last summary)
         await self.broker.close()
 
 

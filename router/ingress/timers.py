@@ -18,6 +18,7 @@ import structlog
 
 from router.ingress.limits import LINGER, MAX_PIPELINED, Owed
 from router.ingress.messages import Refusal, Request, path_of
+from router.ingress.refused_log import cut_path
 
 if TYPE_CHECKING:
     from router.ingress.http1 import HttpServer
@@ -210,7 +211,8 @@ class TimedConnection(asyncio.Protocol):
         now = self._loop.time()
         if not self._writing:  # the client does not read its answers
             if now - self._stalled_since >= self._limits.keepalive_timeout:
-                log.info("http_client_not_reading", peer=self._peer())
+                if self._server.refused_log.allow("http_client_not_reading"):
+                    log.info("http_client_not_reading", peer=self._peer())
                 self.abort()
                 return
             self._arm()
@@ -228,9 +230,12 @@ class TimedConnection(asyncio.Protocol):
         self._owed = Owed.NOTHING
         match owed:
             case Owed.HEAD:
-                log.info(
-                    "request_head_timeout", peer=self._peer(), timeout=self._limits.head_timeout
-                )
+                if self._server.refused_log.allow("request_head_timeout"):
+                    log.info(
+                        "request_head_timeout",
+                        peer=self._peer(),
+                        timeout=self._limits.head_timeout,
+                    )
                 self._in_head = False
                 self._closing, self._unparsed = True, b""
                 if self.task is not None or transport.get_write_buffer_size():
@@ -240,7 +245,8 @@ class TimedConnection(asyncio.Protocol):
                 else:
                     self.abort()
             case Owed.BODY:
-                log.warning("webhook_body_timeout", path=path_of(self._url))
+                if self._server.refused_log.allow("webhook_body_timeout"):
+                    log.warning("webhook_body_timeout", path=cut_path(path_of(self._url)))
                 self._refuse(Refusal.TIMEOUT)
             case Owed.NEXT_REQUEST:
                 self.close()
