@@ -1,4 +1,4 @@
-"""The users and permissions of :mod:`router.amqp.permissions`, imported into the real RabbitMQ.
+"""The users and permissions of :mod:`router.claims.permissions`, imported into the real RabbitMQ.
 
 Each test gets a namespace of its own with the router's topology and the quorum queues of two
 applications, ``alpha`` and ``beta``; the definitions are loaded with ``rabbitmqctl
@@ -32,13 +32,13 @@ from aiormq.exceptions import ChannelAccessRefused
 from yarl import URL
 
 from router.amqp import topology
-from router.amqp.permissions import (
+from router.amqp.topology import QUORUM_QUEUE_ARGUMENTS
+from router.claims.permissions import (
     HASHING_ALGORITHM,
     generate_password,
     password_hash,
     rabbitmq_definitions,
 )
-from router.amqp.topology import QUORUM_QUEUE_ARGUMENTS
 from router.contract.names import Names
 from router.errors import InvalidClaim
 from tests.conftest import AMQP_URL, depth

@@ -34,7 +34,7 @@ from consumers.runtime.settings import WorkerSettings
 from consumers.runtime.worker import Worker
 from router.amqp import topology
 from router.amqp.nodes import split_urls
-from router.amqp.permissions import (
+from router.claims.permissions import (
     HASHING_ALGORITHM,
     NOTHING,
     app_permission_regex,

@@ -111,7 +111,7 @@ def _check(path: Path) -> int:
 
 
 def _definitions(apps: list[str], args: argparse.Namespace, settings: Settings) -> int:
-    from router.amqp.permissions import generate_password, rabbitmq_definitions
+    from router.claims.permissions import generate_password, rabbitmq_definitions
 
     passwords = {app: generate_password() for app in apps}
     document = rabbitmq_definitions(settings.names, apps, passwords=passwords, vhost=args.vhost)
