@@ -1,13 +1,17 @@
-"""``attentive-router serve``: the webhook listener and, with a token, the admin listener.
+"""``attentive-router serve``: the webhook listener, the internal listener (``/metrics``,
+``/readyz``, ``/healthz``) and, with a token, the admin listener.
 
-Both run in one process and one event loop; SIGTERM or SIGINT stops them together (the
-ingress finishes its in-flight requests first, then its broker connection closes; then the
-admin listener stops).
+They run in one process and one event loop; SIGTERM or SIGINT stops them together (the
+ingress finishes its in-flight requests first, then its internal listener and its broker
+connection close; then the admin listener stops).
 
-``--workers N`` (``ROUTER_WORKERS``) starts N such processes on one port (SO_REUSEPORT: the
-kernel spreads connections between them), so one machine's cores are used. They start and
-stop together: a signal to the parent reaches all of them, and if one dies the others are
-stopped. Only the first runs the admin listener.
+``--workers N`` (``ROUTER_WORKERS``) starts N such processes on one webhook port
+(SO_REUSEPORT: the kernel spreads connections between them), so one machine's cores are used.
+They start and stop together: a signal to the parent reaches all of them, and if one dies the
+others are stopped. Only the first runs the admin listener and listens on the internal port,
+where it answers for every process: the others listen on Unix sockets in a directory the
+parent makes for the run (and removes), which the first asks
+(:mod:`router.ingress.processes`).
 """
 
 from __future__ import annotations
@@ -15,12 +19,15 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import shutil
 import signal
+import tempfile
 
 import structlog
 from aiohttp import web
 
 from router.admin.app import admin_site, create_admin_app
+from router.ingress.processes import Processes
 from router.ingress.service import Ingress
 from router.loop import freeze_startup_heap, run_loop
 from router.observability import configure_logging
@@ -42,9 +49,21 @@ def run(settings: Settings) -> int:
     if settings.workers == 1:
         run_loop(serve(settings))
         return 0
+    directory = tempfile.mkdtemp(prefix="attentive-router-")  # (only our user may enter it)
+    try:
+        return _run_processes(settings, directory)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _run_processes(settings: Settings, directory: str) -> int:
     context = multiprocessing.get_context("spawn")
     children = [
-        context.Process(target=_child, args=(settings, index, os.getpid()), name=f"ingress-{index}")
+        context.Process(
+            target=_child,
+            args=(settings, Processes(directory, settings.workers, index), os.getpid()),
+            name=f"ingress-{index}",
+        )
         for index in range(settings.workers)
     ]
     stopping = False
@@ -71,28 +90,35 @@ def run(settings: Settings) -> int:
     return 1 if failed and not stopping else 0
 
 
-def _child(settings: Settings, index: int, parent: int) -> None:
+def _child(settings: Settings, processes: Processes, parent: int) -> None:
     # ``parent`` comes from the parent itself: a child asking os.getppid() while it was still
     # starting up, after its parent had been killed, would watch PID 1 and never stop
     configure_logging(settings.log_format, settings.log_level)
-    structlog.contextvars.bind_contextvars(process=index)
+    structlog.contextvars.bind_contextvars(process=processes.index)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards SIGTERM
-    run_loop(serve(settings, admin=index == 0, reuse_port=True, parent=parent))
+    run_loop(serve(settings, admin=processes.first, processes=processes, parent=parent))
 
 
 async def serve(
-    settings: Settings, *, admin: bool = True, reuse_port: bool = False, parent: int | None = None
+    settings: Settings,
+    *,
+    admin: bool = True,
+    reuse_port: bool = False,
+    parent: int | None = None,
+    processes: Processes | None = None,
 ) -> None:
-    """Run until SIGTERM/SIGINT (or, for a child of ``serve --workers``, its parent's death)."""
+    """Run until SIGTERM/SIGINT (or, for a child of ``serve --workers``, its parent's death);
+    ``processes``: which of ``serve --workers``'s processes this is."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    ingress = Ingress(settings, reuse_port=reuse_port)
+    ingress = Ingress(settings, reuse_port=reuse_port or processes is not None, processes=processes)
     await ingress.start()
     admin_runner: web.AppRunner | None = None
     try:
         log.info("serving", listener="webhooks", host=settings.host, port=settings.port)
+        log.info("serving", listener="internal", address=ingress.internal_address)
         if settings.admin_token and admin:
             runner = web.AppRunner(create_admin_app(settings), access_log=None)
             await runner.setup()

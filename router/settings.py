@@ -72,6 +72,11 @@ class Settings:
     #: Seconds a kept-alive connection may sit idle after an answer before it is closed (keep
     #: it above the idle timeout of a proxy's connection pool in front: nginx's is 60 s).
     keepalive_timeout: float = 75.0
+    #: The internal listener: ``/metrics``, ``/readyz`` and ``/healthz`` for Prometheus and
+    #: probes, without a token; never to be published (the webhook port serves webhooks and
+    #: ``/healthz`` only).
+    internal_host: str = "127.0.0.1"
+    internal_port: int = 8082
     #: Prefix of every exchange and queue name (see :class:`router.contract.names.Names`).
     namespace: str = "attentive"
     log_format: LogFormat = "auto"
@@ -109,12 +114,14 @@ class Settings:
         variables = {**VARIABLES, "admin_token": admin_token_variable(env)}
         settings = config.load(cls, env, variables, overrides)
         settings._check_admin_tls()
+        settings._check_ports()
         return settings
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first setting that cannot work."""
         config.check_all(self, VARIABLES)
         self._check_admin_tls()
+        self._check_ports()
 
     def require_admin_token(self) -> str:
         """The admin token itself, or :class:`ConfigError` when none is configured or it is
@@ -140,6 +147,15 @@ class Settings:
         set (the files are loaded when the listener starts: :func:`router.admin.app.
         admin_site`)."""
         tls.check_pair(self.admin_tls_cert, self.admin_tls_key)
+
+    def _check_ports(self) -> None:
+        """:class:`ConfigError` when the internal listener would share the webhook or the
+        admin listener's port."""
+        if self.internal_port in (self.port, self.admin_port):
+            raise ConfigError(
+                f"{_INTERNAL_PORT_VARIABLE} ({self.internal_port}) must differ from ROUTER_PORT"
+                " and ROUTER_ADMIN_PORT"
+            )
 
     def require_signing_keys(self) -> None:
         """Raise :class:`ConfigError` when no signing key is configured."""
@@ -172,6 +188,9 @@ def amqp_urls_usable(raw: str) -> bool:
     return True
 
 
+_INTERNAL_PORT_VARIABLE: Final = "ROUTER_INTERNAL_PORT"
+
+
 def _namespace_usable(namespace: str) -> bool:
     return bool(namespace) and not any(c in namespace for c in " *#")
 
@@ -198,6 +217,8 @@ VARIABLES: Final[Mapping[str, Variable[Any]]] = {
     "signing_keys": config.comma_list("ROUTER_SIGNING_KEYS", secret=True),
     "host": config.text("ROUTER_HOST"),
     "port": config.integer("ROUTER_PORT", 1, 65535),
+    "internal_host": config.text("ROUTER_INTERNAL_HOST"),
+    "internal_port": config.integer(_INTERNAL_PORT_VARIABLE, 1, 65535),
     "workers": config.integer("ROUTER_WORKERS", 1, 64),
     "max_body_bytes": config.integer("ROUTER_MAX_BODY_BYTES", 1),
     "confirm_timeout": config.seconds("ROUTER_CONFIRM_TIMEOUT"),

@@ -1,4 +1,5 @@
-"""The ingress's Prometheus metrics, each in a registry of its own app (so tests can run many)."""
+"""The ingress's Prometheus metrics, each in a registry of its own (so tests can run many),
+served on the internal listener (:mod:`router.ingress.internal`), never on the webhook port."""
 
 from __future__ import annotations
 
@@ -116,9 +117,10 @@ class Metrics:
     def page(self) -> bytes:
         """:meth:`render`'s text, rendered at most once per :data:`PAGE_MAX_AGE` seconds.
 
-        ``/metrics`` is open to anyone who reaches the webhook port: a flood of scrapes
-        (pipelined, on many connections) would otherwise render it for each and hold the
-        event loop. A scraper polls every few seconds and so always gets a fresh copy."""
+        The event loop that renders it also answers webhooks: a flood of scrapes (pipelined,
+        on many connections, from whoever reaches the internal listener) would otherwise
+        render it for each and hold the loop. A scraper polls every few seconds and so always
+        gets a fresh copy."""
         now = time.monotonic()
         if self._page_at is None or now - self._page_at >= PAGE_MAX_AGE:
             self._page, self._page_at = self.render(), now

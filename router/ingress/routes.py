@@ -1,12 +1,17 @@
-"""The webhook port's handler: which request goes where, the probes and ``/metrics``, and what
-each webhook is answered, logged and counted as.
+"""The webhook port's handler: which request goes where, and what each webhook is answered,
+logged and counted as.
+
+The port faces the internet, so it serves webhooks and nothing else but ``/healthz``, which
+says the process is alive and nothing more (for a load balancer). ``/metrics`` and ``/readyz``
+are the internal listener's (:mod:`router.ingress.internal`): here they are paths like any
+other, answered 404.
 
 Webhooks (``POST /webhooks/attentive`` and ``POST /webhooks/attentive/<company>``) go to
 :class:`~router.ingress.webhook.WebhookReceiver`; its outcome becomes the answer here, in one
 place: 200 accepted, 202 quarantined, 401, 403, and 503 with ``Retry-After`` when RabbitMQ did
-not confirm. ``/healthz``, ``/readyz`` and ``/metrics`` are answered, never logged or counted
-as webhooks; every other request is logged and counted once (404, 405, and what the
-connection refused: 400, 408, 413, 415, 431, 501, 505).
+not confirm. ``/healthz`` is answered, never logged or counted as a webhook; every other
+request is logged and counted once (404, 405, and what the connection refused: 400, 408, 413,
+415, 431, 501, 505).
 
 Every request is counted, but only the lines about authentic webhooks (200, 202, 403, 503)
 and about errors of our own (500) are always written: the others (anyone on the internet can
@@ -19,7 +24,6 @@ characters.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -27,10 +31,9 @@ from urllib.parse import unquote
 import orjson
 import structlog
 
-from router.amqp.broker import Broker
 from router.contract.names import WEBHOOK_PATH
 from router.ingress.messages import Answer, Refusal, Request
-from router.ingress.metrics import CONTENT_TYPE, Metrics, Outcome
+from router.ingress.metrics import Metrics, Outcome
 from router.ingress.refused_log import RefusedLog, cut_path
 from router.ingress.webhook import (
     Accepted,
@@ -59,8 +62,8 @@ _REFUSED = {
     Refusal.VERSION_NOT_SUPPORTED: (Outcome.BAD_REQUEST, "http version not supported"),
 }
 
-#: An answer, with the outcome it is logged and counted as (None: a probe, neither), and the
-#: log line's fields.
+#: An answer, with the outcome it is logged and counted as (None: ``/healthz``, neither), and
+#: the log line's fields.
 _Reply = tuple[Answer, Outcome | None, dict[str, Any]]
 
 
@@ -70,7 +73,6 @@ class Routes:
     looked up per request."""
 
     receiver: WebhookReceiver
-    broker: Broker
     metrics: Metrics
     #: Seconds a 503 asks the client to wait before it sends the webhook again.
     retry_after: int
@@ -78,7 +80,7 @@ class Routes:
     refused_log: RefusedLog = field(default_factory=RefusedLog)
 
     async def handle(self, request: Request) -> Answer:
-        """Route ``request``, answer it, and log and count it once if it is no probe."""
+        """Route ``request``, answer it, and log and count it once if it is no ``/healthz``."""
         started = time.perf_counter()
         try:
             webhook = request.raw_path == WEBHOOK_PATH and request.method == "POST"
@@ -122,10 +124,10 @@ class Routes:
                 return self._reply_to(received)
         elif path == WEBHOOK_PATH:
             return _not_allowed("POST")
-        elif (probe := _PROBES.get(path)) is not None:
+        elif path == _ALIVE_PATH:
             if method not in ("GET", "HEAD"):
                 return _not_allowed("GET, HEAD")
-            return probe(self), None, _NO_FIELDS
+            return _ALIVE, None, _NO_FIELDS
         return _reply(Outcome.NOT_FOUND, 404, {"error": "not found"})
 
     def _reply_to(self, received: Received) -> _Reply:
@@ -165,7 +167,7 @@ class Routes:
                     reason=reason,
                 )
             case Unsigned():
-                return _reply(Outcome.UNAUTHORIZED, 401, {"error": "unauthorized"})
+                return _reply(Outcome.UNAUTHORIZED, 401, _UNAUTHORIZED)
             case WrongCompany():
                 event = received.event
                 return _reply(
@@ -195,31 +197,11 @@ class Routes:
                 )
         raise AssertionError(f"unknown outcome {received!r}")  # pragma: no cover
 
-    def _alive(self) -> Answer:
-        """GET /healthz: the process is alive."""
-        return Answer(200, b'{"status":"alive"}')
 
-    def _readiness(self) -> Answer:
-        """GET /readyz: 200 only while publishing can succeed (connected, topology up,
-        unblocked)."""
-        broker = self.broker
-        ready = broker.ready
-        state = {"status": "ready" if ready else "not ready"}
-        state |= {"connected": broker.connected, "blocked": broker.blocked}  # type: ignore[dict-item]
-        return Answer(200 if ready else 503, orjson.dumps(state))
-
-    def _metrics(self) -> Answer:
-        """GET /metrics: Prometheus text."""
-        self.metrics.broker_ready.set(1 if self.broker.ready else 0)
-        return Answer(200, self.metrics.page(), content_type=CONTENT_TYPE)
-
-
-#: The endpoints that are not webhooks: answered, never logged or counted as webhooks.
-_PROBES: dict[str, Callable[[Routes], Answer]] = {
-    "/healthz": Routes._alive,
-    "/readyz": Routes._readiness,
-    "/metrics": Routes._metrics,
-}
+#: The one path besides the webhooks': the process is alive (and it says nothing else).
+_ALIVE_PATH = "/healthz"
+_ALIVE = Answer(200, b'{"status":"alive"}')
+_UNAUTHORIZED = {"error": "unauthorized"}
 _NO_FIELDS: dict[str, Any] = {}
 #: The outcomes whose lines are always written: authentic webhooks (signed by a key of ours)
 #: and errors of our own.
