@@ -7,7 +7,8 @@ and never read, and prints the process's RSS before, at its peak, and the growth
 connection. A connection's worst is the sum of what it can make the ingress hold at once
 (docs/security.md, "Memory under hostile clients"); each kind below fills some of those parts:
 
-* ``pipelined``: 1,500 pipelined ``GET /metrics`` (5 MB of answers it never reads: writing
+* ``pipelined``: 40,000 pipelined ``GET /metrics``, a path the webhook port does not serve
+  (5 MB of 404 answers it never reads, more than the kernel holds for it: writing
   stalls), then large signed bodies pipelined (the queue of parsed requests fills to its byte
   bound), then more (a read kept unparsed);
 * ``heads``: the same stall, then requests whose 16 KiB heads are as many fields as a request
@@ -56,9 +57,11 @@ DEFAULTS = {
     "ROUTER_KEEPALIVE_TIMEOUT": "75",
 }
 MAX_BODY = 256 * KIB
-METRICS = b"GET /metrics HTTP/1.1\r\nHost: r\r\n\r\n"
-#: Answers enough (5 MB) to stall the ingress's writing to a client that does not read.
-STALL = METRICS * 1500
+#: Answered 404 on the webhook port (/metrics is the internal listener's).
+NOT_FOUND = b"GET /metrics HTTP/1.1\r\nHost: r\r\n\r\n"
+#: Answers enough (5 MB of small 404s: more than the kernel holds for a client on the
+#: loopback) to stall the ingress's writing to a client that does not read.
+STALL = NOT_FOUND * 40_000
 
 
 def _tiny_fields(total: int) -> bytes:
@@ -147,7 +150,7 @@ async def measure(kind: str, connections: int, settle: float) -> tuple[int, int,
 
 
 async def _warm_up(ingress: Ingress) -> None:
-    for request in (METRICS, _mis_signed(MAX_BODY - KIB), _mis_signed(10)):
+    for request in (NOT_FOUND, _mis_signed(MAX_BODY - KIB), _mis_signed(10)):
         await ingress.ask(request)
 
 

@@ -12,6 +12,7 @@ export ROUTER_SIGNING_KEYS=${ROUTER_SIGNING_KEYS:-$(random_hex)}
 export ROUTER_ADMIN_TOKEN=${ROUTER_ADMIN_TOKEN:-$(random_hex)}
 export ROUTER_PORT=${ROUTER_PORT:-8080}
 export ROUTER_ADMIN_PORT=${ROUTER_ADMIN_PORT:-8081}
+export ROUTER_INTERNAL_PORT=${ROUTER_INTERNAL_PORT:-8082}
 export ROUTER_DATABASE_URL=${ROUTER_DATABASE_URL:-sqlite:///.demo/claims.db}
 export ROUTER_ADMIN_URL=http://127.0.0.1:$ROUTER_ADMIN_PORT
 export ROUTER_LOG_FORMAT=console
@@ -38,7 +39,7 @@ trap 'stop; exit 0' INT TERM
 
 "$bin/attentive-router" serve & pids+=($!)
 until "$bin/python" -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=1)" \
-    "$base/readyz" 2>/dev/null; do
+    "http://127.0.0.1:$ROUTER_INTERNAL_PORT/readyz" 2>/dev/null; do
   kill -0 "${pids[0]}" 2>/dev/null || { echo "the router exited; see its log above" >&2; exit 1; }
   sleep 0.2
 done

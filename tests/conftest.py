@@ -176,7 +176,7 @@ async def make_ingress(test_id: str) -> AsyncIterator[MakeIngress]:
     clients: list[Client] = []
 
     async def start(settings: Settings, *, wait_ready: bool = True) -> Client:
-        local = replace(settings, host="127.0.0.1", port=0)
+        local = replace(settings, host="127.0.0.1", port=0, internal_port=0)
         ingress = Ingress(local, connection_name=test_id)
         client: Client = TestClient(IngressTestServer(ingress))
         await client.start_server()

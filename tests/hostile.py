@@ -60,9 +60,13 @@ def connection_bound(max_body_bytes: int) -> int:
         + max_body_bytes  # the request in progress
         + max_body_bytes  # the body being decoded (one at a time, in its turn)
         + WRITE_HIGH_WATER
-        + 64 * KIB  # the answer that crossed the high-water mark (/metrics is the largest)
+        + 64 * KIB  # the answer that crossed the high-water mark (the internal /metrics)
     )
 
+
+#: The internal listener's pages (never the webhook port's).
+METRICS = b"GET /metrics HTTP/1.1\r\nHost: r\r\nConnection: close\r\n\r\n"
+READYZ = b"GET /readyz HTTP/1.1\r\nHost: r\r\n\r\n"
 
 #: Bytes the process's RSS may move by with no hostile client at all (allocator arenas,
 #: log buffers, the broker connection's frames, pytest's own probing).
@@ -100,6 +104,11 @@ class Ingress:
     env: Mapping[str, str]
 
     @property
+    def internal_port(self) -> int:
+        """The internal listener's port: /metrics and /readyz are there."""
+        return int(self.env["ROUTER_INTERNAL_PORT"])
+
+    @property
     def max_body_bytes(self) -> int:
         return int(self.env["ROUTER_MAX_BODY_BYTES"])
 
@@ -111,25 +120,30 @@ class Ingress:
         raise AssertionError(f"no VmRSS for {self.process.pid}")
 
     async def connect(
-        self, *, receive_buffer: int | None = None
+        self, *, receive_buffer: int | None = None, internal: bool = False
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """A connection; ``receive_buffer`` fixes the client's kernel buffer (small: the
-        ingress meets a client that does not read after a few KiB, not megabytes)."""
+        """A connection (to the internal listener if ``internal``); ``receive_buffer`` fixes
+        the client's kernel buffer (small: the ingress meets a client that does not read after
+        a few KiB, not megabytes)."""
         sock = socket.socket()
         if receive_buffer is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
         sock.setblocking(False)
         try:
             async with asyncio.timeout(5):
-                await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", self.port))
+                port = self.internal_port if internal else self.port
+                await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
                 return await asyncio.open_connection(sock=sock, limit=4 * MIB)
         except BaseException:
             sock.close()
             raise
 
-    async def ask(self, request: bytes, *, within: float = 5.0) -> list[Response]:
-        """The answers to ``request``, sent by a client that then shuts its end, parsed."""
-        reader, writer = await self.connect()
+    async def ask(
+        self, request: bytes, *, within: float = 5.0, internal: bool = False
+    ) -> list[Response]:
+        """The answers to ``request`` (on the internal listener if ``internal``), sent by a
+        client that then shuts its end, parsed."""
+        reader, writer = await self.connect(internal=internal)
         try:
             writer.write(request)
             writer.write_eof()
@@ -143,14 +157,14 @@ class Ingress:
                 if self.process.poll() is not None:
                     raise AssertionError(f"the ingress exited: {self.log.read_text()[-2000:]}")
                 with contextlib.suppress(OSError):
-                    answers = await self.ask(b"GET /readyz HTTP/1.1\r\nHost: r\r\n\r\n", within=2)
+                    answers = await self.ask(READYZ, within=2, internal=True)
                     if answers and answers[0].status == 200:
                         return
                 await asyncio.sleep(0.1)
 
     async def outcomes(self) -> dict[str, float]:
-        """``attentive_router_requests_total`` by outcome, from its /metrics."""
-        answers = await self.ask(b"GET /metrics HTTP/1.1\r\nHost: r\r\nConnection: close\r\n\r\n")
+        """``attentive_router_requests_total`` by outcome, from its internal listener's /metrics."""
+        answers = await self.ask(METRICS, internal=True)
         text = answers[0].body.decode()
         found = re.findall(r'attentive_router_requests_total\{outcome="(\w+)"\} ([0-9.e+]+)', text)
         return {outcome: float(count) for outcome, count in found}
@@ -168,6 +182,7 @@ def running_ingress(
         "ROUTER_HOST": "127.0.0.1",
         "ROUTER_PORT": str(port),
         "ROUTER_ADMIN_PORT": str(free_port()),
+        "ROUTER_INTERNAL_PORT": str(free_port()),
         "ROUTER_NAMESPACE": namespace,
         "ROUTER_DATABASE_URL": f"sqlite:///{workdir / 'claims.db'}",
         **HOSTILE_ENV,

@@ -25,6 +25,7 @@ from router.errors import PublishFailed
 from router.ingress.metrics import PAGE_MAX_AGE
 from tests.amqp_proxy import AmqpProxy
 from tests.conftest import AMQP_URL, Client, TapFactory, rabbitmqctl, signed, take
+from tests.probes import internal
 from tests.streams import Post, Stream
 
 pytestmark = [pytest.mark.broker]
@@ -47,7 +48,7 @@ def node_restored() -> Iterator[None]:
 
 async def wait_ready(ingress: Client, timeout: float) -> None:
     async with asyncio.timeout(timeout):
-        while (await ingress.get("/readyz")).status != 200:
+        while (await internal(ingress, "/readyz")).status != 200:
             await asyncio.sleep(0.1)
 
 
@@ -55,7 +56,7 @@ async def most_in_flight(ingress: Client, request: asyncio.Task[object]) -> floa
     """The most publishes /metrics said were waiting for a confirm while ``request`` ran."""
     most = 0.0
     while not request.done():
-        text = await (await ingress.get("/metrics")).text()
+        text = await (await internal(ingress, "/metrics")).text()
         (gauge,) = [g for g in text.splitlines() if g.startswith(IN_FLIGHT + " ")]
         most = max(most, float(gauge.split()[1]))
         await asyncio.sleep(0.05)
@@ -85,7 +86,7 @@ async def test_broker_stopped_mid_stream_no_2xx_without_confirm_and_recovery(
         # Then the ingress answers 503 (not 2xx) and is not ready
         failed_before = stream.count(503)
         await stream.until(503, at_least=failed_before + 20)
-        assert (await ingress.get("/readyz")).status == 503
+        assert (await internal(ingress, "/readyz")).status == 503
 
         # When the broker comes back, the ingress reconnects by itself and accepts again
         await ctl("start_app")
@@ -177,14 +178,14 @@ async def test_a_resource_alarm_blocks_publishing_503_until_it_clears(
     assert in_flight == 1
     # (a publish that timed out is no longer waiting, once /metrics is rendered anew)
     await asyncio.sleep(PAGE_MAX_AGE)
-    text = await (await ingress.get("/metrics")).text()
+    text = await (await internal(ingress, "/metrics")).text()
     assert f"{IN_FLIGHT} 0.0" in text
 
     # And once RabbitMQ has told the connection it is blocked, /readyz says so
     async with asyncio.timeout(30):
-        while (await ingress.get("/readyz")).status != 503:
+        while (await internal(ingress, "/readyz")).status != 503:
             await asyncio.sleep(0.1)
-    assert (await (await ingress.get("/readyz")).json())["blocked"] is True
+    assert (await (await internal(ingress, "/readyz")).json())["blocked"] is True
     # and webhooks are refused at once, without waiting for a confirm that cannot come
     response = await ingress.post(URL, data=body, headers=signed(body))
     assert response.status == 503

@@ -24,6 +24,7 @@ from router.contract.events import message_id
 from router.contract.names import WEBHOOK_PATH, Names
 from router.settings import Settings
 from tests.conftest import AUTH, TOKEN, Client, MakeIngress, served_ingress
+from tests.probes import internal
 from tests.rabbit_cluster import LocalCluster
 from tests.streams import Stream
 from tests.test_broker_faults import posting
@@ -89,6 +90,9 @@ async def test_the_ingress_and_a_worker_move_to_another_node_and_nothing_answere
     worker_task = asyncio.create_task(runner.run(stop_worker, claim=False))
     ingress = await make_ingress(cluster_settings)
     broker = served_ingress(ingress).broker
+    # (ready, says the internal listener the kubelet probes; the webhook port has no /readyz)
+    assert (await internal(ingress, "/readyz")).status == 200
+    assert (await ingress.get("/readyz")).status == 404
 
     # And events streaming through the ingress
     stream = Stream(posting(ingress))
@@ -103,6 +107,12 @@ async def test_the_ingress_and_a_worker_move_to_another_node_and_nothing_answere
         accepted_before = stream.count(200)
         await stream.until(200, at_least=accepted_before + 200, timeout=90)
         assert cluster.nodes[broker.node] is not victim
+        # And its probe and its metrics say it is ready, connected to that node
+        ready = await internal(ingress, "/readyz")
+        assert ready.status == 200, await ready.text()
+        assert await ready.json() == {"status": "ready", "connected": True, "blocked": False}
+        page = await (await internal(ingress, "/metrics")).text()
+        assert "attentive_router_broker_ready 1.0" in page
 
     # And every event answered 200 was handled by its owner (duplicates allowed, none lost)
     accepted = {message_id(body) for body in stream.accepted()}

@@ -42,6 +42,7 @@ def test_the_demo_handles_every_event_and_ctrl_c_leaves_nothing_on_the_broker(
         "ROUTER_NAMESPACE": namespace,
         "ROUTER_PORT": str(free_port()),
         "ROUTER_ADMIN_PORT": str(free_port()),
+        "ROUTER_INTERNAL_PORT": str(free_port()),
         "ROUTER_DATABASE_URL": f"sqlite:///{tmp_path / 'claims.db'}",
         "DEMO_METRICS_PORT": str(free_port()),
         "DEMO_RECEIVER_PORT": str(free_port()),

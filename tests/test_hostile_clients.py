@@ -63,6 +63,8 @@ pytestmark = pytest.mark.broker
 
 #: Statuses no client may get: the ingress's own failures.
 SERVER_ERRORS = frozenset({500, 502, 503, 504})
+#: The largest answer the ingress writes, on its internal listener (whose connections are the
+#: webhook port's); the webhook port answers it 404.
 METRICS = b"GET /metrics HTTP/1.1\r\nHost: router\r\n\r\n"
 
 
@@ -153,13 +155,21 @@ async def trailer_flood(ingress: Ingress, size: int, start: int = 0) -> list[Res
 
 
 async def flood_without_reading(
-    ingress: Ingress, request: bytes, count: int, seconds: float, *, then_within: float = 1.0
+    ingress: Ingress,
+    request: bytes,
+    count: int,
+    seconds: float,
+    *,
+    then_within: float = 1.0,
+    internal: bool = False,
 ) -> tuple[list[Response], bool]:
-    """``count`` pipelined copies of ``request`` in one write; nothing read for ``seconds``.
+    """``count`` pipelined copies of ``request`` in one write (to the internal listener if
+    ``internal``); nothing read for ``seconds``.
 
     Then what was waiting is read (and what comes within ``then_within`` s): the answers, and
     whether the ingress had closed the connection by then."""
-    client = await Silent.connect(ingress.port, request * count)
+    port = ingress.internal_port if internal else ingress.port
+    client = await Silent.connect(port, request * count)
     try:
         await asyncio.sleep(seconds)
         received, closed = await client.drain(then_within)
@@ -168,9 +178,12 @@ async def flood_without_reading(
         client.close()
 
 
-async def slow_reader(ingress: Ingress, count: int, read: int = 16 * KIB) -> list[Response]:
-    """``count`` pipelined /metrics, read ``read`` bytes every 20 ms: every answer must come."""
-    reader, writer = await ingress.connect(receive_buffer=16 * KIB)
+async def slow_reader(
+    ingress: Ingress, count: int, read: int = 16 * KIB, *, internal: bool = False
+) -> list[Response]:
+    """``count`` pipelined /metrics (to the internal listener if ``internal``), read ``read``
+    bytes every 20 ms: every answer must come."""
+    reader, writer = await ingress.connect(receive_buffer=16 * KIB, internal=internal)
     answers: list[Response] = []
     try:
         writer.write(METRICS * count)
@@ -247,11 +260,15 @@ async def test_pipelining_floods_that_never_read_are_held_to_a_few_requests_then
     flooded = await tap_factory("#.flood")
     keepalive = float(ingress.env["ROUTER_KEEPALIVE_TIMEOUT"])
     async with attacked(ingress) as watch:
-        # When 8 clients write 3,000 pipelined GET /metrics each (10 MB of answers), 2 others
-        # 3,000 signed webhooks each, all in one write, and none of them reads for keepalive
-        # + 2 s; then the webhooks' clients read what they were answered
+        # When 8 clients write 3,000 pipelined GET /metrics each to the internal listener (10 MB
+        # of answers: the webhook port has none so large), 2 others 3,000 signed webhooks each,
+        # all in one write, and none of them reads for keepalive + 2 s; then the webhooks'
+        # clients read what they were answered
         signed = [webhook(event("flood", n), SIGNING_KEY) for n in range(2)]
-        floods = [flood_without_reading(ingress, METRICS, 3000, keepalive + 2) for _ in range(8)]
+        floods = [
+            flood_without_reading(ingress, METRICS, 3000, keepalive + 2, internal=True)
+            for _ in range(8)
+        ]
         floods += [
             flood_without_reading(ingress, r, 3000, keepalive + 2, then_within=20) for r in signed
         ]
@@ -275,9 +292,11 @@ async def test_slow_readers_get_every_answer_in_order_while_memory_stays_bounded
     ingress: Ingress, probed: Tap, amqp: AbstractRobustConnection
 ) -> None:
     async with attacked(ingress) as watch:
-        # When 8 clients pipeline 400 GET /metrics each (a megabyte of answers or more) and
-        # read them 16 KiB at a time
-        answered = await asyncio.gather(*(slow_reader(ingress, 400) for _ in range(8)))
+        # When 8 clients pipeline 400 GET /metrics each to the internal listener (a megabyte of
+        # answers or more) and read them 16 KiB at a time
+        answered = await asyncio.gather(
+            *(slow_reader(ingress, 400, internal=True) for _ in range(8))
+        )
         for answers in answered:
             watch.heard(answers)
 
@@ -473,13 +492,14 @@ async def test_three_hundred_hostile_connections_at_once_leave_the_webhook_port_
     rfc = [case[0] for case in RFC_CASES.values()]
     attacks: list[Callable[[int], Awaitable[object]]] = [
         lambda n: trailer_flood(ingress, 2 * MIB, start=n * 1000),
-        lambda n: flood_without_reading(ingress, METRICS, 1000, keepalive + 1),
+        lambda n: flood_without_reading(ingress, METRICS, 1000, keepalive + 1),  # (404s)
         # (100, not thousands: 37 such clients' signed webhooks are real load to publish,
         # which on two cores shared with the broker and this test is not what is tested)
         lambda n: flood_without_reading(
             ingress, webhook(event("flood", n), SIGNING_KEY), 100, keepalive + 1
         ),
-        lambda n: slow_reader(ingress, 100, read=64 * KIB),  # (faster: the loop is busy)
+        # (faster: the loop is busy)
+        lambda n: slow_reader(ingress, 100, read=64 * KIB, internal=True),
         lambda n: trickle(ingress, SLOW_HEAD, 0.1),
         lambda n: trickle(ingress, SLOW_HEAD + b"{" + b" " * 998 + b"}", 0.005),
         lambda n: half_closed(ingress, webhook(event("flood", n), SIGNING_KEY)[: n % 300]),

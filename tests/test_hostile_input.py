@@ -804,7 +804,10 @@ async def test_a_client_hanging_up_half_way_through_its_body_is_no_server_error(
     # logged as a client that went away and counted as a bad request, never as an error
     assert [entry["event"] for entry in logs] == ["webhook_client_gone", "webhook"]
     assert logs[1]["outcome"] == "bad_request"
-    async with aiohttp.ClientSession() as session, session.get(served.url("/metrics")) as got:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(served.internal_url("/metrics")) as got,
+    ):
         metrics = await got.text()
     assert 'attentive_router_requests_total{outcome="error"} 0.0' in metrics
 

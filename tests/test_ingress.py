@@ -30,6 +30,7 @@ from tests.conftest import (
     signed,
     take,
 )
+from tests.probes import internal
 
 pytestmark = pytest.mark.broker
 
@@ -226,7 +227,7 @@ async def test_an_authentic_but_unusable_body_is_quarantined_raw_with_202(
     assert parked.headers["x-attentive-received-path"] == f"{URL}/c"
     assert any(e["event"] == "webhook_quarantined" and e["log_level"] == "warning" for e in logs)
 
-    metrics = await (await ingress.get("/metrics")).text()
+    metrics = await (await internal(ingress, "/metrics")).text()
     assert 'attentive_router_requests_total{outcome="quarantined"} 1.0' in metrics
     assert "attentive_router_events_quarantined_total{reason=" in metrics
 
@@ -240,7 +241,7 @@ async def test_an_unknown_well_formed_type_is_routed_and_counted_as_unknown(
     assert response.status == 200
     (message,) = await tap.take(1)
     assert message.routing_key == "sms.delivered.c1"
-    metrics = await (await ingress.get("/metrics")).text()
+    metrics = await (await internal(ingress, "/metrics")).text()
     assert (
         'attentive_router_events_published_total{known="false",type="sms.delivered"} 1.0' in metrics
     )
@@ -248,14 +249,14 @@ async def test_an_unknown_well_formed_type_is_routed_and_counted_as_unknown(
 
 async def test_health_readiness_and_metrics(ingress: Client) -> None:
     assert (await ingress.get("/healthz")).status == 200
-    ready = await ingress.get("/readyz")
+    ready = await internal(ingress, "/readyz")
     assert ready.status == 200
     assert await ready.json() == {"status": "ready", "connected": True, "blocked": False}
 
     body = example_body("custom_attribute.set")
     await ingress.post(URL, data=body, headers=signed(body))
     await ingress.post(URL, data=body)
-    text = await (await ingress.get("/metrics")).text()
+    text = await (await internal(ingress, "/metrics")).text()
     assert 'attentive_router_requests_total{outcome="accepted"} 1.0' in text
     assert 'attentive_router_requests_total{outcome="unauthorized"} 1.0' in text
     assert (
@@ -296,7 +297,7 @@ async def test_without_a_broker_it_answers_503_with_retry_after(
 
     # Then it is alive but not ready, and answers webhooks 503 with Retry-After
     assert (await ingress.get("/healthz")).status == 200
-    assert (await ingress.get("/readyz")).status == 503
+    assert (await internal(ingress, "/readyz")).status == 503
     body = example_body("sms.sent")
     response = await ingress.post(URL, data=body, headers=signed(body))
     assert response.status == 503
@@ -310,16 +311,16 @@ async def test_without_a_broker_it_answers_503_with_retry_after(
 
 async def test_metrics_are_rendered_at_most_once_per_page_age(ingress: Client) -> None:
     # Given a page of /metrics just rendered
-    first = await (await ingress.get("/metrics")).text()
+    first = await (await internal(ingress, "/metrics")).text()
 
     # When a webhook is answered and /metrics asked again at once, the same page comes back
     body = example_body("sms.sent")
     assert (await ingress.post(URL, data=body, headers=signed(body))).status == 200
-    assert await (await ingress.get("/metrics")).text() == first
+    assert await (await internal(ingress, "/metrics")).text() == first
 
     # And once the page is older than its age, it is rendered anew, with the webhook in it
     await asyncio.sleep(PAGE_MAX_AGE)
-    text = await (await ingress.get("/metrics")).text()
+    text = await (await internal(ingress, "/metrics")).text()
     assert 'attentive_router_requests_total{outcome="accepted"} 1.0' in text
 
 
@@ -329,7 +330,9 @@ async def test_stop_answers_the_webhook_in_flight_then_closes_the_broker_connect
     # Given an ingress started on its own, publishing through a proxy that can hold confirms
     tap = await tap_factory("#")
     async with AmqpProxy.running() as proxy, aiohttp.ClientSession() as session:
-        local = replace(settings, amqp_url=proxy.url(AMQP_URL), host="127.0.0.1", port=0)
+        local = replace(
+            settings, amqp_url=proxy.url(AMQP_URL), host="127.0.0.1", port=0, internal_port=0
+        )
         ingress = Ingress(local, connection_name=test_id)
         await ingress.start()
         await ingress.broker.wait_ready(timeout=15)

@@ -22,6 +22,7 @@ from router.contract.names import WEBHOOK_PATH
 from router.contract.type_labels import DEFAULT_MAX_OTHER_TYPES, OTHER, TypeLabels
 from router.settings import Settings
 from tests.conftest import Client, MakeIngress, StartWorker, signed
+from tests.probes import internal
 from tests.wire import free_port
 
 #: Undocumented types with a label of their own, in these tests.
@@ -115,7 +116,8 @@ async def test_the_routers_series_are_bounded_and_other_carries_the_rest(
 
     # Then /metrics has a series for each documented type, the first five others, and other
     published = series(
-        await (await ingress.get("/metrics")).text(), "attentive_router_events_published_total"
+        await (await internal(ingress, "/metrics")).text(),
+        "attentive_router_events_published_total",
     )
     assert set(published) == {*EVENT_TYPES, *types[11 : 11 + MAX_OTHER], OTHER}
     assert len(published) == len(EVENT_TYPES) + MAX_OTHER + 1

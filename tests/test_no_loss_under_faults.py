@@ -63,6 +63,7 @@ class System:
     def __init__(self, node: Node, root: Path) -> None:
         self.node, self.root = node, root
         self.port, self.admin_port = free_port(), free_port()
+        self.internal_port = free_port()  # /readyz
         self.namespace = f"faults-{os.getpid()}-{self.port}"
         self.router: subprocess.Popen[bytes] | None = None
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
@@ -76,6 +77,7 @@ class System:
             "ROUTER_HOST": "127.0.0.1",
             "ROUTER_PORT": str(self.port),
             "ROUTER_ADMIN_PORT": str(self.admin_port),
+            "ROUTER_INTERNAL_PORT": str(self.internal_port),
             "ROUTER_ADMIN_URL": f"http://127.0.0.1:{self.admin_port}",
             "ROUTER_NAMESPACE": self.namespace,
             "ROUTER_DATABASE_URL": f"sqlite:///{self.root / 'claims.db'}",
@@ -168,7 +170,7 @@ async def test_no_event_answered_2xx_is_lost_through_broker_worker_and_router_fa
 ) -> None:
     # Given the router and three workers, each owning its channel's types
     system.start_router()
-    await wait_until(lambda: ready(system.port), 60)
+    await wait_until(lambda: ready(system.internal_port), 60)
     for app in APPS:
         system.start_worker(app)
     # (a claim is listed a moment before its binding exists: events in between are unrouted)
@@ -219,7 +221,7 @@ async def _break_things_while_streaming(stream: Stream, system: System, node: No
         system.router.terminate()
         await asyncio.to_thread(system.router.wait, 30)
         system.start_router()
-        await wait_until(lambda: ready(system.port), 60)
+        await wait_until(lambda: ready(system.internal_port), 60)
         await stream.more(200, 300)
 
 
@@ -261,7 +263,7 @@ async def _check_every_accepted_event_was_handled(
 
 
 def ready(port: int) -> bool:
-    """Whether the ingress on ``port`` answers /readyz with 200."""
+    """Whether the ingress whose internal listener is on ``port`` answers /readyz with 200."""
     import urllib.request
 
     try:

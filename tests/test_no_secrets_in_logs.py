@@ -157,6 +157,7 @@ async def test_nothing_secret_or_personal_reaches_a_log_when_every_part_fails_un
             "ROUTER_HOST": "127.0.0.1",
             "ROUTER_PORT": str(port),
             "ROUTER_ADMIN_PORT": str(admin_port),
+            "ROUTER_INTERNAL_PORT": str(free_port()),
         },
         logs["router"],
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -29,6 +30,8 @@ class Router:
     process: subprocess.Popen[bytes]
     port: int
     admin_port: int
+    #: /metrics, /readyz (and /healthz) are there.
+    internal_port: int
     log: Path
 
 
@@ -41,7 +44,7 @@ def start_router(names: Names, tmp_path: Path) -> Iterator[StartRouter]:
     started: list[Router] = []
 
     def start(**env: str) -> Router:
-        port, admin_port = free_port(), free_port()
+        port, admin_port, internal_port = free_port(), free_port(), free_port()
         log = tmp_path / f"router-{len(started)}.log"
         process = subprocess.Popen(
             [sys.executable, "-m", "router", "serve", "--log-format", "json"],
@@ -52,6 +55,7 @@ def start_router(names: Names, tmp_path: Path) -> Iterator[StartRouter]:
                 "ROUTER_HOST": "127.0.0.1",
                 "ROUTER_PORT": str(port),
                 "ROUTER_ADMIN_PORT": str(admin_port),
+                "ROUTER_INTERNAL_PORT": str(internal_port),
                 "ROUTER_NAMESPACE": names.prefix,
                 "ROUTER_DATABASE_URL": f"sqlite:///{tmp_path / 'claims.db'}",
                 **env,
@@ -59,7 +63,7 @@ def start_router(names: Names, tmp_path: Path) -> Iterator[StartRouter]:
             stdout=subprocess.DEVNULL,
             stderr=log.open("wb"),
         )
-        router = Router(process, port, admin_port, log)
+        router = Router(process, port, admin_port, internal_port, log)
         started.append(router)
         return router
 
@@ -93,7 +97,7 @@ async def test_serve_runs_until_sigterm_and_keeps_the_admin_api_off_without_a_to
     router = start_router()
     tap = await tap_factory("#")
     async with aiohttp.ClientSession() as session:
-        await wait_ready(session, router.port)
+        await wait_ready(session, router.internal_port)
 
         # Then send-test --all gets 200 for each of the 11 types, all published
         url = f"http://127.0.0.1:{router.port}/webhooks/attentive"
@@ -118,7 +122,7 @@ async def test_serve_with_a_token_opens_the_admin_api_on_its_own_port(
 ) -> None:
     router = start_router(ROUTER_ADMIN_TOKEN=TOKEN)
     async with aiohttp.ClientSession() as session:
-        await wait_ready(session, router.port)
+        await wait_ready(session, router.internal_port)
         admin = f"http://127.0.0.1:{router.admin_port}/admin/claims"
         async with asyncio.timeout(10):
             while True:
@@ -176,7 +180,7 @@ async def test_serve_with_workers_runs_that_many_processes_on_one_port_and_stops
     router = start_router(ROUTER_WORKERS="2")
     tap = await tap_factory("#")
     async with aiohttp.ClientSession() as session:
-        await wait_ready(session, router.port)
+        await wait_ready(session, router.internal_port)
 
         # Then two children serve the one port, and events go through
         async with asyncio.timeout(20):
@@ -195,6 +199,53 @@ async def test_serve_with_workers_runs_that_many_processes_on_one_port_and_stops
     router.process.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(router.process.wait, 30) == 0
     assert all(_gone(child) for child in children)
+    # And the directory of the second one's internal socket is gone with them
+    (socket,) = re.findall(rb'"address": ?"([^"]+\.sock)"', router.log.read_bytes())
+    assert Path(socket.decode()).parent.name.startswith("attentive-router-")
+    assert not Path(socket.decode()).parent.exists()
+
+
+async def test_with_workers_the_internal_listener_answers_for_every_process(
+    start_router: StartRouter, tap_factory: TapFactory
+) -> None:
+    # Given the router with two ingress processes, ready: each of them, says /readyz
+    router = start_router(ROUTER_WORKERS="2")
+    tap = await tap_factory("#")
+    internal = f"http://127.0.0.1:{router.internal_port}"
+    async with aiohttp.ClientSession() as session:
+        await wait_ready(session, router.internal_port)
+        async with session.get(f"{internal}/readyz") as response:
+            ready = await response.json()
+        assert set(ready["processes"]) == {"0", "1"}
+        assert [p["status"] for p in ready["processes"].values()] == ["ready", "ready"]
+
+        # When 20 events come, each on a connection of its own (the kernel spreads them)
+        url = f"http://127.0.0.1:{router.port}/webhooks/attentive"
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as new:
+            for n in range(20):
+                body = example_body("sms.sent", external_id=n)
+                async with new.post(url, data=body, headers=signed(body)) as response:
+                    assert response.status == 200
+        assert len(await tap.take(20)) == 20
+
+        # Then one scrape of the internal listener counts them all, each process's series
+        # under its own process label
+        async with session.get(f"{internal}/metrics") as response:
+            page = await response.text()
+        accepted = re.findall(
+            r'^attentive_router_requests_total\{outcome="accepted",process="(\d)"\} (\S+)$',
+            page,
+            re.MULTILINE,
+        )
+        assert sorted(process for process, _ in accepted) == ["0", "1"]
+        assert sum(float(count) for _, count in accepted) == 20
+        for process in ("0", "1"):
+            assert f'attentive_router_process_up{{process="{process}"}} 1.0' in page
+
+        # And the webhook port has neither page
+        for path in ("/metrics", "/readyz"):
+            async with session.get(f"http://127.0.0.1:{router.port}{path}") as response:
+                assert response.status == 404, path
 
 
 async def test_ingress_processes_stop_when_their_parent_is_killed(
@@ -202,7 +253,7 @@ async def test_ingress_processes_stop_when_their_parent_is_killed(
 ) -> None:
     router = start_router(ROUTER_WORKERS="2")
     async with aiohttp.ClientSession() as session:
-        await wait_ready(session, router.port)
+        await wait_ready(session, router.internal_port)
     async with asyncio.timeout(20):
         while len(_ingress_children(router.process.pid)) < 2:
             await asyncio.sleep(0.1)

@@ -47,11 +47,12 @@ class Soak:
     worker: subprocess.Popen[bytes]
     port: int
     admin_port: int
+    internal_port: int
 
 
 @pytest.fixture
 def soak(names: Names, tmp_path: Path) -> Iterator[Soak]:
-    port, admin_port = free_port(), free_port()
+    port, admin_port, internal_port = free_port(), free_port(), free_port()
     env = {
         **os.environ,
         "ROUTER_AMQP_URL": AMQP_URL,
@@ -60,6 +61,7 @@ def soak(names: Names, tmp_path: Path) -> Iterator[Soak]:
         "ROUTER_HOST": "127.0.0.1",
         "ROUTER_PORT": str(port),
         "ROUTER_ADMIN_PORT": str(admin_port),
+        "ROUTER_INTERNAL_PORT": str(internal_port),
         "ROUTER_ADMIN_URL": f"http://127.0.0.1:{admin_port}",
         "ROUTER_NAMESPACE": names.prefix,
         "ROUTER_DATABASE_URL": f"sqlite:///{tmp_path / 'claims.db'}",
@@ -79,7 +81,7 @@ def soak(names: Names, tmp_path: Path) -> Iterator[Soak]:
         stderr=(tmp_path / "worker.log").open("wb"),
     )
     try:
-        yield Soak(router, worker, port, admin_port)
+        yield Soak(router, worker, port, admin_port, internal_port)
     finally:
         for process in (worker, router):
             process.terminate()
@@ -97,7 +99,7 @@ async def test_two_minutes_at_70_percent_of_the_maximum_without_errors_or_growth
     router, worker, port = soak.router, soak.worker, soak.port
 
     def up() -> bool:
-        return ready(port) and claimed_apps(soak.admin_port) == 1
+        return ready(soak.internal_port) and claimed_apps(soak.admin_port) == 1
 
     async with asyncio.timeout(60):
         while not await asyncio.to_thread(up):

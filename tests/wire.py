@@ -28,6 +28,8 @@ class Served:
     settings: Settings
     port: int
     server: HttpServer
+    #: The internal listener's port (/metrics, /readyz).
+    internal_port: int = 0
 
     async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         async with asyncio.timeout(5):
@@ -35,6 +37,9 @@ class Served:
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
+
+    def internal_url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.internal_port}{path}"
 
     async def handling(self, count: int) -> None:
         """Wait until ``count`` requests have been handed to the app (their heads arrived)."""
@@ -54,12 +59,12 @@ async def serve_settings(test_id: str) -> AsyncIterator[Serve]:
     started: list[Ingress] = []
 
     async def start(base: Settings, **changes: Any) -> Served:
-        changed = replace(base, **{"host": "127.0.0.1", "port": 0, **changes})
+        changed = replace(base, **{"host": "127.0.0.1", "port": 0, "internal_port": 0, **changes})
         ingress = Ingress(changed, connection_name=test_id)
         await ingress.start()
         started.append(ingress)
         await ingress.broker.wait_ready(timeout=15)
-        return Served(changed, ingress.port, ingress.http)
+        return Served(changed, ingress.port, ingress.http, ingress.internal_port)
 
     yield start
     for ingress in started:
