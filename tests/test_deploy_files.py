@@ -900,8 +900,12 @@ def test_k8s_probes_ask_the_health_endpoints_on_declared_ports() -> None:
                 port = port_number(container, get["port"])
                 probed += 1
                 if command == "serve":
-                    # /healthz and /readyz live on the webhook listener, not the admin one.
-                    assert port == Settings.from_env(env).port, kind
+                    # /healthz and /readyz are asked of the internal listener (the webhook port
+                    # has no /readyz), on the pod's address: the kubelet probes the pod IP.
+                    assert port == Settings.from_env(env).internal_port, kind
+                    assert env.get("ROUTER_INTERNAL_HOST") in ANY_ADDRESS, (
+                        "kubelet probes the pod IP"
+                    )
                 else:
                     assert port == int(env["WORKER_METRICS_PORT"]), kind
                     assert env.get("WORKER_METRICS_HOST") in ANY_ADDRESS, (

@@ -1,10 +1,13 @@
-"""What the deployment files do to keep secrets and the admin plane to themselves.
+"""What the deployment files do to keep secrets, the admin plane and the internal listener to
+themselves.
 
 docker-compose.yml keeps no signing key or admin token (Compose refuses to start without them,
 in one line) and publishes its ports on the loopback address unless told otherwise; in
 deploy/k8s the admin API is served over TLS and its clients verify it, no pod gets a service
 account token, and the workers may reach only DNS, RabbitMQ, the admin API and their own
-downstream. Read, never run, like tests/test_deploy_files.py, whose readers these share.
+downstream. Prometheus and the probes ask the routers' internal listener, which no Service,
+load balancer or published port reaches; nginx passes on the webhook paths and /healthz only.
+Read, never run, like tests/test_deploy_files.py, whose readers these share.
 """
 
 from __future__ import annotations
@@ -17,14 +20,18 @@ from urllib.parse import urlsplit
 import pytest
 
 from router.admin.tls import CA_VARIABLE, CERT_VARIABLE, KEY_VARIABLE
+from router.settings import Settings
 from tests.test_deploy_files import (
+    ANY_ADDRESS,
     COMPOSE,
+    NGINX_CONF,
     OPERATOR_ENV,
     ComposeRefused,
     amqp_urls,
     app_services,
     container_env,
     deployments_selected,
+    environment,
     interpolate,
     manifests,
     pod_spec,
@@ -232,3 +239,83 @@ def test_k8s_workers_may_reach_only_dns_rabbitmq_the_admin_api_and_their_downstr
         and (8081, "TCP") in allowed_ports(rule)
     ]
     assert admin, "the admin API is reached on the router's pods"
+
+
+# -- the webhook port serves webhooks only ----------------------------------------------------
+
+
+def routers() -> list[tuple[dict[str, Any], dict[str, Any], Settings]]:
+    """(Deployment, container, its settings) of every ``serve`` container."""
+    found = [
+        (d, c, Settings.from_env(env)) for d, c, env in containers() if c["args"][0] == "serve"
+    ]
+    assert found
+    return found
+
+
+def test_k8s_prometheus_and_the_probes_ask_the_internal_listener_not_the_webhook_port() -> None:
+    for deployment, container, settings in routers():
+        name = deployment["metadata"]["name"]
+        internal = settings.internal_port
+        assert internal not in (settings.port, settings.admin_port)
+        assert settings.internal_host in ANY_ADDRESS, f"{name}: the kubelet probes the pod IP"
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true"
+        assert int(annotations["prometheus.io/port"]) == internal, f"{name} is scraped elsewhere"
+        assert annotations["prometheus.io/path"] == "/metrics"
+        for kind in ("livenessProbe", "readinessProbe", "startupProbe"):
+            probe = container[kind]["httpGet"]
+            assert port_number(container, probe["port"]) == internal, f"{name} {kind}"
+
+
+def test_k8s_no_service_reaches_the_internal_port_and_only_prometheus_may() -> None:
+    for deployment, container, settings in routers():
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        # No Service routes to it (so no Ingress or load balancer can)
+        for service in manifests("Service"):
+            if selects(service["spec"]["selector"], labels):
+                for port in service["spec"]["ports"]:
+                    target = port.get("targetPort", port["port"])
+                    assert port_number(container, target) != settings.internal_port, service
+        # And the network policy admits it only from a namespace of its own (Prometheus')
+        admitting = [
+            rule
+            for policy in manifests("NetworkPolicy")
+            if selects(policy["spec"]["podSelector"].get("matchLabels", {}), labels)
+            for rule in policy["spec"].get("ingress", [])
+            if any(
+                port_number(container, p["port"]) == settings.internal_port
+                for p in rule.get("ports", [])
+            )
+        ]
+        assert admitting, "the internal port must be admitted for Prometheus"
+        for rule in admitting:
+            assert rule.get("from"), "the internal port is admitted from anywhere"
+            assert all("namespaceSelector" in peer for peer in rule["from"]), rule
+
+
+def test_compose_routers_are_checked_on_their_internal_listener_which_is_not_published() -> None:
+    routers_ = serve_services()
+    for name, service in routers_.items():
+        settings = Settings.from_env(environment(service))
+        command = " ".join(service["healthcheck"]["test"])
+        assert f"http://127.0.0.1:{settings.internal_port}/readyz" in command, name
+        assert settings.internal_host == LOOPBACK, f"{name}: the internal listener is reachable"
+        assert not service.get("ports"), f"{name} publishes a port of its own"
+    published_ports = {port for _, _, port in published(OPERATOR_ENV)}
+    assert str(Settings().internal_port) not in published_ports
+
+
+def nginx_locations(server_port: int) -> dict[str, str]:
+    """The locations of nginx.conf's server on ``server_port``: their match, and their body."""
+    text = NGINX_CONF.read_text()
+    servers = re.findall(r"\n    server \{\n(.*?)\n    \}\n", text, re.DOTALL)
+    [server] = [s for s in servers if re.search(rf"^\s*listen {server_port};", s, re.MULTILINE)]
+    return dict(re.findall(r"location ([^{]+?) \{\n(.*?)\n        \}", server, re.DOTALL))
+
+
+def test_nginx_passes_on_the_webhook_paths_and_healthz_and_answers_404_for_the_rest() -> None:
+    locations = nginx_locations(Settings().port)
+    proxied = {where for where, body in locations.items() if "proxy_pass" in body}
+    assert proxied == {"/webhooks/attentive", "= /healthz"}
+    assert "return 404" in locations["/"]
