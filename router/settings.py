@@ -4,7 +4,9 @@ Library code never reads ``os.environ``: it receives a :class:`Settings`. Each f
 from one ``ROUTER_*`` variable, declared once in :data:`VARIABLES` (read and checked by
 :mod:`router.config`). The secret ones (the broker's and the database's URLs, the signing
 keys, the admin token) are held as :class:`~router.secret.Secret` values, which never show
-themselves: call ``.reveal()`` where the value itself is needed.
+themselves: call ``.reveal()`` where the value itself is needed. A signing key is a
+:class:`~router.contract.signing.SigningKey`: the key, and the companies it is bound to
+(``ROUTER_SIGNING_KEYS=KEY@COMPANY|COMPANY,KEY``).
 """
 
 from __future__ import annotations
@@ -18,17 +20,16 @@ from router.admin import tls
 from router.amqp.nodes import parse_urls
 from router.config import Variable
 from router.contract.names import Names
+from router.contract.signing import BINDING_SEPARATOR, COMPANY_SEPARATOR, SigningKey
 from router.contract.type_labels import DEFAULT_MAX_OTHER_TYPES
 from router.errors import ConfigError
 from router.ingress.refused_log import DEFAULT_RATE as DEFAULT_REFUSED_LOG_RATE
 from router.secret import (
     Secret,
     SecretField,
-    SecretKeys,
     SecretText,
     SecretUrl,
     SecretUrlText,
-    secret_keys,
 )
 
 LogFormat = Literal["auto", "json", "console"]
@@ -40,6 +41,27 @@ LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 MIN_ADMIN_TOKEN_LENGTH: Final = 32
 ADMIN_TOKEN_VARIABLE: Final = "ROUTER_ADMIN_TOKEN"
 ADMIN_TOKEN_FILE_VARIABLE: Final = "ROUTER_ADMIN_TOKEN_FILE"
+SIGNING_KEYS_VARIABLE: Final = "ROUTER_SIGNING_KEYS"
+#: How an entry of ``ROUTER_SIGNING_KEYS`` is written.
+SIGNING_KEY_FORMAT: Final = (
+    f"KEY, or KEY{BINDING_SEPARATOR}COMPANY{COMPANY_SEPARATOR}COMPANY... for a key bound to "
+    "those companies"
+)
+
+
+def signing_keys_of(values: tuple[str | Secret, ...]) -> tuple[SigningKey, ...]:
+    """Each of ``values`` (an entry of ``ROUTER_SIGNING_KEYS``) as a :class:`SigningKey`;
+    :class:`ConfigError` naming the variable, never the key, when one is malformed."""
+    try:
+        return tuple(SigningKey.of(value) for value in values)
+    except ValueError as error:
+        raise ConfigError(
+            f"{SIGNING_KEYS_VARIABLE}: {error} (each entry is {SIGNING_KEY_FORMAT})"
+        ) from None
+
+
+#: The type of the signing keys' field: given entries, it holds :class:`SigningKey`\ s.
+SigningKeys = SecretField[tuple[str | Secret, ...], tuple[SigningKey, ...]]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,8 +70,9 @@ class Settings:
 
     #: One RabbitMQ URL, or several comma-separated (one per cluster node).
     amqp_url: SecretUrlText = SecretField(SecretUrl.of, DEFAULT_AMQP_URL)
-    #: Every key a signature is accepted under (several during a key rotation).
-    signing_keys: SecretKeys = SecretField(secret_keys, ())
+    #: Every key a signature is accepted under (several during a key rotation), each maybe
+    #: bound to the companies it authenticates (:data:`SIGNING_KEY_FORMAT`).
+    signing_keys: SigningKeys = SecretField(signing_keys_of, ())
     host: str = "0.0.0.0"
     port: int = 8080
     #: Ingress processes sharing the port (SO_REUSEPORT).
@@ -160,7 +183,7 @@ class Settings:
     def require_signing_keys(self) -> None:
         """Raise :class:`ConfigError` when no signing key is configured."""
         if not self.signing_keys:
-            raise ConfigError("no signing key: set ROUTER_SIGNING_KEYS (comma-separated)")
+            raise ConfigError(f"no signing key: set {SIGNING_KEYS_VARIABLE} (comma-separated)")
 
 
 def admin_token_variable(env: Mapping[str, str]) -> Variable[str]:
@@ -214,7 +237,7 @@ VARIABLES: Final[Mapping[str, Variable[Any]]] = {
     "amqp_url": config.secret(
         "ROUTER_AMQP_URL", accepted="amqp:// or amqps:// URLs", valid=amqp_urls_usable
     ),
-    "signing_keys": config.comma_list("ROUTER_SIGNING_KEYS", secret=True),
+    "signing_keys": config.comma_list(SIGNING_KEYS_VARIABLE, secret=True),
     "host": config.text("ROUTER_HOST"),
     "port": config.integer("ROUTER_PORT", 1, 65535),
     "internal_host": config.text("ROUTER_INTERNAL_HOST"),
@@ -259,10 +282,14 @@ __all__ = [
     "LOG_FORMATS",
     "LOG_LEVELS",
     "MIN_ADMIN_TOKEN_LENGTH",
+    "SIGNING_KEYS_VARIABLE",
+    "SIGNING_KEY_FORMAT",
     "VARIABLES",
     "LogFormat",
     "Settings",
+    "SigningKeys",
     "admin_token_variable",
     "amqp_urls_usable",
     "parse_keys",
+    "signing_keys_of",
 ]

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import pickle
 from collections.abc import Callable, Iterable
 
 import pytest
 
-from router.contract.signing import Verifier, sign
+from router.contract.signing import SigningKey, Verifier, parse_signing_key, sign
 
 BODY = b'{"type":"sms.sent","company":{"company_id":"MDc6Q29tcGFueTU"}}'
 
@@ -128,3 +129,81 @@ def test_verifier_without_any_key_is_refused(keys: Iterable[str]) -> None:
     """A verifier with no key would reject everything silently, so building one fails loudly."""
     with pytest.raises(ValueError, match="signing key"):
         Verifier(keys)
+
+
+# -- keys bound to companies -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("entry", "key", "companies"),
+    [
+        ("k3y", "k3y", None),
+        ("k3y@brand-a", "k3y", frozenset({"brand-a"})),
+        (" k3y @ brand-a | brand-b ", "k3y", frozenset({"brand-a", "brand-b"})),
+        ("k3y@MDc6Q29tcGFueTU||", "k3y", frozenset({"MDc6Q29tcGFueTU"})),
+        ("q2V5+Zm9v/YmFy==@c", "q2V5+Zm9v/YmFy==", frozenset({"c"})),
+    ],
+    ids=["unbound", "one-company", "two-companies-spaced", "blanks-dropped", "base64-key"],
+)
+def test_a_key_entry_is_the_key_then_the_companies_it_is_bound_to(
+    entry: str, key: str, companies: frozenset[str] | None
+) -> None:
+    assert parse_signing_key(entry) == (key, companies)
+    signing_key = SigningKey(entry)
+    assert (signing_key.reveal(), signing_key.companies) == (key, companies)
+
+
+@pytest.mark.parametrize(
+    "entry", ["k3y@", "k3y@ | ", "@brand-a", " @brand-a", "k3y@brand-a@brand-b"]
+)
+def test_a_malformed_key_entry_is_refused_without_quoting_the_key(entry: str) -> None:
+    with pytest.raises(ValueError) as refused:
+        parse_signing_key(entry)
+    assert "k3y" not in str(refused.value)
+
+
+def test_a_signing_key_shows_its_companies_never_its_key() -> None:
+    bound, unbound = SigningKey("s3cret@brand-b|brand-a"), SigningKey("s3cret")
+    assert (str(bound), repr(bound)) == ("***@brand-a|brand-b", "SigningKey('***@brand-a|brand-b')")
+    assert (str(unbound), repr(unbound)) == ("***", "SigningKey('***')")
+    # And two entries are equal only with the same key and the same companies
+    assert bound == SigningKey("s3cret@brand-a|brand-b") != unbound
+    assert len({bound, unbound, SigningKey("s3cret@brand-a")}) == 3
+    # And it crosses to serve --workers' processes whole
+    assert pickle.loads(pickle.dumps(bound)) == bound
+
+
+def test_match_says_which_keys_a_signature_verifies_under_trying_every_key() -> None:
+    # Given four keys, two bound and two not (one of them the same key as a bound one)
+    verifier = Verifier(
+        [SigningKey("old@brand-a"), SigningKey("new@brand-a|brand-b"), "shared", "new"]
+    )
+
+    # Then a signature matches the keys it was made with (bit i: key i), wherever they are
+    assert verifier.match(BODY, _reference_hmac(BODY, "old")) == 0b0001
+    assert verifier.match(BODY, _reference_hmac(BODY, "new")) == 0b1010
+    assert verifier.match(BODY, _reference_hmac(BODY, "shared")) == 0b0100
+    assert verifier.match(BODY, _reference_hmac(BODY, "nobody's")) == 0
+    assert verifier.match(BODY, None) == 0
+    # And the unbound keys are those of the unbound mask
+    assert verifier.unbound == 0b1100
+
+
+def test_the_matched_keys_allow_their_companies_or_every_company_if_one_is_unbound() -> None:
+    verifier = Verifier(
+        [SigningKey("a@brand-a"), SigningKey("ab@brand-a|brand-b"), SigningKey("free")]
+    )
+    a, ab, free = 0b001, 0b010, 0b100
+    assert verifier.allows(a, "brand-a") and not verifier.allows(a, "brand-b")
+    assert verifier.allows(ab, "brand-b") and not verifier.allows(ab, "brand-c")
+    assert verifier.allows(a | ab, "brand-b")  # (the same key under two entries: their union)
+    assert verifier.allows(free, "anyone") and verifier.allows(a | free, "anyone")
+    # (a company is a whole name, exactly)
+    assert not verifier.allows(a, "brand") and not verifier.allows(a, "BRAND-A")
+
+
+def test_a_verifier_of_unbound_keys_alone_never_needs_to_ask() -> None:
+    """With every key unbound, any match includes one: the receiver asks nothing more."""
+    verifier = Verifier(["k1", "k2"])
+    matched = verifier.match(BODY, _reference_hmac(BODY, "k2"))
+    assert matched & verifier.unbound

@@ -30,6 +30,7 @@ class Outcome(StrEnum):
     ACCEPTED = "accepted"  # 200: published and confirmed
     QUARANTINED = "quarantined"  # 202: authentic but unusable, parked in attentive.invalid
     UNAUTHORIZED = "unauthorized"  # 401: missing or wrong signature
+    KEY_NOT_FOR_COMPANY = "key_not_for_company"  # 401: signed by a key bound to other companies
     FORBIDDEN = "forbidden"  # 403: subscription URL of another company
     NOT_FOUND = "not_found"  # 404
     METHOD_NOT_ALLOWED = "method_not_allowed"  # 405

@@ -8,14 +8,15 @@ other, answered 404.
 
 Webhooks (``POST /webhooks/attentive`` and ``POST /webhooks/attentive/<company>``) go to
 :class:`~router.ingress.webhook.WebhookReceiver`; its outcome becomes the answer here, in one
-place: 200 accepted, 202 quarantined, 401, 403, and 503 with ``Retry-After`` when RabbitMQ did
-not confirm. ``/healthz`` is answered, never logged or counted as a webhook; every other
-request is logged and counted once (404, 405, and what the connection refused: 400, 408, 413,
-415, 431, 501, 505).
+place: 200 accepted, 202 quarantined, 401 (no valid signature, or a key bound to other
+companies), 403, and 503 with ``Retry-After`` when RabbitMQ did not confirm. ``/healthz`` is
+answered, never logged or counted as a webhook; every other request is logged and counted
+once (404, 405, and what the connection refused: 400, 408, 413, 415, 431, 501, 505).
 
-Every request is counted, but only the lines about authentic webhooks (200, 202, 403, 503)
-and about errors of our own (500) are always written: the others (anyone on the internet can
-send them by the thousand) go through the ingress's
+Every request is counted, but only the lines about authentic webhooks (200, 202, 403, 503,
+and the 401 of a key bound to other companies: signed by a key of ours) and about errors of
+our own (500) are always written: the others (anyone on the internet can send them by the
+thousand) go through the ingress's
 :class:`~router.ingress.refused_log.RefusedLog`, which bounds how many are written and
 counts the rest. A line's path is cut to :data:`~router.ingress.refused_log.PATH_CHARS`
 characters.
@@ -37,6 +38,7 @@ from router.ingress.metrics import Metrics, Outcome
 from router.ingress.refused_log import RefusedLog, cut_path
 from router.ingress.webhook import (
     Accepted,
+    KeyNotForCompany,
     Quarantined,
     Received,
     Unconfirmed,
@@ -168,6 +170,14 @@ class Routes:
                 )
             case Unsigned():
                 return _reply(Outcome.UNAUTHORIZED, 401, _UNAUTHORIZED)
+            case KeyNotForCompany():  # (answered as unsigned: the answer gives no hint)
+                fields: dict[str, Any] = {
+                    "company_id": received.company,
+                    "message_id": received.message_id,
+                }
+                if received.event is not None:
+                    fields["event_type"] = received.event.type
+                return _reply(Outcome.KEY_NOT_FOR_COMPANY, 401, _UNAUTHORIZED, **fields)
             case WrongCompany():
                 event = received.event
                 return _reply(
@@ -181,7 +191,7 @@ class Routes:
             case Unconfirmed():
                 metrics.confirm_seconds.observe(received.confirm_seconds)
                 reason = str(received.error)
-                fields: dict[str, Any] = {"error": reason}
+                fields = {"error": reason}
                 if received.event is not None:
                     fields.update(
                         event_type=received.event.type, company_id=received.event.company_id
@@ -209,6 +219,7 @@ _ALWAYS_LOGGED = frozenset(
     {
         Outcome.ACCEPTED,
         Outcome.QUARANTINED,
+        Outcome.KEY_NOT_FOR_COMPANY,
         Outcome.FORBIDDEN,
         Outcome.UNAVAILABLE,
         Outcome.ERROR,

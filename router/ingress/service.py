@@ -78,9 +78,7 @@ class Ingress:
         self.metrics = Metrics(settings.metrics_max_other_types)
         self.metrics.in_flight.set_function(lambda: broker.in_flight)  # read when scraped
         receiver = WebhookReceiver(
-            Verifier(key.reveal() for key in settings.signing_keys),
-            broker,
-            settings.names.invalid_queue,
+            Verifier(settings.signing_keys), broker, settings.names.invalid_queue
         )
         #: One per process: it bounds the lines about requests that are no authentic webhook.
         self.refused_log = RefusedLog(settings.refused_log_rate)

@@ -1,5 +1,6 @@
 """The webhook use case: a body and the headers it came with, verified, parsed, checked against
-the company its URL names, then published and confirmed, or quarantined.
+the companies its key may speak for and the company its URL names, then published and
+confirmed, or quarantined.
 
 :meth:`WebhookReceiver.receive` knows no HTTP: it says what became of a webhook as a
 :data:`Received` outcome, and :mod:`router.ingress.routes` turns that into the answer, the log
@@ -66,6 +67,17 @@ class Unsigned:
 
 
 @dataclass(slots=True)
+class KeyNotForCompany:
+    """Not taken, nothing published: signed by a key bound to other companies than the event's
+    (or, for a body that cannot be read, than the one its subscription URL names)."""
+
+    company: str
+    message_id: str
+    #: The event, when the body was usable.
+    event: Routable | None
+
+
+@dataclass(slots=True)
 class WrongCompany:
     """Not taken, nothing published: the event's company is not the one its subscription
     URL names."""
@@ -86,14 +98,18 @@ class Unconfirmed:
 
 #: What became of one webhook. (The outcomes are not frozen dataclasses: one is made for every
 #: webhook, and a frozen one costs about three times as much to make.)
-Received = Accepted | Quarantined | Unsigned | WrongCompany | Unconfirmed
+Received = Accepted | Quarantined | Unsigned | KeyNotForCompany | WrongCompany | Unconfirmed
 
 _UNSIGNED = Unsigned()
 
 
 @dataclass(frozen=True, slots=True)
 class WebhookReceiver:
-    """Verifies a webhook, then publishes it (or quarantines it in ``invalid_queue``)."""
+    """Verifies a webhook, then publishes it (or quarantines it in ``invalid_queue``).
+
+    A key bound to companies (:class:`~router.contract.signing.SigningKey`) is asked about
+    the event's company only once its signature matched, and only when every key that
+    matched is bound: with unbound keys alone nothing more is done per webhook."""
 
     verifier: Verifier
     broker: Broker
@@ -110,12 +126,19 @@ class WebhookReceiver:
         ``path``; ``company``: the company its subscription URL names, if any."""
         signed = headers.get(_SIGNATURE)
         signature = None if signed is None else signed.decode("latin-1")
-        if not self.verifier.verify(body, signature):
+        verifier = self.verifier
+        matched = verifier.match(body, signature)
+        if not matched:
             return _UNSIGNED
+        bound = not matched & verifier.unbound  # (every key that matched is bound)
         match parse(body):
             case Unusable(reason=reason, message_id=message_id):
+                if bound and company is not None and not verifier.allows(matched, company):
+                    return KeyNotForCompany(company, message_id, None)
                 return await self._quarantine(body, headers, path, reason, message_id)
             case Routable() as event:
+                if bound and not verifier.allows(matched, event.company_id):
+                    return KeyNotForCompany(event.company_id, event.message_id, event)
                 if company is not None and company != event.company_id:
                     return WrongCompany(event)
                 publishing = self.broker.publish_event(event.routing_key, body, _properties(event))
@@ -199,6 +222,7 @@ def _now_ms() -> int:
 
 __all__ = [
     "Accepted",
+    "KeyNotForCompany",
     "Quarantined",
     "Received",
     "Unconfirmed",
