@@ -32,8 +32,9 @@ from router.ingress.metrics import PAGE_MAX_AGE
 
 #: The label that tells the processes' series apart.
 PROCESS_LABEL = "process"
-#: Seconds the first process waits for another's answer.
-ASK_TIMEOUT = 2.0
+#: Seconds the first process waits for another's answer: under the kubelet's probe timeout
+#: (2 s in deploy/k8s), so that a process that does not answer makes a 503, not a timeout.
+ASK_TIMEOUT = 1.0
 #: The largest answer read from another process.
 MAX_ANSWER_BYTES = 16 * 1024 * 1024
 
