@@ -4,8 +4,12 @@ internal listener answers for every process: see tests/test_serve.py."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+from dataclasses import replace
+from pathlib import Path
 
+import aiohttp
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 from prometheus_client.parser import text_string_to_metric_families
@@ -13,8 +17,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from router.contract.examples import example_body
 from router.contract.names import WEBHOOK_PATH, Names
 from router.errors import ConfigError
-from router.ingress.metrics import Metrics, Outcome
-from router.ingress.processes import merge_pages
+from router.ingress.metrics import PAGE_MAX_AGE, Metrics, Outcome
+from router.ingress.processes import Processes, merge_pages
+from router.ingress.service import Ingress
 from router.settings import Settings
 from tests.conftest import Client, TapFactory, depth, served_ingress, signed
 from tests.probes import internal
@@ -150,3 +155,45 @@ def test_the_pages_of_several_processes_become_one_with_a_process_label() -> Non
     assert not samples(merged)  # (no sample without its process)
     # And the third, which did not answer, has nothing but that
     assert samples(merged, "2") == {("attentive_router_process_up", (), 0.0)}
+
+
+@pytest.mark.broker
+async def test_the_first_of_two_processes_answers_for_both_and_names_one_that_is_missing(
+    settings: Settings, tmp_path: Path, test_id: str
+) -> None:
+    # Given the first of two ingress processes, the second not started yet
+    local = replace(settings, host="127.0.0.1", port=0, internal_port=0)
+    first = Ingress(local, connection_name=test_id, processes=Processes(str(tmp_path), 2, 0))
+    second = Ingress(local, connection_name=test_id, processes=Processes(str(tmp_path), 2, 1))
+    await first.start()
+    try:
+        await first.broker.wait_ready(timeout=15)
+        url = f"http://127.0.0.1:{first.internal_port}"
+        async with aiohttp.ClientSession() as session:
+            # Then it is not ready, and says which process did not answer
+            async with session.get(f"{url}/readyz") as response:
+                assert response.status == 503
+                ready = await response.json()
+            assert ready["processes"]["1"] == {"status": "unreachable"}
+            assert ready["processes"]["0"]["status"] == "ready"
+            async with session.get(f"{url}/metrics") as response:
+                page = await response.text()
+            assert 'attentive_router_process_up{process="1"} 0.0' in page
+            assert 'attentive_router_broker_ready{process="0"} 1.0' in page
+
+            # When the second starts, on its Unix socket beside the first's port
+            await second.start()
+            await second.broker.wait_ready(timeout=15)
+            assert second.internal_address == str(tmp_path / "ingress-1.sock")
+
+            # Then the first answers ready for both, and its page holds the second's series
+            async with session.get(f"{url}/readyz") as response:
+                assert response.status == 200, await response.text()
+            await asyncio.sleep(PAGE_MAX_AGE)  # (the page seen above is served for a second)
+            async with session.get(f"{url}/metrics") as response:
+                page = await response.text()
+            assert 'attentive_router_process_up{process="1"} 1.0' in page
+            assert 'attentive_router_broker_ready{process="1"} 1.0' in page
+    finally:
+        await second.stop()
+        await first.stop()
