@@ -15,15 +15,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from router import config
-from router.admin import tls
+from router import config, tls
 from router.amqp.nodes import parse_urls
 from router.config import Variable
 from router.contract.names import Names
 from router.contract.signing import BINDING_SEPARATOR, COMPANY_SEPARATOR, SigningKey
 from router.contract.type_labels import DEFAULT_MAX_OTHER_TYPES
 from router.errors import ConfigError
-from router.ingress.refused_log import DEFAULT_RATE as DEFAULT_REFUSED_LOG_RATE
 from router.secret import (
     Secret,
     SecretField,
@@ -62,6 +60,12 @@ def signing_keys_of(values: tuple[str | Secret, ...]) -> tuple[SigningKey, ...]:
 
 #: The type of the signing keys' field: given entries, it holds :class:`SigningKey`\ s.
 SigningKeys = SecretField[tuple[str | Secret, ...], tuple[SigningKey, ...]]
+
+
+#: Lines a second about refused requests, per ingress process (the ingress's own default,
+#: :data:`router.ingress.refused_log.DEFAULT_RATE`, is the same: a test keeps them equal;
+#: settings sit below the ingress and do not import it).
+DEFAULT_REFUSED_LOG_RATE = 10
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -24,7 +24,7 @@ from consumers.runtime.runner import claim_events
 from consumers.runtime.settings import WorkerSettings
 from router.admin.app import admin_site, create_admin_app
 from router.admin.client import AdminClient, AdminUnreachable
-from router.admin.tls import server_context
+from router.tls import server_context
 from router.cli.main import main
 from router.contract.names import Names
 from router.errors import ConfigError

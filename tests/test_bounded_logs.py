@@ -332,3 +332,10 @@ async def test_ten_thousand_refused_requests_log_no_more_than_the_rate_allows(
     # And /metrics counted every request
     assert outcomes["unauthorized"] == REQUESTS // 2
     assert outcomes["not_found"] == REQUESTS // 2
+
+
+def test_the_settings_default_rate_is_the_ingress_own() -> None:
+    # settings sit below the ingress and cannot import its default: they repeat it
+    from router.settings import DEFAULT_REFUSED_LOG_RATE
+
+    assert Settings().refused_log_rate == DEFAULT_REFUSED_LOG_RATE == refused_log.DEFAULT_RATE

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from router.admin.tls import CA_VARIABLE, CERT_VARIABLE, KEY_VARIABLE
+from router.tls import CA_VARIABLE, CERT_VARIABLE, KEY_VARIABLE
 from router.settings import Settings
 from tests.test_deploy_files import (
     ANY_ADDRESS,

@@ -4,7 +4,7 @@ Requests without the right ``Authorization: Bearer <ROUTER_ADMIN_TOKEN>`` get 40
 nothing else: not even whether a path exists. Every error a route raises is answered here,
 as JSON with the status of its kind (:data:`router.errors.KINDS`). The token is at least
 :data:`~router.settings.MIN_ADMIN_TOKEN_LENGTH` characters, and the listener serves TLS when
-its certificate and key are set (:mod:`router.admin.tls`).
+its certificate and key are set (:mod:`router.tls`).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from aiohttp import web
 from router.admin.claims import add_claim_routes
 from router.admin.deadletters import add_deadletter_routes
 from router.admin.responses import error_response, json_response
-from router.admin.tls import server_context
 from router.claims.service import ClaimsService
 from router.errors import RouterError
 from router.settings import Settings
+from router.tls import server_context
 
 log = structlog.get_logger("router.admin.app")
 

@@ -1,7 +1,7 @@
 """A client of the admin API, for the CLI and for workers claiming their events at start-up.
 
 An ``https://`` URL is verified (certificate and host name) against the CA file given
-(``ROUTER_ADMIN_CA``), else against the system's CAs: see :mod:`router.admin.tls`.
+(``ROUTER_ADMIN_CA``), else against the system's CAs: see :mod:`router.tls`.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from router.admin.tls import client_context
 from router.errors import Unavailable, UpstreamFailed
+from router.tls import client_context
 
 
 class AdminUnreachable(Unavailable):
