@@ -1,0 +1,246 @@
+"""Parked events in a SQLite file: the single-machine backend (the default).
+
+Every call opens its own connection in a worker thread (``asyncio.to_thread``), so one store
+serves many tasks at once and many processes can share the file (in WAL mode, readers never
+wait for the writer). Writes start with ``BEGIN IMMEDIATE``: the write lock comes before any
+read, so two keepers never link or count on the same picture; a busy timeout makes a writer
+wait for the lock instead of failing. Every read is one statement (facets too), so it sees
+one committed state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from router.errors import NotFound
+from router.parked import schema, sql
+from router.parked.model import ParkedEvent, State
+from router.parked.query import (
+    DEFAULT_FACET_SIZE,
+    DEFAULT_PAGE_SIZE,
+    DEFAULT_RETENTION,
+    Facets,
+    Page,
+    Query,
+    StoreStats,
+    from_micros,
+)
+from router.parked.store import ParkedStoreError, expiry, facet_size, mark_state
+
+_T = TypeVar("_T")
+
+DEFAULT_TABLE = "parked_events"
+#: How long a writer waits for another process's write lock before giving up (seconds).
+DEFAULT_BUSY_TIMEOUT = 30.0
+#: Ids per ``IN (...)`` of a mark (SQLite bounds the parameters of one statement).
+_IDS_PER_STATEMENT = 500
+_DAY = "date(parked_at / 1000000, 'unixepoch')"
+#: Set on every connection: a page cache of up to 64 MiB (used as a batch of entries goes in
+#: or a facet counts; filled only as far as needed).
+_PRAGMAS = ("PRAGMA cache_size = -65536",)
+
+
+class SqliteParkedStore:
+    """A :class:`~router.parked.store.ParkedStore` in one SQLite file (created if missing)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        table: str = DEFAULT_TABLE,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+    ) -> None:
+        self.path = Path(path)
+        self.table = schema.checked_table(table)
+        self.busy_timeout = busy_timeout
+        self._opened = False
+        self._current = False
+
+    def __repr__(self) -> str:
+        return f"SqliteParkedStore({str(self.path)!r}, table={self.table!r})"
+
+    async def open(self) -> None:
+        """Create the file's directory if missing; the file is made by the first call."""
+        try:
+            await asyncio.to_thread(self.path.parent.mkdir, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ParkedStoreError(
+                f"cannot create the directory of parked-event database {self.path}: {_line(exc)}"
+            ) from exc
+        self._opened = True
+
+    async def close(self) -> None:
+        """Nothing stays connected between calls; later calls are refused."""
+        self._opened = False
+
+    async def upgrade(self) -> int:
+        return await self._run(self._upgrade, current=False)
+
+    async def schema_version(self) -> int:
+        return await self._run(self._version, current=False)
+
+    async def add_many(self, entries: Sequence[ParkedEvent]) -> int:
+        rows = [(sql.insert_values(e, native_times=False), e) for e in entries]
+        return await self._run(lambda conn: _add(conn, self.table, rows)) if rows else 0
+
+    async def page(
+        self, query: Query, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None
+    ) -> Page:
+        read = sql.page_read(self.table, query, limit, cursor, numbered=False)
+        rows = await self._run(lambda conn: _rows(conn, read))
+        return sql.page_of(rows, limit, native_times=False)
+
+    async def facets(self, query: Query, size: int = DEFAULT_FACET_SIZE) -> Facets:
+        top = facet_size(size)
+        read = sql.facets_read(self.table, query, numbered=False, day=_DAY)
+        return sql.facets_of(await self._run(lambda conn: _rows(conn, read)), top)
+
+    async def count(self, query: Query) -> int:
+        read = sql.count_read(self.table, query, numbered=False)
+        return int((await self._run(lambda conn: _rows(conn, read)))[0][0])
+
+    async def get(self, entry_id: int) -> ParkedEvent:
+        read = sql.Read(f"SELECT {sql.COLUMNS} FROM {self.table} WHERE id = ?", [entry_id])
+        rows = await self._run(lambda conn: _rows(conn, read))
+        if not rows:
+            raise NotFound(f"no parked entry {entry_id}")
+        return sql.entry(rows[0], native_times=False)
+
+    async def mark(self, entry_ids: Iterable[int], state: State, by: str) -> int:
+        change = (mark_state(state, by), datetime.now(UTC), by)
+        ids = sorted(set(entry_ids))
+        writes = [
+            sql.mark_write(self.table, ids[at : at + _IDS_PER_STATEMENT], change, numbered=False)
+            for at in range(0, len(ids), _IDS_PER_STATEMENT)
+        ]
+        return await self._run(lambda conn: _write(conn, writes))
+
+    async def stats(self) -> StoreStats:
+        read = sql.Read(
+            f"SELECT (SELECT count(*) FROM {self.table}), count(*), min(parked_at) "
+            f"FROM {self.table} WHERE state = ?",
+            [State.PARKED.value],
+        )
+        ((entries, parked, oldest),) = await self._run(lambda conn: _rows(conn, read))
+        return StoreStats(entries, parked, None if oldest is None else from_micros(oldest))
+
+    async def delete_expired(
+        self, retention: timedelta = DEFAULT_RETENTION, *, now: datetime | None = None
+    ) -> int:
+        write = sql.expired_write(self.table, expiry(retention, now), numbered=False)
+        return await self._run(lambda conn: _write(conn, [write]))
+
+    def _upgrade(self, conn: sqlite3.Connection) -> int:
+        _wal(conn, time.monotonic() + self.busy_timeout)
+        with _immediate(conn):
+            conn.execute(schema.version_table_ddl(self.table, schema.SQLITE))
+            found = _read_version(conn, self.table)
+            for statement in schema.upgrade_statements(self.table, schema.SQLITE, found):
+                conn.execute(statement)
+        self._current = True
+        return schema.LATEST_VERSION
+
+    def _version(self, conn: sqlite3.Connection) -> int:
+        exists = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+            (schema.version_table(self.table),),
+        ).fetchone()
+        return 0 if exists is None else _read_version(conn, self.table)
+
+    async def _run(self, work: Callable[[sqlite3.Connection], _T], *, current: bool = True) -> _T:
+        if not self._opened:
+            raise ParkedStoreError(f"parked store {self.path} is not open: call open() first")
+        return await asyncio.to_thread(self._in_thread, work, current)
+
+    def _in_thread(self, work: Callable[[sqlite3.Connection], _T], current: bool) -> _T:
+        try:
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise ParkedStoreError(
+                f"cannot open parked-event database {self.path}: {_line(exc)}"
+            ) from exc
+        try:
+            for pragma in _PRAGMAS:
+                conn.execute(pragma)
+            if current and not self._current:
+                schema.require_latest(self.table, self._version(conn))
+                self._current = True
+            return work(conn)
+        except sqlite3.Error as exc:
+            raise ParkedStoreError(f"parked-event database {self.path}: {_line(exc)}") from exc
+        finally:
+            conn.close()
+
+
+@contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction that takes the write lock before it reads anything: committed
+    when the block ends, rolled back when it raises."""
+    conn.execute("BEGIN IMMEDIATE")
+    with conn:  # the connection commits on leaving, or rolls back on an exception
+        yield
+
+
+def _wal(conn: sqlite3.Connection, deadline: float) -> None:
+    """Switch the file to WAL. The switch takes an exclusive lock that the busy handler does
+    not always wait for when several processes open a new file at once: retry until
+    ``deadline``."""
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.01)
+
+
+def _read_version(conn: sqlite3.Connection, table: str) -> int:
+    row = conn.execute(f"SELECT max(version) FROM {schema.version_table(table)}").fetchone()
+    return 0 if row is None or row[0] is None else int(row[0])
+
+
+def _add(
+    conn: sqlite3.Connection, table: str, rows: list[tuple[tuple[Any, ...], ParkedEvent]]
+) -> int:
+    columns = ", ".join(sql.INSERT_COLUMNS)
+    marks = ", ".join("?" for _ in sql.INSERT_COLUMNS)
+    insert = (
+        f"INSERT INTO {table} ({columns}, previous_id) VALUES ({marks}, ?) "
+        "ON CONFLICT (fingerprint) DO NOTHING"
+    )
+    latest = f"SELECT max(id) FROM {table} WHERE place = ? AND app = ? AND message_id = ?"
+    added = 0
+    with _immediate(conn):
+        for values, event in rows:
+            previous = None
+            if event.message_id is not None:
+                key = (event.place.value, event.app or "", event.message_id)
+                previous = conn.execute(latest, key).fetchone()[0]
+            added += conn.execute(insert, (*values, previous)).rowcount
+    return added
+
+
+def _rows(conn: sqlite3.Connection, read: sql.Read) -> list[Any]:
+    return conn.execute(read.text, read.params).fetchall()
+
+
+def _write(conn: sqlite3.Connection, writes: Sequence[sql.Read]) -> int:
+    """Run ``writes`` in one transaction; how many rows they changed."""
+    with _immediate(conn):
+        return sum(conn.execute(write.text, write.params).rowcount for write in writes)
+
+
+def _line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+__all__ = ["DEFAULT_BUSY_TIMEOUT", "DEFAULT_TABLE", "SqliteParkedStore"]
