@@ -24,11 +24,11 @@ from consumers.runtime.runner import claim_events
 from consumers.runtime.settings import WorkerSettings
 from router.admin.app import admin_site, create_admin_app
 from router.admin.client import AdminClient, AdminUnreachable
-from router.tls import server_context
 from router.cli.main import main
 from router.contract.names import Names
 from router.errors import ConfigError
 from router.settings import Settings
+from router.tls import server_context
 from tests.conftest import AMQP_URL, SIGNING_KEY, TOKEN
 from tests.hostile import running_ingress
 from tests.wire import free_port

@@ -39,6 +39,7 @@ LAYERS = {
     "__main__": 10,
 }
 
+
 def _layer(module: str) -> int:
     parts = module.split(".")
     if parts[0] == "consumers":

@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from router.tls import CA_VARIABLE, CERT_VARIABLE, KEY_VARIABLE
 from router.settings import Settings
+from router.tls import CA_VARIABLE, CERT_VARIABLE, KEY_VARIABLE
 from tests.test_deploy_files import (
     ANY_ADDRESS,
     COMPOSE,
