@@ -39,6 +39,8 @@ class Dialect:
     now: str
     #: Whether an index can carry columns outside its key (``INCLUDE``).
     include: bool
+    #: Settings of the entries table, as statements (``{table}`` is its name).
+    tuning: tuple[str, ...] = ()
 
     def covering_index(self, name: str, table: str, key: str, carried: str) -> str:
         """An index on ``key`` from which ``carried`` can be read too, without the table."""
@@ -64,6 +66,13 @@ POSTGRES = Dialect(
     big="BIGINT",
     now="now()",
     include=True,
+    # Vacuum and analyze after 2% more entries (not the default 20%): counting facets from an
+    # index alone needs the visibility map that vacuum keeps, and an incident adds entries
+    # by the hundred thousand.
+    tuning=(
+        "ALTER TABLE {table} SET (autovacuum_vacuum_insert_scale_factor = 0.02, "
+        "autovacuum_analyze_scale_factor = 0.02)",
+    ),
 )
 
 #: Every listing's scope, and the page order, around each filter's column.
@@ -138,7 +147,7 @@ def _migration_1(table: str, d: Dialect) -> tuple[str, ...]:
     ]
     for suffix, column in _FILTER_INDEXES.items():
         indexes.append(f"CREATE INDEX {table}_{suffix} ON {table} ({_SCOPE}, {column}, {_ORDER})")
-    return (create, *indexes)
+    return (create, *(setting.format(table=table) for setting in d.tuning), *indexes)
 
 
 #: The migrations in order: ``MIGRATIONS[n - 1](table, dialect)`` makes version ``n``.

@@ -171,20 +171,33 @@ def facets_read(table: str, query: Query, *, numbered: bool, day: str) -> Read:
     """Every facet's counts in one statement: rows of (facet's number, value, count).
 
     The query's entries are picked once (from an index that carries the facet columns,
-    unless a filter needs the rows) and counted five ways; ``day`` is how the backend spells
-    an entry's day (UTC) as ``YYYY-MM-DD``.
+    unless a filter needs the rows) and counted five ways: by grouping sets in PostgreSQL,
+    from a materialized pick in SQLite, which has none. ``day`` is how the backend spells an
+    entry's day (UTC) as ``YYYY-MM-DD``.
     """
     statement = Statement(numbered)
     columns = [*FACET_COLUMNS.values(), "day"]
-    counted = " UNION ALL ".join(
-        f"SELECT {number}, {column}, count(*) FROM picked GROUP BY {column}"
-        for number, column in enumerate(columns)
+    picked = (
+        f"SELECT {', '.join(FACET_COLUMNS.values())}, {day} AS day FROM {table} "
+        f"{where(query, statement)}"
     )
-    picked = f"{', '.join(FACET_COLUMNS.values())}, {day} AS day"
-    text = (
-        f"WITH picked AS MATERIALIZED (SELECT {picked} FROM {table} "
-        f"{where(query, statement)}) {counted}"
-    )
+    if numbered:
+        every = ", ".join(columns)
+        # GROUPING(...) has a bit set for each column the row's set does not group by
+        masks = [(1 << len(columns)) - 1 - (1 << (len(columns) - 1 - n)) for n in range(5)]
+        number = " ".join(f"WHEN {mask} THEN {n}" for n, mask in enumerate(masks))
+        value = " ".join(f"WHEN {mask} THEN {c}" for c, mask in zip(columns, masks, strict=True))
+        sets = ", ".join(f"({column})" for column in columns)
+        text = (
+            f"SELECT CASE GROUPING({every}) {number} END, CASE GROUPING({every}) {value} END, "
+            f"count(*) FROM ({picked}) picked GROUP BY GROUPING SETS ({sets})"
+        )
+    else:
+        counted = " UNION ALL ".join(
+            f"SELECT {number}, {column}, count(*) FROM picked GROUP BY {column}"
+            for number, column in enumerate(columns)
+        )
+        text = f"WITH picked AS MATERIALIZED ({picked}) {counted}"
     return Read(text, statement.params)
 
 
