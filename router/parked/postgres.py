@@ -17,17 +17,8 @@ from typing import Any
 import asyncpg
 
 from router.errors import NotFound
-from router.parked import schema, sql
+from router.parked import query, schema, sql
 from router.parked.model import ParkedEvent, State
-from router.parked.query import (
-    DEFAULT_FACET_SIZE,
-    DEFAULT_PAGE_SIZE,
-    DEFAULT_RETENTION,
-    Facets,
-    Page,
-    Query,
-    StoreStats,
-)
 from router.parked.store import ParkedStoreError, expiry, facet_size, mark_state
 from router.pg import advisory_lock_key, create_pool
 
@@ -108,21 +99,23 @@ class PostgresParkedStore:
         return added
 
     async def page(
-        self, query: Query, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None
-    ) -> Page:
+        self, query: query.Query, limit: int = query.DEFAULT_PAGE_SIZE, cursor: str | None = None
+    ) -> query.Page:
         read = sql.page_read(self.table, query, limit, cursor, numbered=True)
         async with self._connection("listing parked entries") as conn:
             rows = await conn.fetch(read.text, *read.params)
         return sql.page_of(rows, limit, native_times=True)
 
-    async def facets(self, query: Query, size: int = DEFAULT_FACET_SIZE) -> Facets:
+    async def facets(
+        self, query: query.Query, size: int = query.DEFAULT_FACET_SIZE
+    ) -> query.Facets:
         top = facet_size(size)
         read = sql.facets_read(self.table, query, numbered=True, day=_DAY)
         async with self._connection("counting parked entries") as conn:
             rows = await conn.fetch(read.text, *read.params)
         return sql.facets_of(rows, top)
 
-    async def count(self, query: Query) -> int:
+    async def count(self, query: query.Query) -> int:
         read = sql.count_read(self.table, query, numbered=True)
         async with self._connection("counting parked entries") as conn:
             return int(await conn.fetchval(read.text, *read.params))
@@ -141,17 +134,17 @@ class PostgresParkedStore:
         write = sql.mark_write(self.table, sorted(set(entry_ids)), change, numbered=True)
         return await self._changed("marking parked entries", write)
 
-    async def stats(self) -> StoreStats:
+    async def stats(self) -> query.StoreStats:
         async with self._connection("reading the parked-entry stats") as conn:
             entries, parked, oldest = await conn.fetchrow(
                 f"SELECT (SELECT count(*) FROM {self.table}), count(*), min(parked_at) "
                 f"FROM {self.table} WHERE state = $1",
                 State.PARKED.value,
             )
-        return StoreStats(entries, parked, None if oldest is None else oldest.astimezone(UTC))
+        return query.StoreStats(entries, parked, None if oldest is None else oldest.astimezone(UTC))
 
     async def delete_expired(
-        self, retention: timedelta = DEFAULT_RETENTION, *, now: datetime | None = None
+        self, retention: timedelta = query.DEFAULT_RETENTION, *, now: datetime | None = None
     ) -> int:
         write = sql.expired_write(self.table, expiry(retention, now), numbered=True)
         return await self._changed("deleting expired parked entries", write)

@@ -21,18 +21,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from router.errors import NotFound
-from router.parked import schema, sql
+from router.parked import query, schema, sql
 from router.parked.model import ParkedEvent, State
-from router.parked.query import (
-    DEFAULT_FACET_SIZE,
-    DEFAULT_PAGE_SIZE,
-    DEFAULT_RETENTION,
-    Facets,
-    Page,
-    Query,
-    StoreStats,
-    from_micros,
-)
 from router.parked.store import ParkedStoreError, expiry, facet_size, mark_state
 
 _T = TypeVar("_T")
@@ -92,18 +82,20 @@ class SqliteParkedStore:
         return await self._run(lambda conn: _add(conn, self.table, rows)) if rows else 0
 
     async def page(
-        self, query: Query, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None
-    ) -> Page:
+        self, query: query.Query, limit: int = query.DEFAULT_PAGE_SIZE, cursor: str | None = None
+    ) -> query.Page:
         read = sql.page_read(self.table, query, limit, cursor, numbered=False)
         rows = await self._run(lambda conn: _rows(conn, read))
         return sql.page_of(rows, limit, native_times=False)
 
-    async def facets(self, query: Query, size: int = DEFAULT_FACET_SIZE) -> Facets:
+    async def facets(
+        self, query: query.Query, size: int = query.DEFAULT_FACET_SIZE
+    ) -> query.Facets:
         top = facet_size(size)
         read = sql.facets_read(self.table, query, numbered=False, day=_DAY)
         return sql.facets_of(await self._run(lambda conn: _rows(conn, read)), top)
 
-    async def count(self, query: Query) -> int:
+    async def count(self, query: query.Query) -> int:
         read = sql.count_read(self.table, query, numbered=False)
         return int((await self._run(lambda conn: _rows(conn, read)))[0][0])
 
@@ -123,17 +115,19 @@ class SqliteParkedStore:
         ]
         return await self._run(lambda conn: _write(conn, writes))
 
-    async def stats(self) -> StoreStats:
+    async def stats(self) -> query.StoreStats:
         read = sql.Read(
             f"SELECT (SELECT count(*) FROM {self.table}), count(*), min(parked_at) "
             f"FROM {self.table} WHERE state = ?",
             [State.PARKED.value],
         )
         ((entries, parked, oldest),) = await self._run(lambda conn: _rows(conn, read))
-        return StoreStats(entries, parked, None if oldest is None else from_micros(oldest))
+        return query.StoreStats(
+            entries, parked, None if oldest is None else query.from_micros(oldest)
+        )
 
     async def delete_expired(
-        self, retention: timedelta = DEFAULT_RETENTION, *, now: datetime | None = None
+        self, retention: timedelta = query.DEFAULT_RETENTION, *, now: datetime | None = None
     ) -> int:
         write = sql.expired_write(self.table, expiry(retention, now), numbered=False)
         return await self._run(lambda conn: _write(conn, [write]))
