@@ -21,6 +21,7 @@ from router.contract.names import (
     COMPANY_HEADER,
     DEAD_LETTER_REASON_HEADER,
     DEAD_LETTERED_AT_HEADER,
+    DEATH_FAMILY_HEADERS,
     DEATH_HEADER,
     DELIVERY_COUNT_HEADER,
     ERROR_HEADER,
@@ -52,12 +53,8 @@ _FAILURE = frozenset(
         LAST_FAILED_AT_HEADER,
         APP_HEADER,
         DEATH_HEADER,
-        "x-first-death-exchange",
-        "x-first-death-queue",
         FIRST_DEATH_REASON_HEADER,
-        "x-last-death-exchange",
-        "x-last-death-queue",
-        "x-last-death-reason",
+        *DEATH_FAMILY_HEADERS,
         DELIVERY_COUNT_HEADER,
     }
 )

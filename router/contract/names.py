@@ -51,6 +51,16 @@ ROUTING_KEY_HEADER = "x-attentive-routing-key"
 DELIVERY_COUNT_HEADER = "x-delivery-count"
 DEATH_HEADER = "x-death"
 FIRST_DEATH_REASON_HEADER = "x-first-death-reason"
+#: The rest of RabbitMQ's dead-letter family (3.13+), stripped from a replayed copy.
+DEATH_FAMILY_HEADERS = (
+    "x-first-death-exchange",
+    "x-first-death-queue",
+    "x-last-death-exchange",
+    "x-last-death-queue",
+    "x-last-death-reason",
+)
+#: Counted by a quorum queue at each delivery on RabbitMQ 4 (beside ``x-delivery-count``).
+ACQUIRED_COUNT_HEADER = "x-acquired-count"
 
 #: CloudEvents 1.0 binary-mode attribute prefix for AMQP application properties.
 CLOUDEVENTS_PREFIX = "cloudEvents:"
@@ -131,6 +141,7 @@ def routing_key(event_type: str, company_id: str) -> str:
 
 
 __all__ = [
+    "ACQUIRED_COUNT_HEADER",
     "APP_HEADER",
     "ATTEMPT_HEADER",
     "CLOUDEVENTS_PREFIX",
@@ -138,6 +149,7 @@ __all__ = [
     "COMPANY_HEADER",
     "DEAD_LETTERED_AT_HEADER",
     "DEAD_LETTER_REASON_HEADER",
+    "DEATH_FAMILY_HEADERS",
     "DEATH_HEADER",
     "DELIVERY_COUNT_HEADER",
     "ERROR_HEADER",

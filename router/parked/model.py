@@ -27,13 +27,18 @@ from pamqp.commands import Basic
 from router.claims.model import validate_app
 from router.contract import envelope
 from router.contract.events import Routable, is_event_type, parse
-from router.contract.names import DELIVERY_COUNT_HEADER, FIRST_FAILED_AT_HEADER, TRACEBACK_HEADER
+from router.contract.names import (
+    ACQUIRED_COUNT_HEADER,
+    DELIVERY_COUNT_HEADER,
+    FIRST_FAILED_AT_HEADER,
+    TRACEBACK_HEADER,
+)
 from router.errors import InvalidInput
 from router.parked.fields import decode_table, decode_value, encode_table, encode_value
 
 #: Counted by a quorum queue at each delivery (``x-acquired-count`` on RabbitMQ 4): the same
 #: message delivered twice differs only there, so a fingerprint leaves them out.
-PER_DELIVERY_HEADERS = frozenset({DELIVERY_COUNT_HEADER, "x-acquired-count"})
+PER_DELIVERY_HEADERS = frozenset({DELIVERY_COUNT_HEADER, ACQUIRED_COUNT_HEADER})
 #: The error facet's bucket: the exception's class name in a worker's ``Type: message``.
 _ERROR_KIND_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_.]*)(?::|$)")
 _ERROR_KIND_LENGTH = 80
