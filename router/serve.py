@@ -114,29 +114,33 @@ async def serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     ingress = Ingress(settings, reuse_port=reuse_port or processes is not None, processes=processes)
-    await ingress.start()
+    # The admin listener starts first, so that /readyz answering 200 means every listener of
+    # this process is up (a probe, or a script, can then use the admin API at once).
     admin_runner: web.AppRunner | None = None
+    if settings.admin_token and admin:
+        admin_runner = web.AppRunner(create_admin_app(settings), access_log=None)
+        await admin_runner.setup()
     try:
-        log.info("serving", listener="webhooks", host=settings.host, port=settings.port)
-        log.info("serving", listener="internal", address=ingress.internal_address)
-        if settings.admin_token and admin:
-            runner = web.AppRunner(create_admin_app(settings), access_log=None)
-            await runner.setup()
-            admin_runner = runner
-            await admin_site(runner, settings).start()
+        if admin_runner is not None:
+            await admin_site(admin_runner, settings).start()
             log.info(
                 "serving", listener="admin", host=settings.admin_host, port=settings.admin_port
             )
         elif not settings.admin_token:
             log.info("admin_api_disabled", reason="ROUTER_ADMIN_TOKEN is not set")
-        watchdog = asyncio.create_task(_stop_when_orphaned(parent, stop)) if parent else None
-        freeze_startup_heap()  # no long collection pauses in the tail of request latency
-        await stop.wait()
-        if watchdog is not None:
-            watchdog.cancel()
-        log.info("stopping")
+        await ingress.start()
+        try:
+            log.info("serving", listener="webhooks", host=settings.host, port=settings.port)
+            log.info("serving", listener="internal", address=ingress.internal_address)
+            watchdog = asyncio.create_task(_stop_when_orphaned(parent, stop)) if parent else None
+            freeze_startup_heap()  # no long collection pauses in the tail of request latency
+            await stop.wait()
+            if watchdog is not None:
+                watchdog.cancel()
+            log.info("stopping")
+        finally:
+            await ingress.stop()
     finally:
-        await ingress.stop()
         if admin_runner is not None:
             await admin_runner.cleanup()
 
