@@ -24,14 +24,7 @@ import orjson
 
 from consumers.runtime.errors import Reject
 from consumers.runtime.event import Event
-from consumers.runtime.outcomes import (
-    DeadLetter,
-    Deferred,
-    Handled,
-    Outcome,
-    RetryLater,
-    Skipped,
-)
+from consumers.runtime.outcomes import DeadLetter, Deferred, Handled, Outcome, RetryLater, Skipped
 from consumers.runtime.worker import Worker
 from router.contract.events import is_event_type
 from router.contract.examples import DEFAULT_COMPANY_ID, example_payload

@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -303,16 +303,7 @@ class Silent:
         """What the kernel holds for it now (and arrives within ``within`` s), and whether
         the ingress had closed or reset the connection by then."""
         loop = asyncio.get_running_loop()
-        received = bytearray()
-        try:
-            async with asyncio.timeout(within):
-                while chunk := await loop.sock_recv(self.sock, 256 * KIB):
-                    received += chunk
-        except TimeoutError:
-            return bytes(received), False
-        except ConnectionResetError:
-            pass
-        return bytes(received), True
+        return await _collect(lambda: loop.sock_recv(self.sock, 256 * KIB), within)
 
     def close(self) -> None:
         self.sending.cancel()
@@ -321,10 +312,15 @@ class Silent:
 
 async def read_available(reader: asyncio.StreamReader, within: float = 0.5) -> tuple[bytes, bool]:
     """What arrives within ``within`` seconds, and whether the connection was closed by then."""
+    return await _collect(lambda: reader.read(256 * KIB), within)
+
+
+async def _collect(read: Callable[[], Awaitable[bytes]], within: float) -> tuple[bytes, bool]:
+    """Read until the peer closes or ``within`` seconds pass: the bytes, and whether it closed."""
     received = bytearray()
     try:
         async with asyncio.timeout(within):
-            while chunk := await reader.read(256 * KIB):
+            while chunk := await read():
                 received += chunk
     except TimeoutError:
         return bytes(received), False

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -26,12 +25,10 @@ from router.claims.postgres import DEFAULT_TABLE, PostgresClaimStore
 from router.claims.sqlite import SqliteClaimStore
 from router.claims.store import ClaimStore, Conflict, Granted, Refused
 from router.errors import ClaimStoreError, ConfigError
+from tests.databases import POSTGRES_URL
 
 pytestmark = pytest.mark.database
 
-POSTGRES_URL = os.environ.get(
-    "ROUTER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 #: The longest any one wait in these tests may take (seconds).
 TIMEOUT = 60.0

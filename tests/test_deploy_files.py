@@ -582,33 +582,18 @@ class _RecordingChannel:
         return _Declared()
 
 
-QUORUM_POLICY_KEYS = frozenset(
-    {
-        "max-length",
-        "max-length-bytes",
-        "overflow",
-        "expires",
-        "dead-letter-exchange",
-        "dead-letter-routing-key",
-        "dead-letter-strategy",
-        "delivery-limit",
-        "message-ttl",
-        "queue-leader-locator",
-        "target-group-size",
-    }
+#: Policy keys both queue types accept, then those only one of them does.
+_POLICY_KEYS = frozenset(
+    {"max-length", "max-length-bytes", "overflow", "expires", "message-ttl"}
+    | {"dead-letter-exchange", "dead-letter-routing-key"}
 )
-CLASSIC_POLICY_KEYS = frozenset(
-    {
-        "max-length",
-        "max-length-bytes",
-        "overflow",
-        "expires",
-        "dead-letter-exchange",
-        "dead-letter-routing-key",
-        "message-ttl",
-        "queue-version",
-    }
-)
+QUORUM_POLICY_KEYS = _POLICY_KEYS | {
+    "dead-letter-strategy",
+    "delivery-limit",
+    "queue-leader-locator",
+    "target-group-size",
+}
+CLASSIC_POLICY_KEYS = _POLICY_KEYS | {"queue-version"}
 
 
 async def test_rabbitmq_policies_cover_the_routers_queues_without_overriding_their_arguments() -> (

@@ -41,15 +41,7 @@ from router.contract.signing import sign
 from router.ingress.http1 import LINGER
 from router.settings import Settings
 from tests import wire
-from tests.conftest import (
-    AUTH,
-    OLD_SIGNING_KEY,
-    Client,
-    MakeIngress,
-    TapFactory,
-    depth,
-    signed,
-)
+from tests.conftest import AUTH, OLD_SIGNING_KEY, Client, MakeIngress, TapFactory, depth, signed
 from tests.conftest import TOKEN as ADMIN_TOKEN
 from tests.wire import STATUS_LINE, Serve, Served, read_response, until_closed
 

@@ -20,7 +20,6 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import aio_pika
-import asyncpg
 import orjson
 import pytest
 import redis.asyncio
@@ -33,13 +32,10 @@ from router.contract.examples import example_payload
 from router.contract.names import WEBHOOK_PATH, Names, routing_key
 from tests import replica_worker
 from tests.conftest import AMQP_URL, TOKEN, Client, StartWorker, depth, signed
+from tests.databases import POSTGRES_URL, REDIS_URL, drop_table, forget_redis_keys
 
 pytestmark = [pytest.mark.broker, pytest.mark.database]
 
-REDIS_URL = os.environ.get("ROUTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-POSTGRES_URL = os.environ.get(
-    "ROUTER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
 FAST = RetryPolicy(delays=(0.2, 0.4), max_attempts=3)
 #: How many distinct ids the replica test delivers, each twice.
 IDS = 1_000
@@ -181,19 +177,9 @@ async def replicas(
         if process.poll() is None:
             process.kill()
         process.wait(timeout=10)
-    client = redis.asyncio.Redis.from_url(REDIS_URL)
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{place}:*")]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
+    await forget_redis_keys(place)
     if store_url == POSTGRES_URL:
-        conn = await asyncpg.connect(POSTGRES_URL)
-        try:
-            await conn.execute(f"DROP TABLE IF EXISTS {place}")
-        finally:
-            await conn.close()
+        await drop_table(place)
 
 
 async def _recorded(replicas: Replicas) -> list[str]:

@@ -8,7 +8,6 @@ key prefix (its keys deleted afterwards) or a PostgreSQL table (dropped afterwar
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -42,13 +41,10 @@ from consumers.runtime.shared_stores import (
     RedisStore,
     idempotency_store_from_url,
 )
+from tests.databases import POSTGRES_URL, REDIS_URL, drop_table, forget_redis_keys
 
 pytestmark = pytest.mark.database
 
-REDIS_URL = os.environ.get("ROUTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-POSTGRES_URL = os.environ.get(
-    "ROUTER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
 #: The longest any one wait in these tests may take (seconds).
 TIMEOUT = 30.0
 #: A window and a lease short enough to wait out.
@@ -91,19 +87,9 @@ async def _provide(kind: str) -> AsyncIterator[Backend]:
         for store in backend.stores:
             await store.close()
         if kind == "redis":
-            client = redis.asyncio.Redis.from_url(REDIS_URL)
-            try:
-                keys = [key async for key in client.scan_iter(match=f"{place}:*")]
-                if keys:
-                    await client.delete(*keys)
-            finally:
-                await client.aclose()
+            await forget_redis_keys(place)
         elif kind == "postgres":
-            conn = await asyncpg.connect(POSTGRES_URL)
-            try:
-                await conn.execute(f"DROP TABLE IF EXISTS {place}")
-            finally:
-                await conn.close()
+            await drop_table(place)
 
 
 @pytest.fixture(params=["memory", "redis", "postgres"])

@@ -154,6 +154,14 @@ def _ingress_children(pid: int) -> list[int]:
     return [c for c in children if b"spawn_main" in _cmdline(c)]
 
 
+async def _wait_for_children(router: Router, count: int) -> list[int]:
+    """The parent's ingress processes, once there are ``count`` of them."""
+    async with asyncio.timeout(20):
+        while len(children := _ingress_children(router.process.pid)) < count:
+            await asyncio.sleep(0.1)
+    return children
+
+
 def _cmdline(pid: int) -> bytes:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -178,10 +186,7 @@ async def test_serve_with_workers_runs_that_many_processes_on_one_port_and_stops
         await wait_ready(session, router.internal_port)
 
         # Then two children serve the one port, and events go through
-        async with asyncio.timeout(20):
-            while len(_ingress_children(router.process.pid)) < 2:
-                await asyncio.sleep(0.1)
-        children = _ingress_children(router.process.pid)
+        children = await _wait_for_children(router, 2)
         assert len(children) == 2
         url = f"http://127.0.0.1:{router.port}/webhooks/attentive"
         for event_type in EVENT_TYPES:
@@ -249,10 +254,7 @@ async def test_ingress_processes_stop_when_their_parent_is_killed(
     router = start_router(ROUTER_WORKERS="2")
     async with aiohttp.ClientSession() as session:
         await wait_ready(session, router.internal_port)
-    async with asyncio.timeout(20):
-        while len(_ingress_children(router.process.pid)) < 2:
-            await asyncio.sleep(0.1)
-    children = _ingress_children(router.process.pid)
+    children = await _wait_for_children(router, 2)
 
     router.process.kill()  # SIGKILL: the parent cannot forward anything
     await asyncio.to_thread(router.process.wait, 10)

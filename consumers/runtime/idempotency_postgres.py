@@ -3,7 +3,7 @@
 One row per id (``done``, ``token``, ``lease_until``, ``handled_at``), claimed by one
 ``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` the row is an expired claim or done past the
 window; old rows are deleted now and then in the background. Errors (the server down, a query
-timing out) are :class:`~consumers.runtime.idempotency.IdempotencyStoreError`.
+timing out) are :class:`IdempotencyStoreError`.
 """
 
 from __future__ import annotations
@@ -18,21 +18,8 @@ from typing import Any
 import asyncpg
 import structlog
 
+from consumers.runtime import idempotency
 from consumers.runtime.errors import WorkerConfigError
-from consumers.runtime.idempotency import (
-    BEGIN_TRIES,
-    DEFAULT_LEASE,
-    DEFAULT_WINDOW,
-    Acquired,
-    AlreadyDone,
-    Claim,
-    IdempotencyStoreError,
-    InProgressElsewhere,
-    check_duration,
-    new_token,
-    one_line,
-    without_password,
-)
 from router.pg import TABLE_NAME_RULE, advisory_lock_key, create_pool, valid_table_name
 
 DEFAULT_TABLE = "attentive_handled"
@@ -77,16 +64,16 @@ class PostgresStore:
         self,
         url: str,
         *,
-        window: float = DEFAULT_WINDOW,
-        lease: float = DEFAULT_LEASE,
+        window: float = idempotency.DEFAULT_WINDOW,
+        lease: float = idempotency.DEFAULT_LEASE,
         table: str = DEFAULT_TABLE,
         prune_interval: float = 60.0,
         min_size: int = 1,
         max_size: int = 4,
         timeout: float = 10.0,
     ) -> None:
-        check_duration("window", window)
-        check_duration("lease", lease)
+        idempotency.check_duration("window", window)
+        idempotency.check_duration("lease", lease)
         if not valid_table_name(table):
             raise WorkerConfigError(
                 f"invalid idempotency table name {table!r}: use {TABLE_NAME_RULE}"
@@ -121,7 +108,8 @@ class PostgresStore:
                 )
         except ValueError as exc:  # asyncpg's verdict on the URL, before any connection
             raise WorkerConfigError(
-                f"invalid PostgreSQL URL {without_password(self.url)!r}: {one_line(exc)}"
+                f"invalid PostgreSQL URL {idempotency.without_password(self.url)!r}: "
+                f"{idempotency.one_line(exc)}"
             ) from None
         self._pool = pool
         try:
@@ -184,12 +172,12 @@ class PostgresStore:
                     f"ALTER TABLE {self.table} ADD COLUMN IF NOT EXISTS {column} {definition}"
                 )
 
-    async def begin(self, app: str, message_id: str) -> Claim:
+    async def begin(self, app: str, message_id: str) -> idempotency.Claim:
         """Insert a claim, or take over an expired claim or an id done past the window;
         else read whether the row is done or claimed."""
         async with self._translated("claiming a message id"), self._acquire() as conn:
-            for _ in range(BEGIN_TRIES):
-                token = new_token()
+            for _ in range(idempotency.BEGIN_TRIES):
+                token = idempotency.new_token()
                 claimed = await conn.fetchval(
                     f"INSERT INTO {self.table} AS held "
                     "(app, message_id, handled_at, done, token, lease_until) "
@@ -204,18 +192,18 @@ class PostgresStore:
                     self._interval,
                 )
                 if claimed:
-                    return Acquired(app, message_id, token)
+                    return idempotency.Acquired(app, message_id, token)
                 done = await conn.fetchval(
                     f"SELECT done FROM {self.table} WHERE app = $1 AND message_id = $2",
                     app,
                     message_id,
                 )
                 if done is not None:
-                    return AlreadyDone() if done else InProgressElsewhere()
+                    return idempotency.AlreadyDone() if done else idempotency.InProgressElsewhere()
                 # released between the two statements: claim again
-        return InProgressElsewhere()  # it keeps changing hands: come back later
+        return idempotency.InProgressElsewhere()  # it keeps changing hands: come back later
 
-    async def complete(self, claim: Acquired) -> bool:
+    async def complete(self, claim: idempotency.Acquired) -> bool:
         """Mark the row done now, if this claim holds it (or nobody holds it any more)."""
         async with self._translated("completing a message id"), self._acquire() as conn:
             done = await conn.fetchval(
@@ -232,7 +220,7 @@ class PostgresStore:
         self._maybe_prune()
         return bool(done)
 
-    async def release(self, claim: Acquired) -> bool:
+    async def release(self, claim: idempotency.Acquired) -> bool:
         """Delete the row if this claim still holds it."""
         async with self._translated("releasing a message id"), self._acquire() as conn:
             status = await conn.execute(
@@ -261,13 +249,13 @@ class PostgresStore:
                     "AND (done OR lease_until <= now())",
                     self._interval,
                 )
-        except IdempotencyStoreError as exc:
+        except idempotency.IdempotencyStoreError as exc:
             log.warning("idempotency_prune_failed", table=self.table, error=str(exc))
 
     @asynccontextmanager
     async def _acquire(self) -> AsyncIterator[Any]:
         if self._pool is None:
-            raise IdempotencyStoreError(f"{self!r} is not open: call open() first")
+            raise idempotency.IdempotencyStoreError(f"{self!r} is not open: call open() first")
         async with self._pool.acquire(timeout=self.timeout) as conn:
             yield conn
 
@@ -279,7 +267,9 @@ class PostgresStore:
         except _POSTGRES_ERRORS as exc:
             if isinstance(exc, ValueError):  # a bad URL: the caller says so
                 raise
-            raise IdempotencyStoreError(f"{doing} ({self.table}): {one_line(exc)}") from exc
+            raise idempotency.IdempotencyStoreError(
+                f"{doing} ({self.table}): {idempotency.one_line(exc)}"
+            ) from exc
 
 
 __all__ = ["DEFAULT_TABLE", "PostgresStore", "lock_key"]

@@ -3,7 +3,7 @@
 One key per id, ``<prefix>:<app>:<message id>``, holding the claim's token while claimed
 (``SET ... NX PX <lease>``) and ``1`` once done (``PX <window>``), so Redis drops an abandoned
 claim or an old id by itself. Errors (the server down, a command timing out) are
-:class:`~consumers.runtime.idempotency.IdempotencyStoreError`.
+:class:`IdempotencyStoreError`.
 """
 
 from __future__ import annotations
@@ -16,21 +16,8 @@ import redis.asyncio
 from redis.asyncio.connection import parse_url
 from redis.exceptions import RedisError
 
+from consumers.runtime import idempotency
 from consumers.runtime.errors import WorkerConfigError
-from consumers.runtime.idempotency import (
-    BEGIN_TRIES,
-    DEFAULT_LEASE,
-    DEFAULT_WINDOW,
-    Acquired,
-    AlreadyDone,
-    Claim,
-    IdempotencyStoreError,
-    InProgressElsewhere,
-    check_duration,
-    new_token,
-    one_line,
-    without_password,
-)
 
 DEFAULT_KEY_PREFIX = "attentive:handled"
 
@@ -65,17 +52,19 @@ class RedisStore:
         self,
         url: str,
         *,
-        window: float = DEFAULT_WINDOW,
-        lease: float = DEFAULT_LEASE,
+        window: float = idempotency.DEFAULT_WINDOW,
+        lease: float = idempotency.DEFAULT_LEASE,
         key_prefix: str = DEFAULT_KEY_PREFIX,
         timeout: float = 10.0,
     ) -> None:
-        check_duration("window", window)
-        check_duration("lease", lease)
+        idempotency.check_duration("window", window)
+        idempotency.check_duration("lease", lease)
         try:
             parse_url(url)
         except ValueError as exc:
-            raise WorkerConfigError(f"invalid Redis URL {without_password(url)!r}: {exc}") from None
+            raise WorkerConfigError(
+                f"invalid Redis URL {idempotency.without_password(url)!r}: {exc}"
+            ) from None
         if not key_prefix:
             raise WorkerConfigError("the Redis key prefix of the idempotency store is empty")
         self.url = url
@@ -88,7 +77,8 @@ class RedisStore:
         self._client: redis.asyncio.Redis | None = None
 
     def __repr__(self) -> str:
-        return f"RedisStore({without_password(self.url)!r}, key_prefix={self.key_prefix!r})"
+        url = idempotency.without_password(self.url)
+        return f"RedisStore({url!r}, key_prefix={self.key_prefix!r})"
 
     async def open(self) -> None:
         """Connect and ping: :class:`IdempotencyStoreError` if Redis does not answer."""
@@ -112,21 +102,25 @@ class RedisStore:
             async with self._translated("closing the Redis connection"):
                 await client.aclose()
 
-    async def begin(self, app: str, message_id: str) -> Claim:
+    async def begin(self, app: str, message_id: str) -> idempotency.Claim:
         """Set the id's key to a new token if it is absent; else read what holds it."""
         client, key = self._require_open(), self._key(app, message_id)
         async with self._translated("claiming a message id"):
-            for _ in range(BEGIN_TRIES):
-                token = new_token()
+            for _ in range(idempotency.BEGIN_TRIES):
+                token = idempotency.new_token()
                 if await client.set(key, token, nx=True, px=self._lease_ms):
-                    return Acquired(app, message_id, token)
+                    return idempotency.Acquired(app, message_id, token)
                 held = await client.get(key)
                 if held is not None:
-                    return AlreadyDone() if held == _DONE else InProgressElsewhere()
+                    return (
+                        idempotency.AlreadyDone()
+                        if held == _DONE
+                        else idempotency.InProgressElsewhere()
+                    )
                 # released or expired between the two commands: claim again
-        return InProgressElsewhere()  # it keeps changing hands: come back later
+        return idempotency.InProgressElsewhere()  # it keeps changing hands: come back later
 
-    async def complete(self, claim: Acquired) -> bool:
+    async def complete(self, claim: idempotency.Acquired) -> bool:
         """Set the id's key to ``1`` for the window, unless another claim or done holds it."""
         client = self._require_open()
         async with self._translated("completing a message id"):
@@ -139,7 +133,7 @@ class RedisStore:
             )
         return bool(done)
 
-    async def release(self, claim: Acquired) -> bool:
+    async def release(self, claim: idempotency.Acquired) -> bool:
         """Delete the id's key if it still holds this claim's token."""
         client = self._require_open()
         async with self._translated("releasing a message id"):
@@ -153,7 +147,7 @@ class RedisStore:
 
     def _require_open(self) -> redis.asyncio.Redis:
         if self._client is None:
-            raise IdempotencyStoreError(f"{self!r} is not open: call open() first")
+            raise idempotency.IdempotencyStoreError(f"{self!r} is not open: call open() first")
         return self._client
 
     @asynccontextmanager
@@ -162,8 +156,8 @@ class RedisStore:
         try:
             yield
         except _REDIS_ERRORS as exc:
-            raise IdempotencyStoreError(
-                f"{doing} ({without_password(self.url)}): {one_line(exc)}"
+            raise idempotency.IdempotencyStoreError(
+                f"{doing} ({idempotency.without_password(self.url)}): {idempotency.one_line(exc)}"
             ) from exc
 
 

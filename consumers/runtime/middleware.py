@@ -25,14 +25,7 @@ from consumers.runtime.idempotency import (
     IdempotencyStore,
     InProgressElsewhere,
 )
-from consumers.runtime.outcomes import (
-    DeadLetter,
-    Deferred,
-    Handled,
-    Outcome,
-    RetryLater,
-    Skipped,
-)
+from consumers.runtime.outcomes import DeadLetter, Deferred, Handled, Outcome, RetryLater, Skipped
 from consumers.runtime.retry import RetryPolicy
 from router.contract.masking import mask_excerpt
 from router.contract.type_labels import DEFAULT_MAX_OTHER_TYPES, TypeLabels

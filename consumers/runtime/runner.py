@@ -29,14 +29,7 @@ from consumers.runtime.delivery import Delivery
 from consumers.runtime.errors import ClaimRefused, Reject, WorkerConfigError
 from consumers.runtime.event import Event
 from consumers.runtime.middleware import error_summary, traceback_summary
-from consumers.runtime.outcomes import (
-    DeadLetter,
-    Deferred,
-    Handled,
-    Outcome,
-    RetryLater,
-    Skipped,
-)
+from consumers.runtime.outcomes import DeadLetter, Deferred, Handled, Outcome, RetryLater, Skipped
 from consumers.runtime.settings import WorkerSettings
 from consumers.runtime.shared_stores import idempotency_store_from_url
 from consumers.runtime.worker import Worker
