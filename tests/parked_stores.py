@@ -28,7 +28,7 @@ from pamqp.commands import Basic
 from router.contract import envelope
 from router.parked.model import ParkedEvent, parked_event
 from router.parked.postgres import PostgresParkedStore
-from router.parked.schema import version_table
+from router.parked.schema import audit_table, jobs_table, version_table
 from router.parked.sqlite import SqliteParkedStore
 from router.parked.store import ParkedStore
 
@@ -109,7 +109,8 @@ async def backend_for(kind: str, tmp_path: Path) -> AsyncIterator[Backend]:
     table = f"test_parked_{uuid.uuid4().hex[:16]}"
     yield Backend("postgres", POSTGRES_URL, table)
     await Backend("postgres", POSTGRES_URL, table).execute(
-        f"DROP TABLE IF EXISTS {table}, {version_table(table)}"
+        f"DROP TABLE IF EXISTS {table}, {version_table(table)}, "
+        f"{jobs_table(table)}, {audit_table(table)}"
     )
 
 

@@ -17,9 +17,10 @@ from typing import Any
 import asyncpg
 
 from router.errors import NotFound
-from router.parked import query, schema, sql
+from router.parked import jobs_sql, query, schema, sql, store
+from router.parked.jobs import AuditRecord, Job, JobRequest, JobState, audit_of, checked_name
 from router.parked.model import ParkedEvent, State
-from router.parked.store import ParkedStoreError, expiry, facet_size, mark_state
+from router.parked.store import ParkedStoreError, Settled
 from router.pg import advisory_lock_key, create_pool
 
 DEFAULT_TABLE = "attentive_parked_events"
@@ -109,7 +110,7 @@ class PostgresParkedStore:
     async def facets(
         self, query: query.Query, size: int = query.DEFAULT_FACET_SIZE
     ) -> query.Facets:
-        top = facet_size(size)
+        top = store.facet_size(size)
         read = sql.facets_read(self.table, query, numbered=True, day=_DAY)
         async with self._connection("counting parked entries") as conn:
             rows = await conn.fetch(read.text, *read.params)
@@ -130,7 +131,7 @@ class PostgresParkedStore:
         return sql.entry(row, native_times=True)
 
     async def mark(self, entry_ids: Iterable[int], state: State, by: str) -> int:
-        change = (mark_state(state, by), datetime.now(UTC), by)
+        change = (store.mark_state(state, by), datetime.now(UTC), by)
         write = sql.mark_write(self.table, sorted(set(entry_ids)), change, numbered=True)
         return await self._changed("marking parked entries", write)
 
@@ -146,8 +147,138 @@ class PostgresParkedStore:
     async def delete_expired(
         self, retention: timedelta = query.DEFAULT_RETENTION, *, now: datetime | None = None
     ) -> int:
-        write = sql.expired_write(self.table, expiry(retention, now), numbered=True)
+        write = sql.expired_write(self.table, store.expiry(retention, now), numbered=True)
         return await self._changed("deleting expired parked entries", write)
+
+    async def create_job(self, request: JobRequest) -> Job:
+        async with self._connection("creating a job") as conn, conn.transaction():
+            max_id = int(await conn.fetchval(jobs_sql.max_id_read(self.table).text))
+            read = jobs_sql.matched_read(self.table, request, max_id, numbered=True)
+            matched = int(await conn.fetchval(read.text, *read.params))
+            if request.limit is not None:
+                matched = min(matched, request.limit)
+            insert = jobs_sql.insert_job(
+                self.table, request, (matched, max_id), datetime.now(UTC), numbered=True
+            )
+            return _job(await conn.fetchrow(insert.text, *insert.params))
+
+    async def job(self, job_id: int) -> Job:
+        found = await self._row(
+            "reading a job", jobs_sql.job_read(self.table, job_id, numbered=True)
+        )
+        if found is None:
+            raise store.job_gone(job_id)
+        return found
+
+    async def jobs(
+        self,
+        state: JobState | None = None,
+        limit: int = query.DEFAULT_PAGE_SIZE,
+        before: int | None = None,
+    ) -> list[Job]:
+        read = jobs_sql.jobs_read(self.table, state, store.list_size(limit), before, numbered=True)
+        async with self._connection("listing jobs") as conn:
+            return [_job(row) for row in await conn.fetch(read.text, *read.params)]
+
+    async def cancel_job(self, job_id: int, by: str) -> Job:
+        by = checked_name(by, "by")
+        now = datetime.now(UTC)
+        write = jobs_sql.cancel_write(self.table, job_id, by, now, numbered=True)
+        async with self._connection("cancelling a job") as conn, conn.transaction():
+            row = await conn.fetchrow(write.text, *write.params)
+            if row is None:
+                read = jobs_sql.job_read(self.table, job_id, numbered=True)
+                found = await conn.fetchrow(read.text, *read.params)
+                return store.cancelled_already(job_id, None if found is None else _job(found))
+            job = _job(row)
+            audit = jobs_sql.audit_write(
+                self.table, audit_of(job, now, cancel_by=by), numbered=True
+            )
+            await conn.execute(audit.text, *audit.params)
+            return job
+
+    async def claim_job(
+        self, owner: str, lease: timedelta, job_id: int | None = None
+    ) -> Job | None:
+        now = datetime.now(UTC)
+        write = jobs_sql.claim_write(self.table, owner, (now, now + lease), job_id, numbered=True)
+        return await self._row("claiming a job", write)
+
+    async def renew_lease(self, job_id: int, owner: str, lease: timedelta) -> Job:
+        now = datetime.now(UTC)
+        write = jobs_sql.renew_write(self.table, job_id, owner, (now, now + lease), numbered=True)
+        found = await self._row("renewing a job's lease", write)
+        if found is None:
+            raise store.job_gone(job_id)
+        return found
+
+    async def settle(self, job: Job, owner: str, handled: Settled, lease: timedelta) -> Job:
+        now = datetime.now(UTC)
+        change = (store.job_mark(job), now, job.requested_by)
+        ids = sorted(set(handled.done_ids))
+        async with self._connection("recording a job's progress") as conn, conn.transaction():
+            done = 0
+            if ids:
+                mark = sql.mark_write(self.table, ids, change, numbered=True)
+                done = int((await conn.execute(mark.text, *mark.params)).rsplit(" ", 1)[-1])
+            counts = (done, handled.failed, handled.last_id)
+            write = jobs_sql.progress_write(
+                self.table, job.id, owner, counts, (now, now + lease), numbered=True
+            )
+            row = await conn.fetchrow(write.text, *write.params)
+        if row is None:
+            raise store.job_gone(job.id)
+        return _job(row)
+
+    async def release_job(self, job_id: int, owner: str, error: str | None = None) -> Job | None:
+        now = datetime.now(UTC)
+        write = jobs_sql.release_write(self.table, job_id, owner, error, now, numbered=True)
+        return await self._row("releasing a job", write)
+
+    async def finish_job(
+        self, job_id: int, owner: str, state: JobState, error: str | None = None
+    ) -> Job | None:
+        now = datetime.now(UTC)
+        write = jobs_sql.finish_write(self.table, job_id, owner, (state, error), now, numbered=True)
+        async with self._connection("finishing a job") as conn, conn.transaction():
+            row = await conn.fetchrow(write.text, *write.params)
+            if row is None:
+                return None
+            job = _job(row)
+            audit = jobs_sql.audit_write(self.table, audit_of(job, now), numbered=True)
+            await conn.execute(audit.text, *audit.params)
+            return job
+
+    async def job_batch(self, job: Job, after: int, size: int) -> list[ParkedEvent]:
+        read = jobs_sql.batch_read(self.table, job, after, size, numbered=True)
+        async with self._connection("reading a job's entries") as conn:
+            rows = await conn.fetch(read.text, *read.params)
+        return [sql.entry(row, native_times=True) for row in rows]
+
+    async def add_audit(self, record: AuditRecord) -> AuditRecord:
+        write = jobs_sql.audit_write(self.table, record, numbered=True)
+        async with self._connection("writing the audit log") as conn:
+            row = await conn.fetchrow(write.text, *write.params)
+        return jobs_sql.audit_of_row(row, native_times=True)
+
+    async def audit(
+        self,
+        job_id: int | None = None,
+        limit: int = query.DEFAULT_PAGE_SIZE,
+        before: int | None = None,
+    ) -> list[AuditRecord]:
+        read = jobs_sql.audit_read(
+            self.table, job_id, store.list_size(limit), before, numbered=True
+        )
+        async with self._connection("reading the audit log") as conn:
+            rows = await conn.fetch(read.text, *read.params)
+        return [jobs_sql.audit_of_row(row, native_times=True) for row in rows]
+
+    async def _row(self, doing: str, read: sql.Read) -> Job | None:
+        """The job one statement returns (None: no row)."""
+        async with self._connection(doing) as conn:
+            row = await conn.fetchrow(read.text, *read.params)
+        return None if row is None else _job(row)
 
     async def _read_version(self, conn: Any) -> int:
         exists = await conn.fetchval("SELECT to_regclass($1)", schema.version_table(self.table))
@@ -188,6 +319,10 @@ class PostgresParkedStore:
         """A driver or network error as one line."""
         said = " ".join(str(exc).split()) or type(exc).__name__
         return ParkedStoreError(f"{doing} ({self.table}): {said}")
+
+
+def _job(row: Any) -> Job:
+    return jobs_sql.job_of(row, native_times=True)
 
 
 def _insert_statement(table: str) -> str:

@@ -14,6 +14,9 @@ counted from an index alone. Unrouted and invalid entries have the application `
 Times are ``TIMESTAMPTZ`` in PostgreSQL and microseconds since the Unix epoch (UTC) in
 SQLite. The error filter (a piece of text in any case) reads ``error_folded``, which has no
 index of its own: it narrows what the other filters found.
+
+Migration 2 adds the replay and purge jobs (``<table>_jobs``), the audit log
+(``<table>_audit``) and the index a job reads its entries from in id order.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ class Dialect:
     include: bool
     #: Settings of the entries table, as statements (``{table}`` is its name).
     tuning: tuple[str, ...] = ()
+    #: A floating-point number.
+    real: str = "DOUBLE PRECISION"
 
     def covering_index(self, name: str, table: str, key: str, carried: str) -> str:
         """An index on ``key`` from which ``carried`` can be read too, without the table."""
@@ -57,6 +62,7 @@ SQLITE = Dialect(
     big="INTEGER",
     now="CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)",
     include=False,
+    real="REAL",
 )
 POSTGRES = Dialect(
     "postgresql",
@@ -150,8 +156,70 @@ def _migration_1(table: str, d: Dialect) -> tuple[str, ...]:
     return (create, *(setting.format(table=table) for setting in d.tuning), *indexes)
 
 
+def jobs_table(table: str) -> str:
+    """The table of replay and purge jobs beside the entries table ``table``."""
+    return f"{table}_jobs"
+
+
+def audit_table(table: str) -> str:
+    """The audit log beside the entries table ``table``."""
+    return f"{table}_audit"
+
+
+def _migration_2(table: str, d: Dialect) -> tuple[str, ...]:
+    """Replay and purge jobs, the audit log, and the index a job's batches are read from.
+
+    A job reads its entries in ascending id within its scope (``place, app, state``), after
+    the last id it handled; runners look for queued jobs and expired leases; lists go newest
+    first, by state or not; the audit log is read newest first, or by job.
+    """
+    jobs, audit = jobs_table(table), audit_table(table)
+    return (
+        f"""
+        CREATE TABLE {jobs} (
+            id {d.id_column},
+            kind TEXT NOT NULL,
+            query TEXT NOT NULL,
+            entry_limit {d.big} NULL,
+            rate {d.real} NULL,
+            dry_run BOOLEAN NOT NULL,
+            requested_by TEXT NOT NULL,
+            created_at {d.time} NOT NULL,
+            state TEXT NOT NULL,
+            matched {d.big} NOT NULL,
+            done {d.big} NOT NULL,
+            failed {d.big} NOT NULL,
+            max_id {d.big} NOT NULL,
+            last_id {d.big} NOT NULL,
+            lease_owner TEXT NULL,
+            lease_until {d.time} NULL,
+            last_error TEXT NULL,
+            updated_at {d.time} NOT NULL,
+            started_at {d.time} NULL,
+            finished_at {d.time} NULL,
+            cancelled_by TEXT NULL
+        )
+        """,
+        f"CREATE INDEX {jobs}_runnable ON {jobs} (state, lease_until, id)",
+        f"CREATE INDEX {jobs}_by_state ON {jobs} (state, id)",
+        f"""
+        CREATE TABLE {audit} (
+            id {d.id_column},
+            at {d.time} NOT NULL,
+            who TEXT NOT NULL,
+            action TEXT NOT NULL,
+            job_id {d.big} NULL,
+            filter_json TEXT NOT NULL,
+            counts_json TEXT NOT NULL
+        )
+        """,
+        f"CREATE INDEX {audit}_by_job ON {audit} (job_id, id)",
+        f"CREATE INDEX {table}_in_order ON {table} ({_SCOPE}, id)",
+    )
+
+
 #: The migrations in order: ``MIGRATIONS[n - 1](table, dialect)`` makes version ``n``.
-MIGRATIONS: tuple[Callable[[str, Dialect], tuple[str, ...]], ...] = (_migration_1,)
+MIGRATIONS: tuple[Callable[[str, Dialect], tuple[str, ...]], ...] = (_migration_1, _migration_2)
 #: The schema version this code reads and writes.
 LATEST_VERSION = len(MIGRATIONS)
 
@@ -195,7 +263,9 @@ __all__ = [
     "POSTGRES",
     "SQLITE",
     "Dialect",
+    "audit_table",
     "checked_table",
+    "jobs_table",
     "require_latest",
     "upgrade_statements",
     "version_table",

@@ -226,6 +226,23 @@ def mark_write(
     return Read(text, statement.params)
 
 
+def mark_writes(
+    table: str,
+    ids: Iterable[int],
+    change: tuple[State, datetime, str],
+    *,
+    numbered: bool,
+    per_statement: int | None = None,
+) -> list[Read]:
+    """:func:`mark_write` of ``ids`` (each once), ``per_statement`` ids a statement at most."""
+    ordered = sorted(set(ids))
+    step = per_statement or max(len(ordered), 1)
+    return [
+        mark_write(table, ordered[at : at + step], change, numbered=numbered)
+        for at in range(0, len(ordered), step)
+    ]
+
+
 def expired_write(table: str, before: datetime, *, numbered: bool) -> Read:
     """Delete the entries marked before ``before``."""
     statement = Statement(numbered)
@@ -352,6 +369,7 @@ __all__ = [
     "facets_read",
     "insert_values",
     "mark_write",
+    "mark_writes",
     "page_of",
     "page_read",
     "rounds",

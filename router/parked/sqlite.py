@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from router.errors import NotFound
-from router.parked import query, schema, sql
+from router.parked import jobs_sql, query, schema, sql, store
+from router.parked.jobs import AuditRecord, Job, JobRequest, JobState, audit_of, checked_name
 from router.parked.model import ParkedEvent, State
-from router.parked.store import ParkedStoreError, expiry, facet_size, mark_state
+from router.parked.store import ParkedStoreError, Settled
 
 _T = TypeVar("_T")
 
@@ -91,7 +92,7 @@ class SqliteParkedStore:
     async def facets(
         self, query: query.Query, size: int = query.DEFAULT_FACET_SIZE
     ) -> query.Facets:
-        top = facet_size(size)
+        top = store.facet_size(size)
         read = sql.facets_read(self.table, query, numbered=False, day=_DAY)
         return sql.facets_of(await self._run(lambda conn: _rows(conn, read)), top)
 
@@ -107,12 +108,10 @@ class SqliteParkedStore:
         return sql.entry(rows[0], native_times=False)
 
     async def mark(self, entry_ids: Iterable[int], state: State, by: str) -> int:
-        change = (mark_state(state, by), datetime.now(UTC), by)
-        ids = sorted(set(entry_ids))
-        writes = [
-            sql.mark_write(self.table, ids[at : at + _IDS_PER_STATEMENT], change, numbered=False)
-            for at in range(0, len(ids), _IDS_PER_STATEMENT)
-        ]
+        change = (store.mark_state(state, by), datetime.now(UTC), by)
+        writes = sql.mark_writes(
+            self.table, entry_ids, change, numbered=False, per_statement=_IDS_PER_STATEMENT
+        )
         return await self._run(lambda conn: _write(conn, writes))
 
     async def stats(self) -> query.StoreStats:
@@ -129,8 +128,142 @@ class SqliteParkedStore:
     async def delete_expired(
         self, retention: timedelta = query.DEFAULT_RETENTION, *, now: datetime | None = None
     ) -> int:
-        write = sql.expired_write(self.table, expiry(retention, now), numbered=False)
+        write = sql.expired_write(self.table, store.expiry(retention, now), numbered=False)
         return await self._run(lambda conn: _write(conn, [write]))
+
+    async def create_job(self, request: JobRequest) -> Job:
+        def create(conn: sqlite3.Connection) -> Job:
+            with _immediate(conn):
+                max_id = int(_one(conn, jobs_sql.max_id_read(self.table))[0])
+                read = jobs_sql.matched_read(self.table, request, max_id, numbered=False)
+                matched = int(_one(conn, read)[0])
+                if request.limit is not None:
+                    matched = min(matched, request.limit)
+                insert = jobs_sql.insert_job(
+                    self.table, request, (matched, max_id), datetime.now(UTC), numbered=False
+                )
+                return _job(_one(conn, insert))
+
+        return await self._run(create)
+
+    async def job(self, job_id: int) -> Job:
+        read = jobs_sql.job_read(self.table, job_id, numbered=False)
+        rows = await self._run(lambda conn: _rows(conn, read))
+        if not rows:
+            raise store.job_gone(job_id)
+        return _job(rows[0])
+
+    async def jobs(
+        self,
+        state: JobState | None = None,
+        limit: int = query.DEFAULT_PAGE_SIZE,
+        before: int | None = None,
+    ) -> list[Job]:
+        read = jobs_sql.jobs_read(self.table, state, store.list_size(limit), before, numbered=False)
+        return [_job(row) for row in await self._run(lambda conn: _rows(conn, read))]
+
+    async def cancel_job(self, job_id: int, by: str) -> Job:
+        by = checked_name(by, "by")
+
+        def cancel(conn: sqlite3.Connection) -> Job:
+            now = datetime.now(UTC)
+            with _immediate(conn):
+                rows = _rows(
+                    conn, jobs_sql.cancel_write(self.table, job_id, by, now, numbered=False)
+                )
+                if not rows:
+                    found = _rows(conn, jobs_sql.job_read(self.table, job_id, numbered=False))
+                    return store.cancelled_already(job_id, _job(found[0]) if found else None)
+                job = _job(rows[0])
+                record = audit_of(job, now, cancel_by=by)
+                _rows(conn, jobs_sql.audit_write(self.table, record, numbered=False))
+                return job
+
+        return await self._run(cancel)
+
+    async def claim_job(
+        self, owner: str, lease: timedelta, job_id: int | None = None
+    ) -> Job | None:
+        now = datetime.now(UTC)
+        write = jobs_sql.claim_write(self.table, owner, (now, now + lease), job_id, numbered=False)
+        rows = await self._run(lambda conn: _write_rows(conn, write))
+        return _job(rows[0]) if rows else None
+
+    async def renew_lease(self, job_id: int, owner: str, lease: timedelta) -> Job:
+        now = datetime.now(UTC)
+        write = jobs_sql.renew_write(self.table, job_id, owner, (now, now + lease), numbered=False)
+        rows = await self._run(lambda conn: _write_rows(conn, write))
+        if not rows:
+            raise store.job_gone(job_id)
+        return _job(rows[0])
+
+    async def settle(self, job: Job, owner: str, handled: Settled, lease: timedelta) -> Job:
+        now = datetime.now(UTC)
+        change = (store.job_mark(job), now, job.requested_by)
+        marks = sql.mark_writes(
+            self.table, handled.done_ids, change, numbered=False, per_statement=_IDS_PER_STATEMENT
+        )
+
+        def settle(conn: sqlite3.Connection) -> Job:
+            with _immediate(conn):
+                done = sum(conn.execute(m.text, m.params).rowcount for m in marks)
+                counts = (done, handled.failed, handled.last_id)
+                write = jobs_sql.progress_write(
+                    self.table, job.id, owner, counts, (now, now + lease), numbered=False
+                )
+                rows = _rows(conn, write)
+            if not rows:
+                raise store.job_gone(job.id)
+            return _job(rows[0])
+
+        return await self._run(settle)
+
+    async def release_job(self, job_id: int, owner: str, error: str | None = None) -> Job | None:
+        now = datetime.now(UTC)
+        write = jobs_sql.release_write(self.table, job_id, owner, error, now, numbered=False)
+        rows = await self._run(lambda conn: _write_rows(conn, write))
+        return _job(rows[0]) if rows else None
+
+    async def finish_job(
+        self, job_id: int, owner: str, state: JobState, error: str | None = None
+    ) -> Job | None:
+        now = datetime.now(UTC)
+        write = jobs_sql.finish_write(
+            self.table, job_id, owner, (state, error), now, numbered=False
+        )
+
+        def finish(conn: sqlite3.Connection) -> Job | None:
+            with _immediate(conn):
+                rows = _rows(conn, write)
+                if not rows:
+                    return None
+                job = _job(rows[0])
+                _rows(conn, jobs_sql.audit_write(self.table, audit_of(job, now), numbered=False))
+                return job
+
+        return await self._run(finish)
+
+    async def job_batch(self, job: Job, after: int, size: int) -> list[ParkedEvent]:
+        read = jobs_sql.batch_read(self.table, job, after, size, numbered=False)
+        rows = await self._run(lambda conn: _rows(conn, read))
+        return [sql.entry(row, native_times=False) for row in rows]
+
+    async def add_audit(self, record: AuditRecord) -> AuditRecord:
+        write = jobs_sql.audit_write(self.table, record, numbered=False)
+        rows = await self._run(lambda conn: _write_rows(conn, write))
+        return jobs_sql.audit_of_row(rows[0], native_times=False)
+
+    async def audit(
+        self,
+        job_id: int | None = None,
+        limit: int = query.DEFAULT_PAGE_SIZE,
+        before: int | None = None,
+    ) -> list[AuditRecord]:
+        read = jobs_sql.audit_read(
+            self.table, job_id, store.list_size(limit), before, numbered=False
+        )
+        rows = await self._run(lambda conn: _rows(conn, read))
+        return [jobs_sql.audit_of_row(row, native_times=False) for row in rows]
 
     def _upgrade(self, conn: sqlite3.Connection) -> int:
         _wal(conn, time.monotonic() + self.busy_timeout)
@@ -225,6 +358,20 @@ def _add(
 
 def _rows(conn: sqlite3.Connection, read: sql.Read) -> list[Any]:
     return conn.execute(read.text, read.params).fetchall()
+
+
+def _one(conn: sqlite3.Connection, read: sql.Read) -> Any:
+    return _rows(conn, read)[0]
+
+
+def _write_rows(conn: sqlite3.Connection, write: sql.Read) -> list[Any]:
+    """Run one write that returns rows, in a transaction of its own; the rows."""
+    with _immediate(conn):
+        return _rows(conn, write)
+
+
+def _job(row: Sequence[Any]) -> Job:
+    return jobs_sql.job_of(row, native_times=False)
 
 
 def _write(conn: sqlite3.Connection, writes: Sequence[sql.Read]) -> int:
