@@ -14,7 +14,8 @@ from router.contract.masking import (
     mask_phone,
     mask_text,
 )
-from router.deadletters import Entry
+from router.parked import views
+from router.parked.model import Properties, parked_event
 
 
 def test_phones_keep_their_prefix_and_last_four_digits() -> None:
@@ -131,25 +132,29 @@ def test_whatever_sits_under_a_contact_key_is_masked_whole() -> None:
     }
 
 
-def test_a_dead_letter_shows_its_error_masked_unless_revealed() -> None:
+def test_a_parked_entry_shows_its_error_masked_unless_revealed() -> None:
     error = "ValueError: subscriber +15555555555 / jane@example.com unknown"
-    entry = Entry(
-        position=1,
-        message_id="m",
-        event_type="sms.sent",
-        company_id="c",
+    entry = parked_event(
+        b'{"subscriber": {"phone": "+15555555555"}}',
+        Properties(
+            message_id="m",
+            headers={"x-attentive-error": error, "x-attentive-traceback": f"Traceback...\n{error}"},
+        ),
+        place="dlq",
+        app="crm",
         routing_key="sms.sent.c",
-        attempts=5,
-        error=error,
-        reason="exhausted",
-        parked_at=datetime(2026, 11, 26, tzinfo=UTC),
-        replays=0,
-        headers={"x-attentive-error": error, "x-attentive-traceback": f"Traceback...\n{error}"},
-        body=b'{"subscriber": {"phone": "+15555555555"}}',
+        seen_at=datetime(2026, 11, 26, tzinfo=UTC),
     )
-    shown = repr(entry.detail())
+    shown = repr(views.detail(entry))
     assert "+15555555555" not in shown and "jane@example.com" not in shown
-    assert "+15555555555" not in repr(entry.summary())
-    revealed = entry.detail(reveal=True)
+    assert "+15555555555" not in repr(views.summary(entry))
+    revealed = views.detail(entry, reveal=True)
     assert revealed["headers"]["x-attentive-error"] == error
+    assert revealed["error"] == error and error in revealed["traceback"]
     assert revealed["payload"] == {"subscriber": {"phone": "+15555555555"}}
+
+
+def test_a_body_that_is_not_json_is_masked_as_text() -> None:
+    body = b"call me at +15555555555, not JSON"
+    assert views.payload(body) == "call me at +1******5555, not JSON"
+    assert views.payload(body, reveal=True) == body.decode()
