@@ -39,6 +39,8 @@ LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 MIN_ADMIN_TOKEN_LENGTH: Final = 32
 ADMIN_TOKEN_VARIABLE: Final = "ROUTER_ADMIN_TOKEN"
 ADMIN_TOKEN_FILE_VARIABLE: Final = "ROUTER_ADMIN_TOKEN_FILE"
+#: The file of named admin tokens with roles (``name role token`` lines: router.admin.tokens).
+ADMIN_TOKENS_FILE_VARIABLE: Final = "ROUTER_ADMIN_TOKENS_FILE"
 SIGNING_KEYS_VARIABLE: Final = "ROUTER_SIGNING_KEYS"
 #: How an entry of ``ROUTER_SIGNING_KEYS`` is written.
 SIGNING_KEY_FORMAT: Final = (
@@ -113,9 +115,13 @@ class Settings:
     admin_host: str = "127.0.0.1"
     admin_port: int = 8081
     #: Bearer token of the admin API (at least :data:`MIN_ADMIN_TOKEN_LENGTH` characters;
-    #: ``ROUTER_ADMIN_TOKEN``, or the file ``ROUTER_ADMIN_TOKEN_FILE`` names); without one the
-    #: admin API does not start.
+    #: ``ROUTER_ADMIN_TOKEN``, or the file ``ROUTER_ADMIN_TOKEN_FILE`` names): an operator named
+    #: ``admin``; without it or ``admin_tokens_file`` the admin API does not start.
     admin_token: SecretText = SecretField(Secret.of, "")
+    #: A file of named tokens, each a viewer's or an operator's (``ROUTER_ADMIN_TOKENS_FILE``:
+    #: read when the admin API starts, :mod:`router.admin.tokens`); with ``admin_token``, the
+    #: single token is one more, an operator named ``admin``.
+    admin_tokens_file: str = ""
     #: ``ROUTER_ADMIN_URL``: where the CLI finds the admin API, when not at ``admin_host`` and
     #: ``admin_port`` (behind a proxy, in another container); see :attr:`admin_url`.
     admin_api_url: str = ""
@@ -158,6 +164,11 @@ class Settings:
         token = self.admin_token.reveal()
         VARIABLES["admin_token"].check(token)
         return token
+
+    @property
+    def admin_enabled(self) -> bool:
+        """Whether the admin API has a token to serve: the single one or a tokens file."""
+        return bool(self.admin_token) or bool(self.admin_tokens_file)
 
     @property
     def admin_url(self) -> str:
@@ -269,6 +280,7 @@ VARIABLES: Final[Mapping[str, Variable[Any]]] = {
     "admin_token": config.secret(
         ADMIN_TOKEN_VARIABLE, accepted=_TOKEN_ACCEPTED, valid=_long_enough
     ),
+    "admin_tokens_file": config.text(ADMIN_TOKENS_FILE_VARIABLE),
     "admin_api_url": config.text("ROUTER_ADMIN_URL"),
     "admin_tls_cert": config.text(tls.CERT_VARIABLE),
     "admin_tls_key": config.text(tls.KEY_VARIABLE),
@@ -279,6 +291,7 @@ VARIABLES: Final[Mapping[str, Variable[Any]]] = {
 
 
 __all__ = [
+    "ADMIN_TOKENS_FILE_VARIABLE",
     "ADMIN_TOKEN_FILE",
     "ADMIN_TOKEN_FILE_VARIABLE",
     "ADMIN_TOKEN_VARIABLE",

@@ -1,15 +1,17 @@
-"""The admin API: claims and parked events, on its own listener, behind a bearer token.
+"""The admin API: claims, parked events and their jobs, on its own listener, behind named
+bearer tokens.
 
-Requests without the right ``Authorization: Bearer <ROUTER_ADMIN_TOKEN>`` get 401 and
-nothing else: not even whether a path exists. Every error a route raises is answered here,
-as JSON with the status of its kind (:data:`router.errors.KINDS`). The token is at least
+Requests without a known ``Authorization: Bearer <token>`` get 401 and nothing else: not
+even whether a path exists. A known token's name and role are put on the request
+(:data:`router.admin.tokens.CALLER`); a viewer asking for an operator's route gets 403 with
+the reason (:mod:`router.admin.tokens`). Every error a route raises is answered here, as JSON
+with the status of its kind (:data:`router.errors.KINDS`). Each token is at least
 :data:`~router.settings.MIN_ADMIN_TOKEN_LENGTH` characters, and the listener serves TLS when
 its certificate and key are set (:mod:`router.tls`).
 """
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -17,30 +19,38 @@ from aiohttp import web
 
 from router.admin.claims import add_claim_routes
 from router.admin.deadletters import add_deadletter_routes
+from router.admin.jobs import add_job_routes
 from router.admin.responses import error_response, json_response
+from router.admin.tokens import CALLER, Tokens, load_tokens
 from router.claims.service import ClaimsService
 from router.errors import RouterError
+from router.parked.store import ParkedStore
 from router.settings import Settings
 from router.tls import server_context
 
 log = structlog.get_logger("router.admin.app")
 
-_TOKEN = web.AppKey("token", bytes)
+_TOKENS = web.AppKey("tokens", Tokens)
 #: The largest request body the admin API reads.
 MAX_BODY_BYTES = 64 * 1024
 
 
-def create_admin_app(settings: Settings, service: ClaimsService | None = None) -> web.Application:
-    """The admin application; it owns (opens, syncs, closes) the claims service it is given.
-    :class:`~router.errors.ConfigError` without a token (of at least
-    :data:`~router.settings.MIN_ADMIN_TOKEN_LENGTH` characters)."""
-    token = settings.require_admin_token()
+def create_admin_app(
+    settings: Settings, service: ClaimsService | None = None, store: ParkedStore | None = None
+) -> web.Application:
+    """The admin application; it owns (opens, syncs, closes) the claims service and the
+    parked-event store it is given (else those of the settings' database).
+    :class:`~router.errors.ConfigError` without a token (each of at least
+    :data:`~router.settings.MIN_ADMIN_TOKEN_LENGTH` characters) or with a malformed tokens
+    file."""
+    tokens = load_tokens(settings)
     app = web.Application(
         middlewares=[_require_token, _errors_as_json], client_max_size=MAX_BODY_BYTES
     )
-    app[_TOKEN] = token.encode()
+    app[_TOKENS] = tokens
     add_claim_routes(app, settings, service)
-    add_deadletter_routes(app, settings)
+    add_deadletter_routes(app, settings, store)
+    add_job_routes(app)
     return app
 
 
@@ -59,13 +69,14 @@ _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def _require_token(request: web.Request, handler: _Handler) -> web.StreamResponse:
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        given.strip().encode("utf-8", "surrogateescape"), request.app[_TOKEN]
-    ):
+    caller = request.app[_TOKENS].caller(given.strip()) if scheme.lower() == "bearer" else None
+    if caller is None:
         return json_response(
             {"error": "unauthorized"}, status=401, headers={"WWW-Authenticate": "Bearer"}
         )
-    return await handler(request)
+    request[CALLER] = caller
+    with structlog.contextvars.bound_contextvars(caller=caller.name):
+        return await handler(request)
 
 
 @web.middleware

@@ -4,6 +4,8 @@
     POST   /admin/claims {"app", "events": [...], "company"?}  201 granted, 409 conflicts
     DELETE /admin/claims/{id}                               204, or 404 when there is none
 
+Any token may list; granting and releasing are an operator's (a viewer gets 403).
+
 At start-up every stored claim is bound at the broker again (retrying while RabbitMQ is
 unreachable), so a rebuilt node gets its bindings back.
 """
@@ -18,6 +20,7 @@ import structlog
 from aiohttp import web
 
 from router.admin.responses import error_response, json_object, json_response
+from router.admin.tokens import operator_only
 from router.claims.bindings import Bindings, BrokerUnavailable
 from router.claims.model import ClaimSpec
 from router.claims.open import store_from_url
@@ -45,8 +48,8 @@ def add_claim_routes(
     )
     app.cleanup_ctx.append(_claims_lifecycle)
     app.router.add_get("/admin/claims", list_claims)
-    app.router.add_post("/admin/claims", add_claims)
-    app.router.add_delete("/admin/claims/{id}", remove_claim)
+    app.router.add_post("/admin/claims", operator_only("claim events")(add_claims))
+    app.router.add_delete("/admin/claims/{id}", operator_only("release claims")(remove_claim))
 
 
 async def _claims_lifecycle(app: web.Application) -> AsyncIterator[None]:
