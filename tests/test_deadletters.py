@@ -1,61 +1,65 @@
-"""Parked events against the real RabbitMQ: an application's DLQ, ``unrouted`` and ``invalid``
-listed, shown, replayed and purged through the library, the CLI and the admin API, without
-losing or duplicating an event (and where a killed replay duplicates one, workers skip it)."""
+"""Parked events through the commands and the admin API, on the parked-event store: listed a
+page at a time newest first, counted by facets, shown masked unless revealed (and the reveal
+audited), replayed and purged as jobs against the real RabbitMQ, behind named tokens."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import io
 import os
 import signal
 import sys
-from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import aio_pika
 import orjson
 import pytest
 import structlog
-from aio_pika.abc import AbstractRobustConnection
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from aiohttp.test_utils import TestServer
+from pamqp.commands import Basic
 
-from consumers import Event, Worker
-from consumers.runtime.runner import WorkerRunner
-from consumers.runtime.settings import WorkerSettings
 from router.admin.app import create_admin_app
 from router.amqp import topology
+from router.claims.bindings import Bindings
+from router.claims.open import store_from_url
+from router.claims.service import ClaimsService
 from router.cli.main import main
 from router.cli.output import ProgressReporter
+from router.contract import envelope
 from router.contract.examples import example_body
 from router.contract.names import (
     ATTEMPT_HEADER,
-    DEAD_LETTER_REASON_HEADER,
-    DEAD_LETTERED_AT_HEADER,
     ERROR_HEADER,
-    INVALID_REASON_HEADER,
     REPLAY_COUNT_HEADER,
     ROUTING_KEY_HEADER,
     WEBHOOK_PATH,
     Names,
     routing_key,
 )
-from router.deadletters import DeadLetters, Filter, Kind
-from router.errors import RouterError
+from router.parked.model import ParkedEvent, Place, State, parked_event
+from router.parked.open import parked_store_from_url
+from router.parked.query import Query
+from router.parked.runner import JobRunner
+from router.parked.store import ParkedStore
 from router.settings import Settings
-from tests.conftest import AMQP_URL, AUTH, TOKEN, Client, depth, signed, take
+from tests.conftest import AMQP_URL, AUTH, Client, depth, signed, take
+from tests.parked_stores import POSTGRES_URL
 
 pytestmark = pytest.mark.broker
 
-WEBHOOK = WEBHOOK_PATH
 COMPANY = "acme"
 #: Attentive's timestamp of every generated event (distinct bodies come from external_id).
 OCCURRED_MS = 1_764_147_600_000
+#: When the first generated entry was parked; each next one a millisecond later.
+PARKED = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 TIMEOUT_ERROR = "TimeoutError: crm"
-VALUE_ERROR = "ValueError: bad"
+VALUE_ERROR = "ValueError: bad +15555555555"
 
 
 @pytest.fixture(autouse=True)
@@ -67,69 +71,126 @@ def _no_router_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-async def apps(amqp: AbstractRobustConnection, names: Names) -> AsyncIterator[Callable[[str], str]]:
-    """Application names used by the test; their queues are deleted afterwards."""
-    made: list[str] = []
+def database_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'router.db'}"
 
-    def use(app: str) -> str:
-        made.append(app)
-        return app
 
-    yield use
-    channel = await amqp.channel()
-    for app in made:
-        await topology.delete_app(channel, names, app)
-    await channel.close()
+@asynccontextmanager
+async def opened_store(url: str) -> AsyncIterator[ParkedStore]:
+    """The parked-event store at ``url``, upgraded, as the keeper fills it; closed after."""
+    opened = parked_store_from_url(url)
+    await opened.open()
+    await opened.upgrade()
+    try:
+        yield opened
+    finally:
+        await opened.close()
 
 
 @pytest.fixture
-def dead(names: Names) -> DeadLetters:
-    return DeadLetters(AMQP_URL, names)
+async def store(database_url: str) -> AsyncIterator[ParkedStore]:
+    """The test's parked-event store (a SQLite file)."""
+    async with opened_store(database_url) as opened:
+        yield opened
+
+
+Cli = Callable[..., Awaitable[tuple[int, str, str]]]
+
+
+def command_line(capsys: pytest.CaptureFixture[str], names: Names, database_url: str) -> Cli:
+    """``attentive-router ARGV`` run in-process on a store, a namespace and the local broker:
+    its exit code, stdout and stderr."""
+
+    async def run(*argv: str) -> tuple[int, str, str]:
+        args = [*argv, "--namespace", names.prefix, "--amqp-url", AMQP_URL]
+        if "--database-url" not in argv:
+            args += ["--database-url", database_url]
+
+        def call() -> int:
+            try:
+                return main(args)
+            except SystemExit as exited:
+                return int(exited.code or 0)
+
+        capsys.readouterr()  # what the in-process ingress and admin API logged before
+        code = await asyncio.to_thread(call)
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], names: Names, database_url: str) -> Cli:
+    """The command on the test's store, namespace and broker."""
+    return command_line(capsys, names, database_url)
 
 
 def dead_body(i: int, event_type: str = "sms.sent") -> bytes:
     return example_body(event_type, COMPANY, timestamp_ms=OCCURRED_MS, external_id=i)
 
 
+def message_id(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
 def error_of(i: int) -> str:
     return TIMEOUT_ERROR if i % 2 == 0 else VALUE_ERROR
 
 
-async def fill_dlq(amqp: AbstractRobustConnection, names: Names, app: str, count: int) -> list[str]:
-    """Dead-letter ``count`` events the way a worker does (through the app's dead-letter
-    exchange, with its headers, persistent, confirmed); their message ids, in order."""
-    channel = await amqp.channel(publisher_confirms=True)
-    await topology.declare_app_queue(channel, names, app)
-    exchange = await channel.get_exchange(names.app_dead_letter_exchange(app))
-    key = routing_key("sms.sent", COMPANY)
-    parked_at = datetime.now(tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    ids: list[str] = []
+def dead_letters(app: str, count: int, event_type: str = "sms.sent") -> list[ParkedEvent]:
+    """``count`` events a worker of ``app`` dead-lettered a millisecond apart (half after a
+    TimeoutError, half a ValueError), as the keeper stores them from the DLQ."""
+    entries = []
+    key = routing_key(event_type, COMPANY)
     for i in range(count):
-        body = dead_body(i)
-        message_id = hashlib.sha256(body).hexdigest()
-        message = aio_pika.Message(
-            body,
-            message_id=message_id,
-            content_type="application/json",
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            headers={
-                ERROR_HEADER: error_of(i),
-                DEAD_LETTERED_AT_HEADER: parked_at,
-                ATTEMPT_HEADER: 5,
-                ROUTING_KEY_HEADER: key,
-                DEAD_LETTER_REASON_HEADER: "exhausted",
-            },
+        body = dead_body(i, event_type)
+        at = PARKED + timedelta(milliseconds=i)
+        stamp = at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        headers = envelope.dead_lettered(
+            {},
+            key,
+            attempt=5,
+            error=error_of(i),
+            traceback=f"Traceback (most recent call last):\n{error_of(i)}\n",
+            reason="exhausted",
+            app=app,
+            now=stamp,
         )
-        await exchange.publish(message, routing_key=key, timeout=10)
-        ids.append(message_id)
-    await channel.close()
-    return ids
+        properties = Basic.Properties(
+            content_type="application/json",
+            delivery_mode=2,
+            message_id=message_id(body),
+            headers=headers,
+        )
+        entries.append(
+            parked_event(body, properties, place="dlq", app=app, routing_key=key, seen_at=at)
+        )
+    return entries
 
 
-async def until(predicate: Callable[[], bool], timeout: float = 15) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.02)
+async def drain_into(store: ParkedStore, queue: aio_pika.abc.AbstractQueue, place: Place) -> int:
+    """Move what waits in ``queue`` into the store as the keeper does (commit, then ack)."""
+    taken: list[AbstractIncomingMessage] = []
+    while (message := await queue.get(no_ack=False, fail=False, timeout=10)) is not None:
+        taken.append(message)
+    now = datetime.now(UTC)
+    await store.add_many(
+        [
+            parked_event(
+                m.body,
+                m.properties,
+                place=place,
+                app=None,
+                routing_key=m.routing_key or "",
+                seen_at=now,
+            )
+            for m in taken
+        ]
+    )
+    for message in taken:
+        await message.ack()
+    return len(taken)
 
 
 async def until_depth(
@@ -140,329 +201,275 @@ async def until_depth(
             await asyncio.sleep(0.02)
 
 
-async def cli(capsys: pytest.CaptureFixture[str], names: Names, *argv: str) -> tuple[int, str, str]:
-    """Run ``attentive-router ARGV --namespace <test's> --amqp-url <local>`` in-process."""
-    args = [*argv, "--namespace", names.prefix, "--amqp-url", AMQP_URL]
-
-    def run() -> int:
-        try:
-            return main(args)
-        except SystemExit as exited:
-            return int(exited.code or 0)
-
-    capsys.readouterr()  # what the in-process ingress and admin API logged before
-    code = await asyncio.to_thread(run)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def one_line(text: str) -> str:
     assert text.endswith("\n") and text.count("\n") == 1, repr(text)
     return text.rstrip("\n")
 
 
+async def parked_ids(store: ParkedStore, query: Query) -> list[str | None]:
+    """The message ids of every entry of ``query``, newest first, all pages."""
+    ids: list[str | None] = []
+    cursor = None
+    while True:
+        page = await store.page(query, 1000, cursor)
+        ids += [entry.message_id for entry in page.entries]
+        if page.next_cursor is None:
+            return ids
+        cursor = page.next_cursor
+
+
 # -- the DLQ of an application ---------------------------------------------------------------
 
 
-async def test_a_thousand_dead_letters_stay_in_order_and_exactly_the_matching_half_replays(
-    amqp: AbstractRobustConnection, names: Names, dead: DeadLetters, apps: Callable[[str], str]
+async def test_a_thousand_dead_letters_page_newest_first_and_exactly_the_matching_half_replays(
+    amqp: AbstractRobustConnection, names: Names, store: ParkedStore, cli: Cli
 ) -> None:
-    # Given 1,000 events a worker dead-lettered, half after a TimeoutError, half a ValueError
-    app = apps("crm-sync")
-    ids = await fill_dlq(amqp, names, app, 1000)
-    parked = dead.parked(Kind.DLQ, app)
+    # Given 1,000 dead letters of crm-sync in the store, half after a TimeoutError
+    app = "crm-sync"
+    entries = dead_letters(app, 1000)
+    ids = [e.message_id for e in entries]
+    assert await store.add_many(entries) == 1000
+    channel = await amqp.channel()
+    await topology.declare_app_queue(channel, names, app)
 
-    # When ops list the DLQ twice
-    first = await dead.list(parked)
-    second = await dead.list(parked)
+    # When ops page through the list, 300 at a time
+    seen: list[str] = []
+    cursor: list[str] = []
+    while True:
+        code, out, _ = await cli("dlq", "list", "--app", app, "--limit", "300", "--json", *cursor)
+        assert code == 0
+        page = orjson.loads(out)
+        assert page["matched"] == 1000
+        seen += [entry["message_id"] for entry in page["entries"]]
+        if page["next_cursor"] is None:
+            break
+        cursor = ["--cursor", page["next_cursor"]]
 
-    # Then all 1,000 are listed, in the order they were parked, and all of them are still there
-    listed_first = [entry.message_id for entry in first.entries]
-    listed_second = [entry.message_id for entry in second.entries]
-    assert (first.total, first.matched, second.total, second.matched) == (1000, 1000, 1000, 1000)
-    assert listed_first == ids
-    assert listed_second == listed_first
-    assert await depth(amqp, names.app_dead_letter_queue(app)) == 1000
-    entry = first.entries[0]
-    assert (entry.event_type, entry.company_id, entry.attempts) == ("sms.sent", COMPANY, 5)
-    assert (entry.error, entry.reason, entry.replays) == (TIMEOUT_ERROR, "exhausted", 0)
-    assert entry.routing_key == "sms.sent.acme"
-    assert entry.parked_at is not None
+    # Then every entry shows once, newest first
+    assert seen == ids[::-1]
+    code, out, _ = await cli("dlq", "list", "--app", app, "--limit", "2")
+    lines = out.splitlines()
+    assert lines[0] == f"1000 events match in the dlq of {app}, newest first"
+    assert lines[1].split() == [
+        "ID",
+        "MESSAGE",
+        "ID",
+        "TYPE",
+        "COMPANY",
+        "ATTEMPTS",
+        "LAST",
+        "ERROR",
+        "PARKED",
+        "AT",
+    ]
+    assert ids[999] is not None and lines[2].split()[1] == ids[999][:12]
+    assert "+15555555555" not in out and "+1******5555" in out
+    assert lines[-1].startswith("next page: --cursor ")
+
+    # And the facets count them by error kind
+    code, out, _ = await cli("dlq", "facets", "--app", app, "--json")
+    facets = orjson.loads(out)
+    assert (code, facets["total"]) == (0, 1000)
+    assert facets["errors"] == [
+        {"value": "TimeoutError", "count": 500},
+        {"value": "ValueError", "count": 500},
+    ]
+    assert facets["types"] == [{"value": "sms.sent", "count": 1000}]
 
     # When the TimeoutError half is replayed
-    summary = await dead.replay(parked, Filter.build(error="timeouterror"))
+    code, out, err = await cli("dlq", "replay", "--app", app, "--error", "timeouterror")
 
-    # Then exactly those 500 are in the application queue, once each, in order, as fresh events
-    assert (summary.total, summary.matched, summary.replayed, summary.left, summary.failed) == (
-        1000,
-        500,
-        500,
-        500,
+    # Then the job did exactly those 500, and they are in the application queue, once each
+    assert (code, one_line(out).split(":", 1)[1]) == (
         0,
+        " matched 500, replayed 500, failed 0",
     )
-    channel = await amqp.channel()
-    app_queue = await channel.get_queue(names.app_queue(app))
-    replayed = await take(app_queue, 500, timeout=20)
+    assert "replay of 500 events in the dlq of crm-sync" in err
+    replayed = await take(await channel.get_queue(names.app_queue(app)), 500, timeout=30)
     assert await depth(amqp, names.app_queue(app)) == 0
-    replayed_ids = [message.message_id for message in replayed]
-    assert replayed_ids == ids[0::2]
+    assert sorted(m.message_id or "" for m in replayed) == sorted(str(i) for i in ids[0::2])
     for message in replayed:
         assert message.headers[REPLAY_COUNT_HEADER] == 1
         assert ATTEMPT_HEADER not in message.headers
         assert ERROR_HEADER not in message.headers
         assert message.headers[ROUTING_KEY_HEADER] == "sms.sent.acme"
         assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
-        assert hashlib.sha256(message.body).hexdigest() == message.message_id
+        assert message_id(message.body) == message.message_id
 
-    # And the other 500 are still parked, in order: none lost, none duplicated
-    left = await dead.list(parked)
-    left_ids = [entry.message_id for entry in left.entries]
-    assert left_ids == ids[1::2]
-    assert {e.error for e in left.entries} == {VALUE_ERROR}
-    assert len(set(replayed_ids)) == len(replayed_ids) == 500
-    assert len(set(left_ids)) == len(left_ids) == 500
-    assert set(replayed_ids) | set(left_ids) == set(ids)
-    assert not set(replayed_ids) & set(left_ids)
-    print(
-        f"\n1000-event DLQ: listed {len(listed_first)} then {len(listed_second)} in order; "
-        f"replay {summary.to_json()}; app queue got {len(replayed_ids)}, DLQ kept {len(left_ids)}"
-    )
-
-
-async def test_a_replay_killed_midway_loses_nothing_and_workers_skip_the_duplicates(
-    amqp: AbstractRobustConnection,
-    names: Names,
-    dead: DeadLetters,
-    admin: Client,
-    apps: Callable[[str], str],
-) -> None:
-    # Given 300 parked events, and a replay at 200 events/s killed (SIGKILL) around the middle
-    app = apps("billing")
-    ids = await fill_dlq(amqp, names, app, 300)
-    dlq, app_queue = names.app_dead_letter_queue(app), names.app_queue(app)
-    process = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "router", "dlq", "replay", "--app", app, "--rate", "200"),
-        *("--namespace", names.prefix, "--amqp-url", AMQP_URL),
-        env={k: v for k, v in os.environ.items() if not k.startswith("ROUTER_")},
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    try:
-        async with asyncio.timeout(20):
-            while await depth(amqp, app_queue) < 120:
-                assert process.returncode is None, "the replay ended before it could be killed"
-                await asyncio.sleep(0.01)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGKILL)  # midway (or the test already failed)
-        await asyncio.wait_for(process.wait(), 10)
-    assert process.returncode == -signal.SIGKILL
-
-    # Then RabbitMQ returns what the killed walk held: every event is in the DLQ or the app queue
-    settled: list[tuple[int, int]] = []
-    async with asyncio.timeout(15):
-        while len(settled) < 3 or len(set(settled[-3:])) > 1 or sum(settled[-1]) < 300:
-            settled.append((await depth(amqp, dlq), await depth(amqp, app_queue)))
-            await asyncio.sleep(0.1)
-    in_app = settled[-1][1]
-    parked = dead.parked(Kind.DLQ, app)
-    still_parked = [e.message_id for e in (await dead.list(parked)).entries]
-    assert 120 <= in_app < 300, "killed midway"
-    assert len(set(still_parked)) == len(still_parked)
-
-    # (a kill between RabbitMQ's confirm of a copy and the ack of the original leaves the event
-    # in both queues: the first still parked one, if at all; make sure this run has at least one
-    # such duplicate, of the last parked event, which the walk had not reached)
-    channel = await amqp.channel(publisher_confirms=True)
-    requeue = await channel.get_exchange(names.app_requeue_exchange(app))
-    injected = still_parked[-1]
-    await requeue.publish(
-        aio_pika.Message(dead_body(ids.index(injected)), message_id=injected), "sms.sent.acme"
-    )
-    in_app += 1
-
-    # When the application's worker consumes its queue (counting calls per message id)
-    calls: Counter[str] = Counter()
-    worker = Worker(app)
-
-    @worker.on("sms.*")
-    async def handle(event: Event) -> None:
-        calls[event.message_id] += 1
-
-    stop = asyncio.Event()
-    runner = WorkerRunner(
-        worker,
-        WorkerSettings(
-            amqp_url=AMQP_URL,
-            admin_url=str(admin.make_url("")).rstrip("/"),
-            admin_token=TOKEN,
-            namespace=names.prefix,
-        ),
-    )
-    task = asyncio.create_task(runner.run(stop))
-    try:
-        await until(lambda: sum(calls.values()) >= in_app or task.done())
-        first_pass = set(calls)
-        # every event was in one queue or the other (the union is all of them)
-        assert len(first_pass) == in_app
-        assert first_pass | set(still_parked) == set(ids)
-        duplicates = first_pass & set(still_parked)
-        assert injected in duplicates
-
-        # And the rest is replayed to it
-        summary = await dead.replay(parked)
-        assert (summary.replayed, summary.failed, summary.left) == (len(still_parked), 0, 0)
-
-        # Then every event was handled exactly once: the duplicates were skipped
-        def skipped() -> float:
-            value = worker.registry.get_sample_value(
-                "attentive_worker_events_total",
-                {"app": app, "type": "sms.sent", "outcome": "skipped"},
-            )
-            return value or 0.0
-
-        await until(lambda: set(calls) == set(ids) and skipped() == len(duplicates))
-        await until_depth(amqp, app_queue, 0)
-        assert sorted(calls.values()) == [1] * 300
-        assert await depth(amqp, dlq) == 0
-        print(
-            f"\nkilled replay: {in_app - 1} replayed before SIGKILL, {len(still_parked)} parked, "
-            f"{len(duplicates) - 1} natural duplicate(s) + 1 injected; handled {len(calls)} "
-            f"once each, skipped {skipped():.0f}"
-        )
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
+    # And the other 500 are still parked; the replayed ones are marked so, by the command's user
+    parked = Query(place=Place.DLQ, app=app)
+    assert await parked_ids(store, parked) == ids[1::2][::-1]
+    done = await store.page(replace(parked, state=State.REPLAYED), 1000)
+    assert sorted(e.message_id or "" for e in done.entries) == sorted(str(i) for i in ids[0::2])
+    assert all((e.state_by or "").startswith("cli") for e in done.entries)
 
 
 async def test_show_masks_contacts_unless_revealed_and_purge_needs_yes(
-    amqp: AbstractRobustConnection,
-    names: Names,
-    apps: Callable[[str], str],
-    capsys: pytest.CaptureFixture[str],
+    store: ParkedStore, cli: Cli
 ) -> None:
-    app = apps("profiles")
-    ids = await fill_dlq(amqp, names, app, 6)
-    dlq = names.app_dead_letter_queue(app)
+    # Given six dead letters of profiles
+    app = "profiles"
+    entries = dead_letters(app, 6)
+    ids = [str(e.message_id) for e in entries]
+    await store.add_many(entries)
 
-    # show: masked by default, --reveal shows the subscriber's phone and email
-    code, out, _ = await cli(capsys, names, "dlq", "show", ids[1], "--app", app, "--json")
-    assert code == 0
+    # When ops show one: masked by default, by message id or by entry id
+    code, out, _ = await cli("dlq", "show", ids[1], "--app", app, "--json")
     masked = orjson.loads(out)
-    assert masked["message_id"] == ids[1]
+    assert (code, masked["message_id"], masked["state"]) == (0, ids[1], "parked")
     assert masked["payload"]["subscriber"]["phone"] == "+1******5555"
     assert masked["payload"]["subscriber"]["email"] == "t***@gmail.com"
-    assert masked["headers"][ERROR_HEADER] == VALUE_ERROR
-    code, out, _ = await cli(
-        capsys, names, "dlq", "show", ids[1], "--app", app, "--json", "--reveal"
-    )
+    assert masked["headers"][ERROR_HEADER] == "ValueError: bad +1******5555"
+    assert masked["error"] == "ValueError: bad +1******5555"
+    code, out, _ = await cli("dlq", "show", str(masked["id"]), "--app", app, "--json")
+    assert (code, orjson.loads(out)["message_id"]) == (0, ids[1])
+    assert await store.audit() == []
+
+    # Then --reveal shows the subscriber's phone and email, and the reveal is audited
+    code, out, err = await cli("dlq", "show", ids[1], "--app", app, "--json", "--reveal")
     revealed = orjson.loads(out)
     assert revealed["payload"]["subscriber"]["phone"] == "+15555555555"
     assert revealed["payload"]["subscriber"]["email"] == "test@gmail.com"
-    code, out, _ = await cli(capsys, names, "dlq", "show", ids[1], "--app", app)
+    assert revealed["error"] == VALUE_ERROR
+    assert "parked_entry_revealed" in err
+    (record,) = await store.audit()
+    assert (record.action.value, record.who[:3]) == ("reveal", "cli")
+    assert record.filter == {
+        "entry_id": masked["id"],
+        "message_id": ids[1],
+        "place": "dlq",
+        "app": app,
+    }
+    code, out, _ = await cli("dlq", "show", ids[1], "--app", app)
     assert code == 0
     assert "headers:" in out and "payload:" in out and f'"{ERROR_HEADER}"' in out
     assert "+1******5555" in out and "+15555555555" not in out and "test@gmail.com" not in out
 
-    # purge without --yes: a dry run that says what it would delete
-    code, out, _ = await cli(capsys, names, "dlq", "purge", "--app", app, "--error", "ValueError")
-    assert (code, one_line(out)) == (0, "would purge 3 of 6 (add --yes)")
-    assert await depth(amqp, dlq) == 6
+    # When ops purge without --yes: a dry run that says what it would purge
+    code, out, _ = await cli("dlq", "purge", "--app", app, "--error", "ValueError")
+    assert (code, one_line(out)) == (0, f"would purge 3 in the dlq of {app} (add --yes)")
+    assert await store.count(Query(place=Place.DLQ, app=app)) == 6
 
-    # with --yes: only the matching events go
-    code, out, _ = await cli(
-        capsys, names, "dlq", "purge", "--app", app, "--error", "ValueError", "--yes"
-    )
-    assert (code, one_line(out)) == (0, f"purged 3 of 6 from {dlq}")
-    code, out, _ = await cli(capsys, names, "dlq", "list", "--app", app, "--json")
-    listed = orjson.loads(out)
-    assert [e["message_id"] for e in listed["entries"]] == ids[0::2]
-    assert (listed["total"], listed["matched"], listed["queue"]) == (3, 3, dlq)
+    # And with --yes: only the matching entries go, and they are listed no more
+    code, out, _ = await cli("dlq", "purge", "--app", app, "--error", "ValueError", "--yes")
+    assert code == 0 and one_line(out).endswith(": matched 3, purged 3, failed 0")
+    code, out, _ = await cli("dlq", "list", "--app", app, "--json")
+    assert [e["message_id"] for e in orjson.loads(out)["entries"]] == ids[0::2][::-1]
+    code, out, _ = await cli("dlq", "show", ids[1], "--app", app, "--json")
+    assert (code, orjson.loads(out)["state"]) == (0, "purged")
+    actions = [r.action.value for r in await store.audit()]
+    assert actions.count("purge") == 2 and actions.count("reveal") == 1
 
 
-async def test_the_cli_lists_replays_and_answers_with_exit_codes(
-    amqp: AbstractRobustConnection,
-    names: Names,
-    apps: Callable[[str], str],
-    capsys: pytest.CaptureFixture[str],
+async def test_exit_codes_dry_runs_limits_and_wrong_usage(
+    amqp: AbstractRobustConnection, names: Names, store: ParkedStore, cli: Cli, tmp_path: Path
 ) -> None:
-    app = apps("loyalty")
-    ids = await fill_dlq(amqp, names, app, 5)
-
-    # list: a headline, a table with short ids; --json with full ids, progress on stderr
-    code, out, _ = await cli(capsys, names, "dlq", "list", "--app", app, "--error", "timeout")
-    lines = out.splitlines()
-    assert code == 0
-    assert lines[0] == f"3 of 5 events match in {names.app_dead_letter_queue(app)}"
-    assert lines[1].startswith("MESSAGE ID")
-    assert [line.split()[0] for line in lines[2:]] == [i[:12] for i in ids[0::2]]
-    assert all("sms.sent" in line and TIMEOUT_ERROR in line for line in lines[2:])
-    code, out, err = await cli(
-        capsys, names, "dlq", "list", "--app", app, "--message-id", ids[3], "--json"
-    )
-    answer = orjson.loads(out)
-    assert (answer["total"], answer["matched"]) == (5, 1)
-    assert answer["entries"][0]["message_id"] == ids[3]
-    progress = [orjson.loads(line) for line in err.splitlines()]
-    assert progress[-1] | {"timestamp": None} == {
-        "event": "progress",
-        "operation": "dlq.list",
-        "done": 5,
-        "total": 5,
-        "level": "info",
-        "timestamp": None,
-    }
+    app = "exit-codes"
+    entries = dead_letters(app, 5)
+    await store.add_many(entries)
+    channel = await amqp.channel()
+    await topology.declare_app_queue(channel, names, app)
 
     # replay --dry-run moves nothing; a limited replay moves that many
-    code, out, _ = await cli(capsys, names, "dlq", "replay", "--app", app, "--dry-run", "--json")
-    assert (code, orjson.loads(out)["matched"], orjson.loads(out)["dry_run"]) == (0, 5, True)
+    code, out, _ = await cli("dlq", "replay", "--app", app, "--dry-run", "--json")
+    job = orjson.loads(out)
+    assert (code, job["matched"], job["dry_run"], job["state"]) == (0, 5, True, "done")
     assert await depth(amqp, names.app_queue(app)) == 0
-    code, out, _ = await cli(
-        capsys, names, "dlq", "replay", "--app", app, "--type", "sms.*", "--limit", "2"
-    )
-    assert (code, one_line(out)) == (0, "matched 2, replayed 2, left 3, failed 0")
-    assert await depth(amqp, names.app_queue(app)) == 2
+    code, out, _ = await cli("dlq", "replay", "--app", app, "--type", "sms.*", "--limit", "2")
+    assert code == 0 and one_line(out).endswith(": matched 2, replayed 2, failed 0")
+    await until_depth(amqp, names.app_queue(app), 2)
 
-    # wrong usage and bad input: 2; an operation that fails: 1; one line on stderr each
-    code, out, err = await cli(capsys, names, "dlq", "list")
+    # --detach creates the job and leaves it for a keeper
+    code, out, _ = await cli("dlq", "purge", "--app", app, "--yes", "--detach", "--json")
+    detached = orjson.loads(out)
+    assert (code, detached["state"], detached["matched"]) == (0, "queued", 3)
+    assert await store.count(Query(place=Place.DLQ, app=app)) == 3
+
+    # wrong usage and bad input: 2; what fails or is not there: 1; one line on stderr each
+    code, out, err = await cli("dlq", "list")
     assert (code, out) == (2, "")
     assert "--app" in one_line(err)
-    code, out, err = await cli(capsys, names, "dlq", "list", "--app", app, "--since", "yesterday")
+    code, out, err = await cli("dlq", "list", "--app", app, "--since", "yesterday")
     assert (code, out) == (2, "")
     assert one_line(err).startswith("attentive-router: --since must be an ISO 8601 time")
-    code, out, err = await cli(capsys, names, "dlq", "list", "--app", app, "--type", "sms")
+    code, out, err = await cli("dlq", "list", "--app", app, "--type", "sms")
     assert (code, out) == (2, "")
     assert "invalid event pattern" in one_line(err)
-    code, out, err = await cli(capsys, names, "dlq", "show", "f" * 64, "--app", app)
-    assert (code, out) == (1, "")
-    assert one_line(err) == f"attentive-router: no event {'f' * 64} in {names.prefix}.app.{app}.dlq"
-    code, out, err = await cli(capsys, names, "dlq", "list", "--app", "never-ran")
-    assert (code, out) == (1, "")
-    assert "does not exist" in one_line(err)
-    code, out, err = await cli(capsys, names, "dlq", "replay", "--app", app, "--rate", "-3")
+    code, out, err = await cli("dlq", "list", "--app", app, "--cursor", "nonsense")
+    assert (code, out) == (2, "")
+    assert one_line(err).startswith("attentive-router: --cursor is not a cursor")
+    code, out, err = await cli("dlq", "replay", "--app", app, "--rate", "-3")
     assert code == 2 and "--rate" in one_line(err)
-
-
-async def test_a_replay_whose_destination_is_gone_stops_and_loses_nothing(
-    admin: Client,
-    amqp: AbstractRobustConnection,
-    names: Names,
-    apps: Callable[[str], str],
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    app = apps("gone")
-    ids = await fill_dlq(amqp, names, app, 3)
-    channel = await amqp.channel()
-    await channel.exchange_delete(names.app_requeue_exchange(app))
-
-    code, out, err = await cli(capsys, names, "dlq", "replay", "--app", app)
+    code, out, err = await cli("dlq", "show", "f" * 64, "--app", app)
     assert (code, out) == (1, "")
-    assert err.splitlines()[-1].startswith("attentive-router: stopped after")
-    response = await admin.post(f"/admin/dlq/{app}/replay", headers=AUTH)
-    assert response.status == 503
-    assert "stays parked" in (await response.json())["error"]
-    code, out, _ = await cli(capsys, names, "dlq", "list", "--app", app, "--json")
-    assert [e["message_id"] for e in orjson.loads(out)["entries"]] == ids
+    assert one_line(err) == f"attentive-router: no event {'f' * 64} in the dlq of {app}"
+    code, out, err = await cli("dlq", "list", "--app", "never-ran", "--json")
+    assert (code, orjson.loads(out)["matched"]) == (0, 0)
+    unreachable = f"sqlite:///{tmp_path / 'nowhere.db'}"
+    code, out, err = await cli("dlq", "list", "--app", app, "--database-url", unreachable)
+    assert (code, out) == (1, "")
+    assert "upgrade the database first" in one_line(err)
+
+
+async def test_a_replay_whose_destination_is_gone_fails_and_leaves_the_entries_parked(
+    amqp: AbstractRobustConnection, names: Names, store: ParkedStore, cli: Cli
+) -> None:
+    # Given three dead letters of an application whose queues are gone
+    app = "gone"
+    await store.add_many(dead_letters(app, 3))
+
+    # When ops replay them
+    code, out, _ = await cli("dlq", "replay", "--app", app, "--json")
+
+    # Then the job failed them (exit 1), and they are still parked
+    job = orjson.loads(out)
+    assert (code, job["matched"], job["done"], job["failed"]) == (1, 3, 0, 3)
+    assert await store.count(Query(place=Place.DLQ, app=app)) == 3
+
+
+async def test_ctrl_c_detaches_from_a_replay_which_a_keeper_then_finishes(
+    amqp: AbstractRobustConnection, names: Names, store: ParkedStore, database_url: str
+) -> None:
+    # Given 200 dead letters, and a replay of them at 40 a second running in a real process
+    app = "detached"
+    entries = dead_letters(app, 200)
+    await store.add_many(entries)
+    await topology.declare_app_queue(await amqp.channel(), names, app)
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "router", "dlq", "replay", "--app", app, "--rate", "40"),
+        *("--namespace", names.prefix, "--amqp-url", AMQP_URL, "--database-url", database_url),
+        env={k: v for k, v in os.environ.items() if not k.startswith("ROUTER_")},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(30):
+        while not (jobs := await store.jobs()) or jobs[0].done < 20:
+            assert process.returncode is None, "the replay ended before it could be interrupted"
+            await asyncio.sleep(0.05)
+
+    # When ops press Ctrl-C
+    process.send_signal(signal.SIGINT)
+    _, err = await asyncio.wait_for(process.communicate(), 30)
+
+    # Then the command detaches, saying so with the job's id, and the job is not cancelled
+    (job,) = await store.jobs()
+    assert process.returncode == 130
+    assert err.decode().splitlines()[-1] == (
+        f"note: detached from job {job.id}: it goes on in a keeper (attentive-router jobs show "
+        f"{job.id}; attentive-router jobs cancel {job.id} stops it)"
+    )
+    assert job.state.value == "running" and job.lease_owner is None
+    assert 20 <= job.done < 200
+
+    # And a keeper finishes it: every entry replayed once in the store, every event delivered
+    await run_jobs(store, names)
+    finished = await store.job(job.id)
+    assert (finished.state.value, finished.done, finished.failed) == ("done", 200, 0)
+    assert await store.count(Query(place=Place.DLQ, app=app)) == 0
+    queue = await (await amqp.channel()).get_queue(names.app_queue(app))
+    arrived = await take(queue, await depth(amqp, names.app_queue(app)))
+    assert {m.message_id for m in arrived} == {e.message_id for e in entries}
+    assert len(arrived) - 200 <= 256  # at most the in-flight window twice
 
 
 # -- unrouted and invalid --------------------------------------------------------------------
@@ -473,45 +480,46 @@ async def test_an_unrouted_replay_goes_to_whoever_owns_the_type_now(
     admin: Client,
     amqp: AbstractRobustConnection,
     names: Names,
-    dead: DeadLetters,
-    apps: Callable[[str], str],
-    capsys: pytest.CaptureFixture[str],
+    store: ParkedStore,
+    cli: Cli,
 ) -> None:
-    # Given SMS and email events posted while no application claimed them
+    # Given SMS and email events posted while no application claimed them, in the store
     sms = [dead_body(i, "sms.sent") for i in range(3)]
     emails = [dead_body(i, "email.opened") for i in range(2)]
     for body in (sms[0], emails[0], sms[1], emails[1], sms[2]):
-        response = await ingress.post(WEBHOOK, data=body, headers=signed(body))
+        response = await ingress.post(WEBHOOK_PATH, data=body, headers=signed(body))
         assert response.status == 200
     await until_depth(amqp, names.unrouted_queue, 5)
-    parked = dead.parked(Kind.UNROUTED)
-    code, out, _ = await cli(capsys, names, "unrouted", "list", "--type", "email.*")
-    assert code == 0 and out.startswith(f"2 of 5 events match in {names.unrouted_queue}\n")
+    channel = await amqp.channel()
+    unrouted = await channel.get_queue(names.unrouted_queue)
+    assert await drain_into(store, unrouted, Place.UNROUTED) == 5
+    code, out, _ = await cli("unrouted", "list", "--type", "email.*")
+    assert code == 0 and out.startswith("2 events match in unrouted, newest first\n")
 
     # When an application claims sms.* and ops replay the unrouted SMS events
-    app = apps("texts")
+    app = "texts"
     response = await admin.post(
         "/admin/claims", json={"app": app, "events": ["sms.*"]}, headers=AUTH
     )
     assert response.status == 201
-    summary = await dead.replay(parked, Filter.build(event="sms.*"))
+    code, out, _ = await cli("unrouted", "replay", "--type", "sms.*")
+    assert code == 0 and one_line(out).endswith(": matched 3, replayed 3, failed 0")
 
     # Then they are in that application's queue, and only they
-    assert (summary.total, summary.matched, summary.replayed, summary.failed) == (5, 3, 3, 0)
-    channel = await amqp.channel()
     delivered = await take(await channel.get_queue(names.app_queue(app)), 3)
-    assert [m.message_id for m in delivered] == [hashlib.sha256(b).hexdigest() for b in sms]
+    assert sorted(str(m.message_id) for m in delivered) == sorted(message_id(b) for b in sms)
     assert all(m.routing_key == "sms.sent.acme" for m in delivered)
     assert all(m.headers[REPLAY_COUNT_HEADER] == 1 for m in delivered)
 
     # When the rest is replayed, nobody owns it yet: it comes back to unrouted, counted
-    rest = await dead.replay(parked)
-    assert (rest.total, rest.matched, rest.replayed, rest.failed) == (2, 2, 2, 0)
+    code, out, _ = await cli("unrouted", "replay")
+    assert code == 0 and one_line(out).endswith(": matched 2, replayed 2, failed 0")
     await until_depth(amqp, names.unrouted_queue, 2)
-    back = await dead.list(parked)
-    assert [e.message_id for e in back.entries] == [hashlib.sha256(b).hexdigest() for b in emails]
-    assert [e.replays for e in back.entries] == [1, 1]
+    back = await take(unrouted, 2)
+    assert sorted(str(m.message_id) for m in back) == sorted(message_id(b) for b in emails)
+    assert [m.headers[REPLAY_COUNT_HEADER] for m in back] == [1, 1]
     assert await depth(amqp, names.app_queue(app)) == 0
+    assert await store.count(Query(place=Place.UNROUTED)) == 0
 
 
 async def test_invalid_webhooks_are_listed_shown_and_purged_but_never_replayed(
@@ -519,92 +527,120 @@ async def test_invalid_webhooks_are_listed_shown_and_purged_but_never_replayed(
     admin: Client,
     amqp: AbstractRobustConnection,
     names: Names,
-    dead: DeadLetters,
-    capsys: pytest.CaptureFixture[str],
+    store: ParkedStore,
+    cli: Cli,
 ) -> None:
+    # Given three authentic webhooks that could not be parsed, in the store
     bodies = [b"call me at +15555555555, not JSON", b'{"no": "type"}', b"[1, 2]"]
     for body in bodies:
-        response = await ingress.post(WEBHOOK, data=body, headers=signed(body))
+        response = await ingress.post(WEBHOOK_PATH, data=body, headers=signed(body))
         assert response.status == 202
     await until_depth(amqp, names.invalid_queue, 3)
-    ids = [hashlib.sha256(b).hexdigest() for b in bodies]
-    parked = dead.parked(Kind.INVALID)
+    channel = await amqp.channel()
+    assert await drain_into(store, await channel.get_queue(names.invalid_queue), Place.INVALID)
+    ids = [message_id(b) for b in bodies]
 
-    listed = await dead.list(parked)
-    assert [e.message_id for e in listed.entries] == ids
-    assert [e.error for e in listed.entries] == [
+    # Then they are listed with why, and shown masked unless revealed
+    code, out, _ = await cli("invalid", "list", "--json")
+    listed = orjson.loads(out)["entries"]
+    assert sorted(e["message_id"] for e in listed) == sorted(ids)
+    assert sorted(e["error"] for e in listed) == [
+        "body is not a JSON object",
         "body is not valid JSON",
         "no 'type'",
-        "body is not a JSON object",
     ]
-    assert all(e.parked_at is not None for e in listed.entries)
-
-    code, out, _ = await cli(capsys, names, "invalid", "show", ids[0], "--json")
-    shown = orjson.loads(out)
-    assert shown["headers"][INVALID_REASON_HEADER] == "body is not valid JSON"
-    assert shown["payload"] == "call me at +1******5555, not JSON"
-    code, out, _ = await cli(capsys, names, "invalid", "show", ids[0], "--json", "--reveal")
+    code, out, _ = await cli("invalid", "show", ids[0], "--json")
+    assert orjson.loads(out)["payload"] == "call me at +1******5555, not JSON"
+    code, out, _ = await cli("invalid", "show", ids[0], "--json", "--reveal")
     assert orjson.loads(out)["payload"] == bodies[0].decode()
 
-    # replay is refused everywhere
-    with pytest.raises(RouterError, match="cannot be replayed"):
-        await dead.replay(parked)
-    code, _, err = await cli(capsys, names, "invalid", "replay")
+    # And replay is refused everywhere
+    code, _, err = await cli("invalid", "replay")
     assert code == 2 and "invalid choice" in one_line(err)
     response = await admin.post("/admin/invalid/replay", json={}, headers=AUTH)
     assert response.status == 400
     assert "cannot be replayed" in (await response.json())["error"]
 
-    # purge: a dry run first, then only the chosen one
-    code, out, _ = await cli(capsys, names, "invalid", "purge", "--message-id", ids[1])
-    assert (code, one_line(out)) == (0, "would purge 1 of 3 (add --yes)")
-    assert await depth(amqp, names.invalid_queue) == 3
-    code, out, _ = await cli(capsys, names, "invalid", "purge", "--message-id", ids[1], "--yes")
-    assert (code, one_line(out)) == (0, f"purged 1 of 3 from {names.invalid_queue}")
-    assert [e.message_id for e in (await dead.list(parked)).entries] == [ids[0], ids[2]]
+    # And a purge is a dry run first, then purges only the chosen one
+    code, out, _ = await cli("invalid", "purge", "--message-id", ids[1])
+    assert (code, one_line(out)) == (0, "would purge 1 in invalid (add --yes)")
+    code, out, _ = await cli("invalid", "purge", "--message-id", ids[1], "--yes")
+    assert code == 0 and one_line(out).endswith(": matched 1, purged 1, failed 0")
+    left = await parked_ids(store, Query(place=Place.INVALID))
+    assert sorted(str(i) for i in left) == sorted([ids[0], ids[2]])
 
 
 # -- the admin API ---------------------------------------------------------------------------
 
 
-async def test_the_admin_api_lists_shows_replays_and_purges_behind_the_token(
-    admin: Client,
+@pytest.fixture
+async def parked_admin(
+    admin_settings: Settings, database_url: str, store: ParkedStore
+) -> AsyncIterator[Client]:
+    """The admin API on the test's store (and claims in the same database)."""
+    client = Client(
+        TestServer(create_admin_app(replace(admin_settings, database_url=database_url)))
+    )
+    await client.start_server()
+    yield client
+    await client.close()
+
+
+async def test_the_admin_api_lists_counts_shows_and_makes_jobs_behind_the_token(
+    parked_admin: Client,
     amqp: AbstractRobustConnection,
     names: Names,
-    apps: Callable[[str], str],
+    store: ParkedStore,
 ) -> None:
-    app = apps("webhooks-out")
-    ids = await fill_dlq(amqp, names, app, 4)
+    admin = parked_admin
+    app = "webhooks-out"
+    entries = dead_letters(app, 4)
+    ids = [str(e.message_id) for e in entries]
+    await store.add_many(entries)
+    await topology.declare_app_queue(await amqp.channel(), names, app)
     base = f"/admin/dlq/{app}"
 
-    # without the token: 401, whatever the path
-    for method, path in (("GET", base), ("POST", base + "/replay"), ("POST", base + "/purge")):
+    # Without the token: 401, whatever the path
+    for method, path in (("GET", base), ("POST", base + "/replay"), ("GET", "/admin/jobs")):
         response = await admin.request(method, path)
         assert response.status == 401
-    assert await depth(amqp, names.app_dead_letter_queue(app)) == 4
 
-    # list with filters
+    # A list with filters, newest first, a page at a time
     response = await admin.get(base, params={"error": "ValueError"}, headers=AUTH)
     answer = await response.json()
-    assert response.status == 200
-    assert (answer["total"], answer["matched"]) == (4, 2)
-    assert [e["message_id"] for e in answer["entries"]] == ids[1::2]
-    assert answer["entries"][0]["error"] == VALUE_ERROR
+    assert (response.status, answer["matched"], answer["next_cursor"]) == (200, 2, None)
+    assert [e["message_id"] for e in answer["entries"]] == [ids[3], ids[1]]
+    assert answer["entries"][0]["error"] == "ValueError: bad +1******5555"
+    response = await admin.get(base, params={"limit": "3"}, headers=AUTH)
+    first = await response.json()
+    response = await admin.get(
+        base, params={"limit": "3", "cursor": first["next_cursor"]}, headers=AUTH
+    )
+    second = await response.json()
+    assert [e["message_id"] for e in first["entries"] + second["entries"]] == ids[::-1]
+    assert second["next_cursor"] is None
     response = await admin.get(
         base, params=[("message_id", ids[0]), ("message_id", ids[3])], headers=AUTH
     )
-    assert [e["message_id"] for e in (await response.json())["entries"]] == [ids[0], ids[3]]
+    assert [e["message_id"] for e in (await response.json())["entries"]] == [ids[3], ids[0]]
 
-    # show: masked, ?reveal=1 reveals, unknown: 404
-    response = await admin.get(f"{base}/{ids[0]}", headers=AUTH)
+    # Facets
+    response = await admin.get(base + "/facets", params={"reason": "exhausted"}, headers=AUTH)
+    facets = await response.json()
+    assert (facets["total"], facets["reasons"]) == (4, [{"value": "exhausted", "count": 4}])
+    assert facets["days"] == [{"value": "2026-11-26", "count": 4}]
+
+    # Show: masked, ?reveal=1 reveals (audited with the token's name), unknown: 404
+    response = await admin.get(f"{base}/{ids[1]}", headers=AUTH)
     assert (await response.json())["payload"]["subscriber"]["phone"] == "+1******5555"
-    response = await admin.get(f"{base}/{ids[0]}", params={"reveal": "1"}, headers=AUTH)
+    response = await admin.get(f"{base}/{ids[1]}", params={"reveal": "1"}, headers=AUTH)
     assert (await response.json())["payload"]["subscriber"]["phone"] == "+15555555555"
+    assert [(r.action.value, r.who) for r in await store.audit()] == [("reveal", "admin")]
     response = await admin.get(f"{base}/{'0' * 64}", headers=AUTH)
     assert response.status == 404
 
-    # bad input: 400 with the reason
-    for params in ({"since": "yesterday"}, {"type": "sms"}, {"colour": "blue"}):
+    # Bad input: 400 with the reason
+    for params in ({"since": "yesterday"}, {"type": "sms"}, {"colour": "blue"}, {"limit": "x"}):
         response = await admin.get(base, params=params, headers=AUTH)
         assert response.status == 400, params
         assert (await response.json())["error"]
@@ -613,69 +649,99 @@ async def test_the_admin_api_lists_shows_replays_and_purges_behind_the_token(
         assert response.status == 400, body
     response = await admin.get("/admin/dlq/Not_An_App", headers=AUTH)
     assert response.status == 400
-    response = await admin.get("/admin/dlq/nobody", headers=AUTH)
-    assert response.status == 404
 
-    # replay: dry run, then for real with a filter and a limit
+    # A replay: 202 and the job, which a keeper runs; then it is done
     response = await admin.post(
         base + "/replay",
-        json={"filter": {"error": "TimeoutError"}, "dry_run": True},
+        json={"filter": {"error": "TimeoutError"}, "limit": 1, "rate": 50},
         headers=AUTH,
     )
-    assert (await response.json()) | {"queue": None} == {
-        "queue": None,
-        "total": 4,
-        "matched": 2,
-        "replayed": 0,
-        "purged": 0,
-        "failed": 0,
-        "left": 4,
-        "dry_run": True,
-    }
-    response = await admin.post(
-        base + "/replay",
-        json={"filter": {"type": "sms.*", "error": "TimeoutError"}, "limit": 1, "rate": 50},
-        headers=AUTH,
+    assert response.status == 202
+    job = await response.json()
+    assert (job["kind"], job["state"], job["matched"], job["requested_by"]) == (
+        "replay",
+        "queued",
+        1,
+        "admin",
     )
-    replayed = await response.json()
-    assert (replayed["matched"], replayed["replayed"], replayed["left"]) == (1, 1, 3)
-    channel = await amqp.channel()
-    (message,) = await take(await channel.get_queue(names.app_queue(app)), 1)
+    assert response.headers["Location"] == f"/admin/jobs/{job['id']}"
+    await run_jobs(store, names)
+    response = await admin.get(f"/admin/jobs/{job['id']}", headers=AUTH)
+    ran = await response.json()
+    assert (ran["state"], ran["done"], ran["failed"]) == ("done", 1, 0)
+    (message,) = await take(await (await amqp.channel()).get_queue(names.app_queue(app)), 1)
     assert message.message_id == ids[0]
 
-    # purge: without confirm only counts; with confirm deletes the matches
+    # A purge: without confirm only counts; with it, purges the matches
     purge = {"filter": {"error": "ValueError"}}
     response = await admin.post(base + "/purge", json=purge, headers=AUTH)
     counted = await response.json()
-    assert (counted["matched"], counted["purged"], counted["dry_run"]) == (2, 0, True)
+    assert (response.status, counted["matched"], counted["dry_run"]) == (202, 2, True)
     response = await admin.post(base + "/purge", json=purge | {"confirm": True}, headers=AUTH)
-    purged = await response.json()
-    assert (purged["matched"], purged["purged"], purged["left"]) == (2, 2, 1)
+    purging = await response.json()
+    assert (purging["matched"], purging["dry_run"]) == (2, False)
+    await run_jobs(store, names)
     response = await admin.get(base, headers=AUTH)
     assert [e["message_id"] for e in (await response.json())["entries"]] == [ids[2]]
 
-    # unrouted and invalid answer too (empty here)
-    channel = await amqp.channel()
-    await topology.declare(channel, names)
+    # The jobs, newest first; a finished one cannot be cancelled
+    response = await admin.get("/admin/jobs", headers=AUTH)
+    listed = [(j["id"], j["kind"], j["state"]) for j in (await response.json())["jobs"]]
+    assert listed == [
+        (purging["id"], "purge", "done"),
+        (counted["id"], "purge", "done"),
+        (job["id"], "replay", "done"),
+    ]
+    response = await admin.get("/admin/jobs", params={"state": "queued"}, headers=AUTH)
+    assert (await response.json())["jobs"] == []
+    response = await admin.post(f"/admin/jobs/{job['id']}/cancel", headers=AUTH)
+    assert response.status == 409
+    response = await admin.get("/admin/jobs/999", headers=AUTH)
+    assert response.status == 404
+
+    # Unrouted and invalid answer too (empty here)
     for path in ("/admin/unrouted", "/admin/invalid"):
         response = await admin.get(path, headers=AUTH)
-        assert (response.status, (await response.json())["total"]) == (200, 0)
+        assert (response.status, (await response.json())["matched"]) == (200, 0)
 
 
-async def test_the_admin_api_answers_503_when_rabbitmq_is_unreachable(
-    admin_settings: Settings,
+async def test_the_admin_api_answers_503_while_the_database_is_unreachable(
+    admin_settings: Settings, cli: Cli
 ) -> None:
-    unreachable = replace(admin_settings, amqp_url="amqp://guest:guest@127.0.0.1:9/")
-    client = Client(TestServer(create_admin_app(unreachable)))
+    # Given an admin API whose parked-event database does not answer
+    unreachable = POSTGRES_URL.replace(":5432", ":9")
+    claims = ClaimsService(
+        store_from_url(admin_settings.database_url.reveal()),
+        Bindings(AMQP_URL, admin_settings.names),
+    )
+    app = create_admin_app(
+        admin_settings, claims, store=parked_store_from_url(unreachable, timeout=2)
+    )
+    client = Client(TestServer(app))
     await client.start_server()
     try:
-        response = await client.get("/admin/dlq/anyone", headers=AUTH)
-        assert response.status == 503
-        assert "no RabbitMQ node answered" in (await response.json())["error"]
-        response = await client.post("/admin/unrouted/purge", json={}, headers=AUTH)
-        assert response.status == 503
+        # When ops ask it anything about parked events, Then it answers 503, saying no more
+        for method, path in (
+            ("GET", "/admin/dlq/anyone"),
+            ("GET", "/admin/unrouted/facets"),
+            ("GET", "/admin/invalid/1"),
+            ("POST", "/admin/unrouted/purge"),
+            ("GET", "/admin/jobs"),
+        ):
+            response = await client.request(method, path, headers=AUTH)
+            assert response.status == 503, path
+            assert await response.json() == {"error": "the parked-event database is unavailable"}
+            assert response.headers["Retry-After"]
+        # And the claims still answer
+        response = await client.get("/admin/claims", headers=AUTH)
+        assert response.status == 200
     finally:
         await client.close()
+
+    # And the command says so in one line, exit 1
+    code, out, err = await cli("unrouted", "list", "--database-url", unreachable)
+    assert (code, out) == (1, "")
+    assert one_line(err).startswith("attentive-router: cannot connect to the parked-event")
 
 
 # -- progress ---------------------------------------------------------------------------------
@@ -683,7 +749,7 @@ async def test_the_admin_api_answers_503_when_rabbitmq_is_unreachable(
 
 def test_progress_off_a_terminal_logs_every_tenth() -> None:
     ticks = [0.0]
-    reporter = ProgressReporter("dlq.replay", tty=False, clock=lambda: ticks[0])
+    reporter = ProgressReporter("replay.1", tty=False, clock=lambda: ticks[0])
     with structlog.testing.capture_logs() as logs:
         for done in range(1, 1001):
             ticks[0] += 0.001
@@ -692,27 +758,26 @@ def test_progress_off_a_terminal_logs_every_tenth() -> None:
     assert [e["done"] for e in logs] == list(range(100, 1001, 100))
     assert all(
         (e["event"], e["operation"], e["total"], e["log_level"])
-        == ("progress", "dlq.replay", 1000, "info")
+        == ("progress", "replay.1", 1000, "info")
         for e in logs
     )
 
 
 def test_progress_off_a_terminal_logs_every_two_seconds_when_slow() -> None:
     ticks = [0.0]
-    reporter = ProgressReporter("unrouted.list", tty=False, clock=lambda: ticks[0])
+    reporter = ProgressReporter("purge.2", tty=False, clock=lambda: ticks[0])
     with structlog.testing.capture_logs() as logs:
         for done in range(1, 21):
             ticks[0] += 0.5
-            reporter(done, 1000)
+            reporter(done, 1000, rate=2.0, eta=(1000 - done) / 2)
     assert [e["done"] for e in logs] == [4, 8, 12, 16, 20]
+    assert (logs[-1]["rate"], logs[-1]["eta_seconds"]) == (2.0, 490.0)
 
 
 def test_progress_on_a_terminal_redraws_one_bar_at_most_ten_times_a_second() -> None:
     stream = io.StringIO()
     ticks = [0]
-    reporter = ProgressReporter(
-        "dlq.replay", stream=stream, tty=True, clock=lambda: ticks[0] / 1000
-    )
+    reporter = ProgressReporter("replay.1", stream=stream, tty=True, clock=lambda: ticks[0] / 1000)
     with structlog.testing.capture_logs() as logs:
         for done in range(1, 1001):
             ticks[0] += 10  # 100 events a second: 10 s in all
@@ -728,10 +793,32 @@ def test_progress_on_a_terminal_redraws_one_bar_at_most_ten_times_a_second() -> 
     assert 95 <= len(frames) <= 102  # ~10 a second over 10 s, plus the first and the last
 
 
-def test_progress_bar_ends_its_line_when_a_walk_stops_short() -> None:
+def test_progress_on_a_terminal_shows_the_rate_and_eta_and_blanks_what_a_longer_line_left() -> None:
     stream = io.StringIO()
-    reporter = ProgressReporter("dlq.list", stream=stream, tty=True)
+    reporter = ProgressReporter("replay.1", stream=stream, tty=True, redraw=0)
+    reporter(500, 2000, rate=250.0, eta=3725.0)
+    reporter(600, 2000)
+    reporter.finish()
+    first, second = stream.getvalue().split("\r")[1:]
+    assert first == "[" + "#" * 7 + "." * 23 + "] 500/2000  250/s  ETA 1:02:05"
+    assert second.rstrip("\n") == "[" + "#" * 9 + "." * 21 + "] 600/2000" + " " * 20
+
+
+def test_progress_bar_ends_its_line_when_a_job_stops_short() -> None:
+    stream = io.StringIO()
+    reporter = ProgressReporter("replay.1", stream=stream, tty=True)
     reporter(1, 3)
     reporter.finish()
     reporter.finish()
     assert stream.getvalue() == "\r[" + "#" * 10 + "." * 20 + "] 1/3\n"
+
+
+async def run_jobs(store: ParkedStore, names: Names) -> None:
+    """Run every runnable job to its end, as a keeper would."""
+    runner = JobRunner(store, AMQP_URL, names)
+    try:
+        async with asyncio.timeout(60):
+            while await runner.run_job() is not None:
+                pass
+    finally:
+        await runner.close()

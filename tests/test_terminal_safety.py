@@ -2,7 +2,7 @@
 header or an error show escaped (``\\x1b``, ``\\r``, ``\\u202e``) instead of acting on the
 operator's terminal, and ``--json`` still parses back to the very strings that came in.
 
-The escaping itself is tested alone; then hostile events parked in the real RabbitMQ (a dead
+The escaping itself is tested alone; then hostile events in the parked-event store (a dead
 letter whose type, company, error, reason, routing key and message id carry ESC sequences, CR
 and a bidi override, and a quarantined body that is not JSON) go through ``dlq`` and
 ``invalid`` ``list`` and ``show``, in-process and as a real process.
@@ -18,30 +18,32 @@ import subprocess
 import sys
 import unicodedata
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
-import aio_pika
 import orjson
 import pytest
-from aio_pika.abc import AbstractRobustConnection
+from pamqp.commands import Basic
 
-from router.amqp import topology
 from router.cli import output
 from router.cli.output import escape_controls, print_table, to_json, truncate
 from router.contract.examples import example_body
 from router.contract.names import (
+    COMPANY_HEADER,
     DEAD_LETTER_REASON_HEADER,
     DEAD_LETTERED_AT_HEADER,
     ERROR_HEADER,
+    INVALID_REASON_HEADER,
     ROUTING_KEY_HEADER,
-    WEBHOOK_PATH,
     Names,
 )
-from tests.conftest import AMQP_URL, Client, signed
+from router.parked.model import parked_event
+from router.parked.store import ParkedStore
 from tests.test_deadletters import (
+    Cli,
     _no_router_environment,  # noqa: F401 (autouse: no ROUTER_* variable counts)
-    cli,
-    until_depth,
+    command_line,
+    opened_store,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -228,36 +230,54 @@ def _writes(func: ast.expr) -> bool:
     )
 
 
-# -- hostile events in the real RabbitMQ -----------------------------------------------------
+# -- hostile entries in the parked-event store -------------------------------------------------
 
 
 @pytest.fixture
-async def hostile_dlq(amqp: AbstractRobustConnection, names: Names) -> AsyncIterator[str]:
+def parked_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'router.db'}"
+
+
+@pytest.fixture
+async def parked(parked_url: str) -> AsyncIterator[ParkedStore]:
+    async with opened_store(parked_url) as store:
+        yield store
+
+
+@pytest.fixture
+def command(capsys: pytest.CaptureFixture[str], names: Names, parked_url: str) -> Cli:
+    return command_line(capsys, names, parked_url)
+
+
+@pytest.fixture
+async def hostile_dlq(parked: ParkedStore) -> str:
     """An application whose DLQ holds one dead letter with control characters in every field
-    ops see; the application's queues are deleted afterwards."""
+    ops see."""
     app = "hostile"
-    channel = await amqp.channel(publisher_confirms=True)
-    await topology.declare_app_queue(channel, names, app)
     payload = orjson.loads(example_body("sms.sent", "acme"))
     payload["type"] = HOSTILE_TYPE
     payload["company"]["company_id"] = HOSTILE_COMPANY
-    message = aio_pika.Message(
-        orjson.dumps(payload),
+    properties = Basic.Properties(
         message_id=HOSTILE_ID,
         content_type="application/json",
         headers={
+            COMPANY_HEADER: HOSTILE_COMPANY,
             ERROR_HEADER: HOSTILE_ERROR,
             DEAD_LETTER_REASON_HEADER: HOSTILE_REASON,
             ROUTING_KEY_HEADER: HOSTILE_ROUTING_KEY,
             DEAD_LETTERED_AT_HEADER: "2026-11-26T09:00:00.000Z",
         },
     )
-    exchange = await channel.get_exchange(names.app_dead_letter_exchange(app))
-    await exchange.publish(message, routing_key="sms.sent.acme", timeout=10)
-    await until_depth(amqp, names.app_dead_letter_queue(app), 1)
-    yield app
-    await topology.delete_app(channel, names, app)
-    await channel.close()
+    entry = parked_event(
+        orjson.dumps(payload),
+        properties,
+        place="dlq",
+        app=app,
+        routing_key="sms.sent.acme",
+        seen_at=datetime.now(UTC),
+    )
+    await parked.add_many([entry])
+    return app
 
 
 def assert_safe(*written: str) -> None:
@@ -267,31 +287,33 @@ def assert_safe(*written: str) -> None:
 
 @pytest.mark.broker
 async def test_a_hostile_dead_letter_is_listed_and_shown_escaped(
-    hostile_dlq: str, names: Names, capsys: pytest.CaptureFixture[str]
+    hostile_dlq: str, command: Cli
 ) -> None:
     app = hostile_dlq
 
     # When ops list the DLQ
-    code, out, err = await cli(capsys, names, "dlq", "list", "--app", app)
+    code, out, err = await command("dlq", "list", "--app", app)
 
     # Then nothing raw reaches the terminal, and what was there shows escaped
     assert code == 0
     assert_safe(out, err)
     row = out.splitlines()[2]
-    assert row.startswith("id\\x1b[2J\\u202e-feed  ")
-    assert "sms.sent\\x1b[2J\\x1b[31m" in row and "acme\\rEVIL CORP" in row
+    assert row.split()[1] == "id\\x1b[2J\\u202e-feed"
+    assert "acme\\rEVIL CORP" in row  # (the type is no event type: the store keeps none)
     assert "\\x1b[2J\\x1b[31mValueError: all fine\\r" in row
 
     # When ops show it
-    code, out, err = await cli(capsys, names, "dlq", "show", HOSTILE_ID, "--app", app)
+    code, out, err = await command("dlq", "show", HOSTILE_ID, "--app", app)
 
     # Then every field shows escaped, in the head and in the headers' JSON
     assert code == 0
     assert_safe(out, err)
-    fields = dict(line.split(":", 1) for line in out.splitlines()[:9])
-    assert {k: v.strip() for k, v in fields.items()} | {"parked at": None} == {
+    fields = dict(line.split(":", 1) for line in out.splitlines()[:11])
+    assert {k: v.strip() for k, v in fields.items()} | {"parked at": None, "id": None} == {
+        "id": None,
         "message id": "id\\x1b[2J\\u202e-feed",
-        "type": "sms.sent\\x1b[2J\\x1b[31m",
+        "state": "parked",
+        "type": "-",
         "company": "acme\\rEVIL CORP",
         "routing key": "sms.sent.acme\\x1b[8m",
         "attempts": "-",
@@ -304,7 +326,7 @@ async def test_a_hostile_dead_letter_is_listed_and_shown_escaped(
     assert '"type": "sms.sent\\u001b[2J\\u001b[31m"' in out
 
     # When a missing id carrying escapes is asked for, the error line is escaped too
-    code, out, err = await cli(capsys, names, "dlq", "show", f"{HOSTILE_ID}!", "--app", app)
+    code, out, err = await command("dlq", "show", f"{HOSTILE_ID}!", "--app", app)
     assert (code, out) == (1, "")
     assert_safe(err)
     assert "no event id\\x1b[2J\\u202e-feed!" in err
@@ -312,30 +334,28 @@ async def test_a_hostile_dead_letter_is_listed_and_shown_escaped(
 
 @pytest.mark.broker
 async def test_json_of_a_hostile_dead_letter_parses_back_to_the_original_strings(
-    hostile_dlq: str, names: Names, capsys: pytest.CaptureFixture[str]
+    hostile_dlq: str, command: Cli
 ) -> None:
     app = hostile_dlq
 
-    code, out, err = await cli(capsys, names, "dlq", "list", "--app", app, "--json")
+    code, out, err = await command("dlq", "list", "--app", app, "--json")
     assert code == 0
     assert_safe(out, err)
     (entry,) = orjson.loads(out)["entries"]
     assert (entry["message_id"], entry["type"], entry["company"]) == (
         HOSTILE_ID,
-        HOSTILE_TYPE,
+        None,
         HOSTILE_COMPANY,
     )
     assert (entry["error"], entry["reason"]) == (HOSTILE_ERROR, HOSTILE_REASON)
 
     for reveal in ((), ("--reveal",)):
-        code, out, err = await cli(
-            capsys, names, "dlq", "show", HOSTILE_ID, "--app", app, "--json", *reveal
-        )
+        code, out, err = await command("dlq", "show", HOSTILE_ID, "--app", app, "--json", *reveal)
         assert code == 0
         assert_safe(out, err)
         shown = orjson.loads(out)
         assert (shown["type"], shown["company"], shown["error"]) == (
-            HOSTILE_TYPE,
+            None,
             HOSTILE_COMPANY,
             HOSTILE_ERROR,
         )
@@ -345,20 +365,26 @@ async def test_json_of_a_hostile_dead_letter_parses_back_to_the_original_strings
         assert shown["payload"]["company"]["company_id"] == HOSTILE_COMPANY
 
 
-@pytest.mark.broker
 async def test_a_hostile_body_that_is_not_json_is_shown_escaped_by_a_real_process(
-    ingress: Client, amqp: AbstractRobustConnection, names: Names
+    parked: ParkedStore, parked_url: str
 ) -> None:
     # Given an authentic webhook whose body is not JSON but terminal escapes, quarantined
-    response = await ingress.post(WEBHOOK_PATH, data=HOSTILE_BODY, headers=signed(HOSTILE_BODY))
-    assert response.status == 202
-    await until_depth(amqp, names.invalid_queue, 1)
     message_id = hashlib.sha256(HOSTILE_BODY).hexdigest()
-    run = _process(names)
+    properties = Basic.Properties(
+        message_id=message_id, headers={INVALID_REASON_HEADER: "body is not valid JSON"}
+    )
+    quarantined = parked_event(
+        HOSTILE_BODY,
+        properties,
+        place="invalid",
+        app=None,
+        routing_key="",
+        seen_at=datetime.now(UTC),
+    )
+    await parked.add_many([quarantined])
+    run = _process(parked_url)
 
     # When ops list and show it with the real command, the bytes it writes are safe
-    # (one after the other: a walk holds what it read until it ends, so a second walk of the
-    # same queue at the same time would find it empty)
     listed = await run("invalid", "list")
     shown = await run("invalid", "show", message_id, "--reveal")
     assert_safe(*listed, *shown)
@@ -373,16 +399,15 @@ async def test_a_hostile_body_that_is_not_json_is_shown_escaped_by_a_real_proces
         assert orjson.loads(out)["payload"] == HOSTILE_BODY.decode()
 
 
-def _process(names: Names) -> Callable[..., Awaitable[tuple[str, str]]]:
-    """``python -m router ARGV`` against the test's namespace: its stdout and stderr, as
-    written (decoding fails on anything that is not UTF-8)."""
+def _process(database_url: str) -> Callable[..., Awaitable[tuple[str, str]]]:
+    """``python -m router ARGV`` on the test's store: its stdout and stderr, as written
+    (decoding fails on anything that is not UTF-8)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTER_")}
 
     async def run(*argv: str) -> tuple[str, str]:
-        args = [*argv, "--namespace", names.prefix, "--amqp-url", AMQP_URL]
         done = await asyncio.to_thread(
             subprocess.run,
-            [sys.executable, "-m", "router", *args],
+            [sys.executable, "-m", "router", *argv, "--database-url", database_url],
             cwd=ROOT,
             env=env,
             capture_output=True,

@@ -1,34 +1,55 @@
-"""The ``attentive-router dlq|unrouted|invalid ...`` commands: list, show, replay, purge.
+"""The ``attentive-router dlq|unrouted|invalid ...`` commands: list, facets, show, replay, purge.
 
-Thin over :mod:`router.deadletters`, which talks to RabbitMQ directly (not through the admin
-API). Exit codes: 0 done, 1 the operation failed (RabbitMQ unreachable, no such event or
-queue, some replays failed), 2 wrong usage or input (a bad filter, a bad application name).
+Thin over the parked-event store (:mod:`router.parked`, its views and jobs), which the command
+opens on ``ROUTER_DATABASE_URL`` (or ``--database-url``) directly, not through the admin API.
+``replay`` and ``purge`` create a job and run it here with a progress bar (rate, ETA); Ctrl-C
+leaves it to a keeper, which resumes it (``attentive-router jobs show ID``). Exit codes: 0 done,
+1 the operation failed (the database unreachable, no such entry, entries that failed),
+2 wrong usage or input (a bad filter, a bad application name).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
+import contextlib
+import getpass
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from router.cli import output
-from router.deadletters import DeadLetters, Entry, Filter, Kind, Parked, Summary
+from router.errors import RouterError
+from router.parked import views
+from router.parked.jobs import Job, JobKind, JobRequest, JobState
+from router.parked.model import ParkedEvent, Place
+from router.parked.open import parked_store_from_url
+from router.parked.query import DEFAULT_FACET_SIZE, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Query
+from router.parked.runner import JobRunner
+from router.parked.store import ParkedStore
 from router.settings import Settings
 
 #: Subcommands of each parking place (``invalid`` events cannot be replayed, only purged).
-OPERATIONS: dict[Kind, tuple[str, ...]] = {
-    Kind.DLQ: ("list", "show", "replay", "purge"),
-    Kind.UNROUTED: ("list", "show", "replay", "purge"),
-    Kind.INVALID: ("list", "show", "purge"),
+OPERATIONS: dict[Place, tuple[str, ...]] = {
+    Place.DLQ: ("list", "facets", "show", "replay", "purge"),
+    Place.UNROUTED: ("list", "facets", "show", "replay", "purge"),
+    Place.INVALID: ("list", "facets", "show", "purge"),
 }
 _HELP = {
-    Kind.DLQ: "an application's dead-letter queue: list, show, replay, purge",
-    Kind.UNROUTED: "events no application claimed (attentive.unrouted)",
-    Kind.INVALID: "authentic webhooks that could not be parsed (attentive.invalid)",
+    Place.DLQ: "an application's dead letters: list, facets, show, replay, purge",
+    Place.UNROUTED: "events no application claimed (attentive.unrouted)",
+    Place.INVALID: "authentic webhooks that could not be parsed (attentive.invalid)",
 }
 _ERROR_WIDTH = 40
+#: The head of ``show``: label, and key of :func:`router.parked.views.detail`.
+_SHOWN = (
+    *(("id", "id"), ("message id", "message_id"), ("state", "state"), ("type", "type")),
+    *(("company", "company"), ("routing key", "routing_key"), ("attempts", "attempts")),
+    *(("error", "error"), ("reason", "reason"), ("parked at", "parked_at")),
+    ("replays", "replays"),
+)
+#: Seconds between two looks at a job's progress.
+FOLLOW_INTERVAL = 0.25
 
 
 # -- parsers --------------------------------------------------------------------------------
@@ -36,56 +57,83 @@ _ERROR_WIDTH = 40
 
 def add_commands(commands: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     """Add ``dlq``, ``unrouted`` and ``invalid`` (each with its subcommands) to ``commands``."""
-    for kind, operations in OPERATIONS.items():
-        place = commands.add_parser(kind.value, help=_HELP[kind])
-        place.set_defaults(run=run)
-        sub = place.add_subparsers(
+    for place, operations in OPERATIONS.items():
+        parent = commands.add_parser(place.value, help=_HELP[place])
+        parent.set_defaults(run=run)
+        sub = parent.add_subparsers(
             dest="deadletter_command", required=True, parser_class=parser_class
         )
         for operation in operations:
-            parser = sub.add_parser(operation, help=_operation_help(kind, operation))
-            if kind is Kind.DLQ:
+            parser = sub.add_parser(operation, help=_operation_help(place, operation))
+            if place is Place.DLQ:
                 parser.add_argument("--app", required=True, help="the application (its DLQ)")
             if operation == "show":
-                parser.add_argument("message_id", metavar="MESSAGE_ID")
+                parser.add_argument("ref", metavar="ID", help="a message id, or an entry id")
                 parser.add_argument(
                     "--reveal", action="store_true", help="show phone numbers and emails unmasked"
                 )
             else:
                 _add_filters(parser)
-            if operation == "replay":
-                parser.add_argument(
-                    "--limit",
-                    type=_positive_int,
-                    metavar="N",
-                    help="replay at most N matching events",
-                )
-                parser.add_argument(
-                    "--rate", type=_positive_float, metavar="N", help="at most N events per second"
-                )
-                parser.add_argument(
-                    "--dry-run", action="store_true", help="only count what would be replayed"
-                )
-            if operation == "purge":
-                parser.add_argument(
-                    "--yes", action="store_true", help="really delete (without it: a dry run)"
-                )
+            _add_operation_options(parser, operation)
             parser.add_argument("--json", action="store_true", help="JSON output for scripts")
-            parser.add_argument("--amqp-url", help="RabbitMQ URL (ROUTER_AMQP_URL)")
+            parser.add_argument(
+                "--database-url", help="the parked-event store (ROUTER_DATABASE_URL)"
+            )
+            parser.add_argument("--amqp-url", help="RabbitMQ URL, for a replay (ROUTER_AMQP_URL)")
             parser.add_argument("--namespace", help="prefix of queue names (attentive)")
 
 
-def _operation_help(kind: Kind, operation: str) -> str:
+def _add_operation_options(parser: argparse.ArgumentParser, operation: str) -> None:
+    if operation == "list":
+        parser.add_argument(
+            "--limit",
+            type=_positive_int,
+            default=DEFAULT_PAGE_SIZE,
+            metavar="N",
+            help=f"entries a page (newest first; {DEFAULT_PAGE_SIZE}, at most {MAX_PAGE_SIZE})",
+        )
+        parser.add_argument("--cursor", help="the page after the one that printed this cursor")
+    if operation == "facets":
+        parser.add_argument(
+            "--size",
+            type=_positive_int,
+            default=DEFAULT_FACET_SIZE,
+            metavar="N",
+            help=f"the largest N values of each facet ({DEFAULT_FACET_SIZE})",
+        )
+    if operation == "replay":
+        parser.add_argument(
+            "--limit", type=_positive_int, metavar="N", help="replay at most N matching events"
+        )
+        parser.add_argument(
+            "--rate", type=_positive, metavar="N", help="at most N events per second"
+        )
+        parser.add_argument(
+            "--dry-run", action="store_true", help="only count what would be replayed"
+        )
+    if operation == "purge":
+        parser.add_argument(
+            "--yes", action="store_true", help="really purge (without it: a dry run)"
+        )
+    if operation in ("replay", "purge"):
+        parser.add_argument(
+            "--detach", action="store_true", help="create the job and leave it to a keeper"
+        )
+
+
+def _operation_help(place: Place, operation: str) -> str:
     match operation:
         case "list":
-            return "list the parked events (nothing leaves the queue)"
+            return "list the parked events, newest first, a page at a time"
+        case "facets":
+            return "count them by type, company, error, reason and day"
         case "show":
             return "one event: headers and payload (masked unless --reveal)"
         case "replay":
-            where = "the application's queue" if kind is Kind.DLQ else "attentive.events"
-            return f"move matching events back to {where}"
+            where = "the application's queue" if place is Place.DLQ else "attentive.events"
+            return f"send matching events back to {where} (a job)"
         case _:
-            return "delete matching events (a dry run without --yes)"
+            return "purge matching events (a job; a dry run without --yes)"
 
 
 def _add_filters(parser: argparse.ArgumentParser) -> None:
@@ -106,26 +154,27 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--error", metavar="TEXT", help="the last error contains TEXT (case-insensitive)"
     )
+    parser.add_argument(
+        "--reason", metavar="REASON", help="why it was parked: exhausted, rejected, ..."
+    )
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
+def _positive(text: str) -> float:
+    """A positive, finite number (argparse's error when it is not one)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or value == float("inf"):
+    if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    value = _positive(text)
+    if not value.is_integer() or not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"not a whole number of at least 1: {text!r}")
+    return int(value)
 
 
 # -- running --------------------------------------------------------------------------------
@@ -133,138 +182,208 @@ def _positive_float(text: str) -> float:
 
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Run one ``dlq|unrouted|invalid`` subcommand; the exit code."""
-    settings = Settings.from_env(env, amqp_url=args.amqp_url, namespace=args.namespace)
-    dead = DeadLetters(settings.amqp_url.reveal(), settings.names)
-    parked = dead.parked(args.command, getattr(args, "app", None))
-    where = _filter(args) if args.deadletter_command != "show" else Filter()
+    settings = Settings.from_env(
+        env, database_url=args.database_url, amqp_url=args.amqp_url, namespace=args.namespace
+    )
+    place = Place(args.command)
+    query = _query(place, args)
+    store = parked_store_from_url(settings.database_url.reveal())
+    following: list[Job] = []
     try:
-        with output.quiet_amqp_logs():
-            return asyncio.run(_call(dead, parked, where, args, settings))
+        with output.quiet_amqp_logs(), output.library_logs(settings.log_format):
+            return asyncio.run(_call(store, query, args, settings, following))
     except KeyboardInterrupt:
-        return output.fail("interrupted; events not yet replayed or purged stay parked", 130)
+        if not following:
+            return output.fail("interrupted", 130)
+        job = following[-1].id
+        output.note(
+            f"detached from job {job}: it goes on in a keeper (attentive-router jobs show {job};"
+            f" attentive-router jobs cancel {job} stops it)"
+        )
+        return 130
 
 
-def _filter(args: argparse.Namespace) -> Filter:
-    return Filter.build(
+def _query(place: Place, args: argparse.Namespace) -> Query:
+    app = getattr(args, "app", None)
+    if args.deadletter_command == "show":
+        return views.place_query(place, app)
+    return views.place_query(
+        place,
+        app,
         event=args.event_type,
         company=args.company,
         message_ids=args.message_ids,
         since=args.since,
         until=args.until,
         error=args.error,
+        reason=args.reason,
     )
 
 
 async def _call(
-    dead: DeadLetters, parked: Parked, where: Filter, args: argparse.Namespace, settings: Settings
+    store: ParkedStore,
+    query: Query,
+    args: argparse.Namespace,
+    settings: Settings,
+    following: list[Job],
 ) -> int:
-    operation: str = args.deadletter_command
-    if operation == "show":
-        entry = await dead.show(parked, args.message_id)
-        _print_entry(entry, reveal=args.reveal, as_json=args.json)
-        return 0
-    progress = output.ProgressReporter(
-        f"{parked.kind}.{operation}", logger=_progress_logger(settings)
-    )
+    await store.open()
     try:
-        match operation:
+        match args.deadletter_command:
             case "list":
-                summary = await dead.list(parked, where, progress=progress)
+                return await _list(store, query, args)
+            case "facets":
+                return await _facets(store, query, args)
+            case "show":
+                return await _show(store, query, args)
             case "replay":
-                summary = await dead.replay(
-                    parked,
-                    where,
-                    limit=args.limit,
-                    rate=args.rate,
-                    dry_run=args.dry_run,
-                    progress=progress,
-                )
-            case "purge":
-                summary = await dead.purge(parked, where, dry_run=not args.yes, progress=progress)
-            case _:  # pragma: no cover
-                raise AssertionError(operation)
+                kind, dry_run = JobKind.REPLAY, args.dry_run
+            case _:
+                kind, dry_run = JobKind.PURGE, not args.yes
+        limits = {"limit": getattr(args, "limit", None), "rate": getattr(args, "rate", None)}
+        request = JobRequest.build(kind, query, who(), dry_run=dry_run, **limits)
+        return await _job(store, request, args, settings, following)
     finally:
-        progress.finish()
-    if operation == "list":
-        _print_list(parked, summary, as_json=args.json)
-        return 0
+        await store.close()
+
+
+def who() -> str:
+    """Who runs the command, as jobs and the audit log name them: ``cli:<login name>``."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no login name in a bare container
+        return "cli"
+
+
+async def _list(store: ParkedStore, query: Query, args: argparse.Namespace) -> int:
+    page = await store.page(query, args.limit, args.cursor)
+    matched = await store.count(query)
     if args.json:
-        output.print_json({"queue": parked.queue, **summary.to_json()})
-    elif operation == "replay":
-        output.print_line(
-            f"matched {summary.matched}, replayed {summary.replayed}, left {summary.left}, "
-            f"failed {summary.failed}" + (" (dry run: nothing moved)" if summary.dry_run else "")
+        output.print_json({"matched": matched, **views.page_json(page)})
+        return 0
+    output.print_line(f"{matched} events match in {views.where(query)}, newest first")
+    if page.entries:
+        output.print_table(
+            ["ID", "MESSAGE ID", "TYPE", "COMPANY", "ATTEMPTS", "LAST ERROR", "PARKED AT"],
+            (_row(entry) for entry in page.entries),
+            right={0, 4},
         )
-    elif summary.dry_run:
-        output.print_line(f"would purge {summary.matched} of {summary.total} (add --yes)")
-    else:
-        output.print_line(f"purged {summary.purged} of {summary.total} from {parked.queue}")
-    return 1 if summary.failed else 0
+    if page.next_cursor is not None:
+        output.print_line(f"next page: --cursor {page.next_cursor}")
+    return 0
 
 
-def _progress_logger(settings: Settings) -> Any:
-    """On a terminal the bar needs no logger; otherwise progress lines go to our stderr."""
-    if output.isatty(sys.stderr):
-        return None
-    return output.stderr_logger(console=settings.log_format == "console")
+def _row(entry: ParkedEvent) -> list[str]:
+    shown = views.summary(entry)
+    return [
+        output.dash(entry.id),
+        (entry.message_id or "-")[:12],
+        entry.event_type or "?",
+        entry.company or "?",
+        output.dash(entry.attempts),
+        output.truncate(shown["error"] or entry.reason or "", _ERROR_WIDTH),
+        output.dash(shown["parked_at"]),
+    ]
 
 
-# -- output ---------------------------------------------------------------------------------
+async def _facets(store: ParkedStore, query: Query, args: argparse.Namespace) -> int:
+    counted = views.facets_json(await store.facets(query, args.size))
+    if args.json:
+        output.print_json(counted)
+        return 0
+    output.print_line(f"{counted['total']} events in {views.where(query)}")
+    for name in views.FACET_NAMES:
+        if counted[name]:
+            output.print_line()
+            output.print_table(
+                [name.upper(), "COUNT"],
+                ([output.dash(b["value"]), str(b["count"])] for b in counted[name]),
+                right={1},
+            )
+    return 0
 
 
-def _print_list(parked: Parked, summary: Summary, *, as_json: bool) -> None:
-    if as_json:
-        output.print_json(
-            {
-                "queue": parked.queue,
-                "total": summary.total,
-                "matched": summary.matched,
-                "entries": [entry.summary() for entry in summary.entries],
-            }
-        )
-        return
-    output.print_line(f"{summary.matched} of {summary.total} events match in {parked.queue}")
-    if not summary.entries:
-        return
-    output.print_table(
-        ["MESSAGE ID", "TYPE", "COMPANY", "ATTEMPTS", "LAST ERROR", "PARKED AT"],
-        (
-            [
-                entry.message_id[:12],
-                entry.event_type or "?",
-                entry.company_id or "?",
-                output.dash(entry.attempts),
-                output.truncate(entry.error or entry.reason or "", _ERROR_WIDTH),
-                output.dash(entry.summary()["parked_at"]),
-            ]
-            for entry in summary.entries
-        ),
-        right={3},
-    )
-
-
-def _print_entry(entry: Entry, *, reveal: bool, as_json: bool) -> None:
-    detail = entry.detail(reveal=reveal)
-    if as_json:
+async def _show(store: ParkedStore, query: Query, args: argparse.Namespace) -> int:
+    entry = await views.find(store, query, args.ref)
+    if args.reveal:
+        await views.record_reveal(store, who(), entry, logger=output.stderr_logger(console=True))
+    detail = views.detail(entry, reveal=args.reveal)
+    if args.json:
         output.print_json(detail)
-        return
-    output.print_fields(
-        [
-            ("message id", detail["message_id"]),
-            ("type", detail["type"]),
-            ("company", detail["company"]),
-            ("routing key", detail["routing_key"]),
-            ("attempts", detail["attempts"]),
-            ("error", detail["error"]),
-            ("reason", detail["reason"]),
-            ("parked at", detail["parked_at"]),
-            ("replays", detail["replays"]),
-        ]
-    )
+        return 0
+    output.print_fields((label, detail[key]) for label, key in _SHOWN)
     output.print_line("headers:")
     output.print_block(detail["headers"])
-    output.print_line("payload:" + ("" if reveal else " (masked; --reveal to show)"))
+    output.print_line("payload:" + ("" if args.reveal else " (masked; --reveal to show)"))
     output.print_block(detail["payload"])
+    return 0
 
 
-__all__ = ["OPERATIONS", "add_commands", "run"]
+async def _job(
+    store: ParkedStore,
+    request: JobRequest,
+    args: argparse.Namespace,
+    settings: Settings,
+    following: list[Job],
+) -> int:
+    job = await store.create_job(request)
+    following.append(job)
+    where = views.where(request.query)
+    said = f"job {job.id}: {job.kind.value} of {job.matched} events in {where}"
+    if args.detach and args.json:
+        output.print_json(job.to_json())
+    elif args.detach:
+        output.print_line(said)
+    if args.detach:
+        return 0
+    output.note(said)
+    job = await _follow(store, job, settings)
+    verb, done = job.kind.value, "replayed" if job.kind is JobKind.REPLAY else "purged"
+    if args.json:
+        output.print_json(job.to_json())
+    elif job.dry_run:
+        extra = "(add --yes)" if job.kind is JobKind.PURGE else "(dry run: nothing moved)"
+        output.print_line(f"would {verb} {job.matched} in {where} {extra}")
+    else:
+        output.print_line(
+            f"job {job.id} {job.state.value}: matched {job.matched}, {done} {job.done}, "
+            f"failed {job.failed}"
+        )
+    if not job.state.finished:
+        output.note(f"job {job.id} paused ({job.last_error}): a keeper resumes it")
+    return 0 if job.state is JobState.DONE and not job.failed else 1
+
+
+async def _follow(store: ParkedStore, job: Job, settings: Settings) -> Job:
+    """Run ``job`` here (unless a keeper took it first) and show its progress until it ends,
+    or is left to a keeper (the broker went away: it is resumed from where it stopped)."""
+    progress = output.progress_reporter(f"{job.kind.value}.{job.id}", settings.log_format)
+    runner = JobRunner(store, settings.amqp_url.reveal(), settings.names)
+    running = asyncio.create_task(runner.run_job(job.id))
+    try:
+        while True:
+            job = await store.job(job.id)
+            now = datetime.now(UTC)
+            eta = job.eta(now)
+            seconds = None if eta is None else eta.total_seconds()
+            progress(job.handled, job.matched, rate=job.per_second(now), eta=seconds)
+            if job.state.finished:
+                return job
+            if running.done() and (left := running.result()) is not None:
+                return left  # paused (its lease given back): a keeper resumes it
+            if running.done():  # a keeper runs it: only follow
+                await asyncio.sleep(FOLLOW_INTERVAL)
+            else:
+                await asyncio.wait({running}, timeout=FOLLOW_INTERVAL)
+    finally:
+        progress.finish()
+        if not running.done():  # interrupted: give the lease back, for a keeper to go on
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RouterError):
+                await running
+            with contextlib.suppress(RouterError):
+                await store.release_job(job.id, runner.owner, "its command was interrupted")
+        await runner.close()
+
+
+__all__ = ["FOLLOW_INTERVAL", "OPERATIONS", "add_commands", "run", "who"]

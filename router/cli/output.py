@@ -187,23 +187,51 @@ def quiet_amqp_logs() -> Iterator[None]:
             logger.setLevel(level)
 
 
+def console_logs(log_format: str) -> bool:
+    """Whether log lines on stderr are console lines (else JSON): ``--log-format``'s choice,
+    or (``auto``) whether stderr is a terminal."""
+    return log_format == "console" or (log_format == "auto" and isatty(sys.stderr))
+
+
+@contextlib.contextmanager
+def library_logs(log_format: str) -> Iterator[None]:
+    """While a command runs library code that logs (a job's runner), its warnings and errors
+    go to this command's stderr, rendered as :func:`stderr_logger` renders (its info lines,
+    which would break a progress bar or a ``--json`` document, are dropped); the structlog
+    configuration is restored after."""
+    saved = structlog.get_config()
+    structlog.configure(
+        processors=_processors(console=console_logs(log_format)),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    try:
+        yield
+    finally:
+        structlog.configure(**saved)
+
+
 def stderr_logger(*, console: bool) -> Any:
     """Log lines on this command's stderr (console lines or JSON, control characters escaped
     either way); the global config untouched."""
+    return structlog.wrap_logger(
+        structlog.PrintLogger(sys.stderr), processors=_processors(console=console)
+    )
+
+
+def _processors(*, console: bool) -> list[Any]:
     renderer: Any = (
         structlog.dev.ConsoleRenderer(colors=False)
         if console
         else structlog.processors.JSONRenderer(serializer=lambda o, **_: to_json(o))
     )
-    return structlog.wrap_logger(
-        structlog.PrintLogger(sys.stderr),
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            renderer,
-            _escape_rendered,
-        ],
-    )
+    return [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        renderer,
+        _escape_rendered,
+    ]
 
 
 def _escape_rendered(_: Any, __: str, rendered: Any) -> str:
@@ -222,12 +250,19 @@ def isatty(stream: TextIO) -> bool:
 # -- progress ---------------------------------------------------------------------------------
 
 
-class ProgressReporter:
-    """A ``progress(done, total)`` callback for long walks (the dead-letter commands).
+def progress_reporter(operation: str, log_format: str) -> ProgressReporter:
+    """A bar on a terminal; otherwise progress lines on this command's stderr."""
+    logger = None if isatty(sys.stderr) else stderr_logger(console=console_logs(log_format))
+    return ProgressReporter(operation, logger=logger)
 
-    On a terminal it redraws ``[#####.....] 500/1000`` on one line (at most 10 times a second)
-    and ends it with a newline; otherwise it logs a structured ``progress`` line every
-    ``interval`` seconds or every 10 %, whichever comes first, and at the end.
+
+class ProgressReporter:
+    """A ``progress(done, total)`` callback for long operations (a replay or purge job).
+
+    On a terminal it redraws ``[#####.....] 500/1000`` on one line (at most 10 times a second;
+    with ``rate`` and ``eta`` when given: ``  250/s  ETA 0:02``) and ends it with a newline;
+    otherwise it logs a structured ``progress`` line (``rate``, ``eta_seconds`` too when given)
+    every ``interval`` seconds or every 10 %, whichever comes first, and at the end.
     """
 
     def __init__(
@@ -254,19 +289,28 @@ class ProgressReporter:
         self._last_log = clock()  # a log line after ``interval`` or the first 10 %
         self._last_decile = 0
         self._open_line = False
+        self._drawn = 0
 
-    def __call__(self, done: int, total: int) -> None:
+    def __call__(
+        self, done: int, total: int, *, rate: float | None = None, eta: float | None = None
+    ) -> None:
+        """Report ``done`` of ``total``; ``rate`` (a second) and ``eta`` (seconds) if known."""
         now = self._clock()
         if self.tty:
             if done >= total or now - self._last_draw >= self._redraw:
-                self._draw(done, total)
+                self._draw(done, total, _speed(rate, eta))
                 self._last_draw = now
             if done >= total:
                 self.finish()
             return
         decile = done * 10 // total if total else 10
         if done >= total or decile > self._last_decile or now - self._last_log >= self._interval:
-            self._log().info("progress", operation=self.operation, done=done, total=total)
+            extra: dict[str, float] = {}
+            if rate is not None:
+                extra["rate"] = round(rate, 1)
+            if eta is not None:
+                extra["eta_seconds"] = round(eta, 1)
+            self._log().info("progress", operation=self.operation, done=done, total=total, **extra)
             self._last_log = now
             self._last_decile = decile
 
@@ -277,11 +321,14 @@ class ProgressReporter:
             self._stream.flush()
             self._open_line = False
 
-    def _draw(self, done: int, total: int) -> None:
-        filled = self._width * done // total if total else self._width
+    def _draw(self, done: int, total: int, speed: str) -> None:
+        filled = min(self._width * done // total if total else self._width, self._width)
         bar = "#" * filled + "." * (self._width - filled)
-        self._stream.write(f"\r[{bar}] {done}/{total}")
+        line = f"[{bar}] {done}/{total}{speed}"
+        # spaces over what a longer line before left
+        self._stream.write(f"\r{line}{' ' * max(self._drawn - len(line), 0)}")
         self._stream.flush()
+        self._drawn = len(line)
         self._open_line = True
 
     def _log(self) -> Any:
@@ -289,14 +336,32 @@ class ProgressReporter:
         return self._logger if self._logger is not None else structlog.get_logger("router.cli")
 
 
+def _speed(rate: float | None, eta: float | None) -> str:
+    """``  250/s  ETA 0:02`` (what is known of it)."""
+    text = ""
+    if rate is not None:
+        text += f"  {rate:.0f}/s" if rate >= 10 else f"  {rate:.1f}/s"
+    if eta is not None:
+        minutes, seconds = divmod(int(eta + 0.5), 60)
+        hours, minutes = divmod(minutes, 60)
+        text += (
+            f"  ETA {hours}:{minutes:02d}:{seconds:02d}"
+            if hours
+            else f"  ETA {minutes}:{seconds:02d}"
+        )
+    return text
+
+
 __all__ = [
     "PROG",
     "ProgressReporter",
+    "console_logs",
     "dash",
     "describe",
     "escape_controls",
     "fail",
     "isatty",
+    "library_logs",
     "note",
     "plural",
     "print_block",
@@ -304,6 +369,7 @@ __all__ = [
     "print_json",
     "print_line",
     "print_table",
+    "progress_reporter",
     "quiet_amqp_logs",
     "report",
     "stderr_logger",
