@@ -696,8 +696,17 @@ async def test_the_admin_api_lists_counts_shows_and_makes_jobs_behind_the_token(
     assert (await response.json())["jobs"] == []
     response = await admin.post(f"/admin/jobs/{job['id']}/cancel", headers=AUTH)
     assert response.status == 409
-    response = await admin.get("/admin/jobs/999", headers=AUTH)
-    assert response.status == 404
+    for path, status in (
+        ("/admin/jobs/999", 404),
+        ("/admin/jobs/99999999999999999999999", 404),
+        ("/admin/jobs/first", 400),
+        ("/admin/jobs?state=asleep", 400),
+        ("/admin/jobs?before=yesterday", 400),
+    ):
+        response = await admin.get(path, headers=AUTH)
+        assert response.status == status, path
+    response = await admin.get("/admin/jobs", params={"before": purging["id"]}, headers=AUTH)
+    assert [j["id"] for j in (await response.json())["jobs"]] == [counted["id"], job["id"]]
 
     # Unrouted and invalid answer too (empty here)
     for path in ("/admin/unrouted", "/admin/invalid"):

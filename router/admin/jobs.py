@@ -10,6 +10,7 @@ Jobs are created by ``POST /admin/{dlq/APP|unrouted|invalid}/{replay|purge}``
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 import structlog
@@ -18,13 +19,16 @@ from aiohttp import web
 from router.admin.deadletters import store_of, unavailable_as_503
 from router.admin.responses import json_response
 from router.admin.tokens import caller, operator_only
-from router.errors import InvalidInput
+from router.errors import InvalidInput, NotFound
 from router.parked.jobs import JobState
 
 log = structlog.get_logger("router.admin.jobs")
 
 #: How many jobs a list shows unless asked otherwise (the store serves at most 1000).
 DEFAULT_JOBS = 50
+#: Ids are 64-bit: a longer run of digits names no job.
+_MAX_ID_DIGITS = 18
+_DIGITS = re.compile(r"[0-9]+")
 
 
 def add_job_routes(app: web.Application) -> None:
@@ -68,8 +72,10 @@ async def cancel_job(request: web.Request) -> web.Response:
 
 def _job_id(request: web.Request) -> int:
     raw = request.match_info["id"]
-    if not raw.isdigit():
+    if not _DIGITS.fullmatch(raw):
         raise InvalidInput("a job id is a number")
+    if len(raw) > _MAX_ID_DIGITS:
+        raise NotFound(f"no job {raw}")
     return int(raw)
 
 
@@ -86,7 +92,7 @@ def _state(raw: str | None) -> JobState | None:
 def _number(raw: str | None, name: str, default: int) -> int:
     if not raw:
         return default
-    if not raw.isdigit():
+    if not _DIGITS.fullmatch(raw) or len(raw) > _MAX_ID_DIGITS:
         raise InvalidInput(f"must be a whole number, not {raw!r}", field=name)
     return int(raw)
 

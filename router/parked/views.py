@@ -79,7 +79,7 @@ async def find(store: ParkedStore, query: Query, ref: str) -> ParkedEvent:
     else the newest entry of that message id; :class:`NotFound` when there is none."""
     ref = ref.strip()
     in_place = Query(place=query.place, app=query.app, state=None)
-    if ref.isdigit() and len(ref) <= _MAX_ID_DIGITS:
+    if ref.isascii() and ref.isdigit() and len(ref) <= _MAX_ID_DIGITS:
         with contextlib.suppress(NotFound):
             entry = await store.get(int(ref))
             if in_place.matches(entry):
