@@ -49,7 +49,9 @@ from router.parked.runner import JobRunner
 from router.parked.store import ParkedStore
 from router.settings import Settings
 from tests.conftest import AMQP_URL, AUTH, Client, depth, signed, take
-from tests.parked_stores import POSTGRES_URL
+from tests.parked_stores import POSTGRES_URL, Backend, backend
+
+__all__ = ["backend"]  # a fixture, used by name
 
 pytestmark = pytest.mark.broker
 
@@ -575,24 +577,22 @@ async def test_invalid_webhooks_are_listed_shown_and_purged_but_never_replayed(
 
 @pytest.fixture
 async def parked_admin(
-    admin_settings: Settings, database_url: str, store: ParkedStore
-) -> AsyncIterator[Client]:
-    """The admin API on the test's store (and claims in the same database)."""
-    client = Client(
-        TestServer(create_admin_app(replace(admin_settings, database_url=database_url)))
-    )
+    admin_settings: Settings, backend: Backend
+) -> AsyncIterator[tuple[Client, ParkedStore]]:
+    """The admin API on a parked-event store of each backend (SQLite, the real PostgreSQL),
+    and the test's own handle on that store."""
+    store = await backend.opened()
+    client = Client(TestServer(create_admin_app(admin_settings, store=backend.make())))
     await client.start_server()
-    yield client
+    yield client, store
     await client.close()
+    await store.close()
 
 
 async def test_the_admin_api_lists_counts_shows_and_makes_jobs_behind_the_token(
-    parked_admin: Client,
-    amqp: AbstractRobustConnection,
-    names: Names,
-    store: ParkedStore,
+    parked_admin: tuple[Client, ParkedStore], amqp: AbstractRobustConnection, names: Names
 ) -> None:
-    admin = parked_admin
+    admin, store = parked_admin
     app = "webhooks-out"
     entries = dead_letters(app, 4)
     ids = [str(e.message_id) for e in entries]
