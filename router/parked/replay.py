@@ -1,0 +1,321 @@
+"""A replay job's entries back on the broker: where each goes, with what, many in flight.
+
+Each entry is published byte-exact (its body; its properties, the headers through
+:func:`router.contract.envelope.replayed`: no trace of the failure, one more replay counted)
+to where it came from: a DLQ entry to its application's requeue exchange (a fanout into the
+application's queue, as expired retries go), an unrouted entry to the events exchange with
+its routing key, so that whoever owns its type now gets it. Every publish is mandatory and
+confirmed: a publish the broker returns (no queue bound, the application queue gone) or
+nacks is a failure, and the entry stays parked.
+
+Up to ``window`` publishes are outstanding, counted from the publish until the store marked
+the entry replayed (after its confirm), so a runner killed at any moment leaves at most
+``window`` entries published and still parked: the next runner publishes those again, and
+workers skip them by message id. The store records a batch (marks, counts, the last id up to
+which every entry is handled, the lease) when half a window is confirmed, or every
+``settle_every`` seconds; a job cancelled meanwhile, or a lease another runner took, stops
+the publishing there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from datetime import timedelta
+
+import aiormq
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractConnection
+from pamqp.commands import Basic
+
+from router.contract import envelope
+from router.contract.names import Names
+from router.errors import InvalidInput, Unavailable
+from router.parked.jobs import Job, JobState
+from router.parked.model import ParkedEvent, Place
+from router.parked.store import ParkedStore, Settled
+
+#: Publishes outstanding at most (from the publish to the mark), unless asked otherwise.
+DEFAULT_WINDOW = 256
+#: How long one publish waits for its confirm before it counts as failed (seconds).
+CONFIRM_TIMEOUT = 30.0
+#: The longest between two records of a running replay's progress (seconds).
+SETTLE_EVERY = 1.0
+
+_log = structlog.get_logger("router.jobs")
+
+
+class BrokerLost(Unavailable):
+    """Raised when the broker connection or channel went away during a replay: what was not
+    confirmed stays parked, and the job is resumed by the next runner."""
+
+
+def destination(names: Names, entry: ParkedEvent) -> tuple[str, str]:
+    """The exchange and routing key a replay of ``entry`` is published with."""
+    if entry.place is Place.DLQ and entry.app:
+        return names.app_requeue_exchange(entry.app), entry.routing_key
+    if entry.place is Place.UNROUTED:
+        return names.events_exchange, entry.routing_key
+    raise InvalidInput(f"entry {entry.id} ({entry.place.value}) cannot be replayed", field="place")
+
+
+def replayed_properties(entry: ParkedEvent) -> Basic.Properties:
+    """``entry``'s properties as they go out again: the same, the headers as replayed."""
+    properties = replace(entry.properties, headers=envelope.replayed(entry.headers))
+    return properties.as_amqp()
+
+
+class Pacer:
+    """At most ``rate`` publishes a second (None: no limit); ``waits`` counts the pauses."""
+
+    def __init__(
+        self,
+        rate: float | None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> None:
+        self._interval = 1.0 / rate if rate else 0.0
+        self._clock = clock
+        self._sleep = sleep
+        self._next = clock()
+        self.waits = 0
+
+    async def wait(self) -> None:
+        if not self._interval:
+            return
+        now = self._clock()
+        if self._next > now:
+            self.waits += 1
+            await self._sleep(self._next - now)
+        self._next = max(self._next, now) + self._interval
+
+
+class Publisher:
+    """Confirmed, mandatory publishes on one channel of ``connection``."""
+
+    def __init__(
+        self, connection: AbstractConnection, names: Names, confirm_timeout: float
+    ) -> None:
+        self._connection = connection
+        self._names = names
+        self._timeout = confirm_timeout
+        self._channel: AbstractChannel | None = None
+        self._raw: aiormq.abc.AbstractChannel | None = None
+        self._exchanges: dict[str, bool] = {}
+
+    async def open(self) -> None:
+        try:
+            self._channel = await self._connection.channel(
+                publisher_confirms=True, on_return_raises=True
+            )
+            self._raw = await self._channel.get_underlay_channel()
+        except (aiormq.exceptions.AMQPError, RuntimeError, OSError) as error:
+            raise BrokerLost(f"cannot open a channel for the replay: {error!r}") from None
+
+    async def close(self) -> None:
+        channel, self._channel = self._channel, None
+        if channel is not None and not channel.is_closed:
+            with contextlib.suppress(aiormq.exceptions.AMQPError, RuntimeError, OSError):
+                await channel.close()
+
+    async def reachable(self, exchange: str) -> bool:
+        """Whether ``exchange`` exists (asked once per exchange, on a channel of its own:
+        publishing to a missing exchange would close the publishing channel)."""
+        known = self._exchanges.get(exchange)
+        if known is None:
+            try:
+                channel = await self._connection.channel()
+                try:
+                    await channel.declare_exchange(exchange, passive=True)
+                    known = True
+                except aiormq.exceptions.ChannelNotFoundEntity:
+                    known = False
+                finally:
+                    if not channel.is_closed:
+                        await channel.close()
+            except (aiormq.exceptions.AMQPError, RuntimeError, OSError) as error:
+                raise BrokerLost(f"cannot check exchange {exchange}: {error!r}") from None
+            self._exchanges[exchange] = known
+        return known
+
+    async def publish(self, entry: ParkedEvent) -> bool:
+        """Publish ``entry``; True once confirmed, False when returned, nacked or unconfirmed
+        in time (it stays parked); :class:`BrokerLost` when the channel went away."""
+        if self._raw is None:
+            raise BrokerLost("the replay's channel is closed")
+        try:
+            exchange, routing_key = destination(self._names, entry)
+        except InvalidInput:
+            return False
+        if not await self.reachable(exchange):
+            return False
+        try:
+            confirm = await self._raw.basic_publish(
+                entry.body,
+                exchange=exchange,
+                routing_key=routing_key,
+                properties=replayed_properties(entry),
+                mandatory=True,
+                timeout=self._timeout,
+            )
+        except (aiormq.exceptions.DeliveryError, TimeoutError):
+            return False
+        except (aiormq.exceptions.AMQPError, RuntimeError, OSError) as error:
+            raise BrokerLost(f"the broker went away during the replay: {error!r}") from None
+        return isinstance(confirm, Basic.Ack)
+
+
+@dataclass
+class _Flights:
+    """Published entries in id order until the store recorded them."""
+
+    order: deque[int]
+    outcomes: dict[int, bool]
+    ready: asyncio.Event
+    #: Why publishing stops early: the broker went away, or the store failed.
+    stopped_by: BaseException | None = None
+
+    def finished_prefix(self) -> int:
+        """How many entries at the head of the order have their outcome."""
+        count = 0
+        for entry_id in self.order:
+            if entry_id not in self.outcomes:
+                break
+            count += 1
+        return count
+
+
+@dataclass
+class Replay:
+    """One run of a replay job by ``owner``: :meth:`run` publishes until the job is done,
+    cancelled, taken by another runner, or the broker went away."""
+
+    store: ParkedStore
+    job: Job
+    owner: str
+    publisher: Publisher
+    lease: timedelta
+    pacer: Pacer
+    window: int = DEFAULT_WINDOW
+    settle_every: float = SETTLE_EVERY
+
+    async def run(self) -> Job:
+        """The job as last recorded; :class:`BrokerLost` when the broker went away (what was
+        confirmed is recorded first)."""
+        flights = _Flights(deque(), {}, asyncio.Event())
+        slots = asyncio.Semaphore(self.window)
+        stopping = asyncio.Event()
+        settler = asyncio.create_task(self._settle_loop(flights, slots, stopping))
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            await self._publish_all(flights, slots, settler, tasks)
+        finally:
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+            stopping.set()
+            flights.ready.set()
+            await settler
+        if flights.stopped_by is not None:
+            raise flights.stopped_by
+        return self.job
+
+    def _going(self) -> bool:
+        return self.job.state is JobState.RUNNING and self.job.lease_owner == self.owner
+
+    async def _publish_all(
+        self,
+        flights: _Flights,
+        slots: asyncio.Semaphore,
+        settler: asyncio.Task[None],
+        tasks: set[asyncio.Task[None]],
+    ) -> None:
+        budget = None if self.job.limit is None else self.job.limit - self.job.handled
+        after, published = self.job.last_id, 0
+        while self._going() and flights.stopped_by is None:
+            batch = await self.store.job_batch(self.job, after, self.window)
+            for entry in batch:
+                if budget is not None and published >= budget:
+                    return
+                await slots.acquire()
+                if not self._going() or flights.stopped_by is not None:
+                    return
+                await self.pacer.wait()
+                assert entry.id is not None
+                flights.order.append(entry.id)
+                task = asyncio.create_task(self._one(entry, entry.id, flights))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                after, published = entry.id, published + 1
+            if len(batch) < self.window:
+                return
+
+    async def _one(self, entry: ParkedEvent, entry_id: int, flights: _Flights) -> None:
+        try:
+            flights.outcomes[entry_id] = await self.publisher.publish(entry)
+        except BrokerLost as lost:
+            flights.stopped_by = flights.stopped_by or lost
+        except Exception:  # a defect: this entry fails (stays parked), the others go on
+            _log.exception("replay_publish_failed", job=self.job.id, entry=entry_id)
+            flights.outcomes[entry_id] = False
+        flights.ready.set()
+
+    async def _settle_loop(
+        self, flights: _Flights, slots: asyncio.Semaphore, stopping: asyncio.Event
+    ) -> None:
+        """Record what was confirmed: a quarter of a window at a time, at least every
+        ``settle_every`` seconds (which renews the lease), and all of it at the end. When the
+        store fails, publishing stops (every slot is given back so that it sees it)."""
+        quarter = max(self.window // 4, 1)
+        last = time.monotonic()
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(flights.ready.wait(), self.settle_every)
+                flights.ready.clear()
+                ending = stopping.is_set()
+                count = flights.finished_prefix()
+                due = time.monotonic() - last >= self.settle_every
+                if count >= quarter or due or (ending and count):
+                    await self._settle(flights, count, slots)
+                    last = time.monotonic()
+                if ending:
+                    return
+        except Exception as error:
+            flights.stopped_by = flights.stopped_by or error
+            for _ in range(self.window):
+                slots.release()
+
+    async def _settle(self, flights: _Flights, count: int, slots: asyncio.Semaphore) -> None:
+        done: list[int] = []
+        failed = 0
+        last_id = self.job.last_id
+        for _ in range(count):
+            entry_id = flights.order.popleft()
+            if flights.outcomes.pop(entry_id):
+                done.append(entry_id)
+            else:
+                failed += 1
+            last_id = entry_id
+        self.job = await self.store.settle(
+            self.job, self.owner, Settled(done, failed, last_id), self.lease
+        )
+        for _ in range(count):
+            slots.release()
+
+
+__all__ = [
+    "CONFIRM_TIMEOUT",
+    "DEFAULT_WINDOW",
+    "SETTLE_EVERY",
+    "BrokerLost",
+    "Pacer",
+    "Publisher",
+    "Replay",
+    "destination",
+    "replayed_properties",
+]
