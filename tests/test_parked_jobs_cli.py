@@ -1,0 +1,95 @@
+"""``attentive-router jobs list | show | cancel`` on a SQLite store: tables, --json, exit codes."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+
+from router.cli import jobs, output
+from router.cli.main import OneLineParser
+from router.errors import RouterError
+from router.parked.jobs import Job, JobRequest, JobState
+from router.parked.query import Query
+from router.parked.sqlite import SqliteParkedStore
+from tests.parked_stores import body_of, dead_letter
+
+
+def cli(capsys: pytest.CaptureFixture[str], database: Path, *argv: str) -> tuple[int, str, str]:
+    """Run ``attentive-router jobs ...`` as main runs it; (exit code, stdout, stderr)."""
+    parser = OneLineParser(prog=output.PROG)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    jobs.add_commands(commands, OneLineParser)
+    try:
+        args = parser.parse_args(["jobs", *argv])
+        code = int(args.run(args, {"ROUTER_DATABASE_URL": f"sqlite:///{database}"}))
+    except RouterError as error:
+        code = output.report(error)
+    except SystemExit as leaving:
+        code = int(leaving.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+async def prepared(database: Path) -> tuple[Job, Job]:
+    """Three dead letters; a replay job that ran to done, and a queued purge."""
+    store = SqliteParkedStore(database)
+    await store.open()
+    await store.upgrade()
+    await store.add_many(
+        [dead_letter(body_of("sms.sent", n=n), message_id=f"m{n}") for n in range(3)]
+    )
+    query = Query.build(place="dlq", app="alerts")
+    replay = await store.create_job(JobRequest.build("replay", query, "ops-alice", limit=2))
+    claimed = await store.claim_job("runner", timedelta(seconds=30), replay.id)
+    assert claimed is not None
+    finished = await store.finish_job(replay.id, "runner", JobState.DONE)
+    assert finished is not None
+    purge = await store.create_job(JobRequest.build("purge", query, "ops-bob", dry_run=True))
+    await store.close()
+    return finished, purge
+
+
+def test_jobs_are_listed_shown_and_cancelled(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    database = tmp_path / "router.db"
+    replay, purge = asyncio.run(prepared(database))
+
+    # jobs list: newest first, one row each
+    code, out, _ = cli(capsys, database, "list")
+    lines = out.splitlines()
+    assert code == 0 and lines[0].split() == [
+        "ID", "KIND", "STATE", "MATCHED", "DONE", "FAILED", "BY", "CREATED"
+    ]  # fmt: skip
+    assert lines[1].split()[:5] == [str(purge.id), "purge", "(dry", "run)", "queued"]
+    assert lines[2].split()[:4] == [str(replay.id), "replay", "done", "2"]
+
+    # jobs list --state --json
+    code, out, _ = cli(capsys, database, "list", "--state", "queued", "--json")
+    assert code == 0
+    assert [j["id"] for j in orjson.loads(out)["jobs"]] == [purge.id]
+
+    # jobs show
+    code, out, _ = cli(capsys, database, "show", str(replay.id))
+    assert code == 0
+    assert "progress:     0 of 2 (0%)" in out and "requested by: ops-alice" in out
+    code, out, _ = cli(capsys, database, "show", str(replay.id), "--json")
+    assert orjson.loads(out)["job"]["query"] == {"place": "dlq", "app": "alerts", "state": "parked"}
+
+    # jobs cancel: a queued one is cancelled, a finished one is refused (exit 1)
+    code, out, _ = cli(capsys, database, "cancel", str(purge.id), "--by", "ops-carol")
+    assert code == 0 and out.startswith(f"job {purge.id} (purge) cancelled by ops-carol")
+    code, _, err = cli(capsys, database, "cancel", str(replay.id))
+    assert code == 1 and "done already" in err
+
+    # not found (1) and wrong usage (2)
+    code, _, err = cli(capsys, database, "show", "999")
+    assert code == 1 and "no job 999" in err
+    code, _, err = cli(capsys, database, "list", "--limit", "0")
+    assert code == 2 and "--limit must be between 1 and 1000" in err
+    code, _, _ = cli(capsys, database, "list", "--state", "sleeping")
+    assert code == 2
