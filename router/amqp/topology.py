@@ -74,23 +74,20 @@ async def declare_app_queue(
         attentive.app.<app> ──(delivery limit, at-least-once)──▶ .dead (fanout) ──▶ .dlq
         .requeue (fanout) ──▶ attentive.app.<app>      (expired retries come back this way)
 
-    The dead-letter queue is a classic queue: ops list it by taking every message and putting
-    them all back, which on a classic queue keeps their order (a quorum queue returns them
-    in another order) and counts toward no limit. Not being replicated, it is unavailable
-    while its node is down: a dead-letter publish then comes back unroutable (the worker
-    returns the delivery, so it waits in the application queue), and RabbitMQ's at-least-once
-    dead-lettering keeps what it moves until the queue is back. A worker therefore declares
-    everything but the DLQ itself (``with_dead_letter_queue=False``): it can start while the
-    DLQ's node is down. The router declares the DLQ when a claim is granted.
+    The dead-letter queue is a landing zone, a quorum queue (replicated) like unrouted and
+    invalid: the keeper (:mod:`router.parked.keeper`) drains it into the parked-event store,
+    where ops list and replay dead letters. A worker declares everything but the DLQ itself
+    (``with_dead_letter_queue=False``): the router declares it when a claim is granted, and
+    the keeper when it first sees the application (replacing a classic DLQ of an earlier
+    release: :mod:`router.parked.landing`). Declaring it here over such a classic queue fails
+    with PRECONDITION_FAILED until the keeper has replaced it.
     """
-    dead = await channel.declare_exchange(
-        names.app_dead_letter_exchange(app), aio_pika.ExchangeType.FANOUT, durable=True
-    )
     if with_dead_letter_queue:
-        dlq = await channel.declare_queue(
-            names.app_dead_letter_queue(app), durable=True, arguments=CLASSIC_QUEUE_ARGUMENTS
+        await declare_dead_letter_queue(channel, names, app)
+    else:
+        await channel.declare_exchange(
+            names.app_dead_letter_exchange(app), aio_pika.ExchangeType.FANOUT, durable=True
         )
-        await dlq.bind(dead)
     queue = await channel.declare_queue(
         names.app_queue(app),
         durable=True,
@@ -106,6 +103,20 @@ async def declare_app_queue(
     )
     await queue.bind(requeue)
     return queue
+
+
+async def declare_dead_letter_queue(
+    channel: AbstractChannel, names: Names, app: str
+) -> aio_pika.abc.AbstractQueue:
+    """An application's dead-letter exchange (fanout) and its quorum DLQ bound to it."""
+    dead = await channel.declare_exchange(
+        names.app_dead_letter_exchange(app), aio_pika.ExchangeType.FANOUT, durable=True
+    )
+    dlq = await channel.declare_queue(
+        names.app_dead_letter_queue(app), durable=True, arguments=QUORUM_QUEUE_ARGUMENTS
+    )
+    await dlq.bind(dead)
+    return dlq
 
 
 async def declare_retry_queues(
@@ -168,6 +179,7 @@ __all__ = [
     "Topology",
     "declare",
     "declare_app_queue",
+    "declare_dead_letter_queue",
     "declare_retry_queues",
     "delete",
     "delete_app",

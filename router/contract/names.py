@@ -102,8 +102,20 @@ class Names:
         return f"{self.prefix}.app.{app}"
 
     def app_dead_letter_queue(self, app: str) -> str:
-        """Where an application's events go when they cannot be handled: ops inspect and replay."""
+        """Quorum queue where an application's events go when they cannot be handled: a landing
+        zone the keeper drains into the parked-event store."""
         return f"{self.prefix}.app.{app}.dlq"
+
+    def app_dead_letter_holding_queue(self, app: str) -> str:
+        """Quorum queue bound to :meth:`app_dead_letter_exchange` while the keeper replaces a
+        classic DLQ by a quorum one, so that the exchange always has a queue; drained, then
+        deleted."""
+        return f"{self.prefix}.app.{app}.dlq.holding"
+
+    def app_dead_letter_migration_lock(self, app: str) -> str:
+        """Exclusive queue the keeper that migrates an application's DLQ holds meanwhile: one
+        keeper at a time (the broker deletes it when that keeper's connection ends)."""
+        return f"{self.prefix}.app.{app}.dlq.migrating"
 
     def app_dead_letter_exchange(self, app: str) -> str:
         """Fanout exchange into :meth:`app_dead_letter_queue` (also the queue's own DLX)."""
