@@ -32,6 +32,7 @@ from router.amqp.topology import QUORUM_QUEUE_ARGUMENTS
 from router.contract.names import SIGNATURE_HEADER, Names
 from router.contract.signing import sign
 from router.ingress.service import Ingress
+from router.parked.open import parked_store_from_url
 from router.settings import Settings
 
 AMQP_URL = os.environ.get("ROUTER_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -211,6 +212,13 @@ def admin_settings(settings: Settings, tmp_path: Path) -> Settings:
 async def make_admin(admin_settings: Settings) -> AsyncIterator[MakeAdmin]:
     """Start an admin API on the test's database (again, to simulate a router restart)."""
     clients: list[Client] = []
+
+    store = parked_store_from_url(admin_settings.database_url.reveal())
+    await store.open()
+    try:
+        await store.upgrade()  # serve (or the keeper) does this at start
+    finally:
+        await store.close()
 
     async def start() -> Client:
         client = Client(TestServer(create_admin_app(admin_settings)))

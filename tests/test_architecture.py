@@ -29,7 +29,6 @@ LAYERS = {
     "observability": 4,
     "ingress": 5,
     "claims": 5,
-    "deadletters": 5,
     "attentive": 5,
     "parked": 5,
     "admin": 6,

@@ -77,10 +77,11 @@ async def test_unavailable_is_503_and_asks_to_come_back(admin_settings: Settings
     client = Client(TestServer(create_admin_app(unreachable)))
     await client.start_server()
     try:
-        response = await client.get("/admin/unrouted", headers=AUTH)
+        claim = {"app": "crm", "events": ["sms.*"]}
+        response = await client.post("/admin/claims", json=claim, headers=AUTH)
         assert response.status == 503
         assert response.headers["Retry-After"] == "5"
-        assert "no RabbitMQ node answered" in (await response.json())["error"]
+        assert "RabbitMQ could not be updated" in (await response.json())["error"]
     finally:
         await client.close()
 
