@@ -1,14 +1,17 @@
 """``attentive-router serve``: the webhook listener, the internal listener (``/metrics``,
-``/readyz``, ``/healthz``) and, with a token, the admin listener.
+``/readyz``, ``/healthz``), with a token the admin listener, and (unless ``ROUTER_KEEPER=off``)
+the keeper, which drains the landing zones into the parked-event store
+(:mod:`router.parked.keeper`; its metrics are on the internal listener's ``/metrics``).
 
 They run in one process and one event loop; SIGTERM or SIGINT stops them together (the
-ingress finishes its in-flight requests first, then its internal listener and its broker
-connection close; then the admin listener stops).
+keeper commits and acks what it holds first, then the ingress finishes its in-flight requests,
+then its internal listener and its broker connection close; then the admin listener stops).
 
 ``--workers N`` (``ROUTER_WORKERS``) starts N such processes on one webhook port
 (SO_REUSEPORT: the kernel spreads connections between them), so one machine's cores are used.
 They start and stop together: a signal to the parent reaches all of them, and if one dies the
-others are stopped. Only the first runs the admin listener and listens on the internal port,
+others are stopped. Only the first runs the admin listener and the keeper, and listens on the
+internal port,
 where it answers for every process: the others listen on Unix sockets in a directory the
 parent makes for the run (and removes), which the first asks
 (:mod:`router.ingress.processes`).
@@ -31,6 +34,9 @@ from router.ingress.processes import Processes
 from router.ingress.service import Ingress
 from router.loop import freeze_startup_heap, run_loop
 from router.observability import configure_logging
+from router.parked.keeper import Keeper
+from router.parked.metrics import KeeperMetrics
+from router.parked.settings import KeeperSettings
 from router.settings import Settings
 
 log = structlog.get_logger("router")
@@ -44,24 +50,26 @@ async def _stop_when_orphaned(parent: int, stop: asyncio.Event) -> None:
     stop.set()
 
 
-def run(settings: Settings) -> int:
-    """Run ``settings.workers`` ingress processes until a signal; the exit code."""
+def run(settings: Settings, keeper: KeeperSettings | None = None) -> int:
+    """Run ``settings.workers`` ingress processes (the first with a keeper, when ``keeper``
+    is enabled) until a signal; the exit code."""
+    keeper = keeper or KeeperSettings()
     if settings.workers == 1:
-        run_loop(serve(settings))
+        run_loop(serve(settings, keeper=keeper))
         return 0
     directory = tempfile.mkdtemp(prefix="attentive-router-")  # (only our user may enter it)
     try:
-        return _run_processes(settings, directory)
+        return _run_processes(settings, keeper, directory)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def _run_processes(settings: Settings, directory: str) -> int:
+def _run_processes(settings: Settings, keeper: KeeperSettings, directory: str) -> int:
     context = multiprocessing.get_context("spawn")
     children = [
         context.Process(
             target=_child,
-            args=(settings, Processes(directory, settings.workers, index), os.getpid()),
+            args=(settings, keeper, Processes(directory, settings.workers, index), os.getpid()),
             name=f"ingress-{index}",
         )
         for index in range(settings.workers)
@@ -90,25 +98,29 @@ def _run_processes(settings: Settings, directory: str) -> int:
     return 1 if failed and not stopping else 0
 
 
-def _child(settings: Settings, processes: Processes, parent: int) -> None:
+def _child(settings: Settings, keeper: KeeperSettings, processes: Processes, parent: int) -> None:
     # ``parent`` comes from the parent itself: a child asking os.getppid() while it was still
     # starting up, after its parent had been killed, would watch PID 1 and never stop
     configure_logging(settings.log_format, settings.log_level)
     structlog.contextvars.bind_contextvars(process=processes.index)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards SIGTERM
-    run_loop(serve(settings, admin=processes.first, processes=processes, parent=parent))
+    run_loop(
+        serve(settings, keeper=keeper, admin=processes.first, processes=processes, parent=parent)
+    )
 
 
 async def serve(
     settings: Settings,
     *,
+    keeper: KeeperSettings | None = None,
     admin: bool = True,
     reuse_port: bool = False,
     parent: int | None = None,
     processes: Processes | None = None,
 ) -> None:
     """Run until SIGTERM/SIGINT (or, for a child of ``serve --workers``, its parent's death);
-    ``processes``: which of ``serve --workers``'s processes this is."""
+    ``processes``: which of ``serve --workers``'s processes this is; ``admin``: the first,
+    which runs the admin listener and, when ``keeper`` is enabled, the keeper."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -129,6 +141,7 @@ async def serve(
         elif not settings.admin_token:
             log.info("admin_api_disabled", reason="ROUTER_ADMIN_TOKEN is not set")
         await ingress.start()
+        keeping = _KeeperTask.start(settings, keeper, ingress) if admin else None
         try:
             log.info("serving", listener="webhooks", host=settings.host, port=settings.port)
             log.info("serving", listener="internal", address=ingress.internal_address)
@@ -139,10 +152,43 @@ async def serve(
                 watchdog.cancel()
             log.info("stopping")
         finally:
+            if keeping is not None:
+                await keeping.stop()
             await ingress.stop()
     finally:
         if admin_runner is not None:
             await admin_runner.cleanup()
+
+
+class _KeeperTask:
+    """The keeper running beside the ingress, its metrics in the ingress's registry."""
+
+    def __init__(self, keeper: Keeper) -> None:
+        self._stop = asyncio.Event()
+        self._task = asyncio.create_task(keeper.run(self._stop), name="keeper")
+        self._task.add_done_callback(_report_end)
+
+    @classmethod
+    def start(
+        cls, settings: Settings, keeper: KeeperSettings | None, ingress: Ingress
+    ) -> _KeeperTask | None:
+        """The keeper started, unless ``ROUTER_KEEPER=off``."""
+        keeper = keeper or KeeperSettings()
+        if not keeper.enabled:
+            log.info("keeper_disabled", reason="ROUTER_KEEPER is off")
+            return None
+        metrics = KeeperMetrics(ingress.metrics.registry)
+        return cls(Keeper(settings, keeper, metrics=metrics))
+
+    async def stop(self) -> None:
+        """Let it commit and ack what it holds (its own deadline bounds that), then end."""
+        self._stop.set()
+        await asyncio.wait({self._task})
+
+
+def _report_end(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("keeper_failed", error=repr(task.exception()))
 
 
 __all__ = ["run", "serve"]

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import NoReturn
 
 from router.attentive.settings import TOKEN_VARIABLE
-from router.cli import attentive, claims, deadletters, output, queues, sendtest
+from router.cli import attentive, claims, db, deadletters, keeper, output, queues, sendtest
 from router.errors import RouterError
 from router.settings import Settings, parse_keys
 
@@ -70,6 +70,8 @@ def _build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--log-format", choices=["auto", "json", "console"])
 
     queues.add_commands(commands, OneLineParser)
+    keeper.add_commands(commands, OneLineParser)
+    db.add_commands(commands, OneLineParser)
     return parser
 
 
@@ -101,6 +103,7 @@ def _serve(args: argparse.Namespace) -> int:
     import structlog
 
     from router.observability import configure_logging
+    from router.parked.settings import KeeperSettings
     from router.serve import run
 
     keys = tuple(k for raw in args.signing_keys or () for k in parse_keys(raw)) or None
@@ -124,7 +127,7 @@ def _serve(args: argparse.Namespace) -> int:
     structlog.get_logger("router").info(
         "starting", signing_keys=len(settings.signing_keys), namespace=settings.namespace
     )
-    return run(settings)
+    return run(settings, KeeperSettings.from_env(os.environ))
 
 
 __all__ = ["OneLineParser", "main"]
