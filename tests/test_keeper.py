@@ -26,6 +26,7 @@ import aiohttp
 import orjson
 import pytest
 from aio_pika.abc import AbstractRobustConnection
+from prometheus_client.parser import text_string_to_metric_families
 
 from router.amqp import topology
 from router.amqp.topology import CLASSIC_QUEUE_ARGUMENTS, QUORUM_QUEUE_ARGUMENTS
@@ -81,13 +82,14 @@ async def claims_for(path: Path, *apps: str) -> ClaimStore:
 @contextlib.asynccontextmanager
 async def keeping(
     settings: Settings,
-    store: ParkedStore,
-    claims: ClaimStore,
+    store: ParkedStore | None,
+    claims: ClaimStore | None,
     keeper: KeeperSettings = FAST,
     *,
     name: str = "",
 ) -> AsyncIterator[Keeper]:
-    """A keeper running in this process until the block ends; ready (consuming) on entry."""
+    """A keeper running in this process until the block ends; ready (consuming) on entry.
+    Its store and claims registry are those given, else those of the settings' database."""
     running = Keeper(
         settings,
         keeper,
@@ -463,6 +465,16 @@ async def _unrouted_waiting(amqp: AbstractRobustConnection, names: Names) -> Non
     await channel.close()
 
 
+async def _one_unrouted(database: Path) -> bool:
+    """The store serve's keeper writes (in ``database``) holds the one unrouted event."""
+    store = SqliteParkedStore(database)
+    await store.open()
+    try:
+        return await count(store, place=Place.UNROUTED) == 1
+    except ParkedStoreError:
+        return False  # (the schema is not there yet)
+
+
 async def test_serve_runs_a_keeper_by_default(
     names: Names, amqp: AbstractRobustConnection, tmp_path: Path, start_router: StartRouter
 ) -> None:
@@ -472,16 +484,7 @@ async def test_serve_runs_a_keeper_by_default(
     # When the router serves with its defaults
     router = start_router(ROUTER_KEEPER_STATS_INTERVAL="0.3")
     # Then its keeper stores the event (in a schema serve made) and empties the queue
-    store = SqliteParkedStore(tmp_path / "claims.db")
-    await store.open()
-
-    async def stored() -> bool:
-        try:
-            return await count(store, place=Place.UNROUTED) == 1
-        except ParkedStoreError:
-            return False  # (the schema is not there yet)
-
-    await until(stored)
+    await until(lambda: _one_unrouted(tmp_path / "claims.db"))
     await until(lambda: _depth_is(amqp, names.unrouted_queue, 0))
 
     # And /metrics shows the keeper's families beside the ingress's
@@ -492,6 +495,24 @@ async def test_serve_runs_a_keeper_by_default(
 
 async def _depth_is(amqp: AbstractRobustConnection, queue: str, expected: int) -> bool:
     return await depth(amqp, queue) == expected
+
+
+async def test_serve_with_two_processes_runs_one_keeper_in_the_first(
+    names: Names, amqp: AbstractRobustConnection, tmp_path: Path, start_router: StartRouter
+) -> None:
+    # Given an unrouted event waiting
+    await _unrouted_waiting(amqp, names)
+
+    # When the router serves with two ingress processes
+    router = start_router(ROUTER_WORKERS="2")
+
+    # Then the event is stored, by one keeper, in the first process
+    await until(lambda: _one_unrouted(tmp_path / "claims.db"))
+    page = await _metrics_page(router.internal_port)
+    families = {f.name: f for f in text_string_to_metric_families(page)}
+    batches = families["attentive_router_keeper_batches_committed"].samples
+    assert {sample.labels["process"] for sample in batches} == {"0"}
+    assert router.log.read_bytes().count(b'"keeper_connected"') == 1
 
 
 async def test_serve_runs_no_keeper_with_router_keeper_off(

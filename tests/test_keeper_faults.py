@@ -17,18 +17,22 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import cast
 
 import aiohttp
 import asyncpg
 import pytest
+import structlog
 from aio_pika.abc import AbstractRobustConnection
 from prometheus_client.parser import text_string_to_metric_families
 
 from router.amqp import topology
+from router.claims.model import ClaimSpec
+from router.claims.open import store_from_url
 from router.parked.model import ParkedEvent
-from router.parked.postgres import PostgresParkedStore
+from router.parked.postgres import DEFAULT_TABLE
 from router.parked.sqlite import SqliteParkedStore
 from router.parked.store import ParkedStore, ParkedStoreError
 from router.settings import Settings
@@ -172,9 +176,8 @@ class OwnPostgres:
     def stop(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
 
-    @property
-    def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+    def url_with_password(self, password: str) -> str:
+        return f"postgresql://postgres:{password}@127.0.0.1:{self.port}/postgres"
 
     def remove(self) -> None:
         with contextlib.suppress(subprocess.CalledProcessError):  # (not running)
@@ -195,50 +198,70 @@ def own_postgres() -> Iterator[OwnPostgres]:
         server.remove()
 
 
-async def _distinct_ids(url: str, table: str) -> int:
+async def test_dead_letters_wait_in_the_queue_while_postgres_is_down_then_are_caught_up(
+    settings: Settings,
+    amqp: AbstractRobustConnection,
+    own_postgres: OwnPostgres,
+) -> None:
+    # Given a keeper whose store and claims are in PostgreSQL (its URL with a password), and
+    # which has stored the first 1,000 dead letters
+    await _prepared(settings, amqp)
+    dlq = settings.names.app_dead_letter_queue(APP)
+    url = own_postgres.url_with_password(PASSWORD)
+    registry = store_from_url(url)
+    await registry.open()
+    await registry.grant([ClaimSpec.parse(APP, "sms.subscribed")])
+    await registry.close()
+    with structlog.testing.capture_logs() as logs:
+        async with keeping(replace(settings, database_url=url), None, None) as keeper:
+            first = await dead_letter(amqp, settings.names, APP, 1000)
+            await until(lambda: _stored_is(url, len(first)))
+            await until(lambda: queue_messages(dlq) == 0)
+
+            # When PostgreSQL stops and 2,000 more arrive
+            await asyncio.to_thread(own_postgres.stop)
+            more = await dead_letter(amqp, settings.names, APP, 2000, start=len(first))
+
+            # Then the keeper fails to commit, retries, and acks none of them: all 2,000 are
+            # still held by the broker, most of them waiting in the queue (the prefetch
+            # bounds what the keeper holds)
+            failures = "attentive_router_keeper_store_failures_total"
+            await until(lambda: sample(keeper, failures) >= 3)
+            await until(lambda: queue_messages(dlq) == len(more))
+            ready = await _ready(amqp, dlq)
+            assert ready >= len(more) - FAST.prefetch and ready > 0
+
+            # When PostgreSQL is back
+            await asyncio.to_thread(own_postgres.start)
+
+            # Then the keeper catches up: every dead letter stored once, the queue empty
+            await until(lambda: _stored_is(url, len(first) + len(more)))
+            await until(lambda: queue_messages(dlq) == 0)
+    assert await _stored(url, "count(DISTINCT message_id)") == len(first) + len(more)
+
+    # And the outage was logged once as it began and once as it ended, without the password
+    events = [line["event"] for line in logs]
+    assert events.count("parked_store_unavailable") == 1
+    assert events.count("parked_store_available") == 1
+    assert PASSWORD not in repr(logs)
+
+
+#: The own PostgreSQL trusts every login: any password does, and none may be logged.
+PASSWORD = "the-database-password"
+
+
+async def _stored(url: str, what: str = "count(*)") -> int:
+    """Read from the store's table directly (a connection of its own, for each look)."""
     conn = await asyncpg.connect(url, timeout=TIMEOUT)
     try:
-        found: int = await conn.fetchval(f"SELECT count(DISTINCT message_id) FROM {table}")
+        found: int = await conn.fetchval(f"SELECT {what} FROM {DEFAULT_TABLE}")
     finally:
         await conn.close()
     return found
 
 
-async def test_dead_letters_wait_in_the_queue_while_postgres_is_down_then_are_caught_up(
-    settings: Settings,
-    amqp: AbstractRobustConnection,
-    tmp_path: Path,
-    own_postgres: OwnPostgres,
-) -> None:
-    # Given a keeper storing into PostgreSQL, which has stored the first 1,000 dead letters
-    await _prepared(settings, amqp)
-    dlq = settings.names.app_dead_letter_queue(APP)
-    store = PostgresParkedStore(own_postgres.url, timeout=5)
-    claims = await claims_for(tmp_path / "claims.db", APP)
-    async with keeping(settings, store, claims) as keeper:
-        first = await dead_letter(amqp, settings.names, APP, 1000)
-        await until(lambda: _count_is(store, len(first)))
-        await until(lambda: queue_messages(dlq) == 0)
-
-        # When PostgreSQL stops and 2,000 more arrive
-        await asyncio.to_thread(own_postgres.stop)
-        more = await dead_letter(amqp, settings.names, APP, 2000, start=len(first))
-
-        # Then the keeper fails to commit, retries, and acks none of them: all 2,000 are
-        # still held by the broker, most of them waiting in the queue (the prefetch bounds
-        # what the keeper holds)
-        await until(lambda: sample(keeper, "attentive_router_keeper_store_failures_total") >= 3)
-        await until(lambda: queue_messages(dlq) == len(more))
-        ready = await _ready(amqp, dlq)
-        assert ready >= len(more) - FAST.prefetch and ready > 0
-
-        # When PostgreSQL is back
-        await asyncio.to_thread(own_postgres.start)
-
-        # Then the keeper catches up: every dead letter stored once, the queue empty
-        await until(lambda: _count_is(store, len(first) + len(more)))
-        await until(lambda: queue_messages(dlq) == 0)
-    assert await _distinct_ids(own_postgres.url, store.table) == len(first) + len(more)
+async def _stored_is(url: str, expected: int) -> bool:
+    return await _stored(url) == expected
 
 
 async def _count_is(store: ParkedStore, expected: int) -> bool:
