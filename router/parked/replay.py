@@ -8,13 +8,15 @@ its routing key, so that whoever owns its type now gets it. Every publish is man
 confirmed: a publish the broker returns (no queue bound, the application queue gone) or
 nacks is a failure, and the entry stays parked.
 
-Up to ``window`` publishes are outstanding, counted from the publish until the store marked
-the entry replayed (after its confirm), so a runner killed at any moment leaves at most
-``window`` entries published and still parked: the next runner publishes those again, and
-workers skip them by message id. The store records a batch (marks, counts, the last id up to
-which every entry is handled, the lease) when half a window is confirmed, or every
-``settle_every`` seconds; a job cancelled meanwhile, or a lease another runner took, stops
-the publishing there.
+Up to ``window`` publishes wait for their confirm at once (as a bare publisher's window), and
+up to ``unmarked`` (twice the window unless set) are published and not yet marked replayed:
+that is the in-flight window a runner killed at any moment leaves published and still parked,
+for the next runner to publish again (workers skip those by message id). Marks never wait
+on the publishing, nor the publishing on the marks, until ``unmarked`` is reached. The store
+records a batch (marks, counts, the last id up to which every entry is handled, the lease)
+when a quarter of a window came back, or every ``settle_every`` seconds; a job cancelled
+meanwhile, or a lease another runner took, stops the publishing there. The next entries are
+read from the store while the current ones go out.
 """
 
 from __future__ import annotations
@@ -22,9 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 import aiormq
@@ -45,6 +46,8 @@ DEFAULT_WINDOW = 256
 CONFIRM_TIMEOUT = 30.0
 #: The longest between two records of a running replay's progress (seconds).
 SETTLE_EVERY = 1.0
+#: Entries read from the store at a time (at least a window).
+FETCH = 512
 
 _log = structlog.get_logger("router.jobs")
 
@@ -172,28 +175,54 @@ class Publisher:
 
 @dataclass
 class _Flights:
-    """Published entries in id order until the store recorded them."""
+    """Published entries in id order until the store recorded them: ``order[head:]`` are
+    unrecorded, ``order[head:scan]`` have their outcome."""
 
-    order: deque[int]
-    outcomes: dict[int, bool]
-    ready: asyncio.Event
+    #: Outcomes since the last record that wake the settler (a quarter of the window).
+    wake_at: int
+    order: list[int] = field(default_factory=list)
+    outcomes: dict[int, bool] = field(default_factory=dict)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    head: int = 0
+    scan: int = 0
+    fresh: int = 0
     #: Why publishing stops early: the broker went away, or the store failed.
     stopped_by: BaseException | None = None
 
+    def landed(self, entry_id: int, confirmed: bool) -> None:
+        self.outcomes[entry_id] = confirmed
+        self.fresh += 1
+        if self.fresh >= self.wake_at:
+            self.ready.set()
+
     def finished_prefix(self) -> int:
-        """How many entries at the head of the order have their outcome."""
-        count = 0
-        for entry_id in self.order:
-            if entry_id not in self.outcomes:
-                break
-            count += 1
-        return count
+        """How many unrecorded entries at the head of the order have their outcome."""
+        while self.scan < len(self.order) and self.order[self.scan] in self.outcomes:
+            self.scan += 1
+        return self.scan - self.head
+
+    def take(self, count: int) -> tuple[list[int], int, int | None]:
+        """The first ``count`` unrecorded entries: (confirmed ids, failed count, last id)."""
+        taken = self.order[self.head : self.head + count]
+        self.head += count
+        if self.head > 4096:  # forget what was recorded, now and then
+            del self.order[: self.head]
+            self.scan -= self.head
+            self.head = 0
+        done = [entry_id for entry_id in taken if self.outcomes.pop(entry_id)]
+        self.fresh = len(self.outcomes)
+        return done, len(taken) - len(done), taken[-1] if taken else None
 
 
 @dataclass
 class Replay:
     """One run of a replay job by ``owner``: :meth:`run` publishes until the job is done,
-    cancelled, taken by another runner, or the broker went away."""
+    cancelled, taken by another runner, or the broker went away.
+
+    ``window`` publishes at most wait for their confirm at once; ``unmarked`` (twice the
+    window unless given) at most are published and not yet marked, which bounds what a
+    runner killed at any moment leaves to be published twice.
+    """
 
     store: ParkedStore
     job: Job
@@ -203,17 +232,23 @@ class Replay:
     pacer: Pacer
     window: int = DEFAULT_WINDOW
     settle_every: float = SETTLE_EVERY
+    unmarked: int | None = None
+
+    @property
+    def unmarked_bound(self) -> int:
+        return self.unmarked or 2 * self.window
 
     async def run(self) -> Job:
         """The job as last recorded; :class:`BrokerLost` when the broker went away (what was
         confirmed is recorded first)."""
-        flights = _Flights(deque(), {}, asyncio.Event())
-        slots = asyncio.Semaphore(self.window)
+        flights = _Flights(wake_at=max(self.window // 4, 1))
+        slots = asyncio.Semaphore(self.unmarked_bound)
+        confirms = asyncio.Semaphore(self.window)
         stopping = asyncio.Event()
         settler = asyncio.create_task(self._settle_loop(flights, slots, stopping))
         tasks: set[asyncio.Task[None]] = set()
         try:
-            await self._publish_all(flights, slots, settler, tasks)
+            await self._publish_all(flights, (slots, confirms), tasks)
         finally:
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
@@ -224,83 +259,98 @@ class Replay:
             raise flights.stopped_by
         return self.job
 
-    def _going(self) -> bool:
-        return self.job.state is JobState.RUNNING and self.job.lease_owner == self.owner
+    def _going(self, flights: _Flights) -> bool:
+        return (
+            self.job.state is JobState.RUNNING
+            and self.job.lease_owner == self.owner
+            and flights.stopped_by is None
+        )
 
     async def _publish_all(
         self,
         flights: _Flights,
-        slots: asyncio.Semaphore,
-        settler: asyncio.Task[None],
+        semaphores: tuple[asyncio.Semaphore, asyncio.Semaphore],
         tasks: set[asyncio.Task[None]],
     ) -> None:
+        """Publish the job's entries in id order, reading the next batch while this one
+        goes out."""
+        slots, confirms = semaphores
         budget = None if self.job.limit is None else self.job.limit - self.job.handled
-        after, published = self.job.last_id, 0
-        while self._going() and flights.stopped_by is None:
-            batch = await self.store.job_batch(self.job, after, self.window)
-            for entry in batch:
-                if budget is not None and published >= budget:
-                    return
-                await slots.acquire()
-                if not self._going() or flights.stopped_by is not None:
-                    return
-                await self.pacer.wait()
-                assert entry.id is not None
-                flights.order.append(entry.id)
-                task = asyncio.create_task(self._one(entry, entry.id, flights))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-                after, published = entry.id, published + 1
-            if len(batch) < self.window:
-                return
-
-    async def _one(self, entry: ParkedEvent, entry_id: int, flights: _Flights) -> None:
+        size = max(self.window, FETCH)
+        published = 0
+        fetching: asyncio.Task[list[ParkedEvent]] | None = asyncio.create_task(
+            self.store.job_batch(self.job, self.job.last_id, size)
+        )
         try:
-            flights.outcomes[entry_id] = await self.publisher.publish(entry)
+            while fetching is not None and self._going(flights):
+                batch = await fetching
+                fetching = None
+                if len(batch) == size:
+                    after = batch[-1].id or 0
+                    fetching = asyncio.create_task(self.store.job_batch(self.job, after, size))
+                for entry in batch:
+                    if budget is not None and published >= budget:
+                        return
+                    await slots.acquire()
+                    await confirms.acquire()
+                    if not self._going(flights):
+                        return
+                    await self.pacer.wait()
+                    assert entry.id is not None
+                    flights.order.append(entry.id)
+                    task = asyncio.create_task(self._one(entry, entry.id, flights, confirms))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                    published += 1
+        finally:
+            if fetching is not None:
+                fetching.cancel()
+                with contextlib.suppress(BaseException):
+                    await fetching
+
+    async def _one(
+        self, entry: ParkedEvent, entry_id: int, flights: _Flights, confirms: asyncio.Semaphore
+    ) -> None:
+        try:
+            flights.landed(entry_id, await self.publisher.publish(entry))
         except BrokerLost as lost:
             flights.stopped_by = flights.stopped_by or lost
+            flights.ready.set()
         except Exception:  # a defect: this entry fails (stays parked), the others go on
             _log.exception("replay_publish_failed", job=self.job.id, entry=entry_id)
-            flights.outcomes[entry_id] = False
-        flights.ready.set()
+            flights.landed(entry_id, False)
+        finally:
+            confirms.release()
 
     async def _settle_loop(
         self, flights: _Flights, slots: asyncio.Semaphore, stopping: asyncio.Event
     ) -> None:
-        """Record what was confirmed: a quarter of a window at a time, at least every
+        """Record what was confirmed: when a quarter of a window came back, at least every
         ``settle_every`` seconds (which renews the lease), and all of it at the end. When the
         store fails, publishing stops (every slot is given back so that it sees it)."""
-        quarter = max(self.window // 4, 1)
         last = time.monotonic()
         try:
             while True:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(flights.ready.wait(), self.settle_every)
+                    async with asyncio.timeout(self.settle_every):
+                        await flights.ready.wait()
                 flights.ready.clear()
                 ending = stopping.is_set()
                 count = flights.finished_prefix()
                 due = time.monotonic() - last >= self.settle_every
-                if count >= quarter or due or (ending and count):
+                if count >= flights.wake_at or due or (ending and count):
                     await self._settle(flights, count, slots)
                     last = time.monotonic()
                 if ending:
                     return
         except Exception as error:
             flights.stopped_by = flights.stopped_by or error
-            for _ in range(self.window):
+            for _ in range(self.unmarked_bound):
                 slots.release()
 
     async def _settle(self, flights: _Flights, count: int, slots: asyncio.Semaphore) -> None:
-        done: list[int] = []
-        failed = 0
-        last_id = self.job.last_id
-        for _ in range(count):
-            entry_id = flights.order.popleft()
-            if flights.outcomes.pop(entry_id):
-                done.append(entry_id)
-            else:
-                failed += 1
-            last_id = entry_id
+        done, failed, last = flights.take(count)
+        last_id = self.job.last_id if last is None else last
         self.job = await self.store.settle(
             self.job, self.owner, Settled(done, failed, last_id), self.lease
         )
@@ -311,6 +361,7 @@ class Replay:
 __all__ = [
     "CONFIRM_TIMEOUT",
     "DEFAULT_WINDOW",
+    "FETCH",
     "SETTLE_EVERY",
     "BrokerLost",
     "Pacer",

@@ -70,6 +70,8 @@ class JobRunner:
     owner: str = field(default_factory=runner_name)
     lease: timedelta = DEFAULT_LEASE
     window: int = DEFAULT_WINDOW
+    #: Published and not yet marked at most (twice the window unless set): see replay.py.
+    unmarked: int | None = None
     poll: float = DEFAULT_POLL
     confirm_timeout: float = CONFIRM_TIMEOUT
     settle_every: float = SETTLE_EVERY
@@ -166,6 +168,7 @@ class JobRunner:
                 self.pacer(job.rate),
                 window=self.window,
                 settle_every=self.settle_every,
+                unmarked=self.unmarked,
             )
             return await replay.run()
         finally:
