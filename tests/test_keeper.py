@@ -53,7 +53,7 @@ from router.parked.settings import KeeperSettings
 from router.parked.sqlite import SqliteParkedStore
 from router.parked.store import ParkedStore, ParkedStoreError
 from router.settings import Settings
-from tests.conftest import depth, rabbitmqctl
+from tests.conftest import TOKEN, depth, rabbitmqctl
 from tests.parked_stores import TIMEOUT, Backend, backend, body_of
 from tests.test_serve import StartRouter, start_router
 
@@ -413,6 +413,47 @@ async def test_a_classic_dlq_of_the_previous_release_becomes_quorum_with_nothing
 
     # And the router's own declaration of the application's queues now agrees with the broker
     await topology.declare_app_queue(await amqp.channel(), names, APP)
+
+
+async def test_serve_upgraded_over_the_previous_release_migrates_its_dlq_and_binds_its_claims(
+    names: Names, amqp: AbstractRobustConnection, tmp_path: Path, start_router: StartRouter
+) -> None:
+    # Given the previous release's queues for a claimed application, 100 events in its
+    # classic DLQ, and its claim in the registry
+    channel = await amqp.channel(publisher_confirms=True)
+    await topology.declare(channel, names)
+    app_queue = await declare_previous_release(channel, names, APP)
+    for n in range(100):
+        await channel.default_exchange.publish(
+            aio_pika.Message(body_of("sms.subscribed", "c1", n=n), message_id=f"old-{n}"),
+            routing_key=app_queue.name,
+        )
+    for _ in range(100):
+        await (await app_queue.get(timeout=10)).reject(requeue=False)
+    await claims_for(tmp_path / "claims.db", APP)
+
+    # When this release serves (its admin API syncs the claims' bindings at start)
+    router = start_router(ROUTER_ADMIN_TOKEN=TOKEN)
+
+    # Then the keeper replaces the classic DLQ, storing its events once, and the claims'
+    # bindings, refused over the classic DLQ, are made once it is quorum
+    store = SqliteParkedStore(tmp_path / "claims.db")
+    await store.open()
+    await until(lambda: _stored_dlq(store, 100))
+    await until(lambda: queue_type(names.app_dead_letter_queue(APP)) == "quorum")
+    await until(lambda: b'"claims_synced"' in router.log.read_bytes())
+    events = await channel.get_exchange(names.events_exchange)
+    await events.publish(
+        aio_pika.Message(body_of("sms.subscribed", "company-0")), "sms.subscribed.company-0"
+    )
+    await until(lambda: _depth_is(amqp, app_queue.name, 1))
+
+
+async def _stored_dlq(store: ParkedStore, expected: int) -> bool:
+    try:
+        return await count(store, place=Place.DLQ, app=APP) == expected
+    except ParkedStoreError:
+        return False  # (the schema is not there yet)
 
 
 async def test_a_migration_left_half_done_is_finished_by_the_next_keeper(
