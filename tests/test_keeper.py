@@ -42,11 +42,12 @@ from router.contract.names import (
     Names,
 )
 from router.errors import ConfigError
+from router.parked.jobs import JobRequest
 from router.parked.keeper import Keeper
 from router.parked.keeper_session import Inbox
 from router.parked.landing import LandingZone
 from router.parked.metrics import KeeperMetrics
-from router.parked.model import Place
+from router.parked.model import Place, State
 from router.parked.query import Query
 from router.parked.schema import LATEST_VERSION
 from router.parked.settings import KeeperSettings
@@ -272,8 +273,8 @@ async def test_unrouted_invalid_and_a_dead_letter_are_stored_with_every_field(
     await store.close()
 
 
-async def _count_is(store: ParkedStore, expected: int) -> bool:
-    return await count(store) == expected
+async def _count_is(store: ParkedStore, expected: int, **query: Any) -> bool:
+    return await count(store, **query) == expected
 
 
 async def test_a_newly_claimed_applications_dlq_is_drained_without_a_restart(
@@ -322,6 +323,30 @@ async def test_two_keepers_at_once_store_each_message_once(
         assert distinct_message_ids(first) == len(ids)
         stored = [sample(k, "attentive_router_keeper_entries_stored_total") for k in (one, two)]
         assert sum(stored) == 4000 and min(stored) > 0
+
+
+async def test_a_keeper_runs_the_replay_jobs_ops_ask_for(
+    settings: Settings, amqp: AbstractRobustConnection, tmp_path: Path
+) -> None:
+    # Given a keeper that has parked 30 dead letters of an application
+    channel = await amqp.channel()
+    await topology.declare(channel, settings.names)
+    app_queue = await topology.declare_app_queue(channel, settings.names, APP)
+    path = tmp_path / "router.db"
+    store = SqliteParkedStore(path)
+    async with keeping(settings, store, await claims_for(path, APP)):
+        await dead_letter(amqp, settings.names, APP, 30)
+        await until(lambda: _count_is(store, 30))
+
+        # When ops ask for a replay of them (a job in the store)
+        query = Query(place=Place.DLQ, app=APP)
+        job = await store.create_job(JobRequest.build("replay", query, "ops"))
+
+        # Then the keeper runs it: every event is back in the application's queue, and
+        # its entry marked replayed
+        await until(lambda: _depth_is(amqp, app_queue.name, 30))
+        await until(lambda: _count_is(store, 30, state=State.REPLAYED))
+        assert (await store.job(job.id)).state.value == "done"
 
 
 # -- the classic DLQ of the previous release -----------------------------------------------

@@ -10,8 +10,9 @@ how a commit waits out a database outage: :mod:`router.parked.keeper_commit`.
 Several keepers may run at once (router replicas): they compete for the deliveries, and the
 store keeps a message seen by two of them once. When the broker connection is lost, the
 keeper connects again (to the next listed node first) and goes on; what it had not acked
-comes back to the queues, and is stored once. It runs inside ``attentive-router serve`` (the
-first process) and on its own as ``attentive-router keeper``.
+comes back to the queues, and is stored once. Each keeper also runs replay and purge jobs
+(:class:`~router.parked.runner.JobRunner`; unless ``ROUTER_KEEPER_JOBS=off``). It runs inside
+``attentive-router serve`` (the first process) and on its own as ``attentive-router keeper``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from router.parked.keeper_commit import Committer
 from router.parked.keeper_session import Session
 from router.parked.metrics import KeeperMetrics
 from router.parked.open import parked_store_from_url
+from router.parked.runner import JobRunner
 from router.parked.settings import KeeperSettings
 from router.parked.store import ParkedStore
 from router.settings import Settings
@@ -39,6 +41,9 @@ log = structlog.get_logger("router.parked.keeper")
 
 #: Seconds between two attempts to reach the broker.
 RECONNECT_INTERVAL = 1.0
+#: Seconds a stopping keeper gives the job it runs to end by itself before cancelling it
+#: (its lease then expires and another keeper resumes it where it was recorded).
+JOBS_STOP_TIMEOUT = 5.0
 #: What a lost or refused broker connection raises (as :mod:`router.amqp.nodes` catches).
 BROKER_ERRORS = (OSError, TimeoutError, aiormq.exceptions.AMQPError, RuntimeError)
 
@@ -77,11 +82,20 @@ class Keeper:
         self._claims_failing = False
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Drain until ``stop`` is set; the store and the claims registry are closed after."""
+        """Drain (and run jobs) until ``stop`` is set; the store and the claims registry are
+        closed after."""
         try:
             if not await _until(stop, self.committer.prepare(upgrade=self.settings.upgrade)):
                 return
-            await self._drain_until(stop)
+            jobs = None
+            if self.settings.jobs:
+                runner = JobRunner(self.store, self._amqp_url, self._names)
+                jobs = asyncio.create_task(runner.run(stop), name="keeper-jobs")
+            try:
+                await self._drain_until(stop)
+            finally:
+                if jobs is not None:
+                    await _ended(jobs, JOBS_STOP_TIMEOUT)
         finally:
             with contextlib.suppress(RouterError):
                 await self.store.close()
@@ -150,6 +164,15 @@ class Keeper:
         return apps
 
 
+async def _ended(task: asyncio.Task[None], timeout: float) -> None:
+    """Wait for ``task`` to end by itself for ``timeout`` seconds, then cancel it."""
+    await asyncio.wait({task}, timeout=timeout)
+    if not task.done():
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def _until(stop: asyncio.Event, work: Awaitable[object]) -> bool:
     """Run ``work`` unless ``stop`` is set first; True when it finished (its error raised)."""
     task = asyncio.ensure_future(work)
@@ -170,4 +193,4 @@ async def _until(stop: asyncio.Event, work: Awaitable[object]) -> bool:
     return True
 
 
-__all__ = ["BROKER_ERRORS", "RECONNECT_INTERVAL", "Keeper"]
+__all__ = ["BROKER_ERRORS", "JOBS_STOP_TIMEOUT", "RECONNECT_INTERVAL", "Keeper"]

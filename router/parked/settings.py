@@ -36,6 +36,8 @@ class KeeperSettings:
     stats_interval: float = 5.0
     #: Apply the store's schema migrations at start (serve is the only writer by default).
     upgrade: bool = True
+    #: Run replay and purge jobs too (:class:`~router.parked.runner.JobRunner`).
+    jobs: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> KeeperSettings:
@@ -52,6 +54,7 @@ VARIABLES: Final[Mapping[str, Variable[Any]]] = {
     "apps_interval": config.seconds("ROUTER_KEEPER_APPS_INTERVAL"),
     "stats_interval": config.seconds("ROUTER_KEEPER_STATS_INTERVAL"),
     "upgrade": config.boolean("ROUTER_DATABASE_UPGRADE"),
+    "jobs": config.boolean("ROUTER_KEEPER_JOBS"),
 }
 
 
