@@ -63,7 +63,12 @@ __all__ = ["backend", "start_router"]  # fixtures, used by name
 
 #: Small batches and quick looks around, so that a test sees several of each.
 FAST = KeeperSettings(
-    batch_size=200, batch_wait=0.05, prefetch=400, apps_interval=0.3, stats_interval=0.3
+    batch_size=200,
+    batch_wait=0.05,
+    prefetch=400,
+    apps_interval=0.3,
+    stats_interval=0.3,
+    parked_interval=0.3,
 )
 APP = "alerts"
 
@@ -301,6 +306,9 @@ async def test_a_newly_claimed_applications_dlq_is_drained_without_a_restart(
             lambda: sample(keeper, "attentive_router_keeper_lag_messages", queue=queue) == 0
         )
         await until(lambda: sample(keeper, "attentive_router_parked_store_entries") == 50)
+        parked = "attentive_router_parked_entries"
+        await until(lambda: sample(keeper, parked, place="dlq", app="billing") == 50)
+        assert sample(keeper, parked, place="unrouted", app="") == 0
 
 
 async def test_two_keepers_at_once_store_each_message_once(

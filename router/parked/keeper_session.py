@@ -37,6 +37,7 @@ from router.parked.landing import (
     shared_zones,
 )
 from router.parked.metrics import KeeperMetrics
+from router.parked.query import Query
 from router.parked.settings import KeeperSettings
 from router.parked.store import ParkedStoreError
 
@@ -192,21 +193,41 @@ class Session:
             await asyncio.sleep(self._settings.apps_interval)
 
     async def _poll_stats(self, metrics: KeeperMetrics) -> None:
-        """Every ``stats_interval`` seconds: each landing zone's depth, the store's size."""
+        """Every ``stats_interval`` seconds: each landing zone's depth, the store's size; every
+        ``parked_interval`` seconds, the entries still parked of each zone's place."""
+        loop = asyncio.get_running_loop()
         channel: AbstractChannel | None = None
+        counted_at: float | None = None
         while True:
-            for zone in list(self._zones):
-                if channel is None or channel.is_closed:
-                    channel = await self._connection.channel()
-                try:
-                    queue = await channel.declare_queue(zone.queue, passive=True)
-                except aiormq.exceptions.ChannelNotFoundEntity:
-                    continue
-                metrics.lag.labels(zone.queue).set(queue.declaration_result.message_count or 0)
+            channel = await self._show_depths(metrics, channel)
+            due = counted_at is None or loop.time() - counted_at >= self._settings.parked_interval
             if self._committer.available:
                 with contextlib.suppress(ParkedStoreError):
-                    metrics.show_stats(await self._committer.store.stats())
+                    await self._show_store(metrics, count_parked=due)
+                    counted_at = loop.time() if due else counted_at
             await asyncio.sleep(self._settings.stats_interval)
+
+    async def _show_depths(
+        self, metrics: KeeperMetrics, channel: AbstractChannel | None
+    ) -> AbstractChannel | None:
+        """Each landing zone's ready messages (passive declares); the channel to use next."""
+        for zone in list(self._zones):
+            if channel is None or channel.is_closed:
+                channel = await self._connection.channel()
+            try:
+                queue = await channel.declare_queue(zone.queue, passive=True)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                continue
+            metrics.lag.labels(zone.queue).set(queue.declaration_result.message_count or 0)
+        return channel
+
+    async def _show_store(self, metrics: KeeperMetrics, *, count_parked: bool) -> None:
+        store = self._committer.store
+        metrics.show_stats(await store.stats())
+        if count_parked:
+            for zone in list(self._zones):
+                parked = await store.count(Query(place=zone.place, app=zone.app))
+                metrics.show_parked(zone.place.value, zone.app, parked)
 
     async def _on_channel(self, action: Callable[[AbstractChannel], Awaitable[T]]) -> T:
         channel = await self._connection.channel()

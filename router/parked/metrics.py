@@ -4,7 +4,8 @@ Inside ``serve`` that is the ingress's registry, so they are on the internal lis
 ``/metrics`` beside the ingress's (with ``--workers``, under the first process's
 ``process="0"``); the counters count what the keeper did, the gauges are what it last read
 (every ``ROUTER_KEEPER_STATS_INTERVAL`` seconds): the landing zones' depths and the store's
-size and oldest parked entry.
+size and oldest parked entry; and every ``ROUTER_KEEPER_PARKED_INTERVAL`` seconds how many
+entries are still parked in each landing zone's place.
 """
 
 from __future__ import annotations
@@ -47,6 +48,13 @@ class KeeperMetrics:
             ["queue"],
             registry=self.registry,
         )
+        self.parked = Gauge(
+            "attentive_router_parked_entries",
+            "Entries still parked, by place and application (none for unrouted and invalid), "
+            "as last read; every keeper reports the same store: aggregate with max.",
+            ["place", "app"],
+            registry=self.registry,
+        )
         self.store_entries = Gauge(
             "attentive_router_parked_store_entries",
             "Entries in the parked-event store, of any state, as last read.",
@@ -68,6 +76,10 @@ class KeeperMetrics:
         self.batches.inc()
         self.stored.inc(new)
         self.duplicates.inc(delivered - new)
+
+    def show_parked(self, place: str, app: str | None, parked: int) -> None:
+        """How many entries of ``place`` (and ``app``) are still parked."""
+        self.parked.labels(place, app or "").set(parked)
 
     def show_stats(self, stats: StoreStats, now: datetime | None = None) -> None:
         """The store's size and oldest parked entry, as :meth:`ParkedStore.stats` read them."""

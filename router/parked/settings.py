@@ -34,6 +34,9 @@ class KeeperSettings:
     apps_interval: float = 5.0
     #: Seconds between two readings of the landing zones' depths and the store's size.
     stats_interval: float = 5.0
+    #: Seconds between two countings of the entries still parked in each place (a count
+    #: per landing zone: slower than the other statistics, for a store of millions).
+    parked_interval: float = 30.0
     #: Apply the store's schema migrations at start (serve is the only writer by default).
     upgrade: bool = True
     #: Run replay and purge jobs too (:class:`~router.parked.runner.JobRunner`).
@@ -53,6 +56,7 @@ VARIABLES: Final[Mapping[str, Variable[Any]]] = {
     "prefetch": config.integer("ROUTER_KEEPER_PREFETCH", 1, 65_535),
     "apps_interval": config.seconds("ROUTER_KEEPER_APPS_INTERVAL"),
     "stats_interval": config.seconds("ROUTER_KEEPER_STATS_INTERVAL"),
+    "parked_interval": config.seconds("ROUTER_KEEPER_PARKED_INTERVAL"),
     "upgrade": config.boolean("ROUTER_DATABASE_UPGRADE"),
     "jobs": config.boolean("ROUTER_KEEPER_JOBS"),
 }
