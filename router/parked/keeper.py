@@ -89,7 +89,7 @@ class Keeper:
                 return
             jobs = None
             if self.settings.jobs:
-                runner = JobRunner(self.store, self._amqp_url, self._names)
+                runner = JobRunner(store=self.store, amqp_url=self._amqp_url, names=self._names)
                 jobs = asyncio.create_task(runner.run(stop), name="keeper-jobs")
             try:
                 await self._drain_until(stop)
