@@ -129,7 +129,7 @@ async def serve(
     # The admin listener starts first, so that /readyz answering 200 means every listener of
     # this process is up (a probe, or a script, can then use the admin API at once).
     admin_runner: web.AppRunner | None = None
-    if settings.admin_token and admin:
+    if settings.admin_enabled and admin:
         admin_runner = web.AppRunner(create_admin_app(settings), access_log=None)
         await admin_runner.setup()
     try:
@@ -138,8 +138,9 @@ async def serve(
             log.info(
                 "serving", listener="admin", host=settings.admin_host, port=settings.admin_port
             )
-        elif not settings.admin_token:
-            log.info("admin_api_disabled", reason="ROUTER_ADMIN_TOKEN is not set")
+        elif not settings.admin_enabled:
+            reason = "neither ROUTER_ADMIN_TOKEN nor ROUTER_ADMIN_TOKENS_FILE is set"
+            log.info("admin_api_disabled", reason=reason)
         await ingress.start()
         keeping = _KeeperTask.start(settings, keeper, ingress) if admin else None
         try:

@@ -15,6 +15,7 @@ from router.amqp.url import AmqpUrl
 from router.attentive.settings import VARIABLES as ATTENTIVE_VARIABLES
 from router.attentive.settings import AttentiveSettings
 from router.errors import ConfigError
+from router.parked.settings import VARIABLES as KEEPER_VARIABLES
 from router.secret import revealed
 from router.settings import ADMIN_TOKEN_FILE, DEFAULT_AMQP_URL, Settings, parse_keys
 from router.settings import VARIABLES as ROUTER_VARIABLES
@@ -459,6 +460,7 @@ def test_a_bad_attentive_variable_is_one_line_naming_it(variable: str, bad: str)
 
 
 def test_every_variable_the_router_and_the_worker_read_is_documented() -> None:
-    names = [v.name for table in (ROUTER_VARIABLES, WORKER_VARIABLES) for v in table.values()]
+    tables = (ROUTER_VARIABLES, KEEPER_VARIABLES, WORKER_VARIABLES)
+    names = [v.name for table in tables for v in table.values()]
 
     assert undocumented([*names, ADMIN_TOKEN_FILE.name]) == []
