@@ -11,7 +11,8 @@ Several keepers may run at once (router replicas): they compete for the deliveri
 store keeps a message seen by two of them once. When the broker connection is lost, the
 keeper connects again (to the next listed node first) and goes on; what it had not acked
 comes back to the queues, and is stored once. Each keeper also runs replay and purge jobs
-(:class:`~router.parked.runner.JobRunner`; unless ``ROUTER_KEEPER_JOBS=off``). It runs inside
+(:class:`~router.parked.runner.JobRunner`; unless ``ROUTER_KEEPER_JOBS=off``) and deletes
+what retention lets go (:class:`~router.parked.janitor.Janitor`). It runs inside
 ``attentive-router serve`` (the first process) and on its own as ``attentive-router keeper``.
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable
+from datetime import timedelta
 
 import aiormq
 import structlog
@@ -28,6 +30,7 @@ from router.amqp.nodes import BrokerUnreachable, connect_first
 from router.claims.open import store_from_url
 from router.claims.store import ClaimStore
 from router.errors import RouterError
+from router.parked.janitor import Janitor
 from router.parked.keeper_commit import Committer
 from router.parked.keeper_session import Session
 from router.parked.metrics import KeeperMetrics
@@ -91,9 +94,17 @@ class Keeper:
             if self.settings.jobs:
                 runner = JobRunner(store=self.store, amqp_url=self._amqp_url, names=self._names)
                 jobs = asyncio.create_task(runner.run(stop), name="keeper-jobs")
+            janitor = Janitor(
+                self.store,
+                timedelta(days=self.settings.retention_days),
+                self.settings.janitor_interval,
+                self.metrics,
+            )
+            sweeping = asyncio.create_task(janitor.run(stop), name="keeper-janitor")
             try:
                 await self._drain_until(stop)
             finally:
+                await _ended(sweeping, JOBS_STOP_TIMEOUT)
                 if jobs is not None:
                     await _ended(jobs, JOBS_STOP_TIMEOUT)
         finally:

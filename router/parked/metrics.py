@@ -42,6 +42,11 @@ class KeeperMetrics:
             "Commits (or store openings) that failed: the batch waits unacked and is retried.",
             registry=self.registry,
         )
+        self.expired = Counter(
+            "attentive_router_parked_entries_expired",
+            "Replayed or purged entries deleted by retention (ROUTER_PARKED_RETENTION_DAYS).",
+            registry=self.registry,
+        )
         self.lag = Gauge(
             "attentive_router_keeper_lag_messages",
             "Messages ready in each landing zone (not yet delivered to a keeper), as last read.",

@@ -41,6 +41,10 @@ class KeeperSettings:
     upgrade: bool = True
     #: Run replay and purge jobs too (:class:`~router.parked.runner.JobRunner`).
     jobs: bool = True
+    #: Days an entry is kept after it was replayed or purged (never while it is parked).
+    retention_days: int = 30
+    #: Seconds between two retention sweeps (:class:`~router.parked.janitor.Janitor`).
+    janitor_interval: float = 3600.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> KeeperSettings:
@@ -59,6 +63,8 @@ VARIABLES: Final[Mapping[str, Variable[Any]]] = {
     "parked_interval": config.seconds("ROUTER_KEEPER_PARKED_INTERVAL"),
     "upgrade": config.boolean("ROUTER_DATABASE_UPGRADE"),
     "jobs": config.boolean("ROUTER_KEEPER_JOBS"),
+    "retention_days": config.integer("ROUTER_PARKED_RETENTION_DAYS", 1, 36_500),
+    "janitor_interval": config.seconds("ROUTER_KEEPER_JANITOR_INTERVAL"),
 }
 
 
