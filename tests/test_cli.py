@@ -5,23 +5,16 @@ Exit codes: 0 done, 1 the operation failed, 2 wrong usage or configuration.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from router.cli.main import main
 from router.contract.events import EVENT_TYPES
+from tests.environment import no_router_environment
+
+__all__ = ["no_router_environment"]  # autouse: no ROUTER_* variable of the shell counts
 
 #: Port 9 (discard) is closed on the test machine: connecting to it is refused at once.
 CLOSED_URL = "http://127.0.0.1:9/webhooks/attentive"
-
-
-@pytest.fixture(autouse=True)
-def _no_router_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test starts without any ROUTER_* variable, whatever the shell running pytest has."""
-    for name in list(os.environ):
-        if name.startswith("ROUTER_"):
-            monkeypatch.delenv(name)
 
 
 def _one_line(text: str) -> str:
@@ -63,35 +56,41 @@ def test_an_unknown_option_is_wrong_usage(capsys: pytest.CaptureFixture[str]) ->
     assert "--colour" in _one_line(capsys.readouterr().err)
 
 
-def test_serve_without_a_signing_key_refuses_to_start(
+@pytest.mark.parametrize(
+    ("environment", "argv", "named"),
+    [
+        pytest.param({}, ["serve"], "ROUTER_SIGNING_KEYS", id="no-signing-key"),
+        pytest.param(
+            {"ROUTER_SIGNING_KEYS": " , ,"},
+            ["serve", "--signing-key", ""],
+            "ROUTER_SIGNING_KEYS",
+            id="only-blank-signing-keys",
+        ),
+        pytest.param(
+            {"ROUTER_PORT": "eighty"},
+            ["serve", "--signing-key", "k"],
+            "ROUTER_PORT",
+            id="bad-setting-in-the-environment",
+        ),
+    ],
+)
+def test_serve_with_a_bad_configuration_refuses_to_start_naming_the_variable(
+    environment: dict[str, str],
+    argv: list[str],
+    named: str,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """Given no ROUTER_SIGNING_KEYS and no --signing-key, serve exits 2 naming the variable."""
-    assert main(["serve"]) == 2
+    """Given no signing key, only blank ones, or a bad ROUTER_* variable, serve exits 2 with
+    one line naming the variable."""
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+
+    assert main(argv) == 2
 
     line = _one_line(capsys.readouterr().err)
     assert line.startswith("attentive-router: ")
-    assert "ROUTER_SIGNING_KEYS" in line
-
-
-def test_serve_with_only_blank_signing_keys_refuses_to_start(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setenv("ROUTER_SIGNING_KEYS", " , ,")
-
-    assert main(["serve", "--signing-key", ""]) == 2
-
-    assert "ROUTER_SIGNING_KEYS" in _one_line(capsys.readouterr().err)
-
-
-def test_serve_with_a_bad_setting_in_the_environment_names_it(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setenv("ROUTER_PORT", "eighty")
-
-    assert main(["serve", "--signing-key", "k"]) == 2
-
-    assert "ROUTER_PORT" in _one_line(capsys.readouterr().err)
+    assert named in line
 
 
 def test_send_test_of_an_unknown_type_lists_the_valid_ones(

@@ -39,12 +39,10 @@ from router.contract.names import (
 )
 from router.parked.model import parked_event
 from router.parked.store import ParkedStore
-from tests.test_deadletters import (
-    Cli,
-    _no_router_environment,  # noqa: F401 (autouse: no ROUTER_* variable counts)
-    command_line,
-    opened_store,
-)
+from tests.environment import no_router_environment
+from tests.test_deadletters import Cli, command_line, opened_store
+
+__all__ = ["no_router_environment"]  # autouse: no ROUTER_* variable of the shell counts
 
 ROOT = Path(__file__).resolve().parent.parent
 
