@@ -23,9 +23,10 @@ from router.admin.app import create_admin_app
 from router.contract.events import message_id
 from router.contract.names import WEBHOOK_PATH, Names
 from router.settings import Settings
-from tests.conftest import AUTH, TOKEN, Client, MakeIngress, served_ingress
+from tests.conftest import TOKEN, Client, MakeIngress, served_ingress
 from tests.probes import internal
 from tests.rabbit_cluster import LocalCluster
+from tests.steps import claim
 from tests.streams import Stream
 from tests.test_broker_faults import posting
 
@@ -71,10 +72,7 @@ async def test_the_ingress_and_a_worker_move_to_another_node_and_nothing_answere
     names: Names,
 ) -> None:
     # Given an application owning sms.* on a 3-node cluster (its quorum queue replicated)
-    response = await cluster_admin.post(
-        "/admin/claims", json={"app": "sms-audit", "events": ["sms.*"]}, headers=AUTH
-    )
-    assert response.status == 201
+    await claim(cluster_admin, "sms-audit", "sms.*")
     handled: Counter[str] = Counter()
     worker = Worker("sms-audit", prefetch=64)
 

@@ -49,9 +49,13 @@ from router.parked.runner import JobRunner
 from router.parked.store import ParkedStore
 from router.settings import Settings
 from tests.conftest import AMQP_URL, AUTH, Client, depth, signed, take
+from tests.environment import no_router_environment
 from tests.parked_stores import POSTGRES_URL, Backend, backend
+from tests.steps import claim
 
-__all__ = ["backend"]  # a fixture, used by name
+#: ``backend``, a fixture used by name; ``no_router_environment``, autouse: no ROUTER_*
+#: variable of the shell counts.
+__all__ = ["backend", "no_router_environment"]
 
 pytestmark = pytest.mark.broker
 
@@ -62,14 +66,6 @@ OCCURRED_MS = 1_764_147_600_000
 PARKED = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 TIMEOUT_ERROR = "TimeoutError: crm"
 VALUE_ERROR = "ValueError: bad +15555555555"
-
-
-@pytest.fixture(autouse=True)
-def _no_router_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The CLI reads ROUTER_*; whatever the shell running pytest has must not count."""
-    for name in list(os.environ):
-        if name.startswith("ROUTER_"):
-            monkeypatch.delenv(name)
 
 
 @pytest.fixture
@@ -500,10 +496,7 @@ async def test_an_unrouted_replay_goes_to_whoever_owns_the_type_now(
 
     # When an application claims sms.* and ops replay the unrouted SMS events
     app = "texts"
-    response = await admin.post(
-        "/admin/claims", json={"app": app, "events": ["sms.*"]}, headers=AUTH
-    )
-    assert response.status == 201
+    await claim(admin, app, "sms.*")
     code, out, _ = await cli("unrouted", "replay", "--type", "sms.*")
     assert code == 0 and one_line(out).endswith(": matched 3, replayed 3, failed 0")
 

@@ -28,6 +28,7 @@ from router.cli.main import main
 from router.contract.names import Names
 from router.settings import Settings
 from tests.conftest import AMQP_URL, AUTH, TOKEN, Client
+from tests.steps import claim
 
 pytestmark = pytest.mark.broker
 
@@ -77,8 +78,8 @@ async def test_unavailable_is_503_and_asks_to_come_back(admin_settings: Settings
     client = Client(TestServer(create_admin_app(unreachable)))
     await client.start_server()
     try:
-        claim = {"app": "crm", "events": ["sms.*"]}
-        response = await client.post("/admin/claims", json=claim, headers=AUTH)
+        wanted = {"app": "crm", "events": ["sms.*"]}
+        response = await client.post("/admin/claims", json=wanted, headers=AUTH)
         assert response.status == 503
         assert response.headers["Retry-After"] == "5"
         assert "RabbitMQ could not be updated" in (await response.json())["error"]
@@ -151,10 +152,7 @@ def worker_command(admin: Client, names: Names, **env: str) -> subprocess.Comple
 
 
 async def test_a_conflicting_claim_at_start_exits_1(admin: Client, names: Names) -> None:
-    held = await admin.post(
-        "/admin/claims", json={"app": "someone-else", "events": ["sms.sent"]}, headers=AUTH
-    )
-    assert held.status == 201
+    await claim(admin, "someone-else", "sms.sent")
     worker = await asyncio.to_thread(worker_command, admin, names)
     assert worker.returncode == 1
     assert "refusing to start" in worker.stderr.decode().splitlines()[-1]

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aio_pika
@@ -33,6 +33,7 @@ from router.contract.names import WEBHOOK_PATH, Names, routing_key
 from tests import replica_worker
 from tests.conftest import AMQP_URL, TOKEN, Client, StartWorker, depth, signed
 from tests.databases import POSTGRES_URL, REDIS_URL, drop_table, forget_redis_keys
+from tests.steps import until
 
 pytestmark = [pytest.mark.broker, pytest.mark.database]
 
@@ -41,12 +42,6 @@ FAST = RetryPolicy(delays=(0.2, 0.4), max_attempts=3)
 IDS = 1_000
 #: The longest the replicas may take to settle every copy (seconds).
 SETTLE_TIMEOUT = 60.0
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 15) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.02)
 
 
 async def test_a_copy_waiting_for_a_failing_delivery_is_handled_later_as_the_same_attempt(

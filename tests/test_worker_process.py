@@ -16,7 +16,8 @@ from aio_pika.abc import AbstractRobustConnection
 
 from router.contract.examples import example_body
 from router.contract.names import WEBHOOK_PATH, Names
-from tests.conftest import AMQP_URL, AUTH, TOKEN, Client, depth, signed
+from tests.conftest import AMQP_URL, TOKEN, Client, depth, signed
+from tests.steps import claim
 
 pytestmark = pytest.mark.broker
 
@@ -99,10 +100,7 @@ async def test_a_worker_killed_mid_handler_loses_nothing(
 async def test_the_worker_command_refuses_to_start_when_its_claim_conflicts(
     admin: Client, start_worker_process: StartWorker
 ) -> None:
-    response = await admin.post(
-        "/admin/claims", json={"app": "sms-audit", "events": ["sms.*"]}, headers=AUTH
-    )
-    assert response.status == 201
+    await claim(admin, "sms-audit", "sms.*")
     process = start_worker_process(capture=True)
     _, stderr = await asyncio.to_thread(process.communicate, None, 30)
     assert process.returncode == 1

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from typing import Any
 
 import aio_pika
@@ -23,7 +22,8 @@ from router.amqp.topology import APP_DELIVERY_LIMIT, declare_app_queue
 from router.contract.examples import example_body
 from router.contract.names import WEBHOOK_PATH, Names
 from router.settings import Settings
-from tests.conftest import AMQP_URL, AUTH, TOKEN, Client, StartWorker, depth, signed, take
+from tests.conftest import AMQP_URL, TOKEN, Client, StartWorker, depth, signed, take
+from tests.steps import claim, until
 from tests.wire import free_port
 
 pytestmark = pytest.mark.broker
@@ -35,12 +35,6 @@ FAST = RetryPolicy(delays=(0.2, 0.4), max_attempts=3)
 async def post(ingress: Client, body: bytes) -> None:
     response = await ingress.post(WEBHOOK, data=body, headers=signed(body))
     assert response.status == 200
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 15) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.02)
 
 
 async def test_a_handler_receives_the_parsed_event_and_the_delivery_is_acked(
@@ -281,10 +275,7 @@ async def test_a_handler_running_when_the_connection_is_lost_runs_to_its_end(
 async def test_a_worker_whose_claim_conflicts_refuses_to_start_naming_the_holder(
     admin: Client, start_worker: StartWorker
 ) -> None:
-    response = await admin.post(
-        "/admin/claims", json={"app": "sms-audit", "events": ["sms.*"]}, headers=AUTH
-    )
-    assert response.status == 201
+    await claim(admin, "sms-audit", "sms.*")
     worker = Worker("growth")
 
     @worker.on("sms.subscribed")
