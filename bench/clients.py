@@ -201,36 +201,35 @@ def run_on(loop_name: str, coroutine: Coroutine[Any, Any, Any]) -> Any:
         return runner.run(coroutine)
 
 
+def _shared(flag: str, **spec: Any) -> argparse.ArgumentParser:
+    """A parent parser with the argument ``flag``, for the commands that take it."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(flag, **spec)
+    return parent
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.clients")
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     commands = parser.add_subparsers(dest="command", required=True)
-    p = commands.add_parser("publish")
-    p.add_argument("--exchange", required=True)
-    p.add_argument("--seconds", type=float, default=10)
-    p.add_argument("--warmup", type=float, default=2)
-    p.add_argument("--in-flight", type=int, default=64)
-    n = commands.add_parser("publish-count")
-    n.add_argument("--exchange", required=True)
-    n.add_argument("--count", type=int, required=True)
+    # The arguments several commands take, each spelled (with its default) once.
+    exchange = _shared("--exchange", required=True)
+    queue = _shared("--queue", required=True)
+    count = _shared("--count", type=int, required=True)
+    in_flight = _shared("--in-flight", type=int, default=64)
+    timeout = _shared("--timeout", type=float, default=600)
+    timed = _shared("--seconds", type=float, default=10)
+    timed.add_argument("--warmup", type=float, default=2)
+    commands.add_parser("publish", parents=[exchange, timed, in_flight])
+    n = commands.add_parser("publish-count", parents=[exchange, count, in_flight])
     n.add_argument("--warmup", type=int, default=500)
-    n.add_argument("--in-flight", type=int, default=64)
     n.add_argument("--callgrind", action="store_true", help="count only --count under callgrind")
-    f = commands.add_parser("prefill")
-    f.add_argument("--exchange", required=True)
-    f.add_argument("--queue", required=True)
-    f.add_argument("--count", type=int, required=True)
-    f.add_argument("--timeout", type=float, default=600)
-    c = commands.add_parser("consume")
-    c.add_argument("--queue", required=True)
-    c.add_argument("--count", type=int, required=True)
+    commands.add_parser("prefill", parents=[exchange, queue, count, timeout])
+    c = commands.add_parser("consume", parents=[queue, count, timeout])
     c.add_argument("--prefetch", type=int, default=256)
-    c.add_argument("--timeout", type=float, default=600)
-    s = commands.add_parser("send")
+    s = commands.add_parser("send", parents=[timed])
     s.add_argument("--url", required=True)
     s.add_argument("--rate", type=float, default=1000)
-    s.add_argument("--seconds", type=float, default=10)
-    s.add_argument("--warmup", type=float, default=2)
     args = parser.parse_args(argv)
     coroutine: Coroutine[Any, Any, Any]
     match args.command:
