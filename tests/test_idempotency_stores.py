@@ -115,6 +115,18 @@ async def _until(condition: Callable[[], Awaitable[bool]], timeout: float = TIME
     return time.monotonic() - started
 
 
+async def _acquired_again(store: IdempotencyStore, *, since: float, after: float) -> None:
+    """Wait until a delivery of :data:`MESSAGE_ID` acquires it again, and check that this was
+    not sooner than ``after`` seconds past ``since`` (a ``time.monotonic()`` taken before the
+    previous claim was made or completed)."""
+
+    async def acquired() -> bool:
+        return isinstance(await _begin(store, APP, MESSAGE_ID), Acquired)
+
+    await _until(acquired, timeout=after + 5)
+    assert time.monotonic() - since >= after - 0.05
+
+
 async def _begin(store: IdempotencyStore, app: str, message_id: str) -> Claim:
     async with asyncio.timeout(TIMEOUT):
         return await store.begin(app, message_id)
@@ -220,13 +232,8 @@ async def test_an_expired_lease_is_taken_over(backend: Backend) -> None:
     await _acquire(store, APP, MESSAGE_ID)
     assert await _begin(store, APP, MESSAGE_ID) == InProgressElsewhere()
 
-    # When its lease expires, Then another delivery acquires the id
-    async def acquired() -> bool:
-        return isinstance(await _begin(store, APP, MESSAGE_ID), Acquired)
-
-    await _until(acquired, timeout=TINY_LEASE + 5)
-    # And not before the lease: the claim was taken after ``started``
-    assert time.monotonic() - started >= TINY_LEASE - 0.05
+    # When its lease expires, Then another delivery acquires the id, and not before the lease
+    await _acquired_again(store, since=started, after=TINY_LEASE)
 
 
 async def test_a_stale_holder_cannot_release_or_complete_the_new_claim(backend: Backend) -> None:
@@ -264,12 +271,8 @@ async def test_a_done_id_is_forgotten_once_the_window_passed(backend: Backend) -
     await _handled(store, APP, MESSAGE_ID)
     assert await _begin(store, APP, MESSAGE_ID) == AlreadyDone()
 
-    async def claimable() -> bool:
-        return isinstance(await _begin(store, APP, MESSAGE_ID), Acquired)
-
-    await _until(claimable, timeout=TINY_WINDOW + 5)
-    # Not forgotten before the window: the completion happened after ``started``.
-    assert time.monotonic() - started >= TINY_WINDOW - 0.05
+    # Then a later delivery acquires it, and not before the window
+    await _acquired_again(store, since=started, after=TINY_WINDOW)
 
 
 async def test_the_window_does_not_cut_a_live_claim_short(backend: Backend) -> None:

@@ -266,16 +266,26 @@ async def hostile_dlq(parked: ParkedStore) -> str:
             DEAD_LETTERED_AT_HEADER: "2026-11-26T09:00:00.000Z",
         },
     )
-    entry = parked_event(
-        orjson.dumps(payload),
-        properties,
-        place="dlq",
-        app=app,
-        routing_key="sms.sent.acme",
-        seen_at=datetime.now(UTC),
+    await park_now(
+        parked, orjson.dumps(payload), properties, place="dlq", app=app, routing_key="sms.sent.acme"
     )
-    await parked.add_many([entry])
     return app
+
+
+async def park_now(
+    store: ParkedStore,
+    body: bytes,
+    properties: Basic.Properties,
+    *,
+    place: str,
+    app: str | None,
+    routing_key: str,
+) -> None:
+    """Store one delivery of ``place`` as the keeper stores it, seen now."""
+    entry = parked_event(
+        body, properties, place=place, app=app, routing_key=routing_key, seen_at=datetime.now(UTC)
+    )
+    await store.add_many([entry])
 
 
 def assert_safe(*written: str) -> None:
@@ -371,15 +381,7 @@ async def test_a_hostile_body_that_is_not_json_is_shown_escaped_by_a_real_proces
     properties = Basic.Properties(
         message_id=message_id, headers={INVALID_REASON_HEADER: "body is not valid JSON"}
     )
-    quarantined = parked_event(
-        HOSTILE_BODY,
-        properties,
-        place="invalid",
-        app=None,
-        routing_key="",
-        seen_at=datetime.now(UTC),
-    )
-    await parked.add_many([quarantined])
+    await park_now(parked, HOSTILE_BODY, properties, place="invalid", app=None, routing_key="")
     run = _process(parked_url)
 
     # When ops list and show it with the real command, the bytes it writes are safe

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aio_pika
@@ -99,17 +100,30 @@ async def test_a_failing_handler_is_retried_through_the_delay_tiers_then_succeed
     assert await depth(amqp, names.app_dead_letter_queue("flaky")) == 0
 
 
+def always_failing(
+    app: str, event_type: str, error: Callable[[Event], Exception]
+) -> tuple[Worker, list[int]]:
+    """A worker of ``app`` (fast retries) whose handler of ``event_type`` raises
+    ``error(event)`` every time; and the attempts it was called with."""
+    attempts: list[int] = []
+    worker = Worker(app, retry=FAST)
+
+    @worker.on(event_type)
+    async def handle(event: Event) -> None:
+        attempts.append(event.attempt)
+        raise error(event)
+
+    return worker, attempts
+
+
 async def test_after_the_last_attempt_the_event_is_dead_lettered_with_its_story(
     ingress: Client, start_worker: StartWorker, amqp: AbstractRobustConnection, names: Names
 ) -> None:
-    attempts: list[int] = []
-    worker = Worker("broken", retry=FAST)
-
-    @worker.on("custom_attribute.set")
-    async def handle(event: Event) -> None:
-        attempts.append(event.attempt)
-        raise ValueError(f"cannot map attribute (attempt {event.attempt})")
-
+    worker, attempts = always_failing(
+        "broken",
+        "custom_attribute.set",
+        lambda event: ValueError(f"cannot map attribute (attempt {event.attempt})"),
+    )
     await start_worker(worker)
     body = example_body("custom_attribute.set")
     await post(ingress, body)
@@ -135,14 +149,9 @@ async def test_after_the_last_attempt_the_event_is_dead_lettered_with_its_story(
 async def test_a_reject_dead_letters_at_once(
     ingress: Client, start_worker: StartWorker, amqp: AbstractRobustConnection, names: Names
 ) -> None:
-    attempts: list[int] = []
-    worker = Worker("strict", retry=FAST)
-
-    @worker.on("sms.inbound_message")
-    async def handle(event: Event) -> None:
-        attempts.append(event.attempt)
-        raise Reject("inbound message without text")
-
+    worker, attempts = always_failing(
+        "strict", "sms.inbound_message", lambda _: Reject("inbound message without text")
+    )
     await start_worker(worker)
     await post(ingress, example_body("sms.inbound_message"))
     channel = await amqp.channel()
