@@ -147,6 +147,21 @@ def _cpu(node: Any, rate_field: str) -> str:
     return ", ".join(parts)
 
 
+def _end_to_end(node: Any) -> str:
+    """Run c's figure: latencies from due to handler, how many were handled, how many lost."""
+    latencies = _lat(node, ("p50_ms", "p99_ms", "max_ms"))
+    return f"{latencies}, {_n(node.get('count'))} handled, lost {node.get('lost')}"
+
+
+def _peak_rss(node: Any) -> str:
+    """Run e's figure: the ingress's peak RSS after its events, and where it started."""
+    return (
+        f"{_n(node['peak_rss_mb'], 1)} MB after {_n(node['answered_200'])} answered 200 "
+        f"(start {_n(node.get('start_rss_mb'), 1)} MB, {_n(node.get('seconds'))} s, "
+        f"non-2xx {_n(node.get('non_2xx'))})"
+    )
+
+
 def _target(results: dict[str, Any], key: str) -> tuple[str, str]:
     for t in results.get("targets", []):
         if t["key"] == key:
@@ -226,11 +241,7 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         c = results["c"]
         figure = f"end-to-end due -> handler at {config.get('rate', 1000):,}/s"
         if not failed("c", figure, c, "e2e_p99_ms"):
-            value = (
-                f"{_lat(c, ('p50_ms', 'p99_ms', 'max_ms'))}, {_n(c.get('count'))} handled, "
-                f"lost {c.get('lost')}"
-            )
-            add("c", figure, value, "e2e_p99_ms")
+            add("c", figure, _end_to_end(c), "e2e_p99_ms")
             http = figure_at(c, "sender", "http")
             if isinstance(http, dict):
                 add(
@@ -263,12 +274,7 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         e = results["e"]
         figure = f"ingress peak RSS (VmHWM), 1 proc, after {_n(config.get('rss_events'))} events"
         if not failed("e", figure, e, "ingress_peak_rss_mb"):
-            value = (
-                f"{_n(e['peak_rss_mb'], 1)} MB after {_n(e['answered_200'])} answered 200 "
-                f"(start {_n(e.get('start_rss_mb'), 1)} MB, {_n(e.get('seconds'))} s, "
-                f"non-2xx {_n(e.get('non_2xx'))})"
-            )
-            add("e", figure, value, "ingress_peak_rss_mb")
+            add("e", figure, _peak_rss(e), "ingress_peak_rss_mb")
     if "f" in results:
         f = results["f"]
         saturation("f", f"Go reference saturation, wrk {inflight} conns", f.get("saturation"))
