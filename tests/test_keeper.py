@@ -56,7 +56,7 @@ from router.parked.store import ParkedStore, ParkedStoreError
 from router.settings import Settings
 from tests.conftest import TOKEN, depth, rabbitmqctl
 from tests.parked_stores import TIMEOUT, Backend, backend, body_of
-from tests.test_serve import StartRouter, start_router
+from tests.test_serve import Router, StartRouter, start_router
 
 pytestmark = [pytest.mark.broker, pytest.mark.database]
 __all__ = ["backend", "start_router"]  # fixtures, used by name
@@ -360,6 +360,13 @@ async def test_a_keeper_runs_the_replay_jobs_ops_ask_for(
 # -- the classic DLQ of the previous release -----------------------------------------------
 
 
+async def declared(amqp: AbstractRobustConnection, names: Names) -> aio_pika.abc.AbstractChannel:
+    """A channel with publisher confirms, on which the router's topology is declared."""
+    channel = await amqp.channel(publisher_confirms=True)
+    await topology.declare(channel, names)
+    return channel
+
+
 async def declare_previous_release(
     channel: aio_pika.abc.AbstractChannel, names: Names, app: str
 ) -> aio_pika.abc.AbstractQueue:
@@ -396,23 +403,31 @@ def queue_type(queue: str) -> str:
     return types.get(queue, "absent").strip()
 
 
+async def dead_lettered_by_previous_release(
+    channel: aio_pika.abc.AbstractChannel, names: Names, app: str, count: int
+) -> aio_pika.abc.AbstractQueue:
+    """``app``'s queues as the previous release declared them, and ``count`` events (message
+    ids ``old-<n>``) its queue dead-lettered into the classic DLQ, rejected by its worker;
+    the application's queue."""
+    app_queue = await declare_previous_release(channel, names, app)
+    for n in range(count):
+        await channel.default_exchange.publish(
+            aio_pika.Message(body_of("sms.subscribed", "c1", n=n), message_id=f"old-{n}"),
+            routing_key=app_queue.name,
+        )
+    for _ in range(count):
+        await (await app_queue.get(timeout=10)).reject(requeue=False)
+    return app_queue
+
+
 async def test_a_classic_dlq_of_the_previous_release_becomes_quorum_with_nothing_lost(
     settings: Settings, amqp: AbstractRobustConnection, tmp_path: Path
 ) -> None:
     # Given an application's queues as the previous release made them, and 300 events its
     # queue dead-lettered into the classic DLQ (rejected by its worker)
     names = settings.names
-    channel = await amqp.channel(publisher_confirms=True)
-    await topology.declare(channel, names)
-    app_queue = await declare_previous_release(channel, names, APP)
-    for n in range(300):
-        await channel.default_exchange.publish(
-            aio_pika.Message(body_of("sms.subscribed", "c1", n=n), message_id=f"old-{n}"),
-            routing_key=app_queue.name,
-        )
-    for _ in range(300):
-        message = await app_queue.get(timeout=10)
-        await message.reject(requeue=False)
+    channel = await declared(amqp, names)
+    app_queue = await dead_lettered_by_previous_release(channel, names, APP, 300)
     dlq = names.app_dead_letter_queue(APP)
     await until(lambda: queue_messages(dlq) == 300)
     assert queue_type(dlq) == "classic"
@@ -453,16 +468,8 @@ async def test_serve_upgraded_over_the_previous_release_migrates_its_dlq_and_bin
 ) -> None:
     # Given the previous release's queues for a claimed application, 100 events in its
     # classic DLQ, and its claim in the registry
-    channel = await amqp.channel(publisher_confirms=True)
-    await topology.declare(channel, names)
-    app_queue = await declare_previous_release(channel, names, APP)
-    for n in range(100):
-        await channel.default_exchange.publish(
-            aio_pika.Message(body_of("sms.subscribed", "c1", n=n), message_id=f"old-{n}"),
-            routing_key=app_queue.name,
-        )
-    for _ in range(100):
-        await (await app_queue.get(timeout=10)).reject(requeue=False)
+    channel = await declared(amqp, names)
+    app_queue = await dead_lettered_by_previous_release(channel, names, APP, 100)
     await claims_for(tmp_path / "claims.db", APP)
 
     # When this release serves (its admin API syncs the claims' bindings at start)
@@ -495,8 +502,7 @@ async def test_a_migration_left_half_done_is_finished_by_the_next_keeper(
     # Given a keeper that died after step 3: the quorum DLQ is there, and the holding queue
     # still bound to the dead-letter exchange, with dead letters in it
     names = settings.names
-    channel = await amqp.channel(publisher_confirms=True)
-    await topology.declare(channel, names)
+    channel = await declared(amqp, names)
     await topology.declare_app_queue(channel, names, APP)
     holding = await channel.declare_queue(
         names.app_dead_letter_holding_queue(APP), durable=True, arguments=QUORUM_QUEUE_ARGUMENTS
@@ -530,8 +536,7 @@ async def _metrics_page(port: int) -> str:
 
 async def _unrouted_waiting(amqp: AbstractRobustConnection, names: Names) -> None:
     """One event in the unrouted queue."""
-    channel = await amqp.channel(publisher_confirms=True)
-    await topology.declare(channel, names)
+    channel = await declared(amqp, names)
     await channel.default_exchange.publish(
         aio_pika.Message(body_of("sms.subscribed"), message_id="s-1"),
         routing_key=names.unrouted_queue,
@@ -549,6 +554,15 @@ async def _one_unrouted(database: Path) -> bool:
         return False  # (the schema is not there yet)
 
 
+async def _serving_until_stored(
+    start_router: StartRouter, tmp_path: Path, **environment: str
+) -> Router:
+    """The router served with ``environment``, once its keeper stored the unrouted event."""
+    router = start_router(**environment)
+    await until(lambda: _one_unrouted(tmp_path / "claims.db"))
+    return router
+
+
 async def test_serve_runs_a_keeper_by_default(
     names: Names, amqp: AbstractRobustConnection, tmp_path: Path, start_router: StartRouter
 ) -> None:
@@ -556,9 +570,8 @@ async def test_serve_runs_a_keeper_by_default(
     await _unrouted_waiting(amqp, names)
 
     # When the router serves with its defaults
-    router = start_router(ROUTER_KEEPER_STATS_INTERVAL="0.3")
     # Then its keeper stores the event (in a schema serve made) and empties the queue
-    await until(lambda: _one_unrouted(tmp_path / "claims.db"))
+    router = await _serving_until_stored(start_router, tmp_path, ROUTER_KEEPER_STATS_INTERVAL="0.3")
     await until(lambda: _depth_is(amqp, names.unrouted_queue, 0))
 
     # And /metrics shows the keeper's families beside the ingress's
@@ -578,10 +591,8 @@ async def test_serve_with_two_processes_runs_one_keeper_in_the_first(
     await _unrouted_waiting(amqp, names)
 
     # When the router serves with two ingress processes
-    router = start_router(ROUTER_WORKERS="2")
-
     # Then the event is stored, by one keeper, in the first process
-    await until(lambda: _one_unrouted(tmp_path / "claims.db"))
+    router = await _serving_until_stored(start_router, tmp_path, ROUTER_WORKERS="2")
     page = await _metrics_page(router.internal_port)
     families = {f.name: f for f in text_string_to_metric_families(page)}
     batches = families["attentive_router_keeper_batches_committed"].samples
