@@ -9,12 +9,12 @@ confirmed: a publish the broker returns (no queue bound, the application queue g
 nacks is a failure, and the entry stays parked.
 
 Up to ``window`` publishes wait for their confirm at once (as a bare publisher's window), and
-up to ``unmarked`` (twice the window unless set) are published and not yet marked replayed:
+up to ``unmarked`` (four times the window unless set) are published and not yet marked replayed:
 that is the in-flight window a runner killed at any moment leaves published and still parked,
 for the next runner to publish again (workers skip those by message id). Marks never wait
 on the publishing, nor the publishing on the marks, until ``unmarked`` is reached. The store
 records a batch (marks, counts, the last id up to which every entry is handled, the lease)
-when a quarter of a window came back, or every ``settle_every`` seconds; a job cancelled
+when a window's worth came back, or every ``settle_every`` seconds; a job cancelled
 meanwhile, or a lease another runner took, stops the publishing there. The next entries are
 read from the store while the current ones go out.
 """
@@ -178,7 +178,7 @@ class _Flights:
     """Published entries in id order until the store recorded them: ``order[head:]`` are
     unrecorded, ``order[head:scan]`` have their outcome."""
 
-    #: Outcomes since the last record that wake the settler (a quarter of the window).
+    #: Outcomes since the last record that wake the settler (a window's worth).
     wake_at: int
     order: list[int] = field(default_factory=list)
     outcomes: dict[int, bool] = field(default_factory=dict)
@@ -219,7 +219,7 @@ class Replay:
     """One run of a replay job by ``owner``: :meth:`run` publishes until the job is done,
     cancelled, taken by another runner, or the broker went away.
 
-    ``window`` publishes at most wait for their confirm at once; ``unmarked`` (twice the
+    ``window`` publishes at most wait for their confirm at once; ``unmarked`` (four times the
     window unless given) at most are published and not yet marked, which bounds what a
     runner killed at any moment leaves to be published twice.
     """
@@ -236,12 +236,12 @@ class Replay:
 
     @property
     def unmarked_bound(self) -> int:
-        return self.unmarked or 2 * self.window
+        return self.unmarked or 4 * self.window
 
     async def run(self) -> Job:
         """The job as last recorded; :class:`BrokerLost` when the broker went away (what was
         confirmed is recorded first)."""
-        flights = _Flights(wake_at=max(self.window // 4, 1))
+        flights = _Flights(wake_at=max(self.window, 1))
         slots = asyncio.Semaphore(self.unmarked_bound)
         confirms = asyncio.Semaphore(self.window)
         stopping = asyncio.Event()
@@ -325,7 +325,7 @@ class Replay:
     async def _settle_loop(
         self, flights: _Flights, slots: asyncio.Semaphore, stopping: asyncio.Event
     ) -> None:
-        """Record what was confirmed: when a quarter of a window came back, at least every
+        """Record what was confirmed: when a window's worth came back, at least every
         ``settle_every`` seconds (which renews the lease), and all of it at the end. When the
         store fails, publishing stops (every slot is given back so that it sees it)."""
         last = time.monotonic()

@@ -70,7 +70,7 @@ class JobRunner:
     owner: str = field(default_factory=runner_name)
     lease: timedelta = DEFAULT_LEASE
     window: int = DEFAULT_WINDOW
-    #: Published and not yet marked at most (twice the window unless set): see replay.py.
+    #: Published and not yet marked at most (four times the window unless set): replay.py.
     unmarked: int | None = None
     poll: float = DEFAULT_POLL
     confirm_timeout: float = CONFIRM_TIMEOUT
