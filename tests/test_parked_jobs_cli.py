@@ -9,26 +9,21 @@ from pathlib import Path
 import orjson
 import pytest
 
-from router.cli import jobs, output
-from router.cli.main import OneLineParser
-from router.errors import RouterError
+from router.cli.main import main
 from router.parked.jobs import Job, JobRequest, JobState
 from router.parked.query import Query
 from router.parked.sqlite import SqliteParkedStore
+from tests.environment import no_router_environment
 from tests.parked_stores import body_of, dead_letter
 
+__all__ = ["no_router_environment"]  # autouse: no ROUTER_* variable of the shell counts
 
-def cli(capsys: pytest.CaptureFixture[str], database: Path, *argv: str) -> tuple[int, str, str]:
-    """Run ``attentive-router jobs ...`` as main runs it; (exit code, stdout, stderr)."""
-    parser = OneLineParser(prog=output.PROG)
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
-    jobs.add_commands(commands, OneLineParser)
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """Run ``attentive-router jobs ...``; (exit code, stdout, stderr)."""
     try:
-        args = parser.parse_args(["jobs", *argv])
-        code = int(args.run(args, {"ROUTER_DATABASE_URL": f"sqlite:///{database}"}))
-    except RouterError as error:
-        code = output.report(error)
-    except SystemExit as leaving:
+        code = main(["jobs", *argv])
+    except SystemExit as leaving:  # argparse's wrong usage
         code = int(leaving.code or 0)
     out, err = capsys.readouterr()
     return code, out, err
@@ -54,13 +49,14 @@ async def prepared(database: Path) -> tuple[Job, Job]:
 
 
 def test_jobs_are_listed_shown_and_cancelled(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     database = tmp_path / "router.db"
     replay, purge = asyncio.run(prepared(database))
+    monkeypatch.setenv("ROUTER_DATABASE_URL", f"sqlite:///{database}")
 
     # jobs list: newest first, one row each
-    code, out, _ = cli(capsys, database, "list")
+    code, out, _ = cli(capsys, "list")
     lines = out.splitlines()
     assert code == 0 and lines[0].split() == [
         "ID", "KIND", "STATE", "MATCHED", "DONE", "FAILED", "BY", "CREATED"
@@ -69,27 +65,32 @@ def test_jobs_are_listed_shown_and_cancelled(
     assert lines[2].split()[:4] == [str(replay.id), "replay", "done", "2"]
 
     # jobs list --state --json
-    code, out, _ = cli(capsys, database, "list", "--state", "queued", "--json")
+    code, out, _ = cli(capsys, "list", "--state", "queued", "--json")
     assert code == 0
     assert [j["id"] for j in orjson.loads(out)["jobs"]] == [purge.id]
 
     # jobs show
-    code, out, _ = cli(capsys, database, "show", str(replay.id))
+    code, out, _ = cli(capsys, "show", str(replay.id))
     assert code == 0
     assert "progress:     0 of 2 (0%)" in out and "requested by: ops-alice" in out
-    code, out, _ = cli(capsys, database, "show", str(replay.id), "--json")
+    code, out, _ = cli(capsys, "show", str(replay.id), "--json")
     assert orjson.loads(out)["job"]["query"] == {"place": "dlq", "app": "alerts", "state": "parked"}
 
     # jobs cancel: a queued one is cancelled, a finished one is refused (exit 1)
-    code, out, _ = cli(capsys, database, "cancel", str(purge.id), "--by", "ops-carol")
+    code, out, _ = cli(capsys, "cancel", str(purge.id), "--by", "ops-carol")
     assert code == 0 and out.startswith(f"job {purge.id} (purge) cancelled by ops-carol")
-    code, _, err = cli(capsys, database, "cancel", str(replay.id))
+    code, _, err = cli(capsys, "cancel", str(replay.id))
     assert code == 1 and "done already" in err
 
     # not found (1) and wrong usage (2)
-    code, _, err = cli(capsys, database, "show", "999")
+    code, _, err = cli(capsys, "show", "999")
     assert code == 1 and "no job 999" in err
-    code, _, err = cli(capsys, database, "list", "--limit", "0")
+    code, _, err = cli(capsys, "list", "--limit", "0")
     assert code == 2 and "--limit must be between 1 and 1000" in err
-    code, _, _ = cli(capsys, database, "list", "--state", "sleeping")
+    code, _, _ = cli(capsys, "list", "--state", "sleeping")
     assert code == 2
+
+    # --database-url names the store when the environment does not
+    monkeypatch.delenv("ROUTER_DATABASE_URL")
+    code, out, _ = cli(capsys, "list", "--json", "--database-url", f"sqlite:///{database}")
+    assert code == 0 and len(orjson.loads(out)["jobs"]) == 2
