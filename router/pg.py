@@ -1,9 +1,12 @@
-"""What the router's PostgreSQL tables share: table names, advisory-lock keys, the pool."""
+"""What the router's PostgreSQL tables share: table names, advisory-lock keys, the pool, and
+how a driver error becomes a store's one-line error."""
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -30,4 +33,39 @@ async def create_pool(url: str, *, min_size: int, max_size: int, timeout: float)
     )
 
 
-__all__ = ["TABLE_NAME_RULE", "advisory_lock_key", "create_pool", "valid_table_name"]
+#: What the driver raises when the server, the network or the URL is wrong.
+DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+
+def one_line(exc: BaseException) -> str:
+    """An error's text on one line (its type's name when it has none)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+@asynccontextmanager
+async def translated(
+    error: Callable[[str], Exception],
+    doing: str,
+    table: str,
+    *,
+    keep: tuple[type[BaseException], ...] = (),
+) -> AsyncIterator[None]:
+    """Driver and network errors raised inside become ``error("<doing> (<table>): <text>")``
+    with the driver's text on one line; those of a ``keep`` type pass as they are."""
+    try:
+        yield
+    except DRIVER_ERRORS as exc:
+        if isinstance(exc, keep):
+            raise
+        raise error(f"{doing} ({table}): {one_line(exc)}") from exc
+
+
+__all__ = [
+    "DRIVER_ERRORS",
+    "TABLE_NAME_RULE",
+    "advisory_lock_key",
+    "create_pool",
+    "one_line",
+    "translated",
+    "valid_table_name",
+]

@@ -11,21 +11,24 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
-import asyncpg
 import structlog
 
 from consumers.runtime import idempotency
 from consumers.runtime.errors import WorkerConfigError
-from router.pg import TABLE_NAME_RULE, advisory_lock_key, create_pool, valid_table_name
+from router.pg import (
+    TABLE_NAME_RULE,
+    advisory_lock_key,
+    create_pool,
+    translated,
+    valid_table_name,
+)
 
 DEFAULT_TABLE = "attentive_handled"
 
-#: What asyncpg raises when the server, the network or the query is wrong.
-_POSTGRES_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 #: The columns a previous release's table lacks, and how to add them (its rows are done).
 _COLUMNS = {
     "done": "BOOLEAN NOT NULL DEFAULT true",
@@ -259,17 +262,10 @@ class PostgresStore:
         async with self._pool.acquire(timeout=self.timeout) as conn:
             yield conn
 
-    @asynccontextmanager
-    async def _translated(self, doing: str) -> AsyncIterator[None]:
-        """Driver and network errors become one-line :class:`IdempotencyStoreError`."""
-        try:
-            yield
-        except _POSTGRES_ERRORS as exc:
-            if isinstance(exc, ValueError):  # a bad URL: the caller says so
-                raise
-            raise idempotency.IdempotencyStoreError(
-                f"{doing} ({self.table}): {idempotency.one_line(exc)}"
-            ) from exc
+    def _translated(self, doing: str) -> AbstractAsyncContextManager[None]:
+        """Driver and network errors become one-line :class:`IdempotencyStoreError`; a bad
+        URL's ``ValueError`` passes, for :meth:`open` to say so."""
+        return translated(idempotency.IdempotencyStoreError, doing, self.table, keep=(ValueError,))
 
 
 __all__ = ["DEFAULT_TABLE", "PostgresStore", "lock_key"]

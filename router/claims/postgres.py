@@ -11,21 +11,23 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
-
-import asyncpg
 
 from router.claims.model import Claim, ClaimSpec, EventPattern
 from router.claims.store import Granted, Refused, decide
 from router.errors import ClaimStoreError, ConfigError, InvalidClaim
-from router.pg import TABLE_NAME_RULE, advisory_lock_key, create_pool, valid_table_name
+from router.pg import (
+    TABLE_NAME_RULE,
+    advisory_lock_key,
+    create_pool,
+    translated,
+    valid_table_name,
+)
 
 DEFAULT_TABLE = "attentive_claims"
 _COLUMNS = "id, app, pattern, company, created_at"
-#: What the driver raises when the server, the network or the URL is wrong.
-_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
 
 def lock_key(table: str) -> int:
@@ -154,14 +156,9 @@ class PostgresClaimStore:
             await conn.execute("SELECT pg_advisory_xact_lock($1)", self._lock_key)
             yield conn
 
-    @asynccontextmanager
-    async def _translated(self, doing: str) -> AsyncIterator[None]:
+    def _translated(self, doing: str) -> AbstractAsyncContextManager[None]:
         """Driver and network errors become one-line :class:`ClaimStoreError`."""
-        try:
-            yield
-        except _DRIVER_ERRORS as exc:
-            message = " ".join(str(exc).split()) or type(exc).__name__
-            raise ClaimStoreError(f"{doing} ({self.table}): {message}") from exc
+        return translated(ClaimStoreError, doing, self.table)
 
 
 def _claim(row: Any) -> Claim:
