@@ -186,3 +186,13 @@ async def test_a_viewer_reads_and_an_operator_changes(roles_admin: Client) -> No
         "cancelled",
         "admin",
     )
+
+    # And the audit log, which a viewer may read, says who revealed and who cancelled
+    response = await admin.get("/admin/audit", headers=bearer(VIEWER_TOKEN))
+    assert response.status == 200
+    records = (await response.json())["audit"]
+    assert [(r["action"], r["who"]) for r in records] == [("cancel", "admin"), ("reveal", "oncall")]
+    response = await admin.get(f"/admin/audit?job={job['id']}", headers=bearer(VIEWER_TOKEN))
+    assert [r["action"] for r in (await response.json())["audit"]] == ["cancel"]
+    response = await admin.get("/admin/audit?who=me", headers=bearer(VIEWER_TOKEN))
+    assert response.status == 400

@@ -1,4 +1,4 @@
-"""``attentive-router jobs list | show | cancel`` on a SQLite store: tables, --json, exit codes."""
+"""``attentive-router jobs list | show | cancel | audit`` on a SQLite store: tables, --json, exit codes."""
 
 from __future__ import annotations
 
@@ -81,6 +81,20 @@ def test_jobs_are_listed_shown_and_cancelled(
     assert code == 0 and out.startswith(f"job {purge.id} (purge) cancelled by ops-carol")
     code, _, err = cli(capsys, "cancel", str(replay.id))
     assert code == 1 and "done already" in err
+
+    # jobs audit: who did what, newest first (the finished replay, the cancel)
+    code, out, _ = cli(capsys, "audit", "--json")
+    assert code == 0
+    records = orjson.loads(out)["audit"]
+    assert [(r["action"], r["who"], r["job_id"]) for r in records] == [
+        ("cancel", "ops-carol", purge.id),
+        ("replay", "ops-alice", replay.id),
+    ]
+    assert records[1]["filter"]["app"] == "alerts" and records[1]["counts"]["matched"] == 2
+    code, out, _ = cli(capsys, "audit", "--job", str(replay.id))
+    lines = out.splitlines()
+    assert code == 0 and lines[0].split() == ["AT", "WHO", "ACTION", "JOB", "FILTER", "COUNTS"]
+    assert len(lines) == 2 and "ops-alice" in lines[1] and "replay" in lines[1]
 
     # not found (1) and wrong usage (2)
     code, _, err = cli(capsys, "show", "999")

@@ -2,6 +2,7 @@
 
     GET  /admin/jobs[?state=&limit=&before=] the jobs, newest first (any token)
     GET  /admin/jobs/{id}                    one job: state, progress, rate, ETA (any token)
+    GET  /admin/audit[?job=&limit=&before=]  the audit log, newest first (any token)
     POST /admin/jobs/{id}/cancel             cancel it: it stops at its next batch (operator)
 
 Jobs are created by ``POST /admin/{dlq/APP|unrouted|invalid}/{replay|purge}``
@@ -35,6 +36,7 @@ def add_job_routes(app: web.Application) -> None:
     """Add the job routes to the admin ``app`` (its store comes from the parked-event routes)."""
     app.router.add_get("/admin/jobs", unavailable_as_503(list_jobs))
     app.router.add_get("/admin/jobs/{id}", unavailable_as_503(show_job))
+    app.router.add_get("/admin/audit", unavailable_as_503(list_audit))
     app.router.add_post(
         "/admin/jobs/{id}/cancel", operator_only("cancel jobs")(unavailable_as_503(cancel_job))
     )
@@ -53,6 +55,23 @@ async def list_jobs(request: web.Request) -> web.Response:
     jobs = await (await store_of(request)).jobs(state, limit, older)
     now = datetime.now(UTC)
     return json_response({"jobs": [job.to_json(now) for job in jobs]})
+
+
+async def list_audit(request: web.Request) -> web.Response:
+    """GET /admin/audit[?job=&limit=&before=]: replays, purges, cancels and reveals, newest
+    first (of job ``job``; older than record ``before``)."""
+    unknown = set(request.query) - {"job", "limit", "before"}
+    if unknown:
+        raise InvalidInput(f"unknown query parameter {sorted(unknown)[0]!r}")
+    job = request.query.get("job")
+    limit = _number(request.query.get("limit"), "limit", DEFAULT_JOBS)
+    before = request.query.get("before")
+    records = await (await store_of(request)).audit(
+        None if not job else _number(job, "job", 0),
+        limit,
+        None if not before else _number(before, "before", 0),
+    )
+    return json_response({"audit": [record.to_json() for record in records]})
 
 
 async def show_job(request: web.Request) -> web.Response:

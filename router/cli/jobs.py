@@ -1,5 +1,5 @@
-"""The ``attentive-router jobs list | show | cancel`` commands: replay and purge jobs, read
-and cancelled in the parked-event store itself (``ROUTER_DATABASE_URL`` or
+"""The ``attentive-router jobs list | show | cancel | audit`` commands: replay and purge jobs,
+read and cancelled in the parked-event store itself, and its audit log (``ROUTER_DATABASE_URL`` or
 ``--database-url``), so they work while no router runs.
 
 Exit codes: 0 done, 1 not found, refused (the job already finished) or the store is
@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from router.cli import output
-from router.parked.jobs import Job, JobState
+from router.cli.deadletters import who
+from router.parked.jobs import AuditRecord, Job, JobState
 from router.parked.open import parked_store_from_url
 from router.parked.store import ParkedStore
 from router.settings import Settings
@@ -26,7 +26,7 @@ DEFAULT_LIST = 20
 
 
 def add_commands(commands: Any, parser_class: type[argparse.ArgumentParser]) -> None:
-    """Add ``jobs list | show | cancel`` to ``commands`` (argparse's subparsers)."""
+    """Add ``jobs list | show | cancel | audit`` to ``commands`` (argparse's subparsers)."""
     jobs = commands.add_parser("jobs", help="replay and purge jobs (the parked-event store)")
     jobs.set_defaults(run=run)
     sub = jobs.add_subparsers(dest="jobs_command", required=True, parser_class=parser_class)
@@ -44,8 +44,12 @@ def add_commands(commands: Any, parser_class: type[argparse.ArgumentParser]) -> 
     common(show)
     cancel = sub.add_parser("cancel", help="cancel a queued or running job")
     cancel.add_argument("id", type=int)
-    cancel.add_argument("--by", help="who cancels, for the audit log (default: your login)")
+    cancel.add_argument("--by", help="who cancels, for the audit log (default: cli:<your login>)")
     common(cancel)
+    audit = sub.add_parser("audit", help="the audit log: replays, purges, cancels and reveals")
+    audit.add_argument("--job", type=int, help="only this job's records")
+    audit.add_argument("--limit", type=int, default=DEFAULT_LIST, help="at most this many")
+    common(audit)
 
 
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
@@ -66,7 +70,7 @@ async def _call(args: argparse.Namespace, store: ParkedStore) -> int:
             case "show":
                 _print_job(await store.job(args.id), now, as_json=args.json)
             case "cancel":
-                job = await store.cancel_job(args.id, args.by or _login())
+                job = await store.cancel_job(args.id, args.by or who())
                 if args.json:
                     output.print_json({"job": job.to_json(now)})
                 else:
@@ -74,18 +78,13 @@ async def _call(args: argparse.Namespace, store: ParkedStore) -> int:
                         f"job {job.id} ({job.kind.value}) cancelled by {job.cancelled_by}: "
                         f"{job.done} done, {job.failed} failed of {job.matched}"
                     )
+            case "audit":
+                _print_audit(await store.audit(args.job, args.limit), as_json=args.json)
             case _:  # pragma: no cover
                 raise AssertionError(args.jobs_command)
         return 0
     finally:
         await store.close()
-
-
-def _login() -> str:
-    try:
-        return getpass.getuser()
-    except (OSError, KeyError):
-        return "cli"
 
 
 def _print_jobs(jobs: list[Job], now: datetime, *, as_json: bool) -> None:
@@ -137,6 +136,27 @@ def _print_job(job: Job, now: datetime, *, as_json: bool) -> None:
             ("finished", _when(job.finished_at)),
             ("cancelled by", job.cancelled_by),
         ]
+    )
+
+
+def _print_audit(records: list[AuditRecord], *, as_json: bool) -> None:
+    if as_json:
+        output.print_json({"audit": [record.to_json() for record in records]})
+        return
+    output.print_table(
+        ["AT", "WHO", "ACTION", "JOB", "FILTER", "COUNTS"],
+        (
+            [
+                output.dash(_when(record.at)),
+                record.who,
+                record.action.value,
+                output.dash(record.job_id),
+                output.to_json(dict(record.filter)),
+                output.to_json(dict(record.counts)),
+            ]
+            for record in records
+        ),
+        right={3},
     )
 
 
