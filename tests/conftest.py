@@ -338,6 +338,12 @@ async def tap_factory(amqp: AbstractRobustConnection, names: Names) -> AsyncIter
         await queue.delete(if_unused=False, if_empty=False)
 
 
+@pytest.fixture
+async def tap(tap_factory: TapFactory) -> Tap:
+    """A queue of the test's own bound to every event published to ``attentive.events``."""
+    return await tap_factory("#")
+
+
 def signed(body: bytes, key: str = SIGNING_KEY) -> dict[str, str]:
     """Headers Attentive sends with ``body``."""
     return {"Content-Type": "application/json", SIGNATURE_HEADER: sign(body, key)}

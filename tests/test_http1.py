@@ -19,25 +19,24 @@ from aio_pika.abc import AbstractRobustConnection
 
 from router.contract.examples import example_body
 from router.contract.names import Names
-from router.ingress.http1 import HttpServer, Limits
-from router.ingress.messages import Answer, Request
+from router.ingress.http1 import Limits
 from router.settings import Settings
-from tests.conftest import SIGNING_KEY, TapFactory, depth
+from tests.conftest import SIGNING_KEY, Tap, depth
+from tests.gated_http import Gated, gated_server
 from tests.wire import (
+    SMALL_BODY_LIMIT,
     Serve,
     Served,
+    published_as_sent,
     read_response,
     read_response_head,
     signed_request,
     until_closed,
 )
 
-LIMITS = Limits(max_body_bytes=4096, head_timeout=1, body_timeout=5, keepalive_timeout=75)
-
-
-@pytest.fixture
-async def served(serve_settings: Serve, settings: Settings) -> Served:
-    return await serve_settings(settings, max_body_bytes=LIMITS.max_body_bytes)
+LIMITS = Limits(
+    max_body_bytes=SMALL_BODY_LIMIT, head_timeout=1, body_timeout=5, keepalive_timeout=75
+)
 
 
 def webhook(body: bytes, *, headers: bytes = b"") -> bytes:
@@ -46,10 +45,9 @@ def webhook(body: bytes, *, headers: bytes = b"") -> bytes:
 
 @pytest.mark.broker
 async def test_pipelined_requests_are_answered_in_order_on_one_connection(
-    served: Served, tap_factory: TapFactory
+    served: Served, tap: Tap
 ) -> None:
     # Given a service bound to every event
-    tap = await tap_factory("#")
     bodies = [example_body("sms.sent", "acme", external_id=n) for n in range(3)]
 
     # When a client writes three events, a health check and an unsigned webhook at once
@@ -72,9 +70,8 @@ async def test_pipelined_requests_are_answered_in_order_on_one_connection(
 
 @pytest.mark.broker
 async def test_a_client_expecting_100_continue_hears_it_before_it_sends_the_body(
-    served: Served, tap_factory: TapFactory
+    served: Served, tap: Tap
 ) -> None:
-    tap = await tap_factory("#")
     body = example_body("email.opened")
     head, _, rest = webhook(body, headers=b"Expect: 100-continue\r\n").partition(b"\r\n\r\n")
 
@@ -86,9 +83,7 @@ async def test_a_client_expecting_100_continue_hears_it_before_it_sends_the_body
     async with asyncio.timeout(5):
         assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
     writer.write(rest)
-    assert (await read_response(reader))[0] == 200
-    writer.close()
-    assert [m.body for m in await tap.take(1)] == [body]
+    await published_as_sent(reader, writer, tap, body)
 
 
 @pytest.mark.broker
@@ -113,10 +108,9 @@ async def test_a_body_announced_over_the_limit_is_refused_before_it_is_sent(
 
 @pytest.mark.broker
 async def test_gzip_and_deflate_bodies_are_verified_and_published_decompressed(
-    served: Served, tap_factory: TapFactory
+    served: Served, tap: Tap
 ) -> None:
     # Given a service bound to every event, and an event signed as Attentive signs it
-    tap = await tap_factory("#")
     body = example_body("sms.subscribed")
     plain = webhook(body)
     head, _, _ = plain.partition(b"\r\n\r\n")
@@ -225,53 +219,29 @@ async def test_an_idle_kept_alive_connection_is_closed_after_the_keepalive_timeo
 
 
 @pytest.fixture
-async def gated() -> AsyncIterator[tuple[HttpServer, asyncio.Event, int]]:
-    """An HttpServer whose handler answers once the event is set; the server and its port."""
-    gate = asyncio.Event()
-
-    async def handler(request: Request) -> Answer:
-        if request.path == "/slow":
-            await gate.wait()
-        return Answer(200, b'{"path":"%s"}' % request.path.encode())
-
-    server = HttpServer(handler, LIMITS)
-    listening = await asyncio.get_running_loop().create_server(server, "127.0.0.1", 0)
-    yield server, gate, listening.sockets[0].getsockname()[1]
-    listening.close()
-
-
-async def asking_slow(
-    server: HttpServer, port: int
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A connection whose request /slow the server is answering (it waits for the gate)."""
-    asked = server.requests_count
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"GET /slow HTTP/1.1\r\nHost: r\r\n\r\n")
-    async with asyncio.timeout(5):
-        while server.requests_count == asked:
-            await asyncio.sleep(0.01)
-    return reader, writer
+async def gated() -> AsyncIterator[Gated]:
+    async with gated_server(LIMITS) as server:
+        yield server
 
 
 async def test_a_shutdown_closes_idle_connections_and_lets_answers_under_way_finish(
-    gated: tuple[HttpServer, asyncio.Event, int],
+    gated: Gated,
 ) -> None:
-    server, gate, port = gated
     # Given an idle kept-alive connection and one whose request is being answered
-    idle_reader, idle = await asyncio.open_connection("127.0.0.1", port)
+    idle_reader, idle = await gated.connect()
     idle.write(b"GET /fast HTTP/1.1\r\nHost: r\r\n\r\n")
     assert (await read_response(idle_reader))[0] == 200
-    busy_reader, busy = await asking_slow(server, port)
+    busy_reader, busy = await gated.asking_slow()
 
     # When the server shuts down
-    shutting_down = asyncio.create_task(server.shutdown(timeout=10))
+    shutting_down = asyncio.create_task(gated.server.shutdown(timeout=10))
 
     # Then the idle connection is closed at once, the busy one is not
     assert await until_closed(idle_reader, within=2) == b""
     await asyncio.sleep(0.2)
     assert not shutting_down.done()
     # And once its answer is ready it is sent, marked as the last, and the shutdown ends
-    gate.set()
+    gated.gate.set()
     status, head, body = await read_response_head(busy_reader)
     assert (status, body) == (200, b'{"path":"/slow"}')
     assert b"\r\nConnection: close\r\n" in head
@@ -282,29 +252,25 @@ async def test_a_shutdown_closes_idle_connections_and_lets_answers_under_way_fin
     busy.close()
 
 
-async def test_a_shutdown_drops_an_answer_that_takes_longer_than_its_grace(
-    gated: tuple[HttpServer, asyncio.Event, int],
-) -> None:
-    server, _, port = gated
-    reader, writer = await asking_slow(server, port)
+async def test_a_shutdown_drops_an_answer_that_takes_longer_than_its_grace(gated: Gated) -> None:
+    reader, writer = await gated.asking_slow()
     async with asyncio.timeout(5):
-        await server.shutdown(timeout=0.2)
+        await gated.server.shutdown(timeout=0.2)
     # (no answer: the client, Attentive, retries what it was not answered)
     assert await until_closed(reader, within=2) == b""
     writer.close()
 
 
 async def test_a_request_waiting_behind_a_slow_answer_is_not_cut_by_the_head_timeout(
-    gated: tuple[HttpServer, asyncio.Event, int],
+    gated: Gated,
 ) -> None:
-    server, gate, port = gated
     # Given a connection whose first request is answered slowly, a second pipelined behind it
-    reader, writer = await asking_slow(server, port)
+    reader, writer = await gated.asking_slow()
     writer.write(b"GET /fast HTTP/1.1\r\nHost: r\r\n\r\n")
 
     # When the first answer takes longer than the head timeout (1 s here)
     await asyncio.sleep(2 * LIMITS.head_timeout + 0.5)
-    gate.set()
+    gated.gate.set()
 
     # Then both are answered, in order: a complete request owes no head
     assert await read_response(reader) == (200, b'{"path":"/slow"}')

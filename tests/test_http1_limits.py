@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 
 import orjson
 import pytest
@@ -21,18 +20,21 @@ from aio_pika.abc import AbstractRobustConnection
 from router.contract.examples import example_body
 from router.contract.names import SIGNATURE_HEADER, Names
 from router.contract.signing import sign
-from router.ingress.http1 import MAX_HEADER_FIELDS, MAX_PIPELINED, HttpServer, Limits
-from router.ingress.messages import Answer, Request
-from router.settings import Settings
-from tests.conftest import SIGNING_KEY, TapFactory, depth
-from tests.wire import Serve, Served, read_response, read_response_head, until_closed
+from router.ingress.http1 import MAX_HEADER_FIELDS, MAX_PIPELINED, Limits
+from tests.conftest import SIGNING_KEY, Tap, depth
+from tests.gated_http import Gated, gated_server
+from tests.wire import (
+    SMALL_BODY_LIMIT,
+    Served,
+    published_as_sent,
+    read_response,
+    read_response_head,
+    until_closed,
+)
 
-LIMITS = Limits(max_body_bytes=4096, head_timeout=1, body_timeout=5, keepalive_timeout=3)
-
-
-@pytest.fixture
-async def served(serve_settings: Serve, settings: Settings) -> Served:
-    return await serve_settings(settings, max_body_bytes=LIMITS.max_body_bytes)
+LIMITS = Limits(
+    max_body_bytes=SMALL_BODY_LIMIT, head_timeout=1, body_timeout=5, keepalive_timeout=3
+)
 
 
 def signed_head(body: bytes, *, target: bytes = b"/webhooks/attentive", more: bytes = b"") -> bytes:
@@ -57,11 +59,8 @@ def chunked(body: bytes, trailers: bytes = b"") -> bytes:
 
 
 @pytest.mark.broker
-async def test_trailer_fields_never_stand_in_for_headers(
-    served: Served, tap_factory: TapFactory
-) -> None:
+async def test_trailer_fields_never_stand_in_for_headers(served: Served, tap: Tap) -> None:
     # Given a service bound to every event, and a chunked webhook signed as Attentive signs it
-    tap = await tap_factory("#")
     body = example_body("sms.subscribed")
     trailers = SIGNATURE_HEADER.encode() + b": " + b"0" * 64 + b"\r\nContent-Encoding: gzip\r\n"
 
@@ -71,9 +70,7 @@ async def test_trailer_fields_never_stand_in_for_headers(
     writer.write(head + chunked(body, trailers))
 
     # Then the headers alone count: verified, not decompressed, published as sent
-    assert (await read_response(reader))[0] == 200
-    writer.close()
-    assert [m.body for m in await tap.take(1)] == [body]
+    await published_as_sent(reader, writer, tap, body)
 
 
 @pytest.mark.broker
@@ -98,47 +95,10 @@ async def test_a_trailer_section_over_the_head_limit_gets_431_and_the_connection
 # -- the server itself, without a broker --------------------------------------------------
 
 
-@dataclass
-class Gated:
-    """An HttpServer whose handler holds /slow until :attr:`gate` is set; what it handled."""
-
-    server: HttpServer
-    port: int
-    gate: asyncio.Event = field(default_factory=asyncio.Event)
-    handled: list[str] = field(default_factory=list)
-
-    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        async with asyncio.timeout(5):
-            return await asyncio.open_connection("127.0.0.1", self.port)
-
-    async def until_handled(self, count: int) -> None:
-        async with asyncio.timeout(5):
-            while len(self.handled) < count:
-                await asyncio.sleep(0.01)
-
-
 @pytest.fixture
 async def gated() -> AsyncIterator[Gated]:
-    holder: list[Gated] = []
-
-    async def handler(request: Request) -> Answer:
-        state = holder[0]
-        if request.refusal is not None:  # (as the ingress answers one: its status)
-            return Answer(int(request.refusal), b'{"error":"refused"}')
-        state.handled.append(request.path)
-        if request.path == "/slow":
-            await state.gate.wait()
-        if request.path == "/big":
-            return Answer(200, b"b" * 65536, content_type="text/plain")
-        if request.path == "/broken":  # (a header our own writer cannot encode)
-            return Answer(200, b"", content_type="text/plain; charset=\u20ac")
-        return Answer(200, b'{"path":"%s"}' % request.raw_path.encode())
-
-    server = HttpServer(handler, LIMITS)
-    listening = await asyncio.get_running_loop().create_server(server, "127.0.0.1", 0)
-    holder.append(Gated(server, listening.sockets[0].getsockname()[1]))
-    yield holder[0]
-    listening.close()
+    async with gated_server(LIMITS) as server:
+        yield server
 
 
 def get(path: str, *, version: bytes = b"HTTP/1.1", more: bytes = b"") -> bytes:
@@ -149,9 +109,7 @@ async def test_a_flood_of_pipelined_requests_is_parsed_only_as_answers_make_room
     gated: Gated,
 ) -> None:
     # Given a connection whose first request is answered slowly
-    reader, writer = await gated.connect()
-    writer.write(get("/slow"))
-    await gated.until_handled(1)
+    reader, writer = await gated.asking_slow()
 
     # When 3,000 more requests arrive behind it in one write
     writer.write(b"".join(get(f"/n{n}") for n in range(3000)))
@@ -225,9 +183,7 @@ async def test_requests_held_while_the_server_is_busy_do_not_trip_the_head_timeo
 
 async def test_a_head_timeout_lets_the_answers_under_way_go_out_first(gated: Gated) -> None:
     # Given a slow answer under way and, behind it, a head the client never finishes
-    reader, writer = await gated.connect()
-    writer.write(get("/slow"))
-    await gated.until_handled(1)
+    reader, writer = await gated.asking_slow()
     writer.write(b"GET /never HTTP/1.1\r\nHo")
 
     # When the head timeout passes, then the answer under way is released
@@ -266,9 +222,7 @@ async def test_100_continue_waits_for_the_answers_before_it_and_is_for_http_1_1_
     gated: Gated,
 ) -> None:
     # Given a slow first answer, and behind it a POST that expects 100 Continue
-    reader, writer = await gated.connect()
-    writer.write(get("/slow"))
-    await gated.until_handled(1)
+    reader, writer = await gated.asking_slow()
     expecting = (
         b"POST /posted HTTP/1.1\r\nHost: r\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n"
     )
@@ -367,10 +321,7 @@ async def test_an_absolute_form_target_is_routed_by_its_path(gated: Gated) -> No
 
 
 @pytest.mark.broker
-async def test_a_webhook_to_an_absolute_form_target_is_published(
-    served: Served, tap_factory: TapFactory
-) -> None:
-    tap = await tap_factory("#")
+async def test_a_webhook_to_an_absolute_form_target_is_published(served: Served, tap: Tap) -> None:
     body = example_body("email.opened")
     reader, writer = await served.connect()
     head = signed_head(
@@ -379,17 +330,12 @@ async def test_a_webhook_to_an_absolute_form_target_is_published(
         more=b"Content-Length: %d\r\n" % len(body),
     )
     writer.write(head + body)
-    assert (await read_response(reader))[0] == 200
-    writer.close()
-    assert [m.body for m in await tap.take(1)] == [body]
+    await published_as_sent(reader, writer, tap, body)
 
 
 @pytest.mark.broker
-async def test_a_gzip_body_of_several_members_is_decoded_whole(
-    served: Served, tap_factory: TapFactory
-) -> None:
+async def test_a_gzip_body_of_several_members_is_decoded_whole(served: Served, tap: Tap) -> None:
     # Given an event compressed as two gzip members, one after the other (as `cat a.gz b.gz`)
-    tap = await tap_factory("#")
     body = example_body("sms.subscribed")
     half = len(body) // 2
     compressed = gzip.compress(body[:half]) + gzip.compress(body[half:])

@@ -8,7 +8,7 @@ import re
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -17,6 +17,9 @@ from router.contract.signing import sign
 from router.ingress.http1 import HttpServer
 from router.ingress.service import Ingress
 from router.settings import Settings
+
+if TYPE_CHECKING:
+    from tests.conftest import Tap
 
 STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([1-5][0-9][0-9]) ")
 
@@ -71,6 +74,17 @@ async def serve_settings(test_id: str) -> AsyncIterator[Serve]:
         await ingress.stop()
 
 
+#: The body limit of :func:`served`: small, so a test can go over it cheaply.
+SMALL_BODY_LIMIT = 4096
+
+
+@pytest.fixture
+async def served(serve_settings: Serve, settings: Settings) -> Served:
+    """The test's ingress served as ``serve`` serves it, with a body limit of
+    :data:`SMALL_BODY_LIMIT` bytes."""
+    return await serve_settings(settings, max_body_bytes=SMALL_BODY_LIMIT)
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 now."""
     with socket.socket() as s:
@@ -105,6 +119,16 @@ async def read_response_head(reader: asyncio.StreamReader) -> tuple[int, bytes, 
         length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
         assert status_line is not None and length is not None, head
         return int(status_line[1]), head, await reader.readexactly(int(length[1]))
+
+
+async def published_as_sent(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tap: Tap, body: bytes
+) -> None:
+    """The webhook written on this connection is answered 200, and ``tap`` gets ``body``
+    exactly as it was sent; the connection is closed."""
+    assert (await read_response(reader))[0] == 200
+    writer.close()
+    assert [m.body for m in await tap.take(1)] == [body]
 
 
 def signed_request(body: bytes, key: str, *, headers: bytes = b"") -> bytes:
