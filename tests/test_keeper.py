@@ -26,6 +26,7 @@ import aiohttp
 import orjson
 import pytest
 from aio_pika.abc import AbstractRobustConnection
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from router.amqp import topology
@@ -307,8 +308,9 @@ async def test_a_newly_claimed_applications_dlq_is_drained_without_a_restart(
         )
         await until(lambda: sample(keeper, "attentive_router_parked_store_entries") == 50)
         parked = "attentive_router_parked_entries"
-        await until(lambda: sample(keeper, parked, place="dlq", app="billing") == 50)
-        assert sample(keeper, parked, place="unrouted", app="") == 0
+        billing = {"place": "dlq", "app": "billing", "reason": "exhausted"}
+        await until(lambda: sample(keeper, parked, **billing) == 50)
+        assert sample(keeper, parked, place="unrouted", app="", reason="exhausted") == -1
 
 
 async def test_two_keepers_at_once_store_each_message_once(
@@ -660,3 +662,19 @@ def test_db_upgrade_then_version_say_the_schema_is_current(
     assert capsys.readouterr().out.strip() == (
         f"schema version {LATEST_VERSION} of {LATEST_VERSION} (current)"
     )
+
+
+def test_a_reason_no_longer_parked_shows_as_zero() -> None:
+    # Given a DLQ with entries parked for two reasons
+    metrics = KeeperMetrics(CollectorRegistry())
+    metrics.show_parked("dlq", "billing", {"exhausted": 3, "rejected": 1})
+
+    # When the rejected ones are replayed
+    metrics.show_parked("dlq", "billing", {"exhausted": 2})
+
+    # Then the gauge says 0 for that reason, not its last count
+    def parked(reason: str) -> float | None:
+        labels = {"place": "dlq", "app": "billing", "reason": reason}
+        return metrics.registry.get_sample_value("attentive_router_parked_entries", labels)
+
+    assert (parked("exhausted"), parked("rejected")) == (2, 0)

@@ -45,6 +45,8 @@ log = structlog.get_logger("router.parked.keeper")
 
 #: Seconds a stopping keeper gives the deliveries it holds to be committed and acked.
 STOP_TIMEOUT = 10.0
+#: Reasons counted per landing zone, at most (a worker's reasons are a handful).
+MAX_REASONS = 20
 
 Delivered = tuple[LandingZone, DeliveredMessage]
 T = TypeVar("T")
@@ -194,17 +196,24 @@ class Session:
 
     async def _poll_stats(self, metrics: KeeperMetrics) -> None:
         """Every ``stats_interval`` seconds: each landing zone's depth, the store's size; every
-        ``parked_interval`` seconds, the entries still parked of each zone's place."""
+        ``parked_interval`` seconds (or ten times as long as the last counting took), the
+        entries still parked of each zone's place, by reason."""
         loop = asyncio.get_running_loop()
         channel: AbstractChannel | None = None
         counted_at: float | None = None
+        wait_for_count = self._settings.parked_interval
         while True:
             channel = await self._show_depths(metrics, channel)
-            due = counted_at is None or loop.time() - counted_at >= self._settings.parked_interval
+            due = counted_at is None or loop.time() - counted_at >= wait_for_count
             if self._committer.available:
                 with contextlib.suppress(ParkedStoreError):
+                    started = loop.time()
                     await self._show_store(metrics, count_parked=due)
-                    counted_at = loop.time() if due else counted_at
+                    if due:
+                        # counting millions takes seconds: never more than a tenth of the time
+                        counted_at = loop.time()
+                        took = counted_at - started
+                        wait_for_count = max(self._settings.parked_interval, 10 * took)
             await asyncio.sleep(self._settings.stats_interval)
 
     async def _show_depths(
@@ -226,8 +235,9 @@ class Session:
         metrics.show_stats(await store.stats())
         if count_parked:
             for zone in list(self._zones):
-                parked = await store.count(Query(place=zone.place, app=zone.app))
-                metrics.show_parked(zone.place.value, zone.app, parked)
+                counted = await store.facets(Query(place=zone.place, app=zone.app), MAX_REASONS)
+                by_reason = {bucket.value or "": bucket.count for bucket in counted.reasons}
+                metrics.show_parked(zone.place.value, zone.app, by_reason)
 
     async def _on_channel(self, action: Callable[[AbstractChannel], Awaitable[T]]) -> T:
         channel = await self._connection.channel()

@@ -10,6 +10,7 @@ entries are still parked in each landing zone's place.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -22,6 +23,8 @@ class KeeperMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
+        #: The reasons shown so far per (place, app), to show 0 for one that is gone.
+        self._reasons: dict[tuple[str, str], set[str]] = {}
         self.stored = Counter(
             "attentive_router_keeper_entries_stored",
             "Deliveries from the landing zones stored as new parked entries.",
@@ -55,9 +58,9 @@ class KeeperMetrics:
         )
         self.parked = Gauge(
             "attentive_router_parked_entries",
-            "Entries still parked, by place and application (none for unrouted and invalid), "
-            "as last read; every keeper reports the same store: aggregate with max.",
-            ["place", "app"],
+            "Entries still parked, by place, application (none for unrouted and invalid) and "
+            "reason, as last read; every keeper reports the same store: aggregate with max.",
+            ["place", "app", "reason"],
             registry=self.registry,
         )
         self.store_entries = Gauge(
@@ -82,9 +85,15 @@ class KeeperMetrics:
         self.stored.inc(new)
         self.duplicates.inc(delivered - new)
 
-    def show_parked(self, place: str, app: str | None, parked: int) -> None:
-        """How many entries of ``place`` (and ``app``) are still parked."""
-        self.parked.labels(place, app or "").set(parked)
+    def show_parked(self, place: str, app: str | None, by_reason: Mapping[str, int]) -> None:
+        """How many entries of ``place`` (and ``app``) are still parked, by reason; a reason
+        counted before and gone now is shown as 0."""
+        key = (place, app or "")
+        for reason in self._reasons.get(key, set()) - set(by_reason):
+            self.parked.labels(place, app or "", reason).set(0)
+        for reason, count in by_reason.items():
+            self.parked.labels(place, app or "", reason).set(count)
+        self._reasons[key] = self._reasons.get(key, set()) | set(by_reason)
 
     def show_stats(self, stats: StoreStats, now: datetime | None = None) -> None:
         """The store's size and oldest parked entry, as :meth:`ParkedStore.stats` read them."""
