@@ -1,4 +1,5 @@
-"""``attentive-router jobs list | show | cancel | audit`` on a SQLite store: tables, --json, exit codes."""
+"""``attentive-router jobs list | show | cancel | audit`` on a SQLite store: tables, --json,
+exit codes."""
 
 from __future__ import annotations
 
