@@ -10,22 +10,18 @@ queue there instead of deciding on the same picture. Entries go in one statement
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
-
-import asyncpg
 
 from router.errors import NotFound
 from router.parked import jobs_sql, query, schema, sql, store
 from router.parked.jobs import AuditRecord, Job, JobRequest, JobState, audit_of, checked_name
 from router.parked.model import ParkedEvent, State
 from router.parked.store import ParkedStoreError, Settled
-from router.pg import advisory_lock_key, create_pool
+from router.pg import advisory_lock_key, create_pool, translated
 
 DEFAULT_TABLE = "attentive_parked_events"
-#: What the driver raises when the server, the network or the URL is wrong.
-_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 #: The array type each inserted column travels in (see :data:`router.parked.sql.INSERT_COLUMNS`).
 _ARRAY_TYPES = {"fingerprint": "bytea", "body": "bytea", "attempts": "int4", "replays": "int4"}
 _ARRAY_TYPES.update(dict.fromkeys(("first_failed_at", "parked_at", "stored_at"), "timestamptz"))
@@ -60,20 +56,16 @@ class PostgresParkedStore:
     async def open(self) -> None:
         """Connect (a pool of ``min_size`` to ``max_size`` connections)."""
         if self._pool is None:
-            try:
+            async with self._translated("cannot connect to the parked-event database"):
                 self._pool = await create_pool(
                     self.url, min_size=self.min_size, max_size=self.max_size, timeout=self.timeout
                 )
-            except _DRIVER_ERRORS as exc:
-                raise self._failed("cannot connect to the parked-event database", exc) from exc
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:
-            try:
+            async with self._translated("closing the parked-event database"):
                 await pool.close()
-            except _DRIVER_ERRORS as exc:
-                raise self._failed("closing the parked-event database", exc) from exc
 
     async def upgrade(self) -> int:
         async with self._locked("migrating", current=False) as conn:
@@ -299,14 +291,11 @@ class PostgresParkedStore:
         while the schema is not the one this code reads (unless ``current`` is False)."""
         if self._pool is None:
             raise ParkedStoreError(f"parked store {self.table} is not open: call open() first")
-        try:
-            async with self._pool.acquire(timeout=self.timeout) as conn:
-                if current and not self._current:
-                    schema.require_latest(self.table, await self._read_version(conn))
-                    self._current = True
-                yield conn
-        except _DRIVER_ERRORS as exc:
-            raise self._failed(doing, exc) from exc
+        async with self._translated(doing), self._pool.acquire(timeout=self.timeout) as conn:
+            if current and not self._current:
+                schema.require_latest(self.table, await self._read_version(conn))
+                self._current = True
+            yield conn
 
     @asynccontextmanager
     async def _locked(self, doing: str, *, current: bool = True) -> AsyncIterator[Any]:
@@ -315,10 +304,9 @@ class PostgresParkedStore:
             await conn.execute("SELECT pg_advisory_xact_lock($1)", self._lock_key)
             yield conn
 
-    def _failed(self, doing: str, exc: BaseException) -> ParkedStoreError:
-        """A driver or network error as one line."""
-        said = " ".join(str(exc).split()) or type(exc).__name__
-        return ParkedStoreError(f"{doing} ({self.table}): {said}")
+    def _translated(self, doing: str) -> AbstractAsyncContextManager[None]:
+        """Driver and network errors become one-line :class:`ParkedStoreError`."""
+        return translated(ParkedStoreError, doing, self.table)
 
 
 def _job(row: Any) -> Job:
