@@ -39,7 +39,9 @@ AMQP_URL = os.environ.get("ROUTER_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/
 SIGNING_KEY = "test-signing-key"
 OLD_SIGNING_KEY = "old-signing-key"
 
-pytest_plugins = ["tests.wire"]  # serve_settings: the ingress served as `serve` serves it
+#: tests.wire: serve_settings, the ingress served as `serve` serves it; tests.parked_stores:
+#: backend and store, a parked-event store of each backend on a place of the test's own.
+pytest_plugins = ["tests.wire", "tests.parked_stores"]
 
 
 @pytest.fixture

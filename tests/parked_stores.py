@@ -28,6 +28,7 @@ from pamqp.commands import Basic
 from router.contract import envelope
 from router.parked.model import ParkedEvent, parked_event
 from router.parked.postgres import PostgresParkedStore
+from router.parked.query import Query
 from router.parked.schema import audit_table, jobs_table, version_table
 from router.parked.sqlite import SqliteParkedStore
 from router.parked.store import ParkedStore
@@ -39,6 +40,8 @@ POSTGRES_URL = os.environ.get(
 TIMEOUT = 60.0
 #: A fixed "now" the entries are parked around, so days and ages do not depend on the clock.
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+#: Entries of any state (a query's state is ``parked`` unless it says otherwise).
+EVERY_STATE = Query(state=None)
 
 
 @dataclass(frozen=True)
@@ -200,6 +203,7 @@ def same(a: Any, b: Any) -> bool:
 
 
 __all__ = [
+    "EVERY_STATE",
     "NOW",
     "POSTGRES_URL",
     "TIMEOUT",

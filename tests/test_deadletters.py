@@ -50,12 +50,11 @@ from router.parked.store import ParkedStore
 from router.settings import Settings
 from tests.conftest import AMQP_URL, AUTH, Client, depth, signed, take
 from tests.environment import no_router_environment
-from tests.parked_stores import POSTGRES_URL, Backend, backend
+from tests.parked_stores import POSTGRES_URL, Backend
 from tests.steps import claim
 
-#: ``backend``, a fixture used by name; ``no_router_environment``, autouse: no ROUTER_*
-#: variable of the shell counts.
-__all__ = ["backend", "no_router_environment"]
+#: ``no_router_environment``, autouse: no ROUTER_* variable of the shell counts.
+__all__ = ["no_router_environment"]
 
 pytestmark = pytest.mark.broker
 

@@ -56,11 +56,11 @@ from router.parked.sqlite import SqliteParkedStore
 from router.parked.store import ParkedStore, ParkedStoreError
 from router.settings import Settings
 from tests.conftest import TOKEN, depth, rabbitmqctl
-from tests.parked_stores import TIMEOUT, Backend, backend, body_of
+from tests.parked_stores import EVERY_STATE, TIMEOUT, Backend, body_of
 from tests.test_serve import Router, StartRouter, start_router
 
 pytestmark = [pytest.mark.broker, pytest.mark.database]
-__all__ = ["backend", "start_router"]  # fixtures, used by name
+__all__ = ["start_router"]  # a fixture, used by name
 
 #: Small batches and quick looks around, so that a test sees several of each.
 FAST = KeeperSettings(
@@ -133,7 +133,7 @@ async def until(condition: Any, *, task: asyncio.Task[None] | None = None) -> No
 
 async def count(store: ParkedStore, **query: Any) -> int:
     """Entries of any state matching ``query``."""
-    return await store.count(replace(Query(state=None), **query))
+    return await store.count(replace(EVERY_STATE, **query))
 
 
 async def dead_letter(

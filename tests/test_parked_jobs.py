@@ -29,18 +29,14 @@ from tests.parked_stores import (
     NOW,
     TIMEOUT,
     Backend,
-    backend,
     body_of,
     dead_letter,
-    store,
     stored_id,
 )
 
 pytestmark = pytest.mark.database
-__all__ = ["backend", "store"]  # fixtures, used by name
 
 LEASE = timedelta(seconds=30)
-EVERY_STATE = Query(state=None)
 
 
 def replay_of(event: str | None = None, **options: object) -> JobRequest:

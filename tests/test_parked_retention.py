@@ -14,10 +14,9 @@ from router.parked.metrics import KeeperMetrics
 from router.parked.model import State
 from router.parked.query import Query
 from router.parked.store import ParkedStore
-from tests.parked_stores import backend, body_of, dead_letter, store, stored_id
+from tests.parked_stores import EVERY_STATE, body_of, dead_letter, stored_id
 
 pytestmark = pytest.mark.database
-__all__ = ["backend", "store"]  # fixtures, used by name
 
 RETENTION = timedelta(days=30)
 
@@ -27,7 +26,7 @@ async def _three_entries(store: ParkedStore) -> tuple[int, int, int]:
     await store.add_many(
         [dead_letter(body_of("sms.subscribed"), message_id=f"m-{n}") for n in range(3)]
     )
-    page = await store.page(Query(state=None), limit=10)
+    page = await store.page(EVERY_STATE, limit=10)
     replayed, purged, parked = sorted(stored_id(entry) for entry in page.entries)
     assert await store.mark([replayed], State.REPLAYED, "ops") == 1
     assert await store.mark([purged], State.PURGED, "ops") == 1
@@ -46,12 +45,12 @@ async def test_marked_entries_go_after_the_retention_and_parked_ones_never(
     # When the janitor sweeps a day before the retention ends, nothing goes
     early = Janitor(store, RETENTION, 3600, metrics, clock=lambda: now + RETENTION - timedelta(1))
     assert await early.sweep() == 0
-    assert await store.count(Query(state=None)) == 3
+    assert await store.count(EVERY_STATE) == 3
 
     # When it sweeps after the retention, the replayed and the purged entries go
     late = Janitor(store, RETENTION, 3600, metrics, clock=lambda: now + RETENTION + timedelta(1))
     assert await late.sweep() == 2
-    remaining = await store.page(Query(state=None), limit=10)
+    remaining = await store.page(EVERY_STATE, limit=10)
     assert [stored_id(entry) for entry in remaining.entries] == [parked]
     assert registry.get_sample_value("attentive_router_parked_entries_expired_total") == 2
 
@@ -72,7 +71,7 @@ async def test_the_janitor_sweeps_at_start_and_stops_when_asked(store: ParkedSto
     stop = asyncio.Event()
     running = asyncio.create_task(janitor.run(stop))
     async with asyncio.timeout(30):
-        while await store.count(Query(state=None)) != 1:
+        while await store.count(EVERY_STATE) != 1:
             await asyncio.sleep(0.05)
     stop.set()
     async with asyncio.timeout(10):

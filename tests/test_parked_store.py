@@ -21,21 +21,17 @@ from router.parked.query import Query
 from router.parked.schema import LATEST_VERSION, version_table
 from router.parked.store import ParkedStore, ParkedStoreError
 from tests.parked_stores import (
+    EVERY_STATE,
     NOW,
     TIMEOUT,
     Backend,
-    backend,
     body_of,
     dead_letter,
     same,
-    store,
     stored_id,
 )
 
 pytestmark = pytest.mark.database
-__all__ = ["backend", "store"]  # fixtures, used by name
-
-EVERY_STATE = Query(state=None)
 
 
 async def test_an_empty_database_is_upgraded_to_the_latest_schema_once(backend: Backend) -> None:

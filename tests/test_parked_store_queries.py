@@ -22,20 +22,17 @@ from router.parked.model import ParkedEvent, State, parked_event
 from router.parked.query import Bucket, Cursor, Query
 from router.parked.store import ParkedStore
 from tests.parked_stores import (
+    EVERY_STATE,
     NOW,
     Backend,
-    backend,
     backend_for,
     body_of,
     dead_letter,
-    store,
     stored_id,
 )
 
 pytestmark = pytest.mark.database
-__all__ = ["backend", "store"]  # fixtures, used by name
 
-EVERY_STATE = Query(state=None)
 ERRORS = (
     "ValueError: bad phone",
     "valueerror: lower case",
