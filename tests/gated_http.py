@@ -11,6 +11,13 @@ from dataclasses import dataclass, field
 
 from router.ingress.http1 import HttpServer, Limits
 from router.ingress.messages import Answer, Request
+from tests.wire import SMALL_BODY_LIMIT
+
+#: Deadlines short enough for a test to see them pass (a head within 1 s, a body within 5 s,
+#: an idle connection closed after 3 s), and the body limit of the served ingress.
+LIMITS = Limits(
+    max_body_bytes=SMALL_BODY_LIMIT, head_timeout=1, body_timeout=5, keepalive_timeout=3
+)
 
 
 @dataclass
@@ -41,7 +48,7 @@ class Gated:
 
 
 @asynccontextmanager
-async def gated_server(limits: Limits) -> AsyncIterator[Gated]:
+async def gated_server(limits: Limits = LIMITS) -> AsyncIterator[Gated]:
     """A :class:`Gated` server listening on a free port of 127.0.0.1 with ``limits``."""
     holder: list[Gated] = []
 
@@ -67,4 +74,4 @@ async def gated_server(limits: Limits) -> AsyncIterator[Gated]:
         listening.close()
 
 
-__all__ = ["Gated", "gated_server"]
+__all__ = ["LIMITS", "Gated", "gated_server"]

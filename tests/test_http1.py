@@ -12,6 +12,7 @@ import asyncio
 import gzip
 import zlib
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import orjson
 import pytest
@@ -19,10 +20,9 @@ from aio_pika.abc import AbstractRobustConnection
 
 from router.contract.examples import example_body
 from router.contract.names import Names
-from router.ingress.http1 import Limits
 from router.settings import Settings
 from tests.conftest import SIGNING_KEY, Tap, depth
-from tests.gated_http import Gated, gated_server
+from tests.gated_http import LIMITS, Gated, gated_server
 from tests.wire import (
     SMALL_BODY_LIMIT,
     Serve,
@@ -32,10 +32,6 @@ from tests.wire import (
     read_response_head,
     signed_request,
     until_closed,
-)
-
-LIMITS = Limits(
-    max_body_bytes=SMALL_BODY_LIMIT, head_timeout=1, body_timeout=5, keepalive_timeout=75
 )
 
 
@@ -94,7 +90,7 @@ async def test_a_body_announced_over_the_limit_is_refused_before_it_is_sent(
     reader, writer = await served.connect()
     writer.write(
         b"POST /webhooks/attentive HTTP/1.1\r\nHost: r\r\nExpect: 100-continue\r\n"
-        b"Content-Length: %d\r\n\r\n" % (LIMITS.max_body_bytes + 1)
+        b"Content-Length: %d\r\n\r\n" % (SMALL_BODY_LIMIT + 1)
     )
 
     # Then it is answered 413 at once, not 100 Continue, and the connection is closed
@@ -220,7 +216,8 @@ async def test_an_idle_kept_alive_connection_is_closed_after_the_keepalive_timeo
 
 @pytest.fixture
 async def gated() -> AsyncIterator[Gated]:
-    async with gated_server(LIMITS) as server:
+    # (an idle connection stays open until the shutdown a test is about closes it)
+    async with gated_server(replace(LIMITS, keepalive_timeout=75)) as server:
         yield server
 
 

@@ -20,20 +20,15 @@ from aio_pika.abc import AbstractRobustConnection
 from router.contract.examples import example_body
 from router.contract.names import SIGNATURE_HEADER, Names
 from router.contract.signing import sign
-from router.ingress.http1 import MAX_HEADER_FIELDS, MAX_PIPELINED, Limits
+from router.ingress.http1 import MAX_HEADER_FIELDS, MAX_PIPELINED
 from tests.conftest import SIGNING_KEY, Tap, depth
-from tests.gated_http import Gated, gated_server
+from tests.gated_http import LIMITS, Gated, gated_server
 from tests.wire import (
-    SMALL_BODY_LIMIT,
     Served,
     published_as_sent,
     read_response,
     read_response_head,
     until_closed,
-)
-
-LIMITS = Limits(
-    max_body_bytes=SMALL_BODY_LIMIT, head_timeout=1, body_timeout=5, keepalive_timeout=3
 )
 
 
@@ -97,7 +92,7 @@ async def test_a_trailer_section_over_the_head_limit_gets_431_and_the_connection
 
 @pytest.fixture
 async def gated() -> AsyncIterator[Gated]:
-    async with gated_server(LIMITS) as server:
+    async with gated_server() as server:
         yield server
 
 
