@@ -12,13 +12,18 @@ import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
+from pamqp import frame as pamqp_frame
 from pamqp.commands import Basic
+from pamqp.header import ContentHeader
 
 from router.amqp import topology
+from router.amqp.properties import content_header, encode
 from router.contract import envelope
 from router.contract.names import COMPANY_HEADER, REPLAY_COUNT_HEADER, Names
 from router.parked.jobs import AuditAction, Job, JobRequest, JobState
@@ -343,6 +348,86 @@ async def test_a_purge_marks_its_entries_without_the_broker(sqlite_store: Parked
 
     assert job is not None and (job.state, job.matched, job.done) == (JobState.DONE, 1500, 1500)
     assert await states(sqlite_store) == {State.PURGED: 1500, State.PARKED: 5}
+
+
+# -- what a replay sends ----------------------------------------------------------------------
+
+EVERY_PROPERTY = Basic.Properties(
+    content_type="application/json", content_encoding="gzip", delivery_mode=2, priority=5,
+    headers={"s": "text", "n": 7, "big": 2**40, "negative": -3, COMPANY_HEADER: "c1"},
+    correlation_id="corr-1", reply_to="replies", expiration="60000", message_id="m-1",
+    timestamp=datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC), message_type="sms.subscribed",
+    user_id="guest", app_id="attentive-router",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "properties",
+    [
+        EVERY_PROPERTY,
+        Basic.Properties(),
+        Basic.Properties(message_id="", headers={}, priority=0),
+        Basic.Properties(timestamp=datetime(2026, 3, 4, 5, 6, 7)),  # naive: read as UTC
+        Basic.Properties(headers={"flag": True, "ratio": Decimal("1.5"), "nested": {"a": [1]}}),
+    ],
+    ids=["every", "none", "empty-and-zero", "naive-time", "other-header-types"],
+)
+def test_properties_are_encoded_as_pamqp_reads_them(properties: Basic.Properties) -> None:
+    # Given properties a parked message may have had; When they are encoded for a replay
+    header = content_header(1, 1234, encode(properties))
+
+    # Then pamqp reads back what it reads from its own encoding of them
+    _, channel, read = pamqp_frame.unmarshal(header)
+    _, _, expected = pamqp_frame.unmarshal(
+        pamqp_frame.marshal(ContentHeader(0, 1234, properties), 1)
+    )
+    assert isinstance(read, ContentHeader) and isinstance(expected, ContentHeader)
+    assert (channel, read.body_size) == (1, 1234)
+    assert read.properties == expected.properties
+
+
+def test_a_property_amqp_cannot_carry_is_refused_when_encoded() -> None:
+    with pytest.raises(ValueError):
+        encode(Basic.Properties(correlation_id="x" * 256))
+
+
+def besides_headers(properties: Properties) -> Properties:
+    """The properties but the headers, the timestamp in UTC without its zone."""
+    stamp = properties.timestamp
+    if stamp is not None and stamp.tzinfo is not None:
+        stamp = stamp.astimezone(UTC)
+    naive = None if stamp is None else stamp.replace(tzinfo=None)
+    return replace(properties, headers={}, timestamp=naive)
+
+
+async def test_a_replay_sends_every_property_its_entry_came_with(
+    sqlite_store: ParkedStore, names: Names, app_queue: AbstractQueue
+) -> None:
+    # Given a dead letter that came with every basic property set, and one with none
+    full = parked_event(
+        body_of("sms.subscribed", n=1), EVERY_PROPERTY, place="dlq", app=APP,
+        routing_key="sms.subscribed.c1", seen_at=NOW,
+    )  # fmt: skip
+    bare = parked_event(
+        b"{}", Basic.Properties(), place="dlq", app=APP, routing_key="x.c1", seen_at=NOW
+    )
+    assert await sqlite_store.add_many([full, bare]) == 2
+
+    # When both are replayed
+    runner = runner_for(sqlite_store, names)
+    ended = await runner.run_job((await replay(sqlite_store)).id)
+    await runner.close()
+
+    # Then both arrive, each with the properties it had (and the replay counted)
+    assert ended is not None and (ended.done, ended.failed) == (2, 0)
+    by_body = {m.body: m for m in await take(app_queue, 2)}
+    sent = Properties.from_amqp(by_body[full.body].properties)
+    headers = {k: v for k, v in sent.headers.items() if k not in PER_DELIVERY_HEADERS}
+    assert headers == envelope.replayed(full.headers)
+    assert besides_headers(sent) == besides_headers(full.properties)
+    plain = Properties.from_amqp(by_body[b"{}"].properties)
+    assert (plain.content_type, plain.message_id, plain.timestamp) == (None, None, None)
+    assert plain.headers[REPLAY_COUNT_HEADER] == 1
 
 
 # -- several runners ---------------------------------------------------------------------------

@@ -53,7 +53,7 @@ class _Pending:
     __slots__ = ("deadline", "future", "message_id", "returned", "route")
 
     def __init__(
-        self, future: asyncio.Future[None], route: Route, message_id: str, deadline: float
+        self, future: asyncio.Future[None], route: Route, message_id: str | None, deadline: float
     ) -> None:
         self.future = future
         self.route = route
@@ -77,7 +77,7 @@ class Confirms:
         return len(self._pending)
 
     def track(
-        self, future: asyncio.Future[None], route: Route, message_id: str, deadline: float
+        self, future: asyncio.Future[None], route: Route, message_id: str | None, deadline: float
     ) -> None:
         """Wait for the next tag's answer on ``future`` until ``deadline`` (loop time)."""
         self._tag += 1

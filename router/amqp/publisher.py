@@ -45,6 +45,7 @@ from router.amqp.confirms import (
     Confirms,
     ConnectionLost,
     HeaderTooLarge,
+    Route,
 )
 from router.amqp.frames import (
     BASIC_ACK,
@@ -55,9 +56,12 @@ from router.amqp.frames import (
     FRAME_METHOD,
     FRAME_PREFIX,
     Properties,
+    body_frames,
     publish_frames,
     publish_method,
 )
+from router.amqp.properties import EncodedProperties
+from router.amqp.properties import content_header as encoded_header
 from router.amqp.url import AmqpUrl, negotiate_heartbeat
 
 CHANNEL = 1
@@ -187,16 +191,42 @@ class ConfirmPublisher(asyncio.Protocol):
         Raises :class:`HeaderTooLarge` (writing nothing) when the content header would not
         fit in one frame, and :class:`ConnectionLost` when the connection is not open.
         """
+        key = (exchange, routing_key, mandatory)
+        frames = publish_frames(self._method(key), CHANNEL, body, properties, self._frame_max)
+        return self._write_publish(key, frames, properties.message_id)
+
+    def publish_encoded(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        properties: EncodedProperties,
+        *,
+        mandatory: bool = True,
+    ) -> asyncio.Future[None]:
+        """:meth:`publish` of a message with any basic properties, encoded beforehand
+        (:func:`router.amqp.properties.encode`): a replay sends a message as it came."""
+        key = (exchange, routing_key, mandatory)
+        frames = [self._method(key), encoded_header(CHANNEL, len(body), properties)]
+        if body:
+            frames += body_frames(CHANNEL, body, self._frame_max)
+        return self._write_publish(key, frames, properties.message_id)
+
+    def _method(self, key: Route) -> bytes:
+        """The Basic.Publish frame of ``key`` (exchange, routing key, mandatory)."""
         if not self.is_open:
             raise ConnectionLost(self._close_reason)
-        key = (exchange, routing_key, mandatory)
         method = self._methods.get(key)
         if method is None:
-            method = publish_method(CHANNEL, exchange, routing_key, mandatory=mandatory)
+            method = publish_method(CHANNEL, key[0], key[1], mandatory=key[2])
             if len(self._methods) >= _CACHED_METHODS:
                 self._methods.clear()
             self._methods[key] = method
-        frames = publish_frames(method, CHANNEL, body, properties, self._frame_max)
+        return method
+
+    def _write_publish(
+        self, key: Route, frames: list[bytes], message_id: str | None
+    ) -> asyncio.Future[None]:
         if len(frames[1]) > self._frame_max:  # the content header; the method is < 600 bytes
             raise HeaderTooLarge(
                 f"the message's content header is {len(frames[1])} bytes,"
@@ -204,7 +234,7 @@ class ConfirmPublisher(asyncio.Protocol):
             )
         future: asyncio.Future[None] = self._loop.create_future()
         deadline = self._loop.time() + self._confirm_timeout
-        self._confirms.track(future, key, properties.message_id, deadline)
+        self._confirms.track(future, key, message_id, deadline)
         self._outgoing += frames
         self._outgoing_messages += 1
         if self._outgoing_messages >= WRITE_BATCH:

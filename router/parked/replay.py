@@ -30,9 +30,14 @@ from datetime import timedelta
 
 import aiormq
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractConnection
+from aio_pika.abc import AbstractConnection
 from pamqp.commands import Basic
 
+from router.amqp.confirms import ConnectionLost, NotConfirmed
+from router.amqp.nodes import CONNECT_TIMEOUT
+from router.amqp.properties import encode
+from router.amqp.publisher import ConfirmPublisher
+from router.amqp.url import AmqpUrl
 from router.contract import envelope
 from router.contract.names import Names
 from router.errors import InvalidInput, Unavailable
@@ -99,36 +104,39 @@ class Pacer:
 
 
 class Publisher:
-    """Confirmed, mandatory publishes on one channel of ``connection``."""
+    """Confirmed, mandatory publishes on a :class:`ConfirmPublisher` of its own (to ``url``);
+    exchanges are checked on ``connection``."""
 
     def __init__(
-        self, connection: AbstractConnection, names: Names, confirm_timeout: float
+        self,
+        connection: AbstractConnection,
+        url: AmqpUrl,
+        names: Names,
+        confirm_timeout: float,
     ) -> None:
         self._connection = connection
+        self._url = url
         self._names = names
         self._timeout = confirm_timeout
-        self._channel: AbstractChannel | None = None
-        self._raw: aiormq.abc.AbstractChannel | None = None
+        self._confirming: ConfirmPublisher | None = None
         self._exchanges: dict[str, bool] = {}
 
-    async def open(self) -> None:
+    async def open(self, name: str) -> None:
         try:
-            self._channel = await self._connection.channel(
-                publisher_confirms=True, on_return_raises=True
+            self._confirming = await ConfirmPublisher.open(
+                self._url, name=name, confirm_timeout=self._timeout, timeout=CONNECT_TIMEOUT
             )
-            self._raw = await self._channel.get_underlay_channel()
-        except (aiormq.exceptions.AMQPError, RuntimeError, OSError) as error:
-            raise BrokerLost(f"cannot open a channel for the replay: {error!r}") from None
+        except (NotConfirmed, aiormq.exceptions.AMQPError, OSError, TimeoutError) as error:
+            raise BrokerLost(f"cannot open a connection for the replay: {error!r}") from None
 
     async def close(self) -> None:
-        channel, self._channel = self._channel, None
-        if channel is not None and not channel.is_closed:
-            with contextlib.suppress(aiormq.exceptions.AMQPError, RuntimeError, OSError):
-                await channel.close()
+        confirming, self._confirming = self._confirming, None
+        if confirming is not None:
+            await confirming.close()
 
     async def reachable(self, exchange: str) -> bool:
         """Whether ``exchange`` exists (asked once per exchange, on a channel of its own:
-        publishing to a missing exchange would close the publishing channel)."""
+        publishing to a missing exchange would close the publishing connection)."""
         known = self._exchanges.get(exchange)
         if known is None:
             try:
@@ -148,9 +156,9 @@ class Publisher:
 
     async def publish(self, entry: ParkedEvent) -> bool:
         """Publish ``entry``; True once confirmed, False when returned, nacked or unconfirmed
-        in time (it stays parked); :class:`BrokerLost` when the channel went away."""
-        if self._raw is None:
-            raise BrokerLost("the replay's channel is closed")
+        in time (it stays parked); :class:`BrokerLost` when the connection went away."""
+        if self._confirming is None:
+            raise BrokerLost("the replay's connection is closed")
         try:
             exchange, routing_key = destination(self._names, entry)
         except InvalidInput:
@@ -158,19 +166,14 @@ class Publisher:
         if not await self.reachable(exchange):
             return False
         try:
-            confirm = await self._raw.basic_publish(
-                entry.body,
-                exchange=exchange,
-                routing_key=routing_key,
-                properties=replayed_properties(entry),
-                mandatory=True,
-                timeout=self._timeout,
+            await self._confirming.publish_encoded(
+                exchange, routing_key, entry.body, encode(replayed_properties(entry))
             )
-        except (aiormq.exceptions.DeliveryError, TimeoutError):
+        except ConnectionLost as lost:
+            raise BrokerLost(f"the broker went away during the replay: {lost}") from None
+        except NotConfirmed:
             return False
-        except (aiormq.exceptions.AMQPError, RuntimeError, OSError) as error:
-            raise BrokerLost(f"the broker went away during the replay: {error!r}") from None
-        return isinstance(confirm, Basic.Ack)
+        return True
 
 
 @dataclass

@@ -30,7 +30,7 @@ from datetime import timedelta
 import structlog
 from aio_pika.abc import AbstractConnection
 
-from router.amqp.nodes import connect_first
+from router.amqp.nodes import connect_first, parse_urls
 from router.contract.names import Names
 from router.errors import RouterError, Unavailable
 from router.parked.jobs import Job, JobKind, JobState
@@ -78,6 +78,8 @@ class JobRunner:
     #: Makes the pacer of a job from its rate (tests count its waits).
     pacer: Callable[[float | None], Pacer] = Pacer
     _connection: AbstractConnection | None = field(default=None, init=False, repr=False)
+    #: The index of the URL (node) :attr:`_connection` went to: the replay publishes there too.
+    _node: int = field(default=0, init=False, repr=False)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run runnable jobs one after another until ``stop`` is set."""
@@ -156,9 +158,11 @@ class JobRunner:
         return job
 
     async def _replay(self, job: Job) -> Job:
-        publisher = Publisher(await self._connect(), self.names, self.confirm_timeout)
-        await publisher.open()
+        connection = await self._connect()
+        url = parse_urls(self.amqp_url)[self._node]
+        publisher = Publisher(connection, url, self.names, self.confirm_timeout)
         try:
+            await publisher.open(f"attentive-router jobs {self.owner} (publishing)")
             replay = Replay(
                 self.store,
                 job,
@@ -177,7 +181,7 @@ class JobRunner:
     async def _connect(self) -> AbstractConnection:
         if self._connection is None or self._connection.is_closed:
             try:
-                self._connection, _ = await connect_first(
+                self._connection, self._node = await connect_first(
                     self.amqp_url, name=f"attentive-router jobs {self.owner}"
                 )
             except Unavailable as error:

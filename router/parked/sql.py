@@ -215,11 +215,17 @@ def facets_of(rows: Iterable[Sequence[Any]], size: int) -> Facets:
 def mark_write(
     table: str, ids: Sequence[int], change: tuple[State, datetime, str], *, numbered: bool
 ) -> Read:
-    """Mark the parked ones of ``ids`` with (state, when, by)."""
+    """Mark the parked ones of ``ids`` with (state, when, by).
+
+    SQLite is told to find the rows by id alone (``NOT INDEXED`` still looks up the integer
+    primary key): left to itself it picks the index on (state, state_at) for ``state = ?``
+    and walks every parked entry for each statement.
+    """
     state, when, by = change
     statement = Statement(numbered)
+    target = table if numbered else f"{table} NOT INDEXED"
     text = (
-        f"UPDATE {table} SET state = {statement.bind(state.value)}, "
+        f"UPDATE {target} SET state = {statement.bind(state.value)}, "
         f"state_at = {statement.bind_time(when)}, state_by = {statement.bind(by)} "
         f"WHERE {statement.one_of('id', ids)} AND state = {statement.bind(State.PARKED.value)}"
     )
