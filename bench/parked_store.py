@@ -46,7 +46,7 @@ from router.contract.examples import example_payload
 from router.parked.model import ParkedEvent, parked_event
 from router.parked.postgres import PostgresParkedStore
 from router.parked.query import Query
-from router.parked.schema import version_table
+from router.parked.schema import audit_table, jobs_table, version_table
 from router.parked.sqlite import SqliteParkedStore
 from router.parked.store import ParkedStore
 
@@ -191,6 +191,16 @@ async def measure(store: ParkedStore, names: Sequence[str], runs: int) -> dict[s
     return figures
 
 
+async def drop_tables(url: str, table: str) -> None:
+    """Drop a PostgreSQL store's tables (entries, schema version, jobs, audit log)."""
+    conn = await asyncpg.connect(url)
+    try:
+        drops = (table, version_table(table), jobs_table(table), audit_table(table))
+        await conn.execute(f"DROP TABLE IF EXISTS {', '.join(drops)}")
+    finally:
+        await conn.close()
+
+
 async def run_backend(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     names = apps(args.apps)
     workdir = Path(tempfile.mkdtemp(prefix="parked-bench-", dir=args.sqlite_dir))
@@ -219,9 +229,7 @@ async def run_backend(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         await store.close()
         shutil.rmtree(workdir, ignore_errors=True)
         if kind == "postgres":
-            conn = await asyncpg.connect(POSTGRES_URL)
-            await conn.execute(f"DROP TABLE IF EXISTS {table}, {version_table(table)}")
-            await conn.close()
+            await drop_tables(POSTGRES_URL, table)
 
 
 def report(results: dict[str, dict[str, Any]], entries: int) -> None:

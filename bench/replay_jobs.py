@@ -41,10 +41,10 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
-import asyncpg
 import orjson
 from pamqp.commands import Basic
 
+from bench import parked_store
 from router.amqp import topology
 from router.contract import envelope
 from router.contract.events import EVENT_TYPES
@@ -55,7 +55,6 @@ from router.parked.model import ParkedEvent, parked_event
 from router.parked.postgres import PostgresParkedStore
 from router.parked.query import Query
 from router.parked.runner import JobRunner
-from router.parked.schema import audit_table, jobs_table, version_table
 from router.parked.sqlite import SqliteParkedStore
 from router.parked.store import ParkedStore
 
@@ -239,10 +238,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await store.close()
         shutil.rmtree(workdir, ignore_errors=True)
         if "postgres" in stores:
-            conn = await asyncpg.connect(POSTGRES_URL)
-            drops = (table, version_table(table), jobs_table(table), audit_table(table))
-            await conn.execute(f"DROP TABLE IF EXISTS {', '.join(drops)}")
-            await conn.close()
+            await parked_store.drop_tables(POSTGRES_URL, table)
         connection = await aio_pika.connect(AMQP_URL)
         async with connection:
             await topology.delete_app(await connection.channel(), names, APP)

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import parked_report
+
 
 @dataclass(frozen=True, slots=True)
 class Target:
@@ -24,6 +26,7 @@ TARGETS = (
     Target("e2e_p99_ms", "end-to-end p99 at 1,000/s", "<= 20 ms", lambda v: v <= 20.0),
     Target("worker_to_bare", "worker / bare consumer", ">= 0.80x", lambda v: v >= 0.8),
     Target("ingress_peak_rss_mb", "ingress peak RSS", "<= 100 MB", lambda v: v <= 100.0),
+    *(Target(*target) for target in parked_report.targets()),
 )
 
 
@@ -79,6 +82,7 @@ def evaluate(results: dict[str, Any]) -> None:
             figure_at(results, "d", "bare", "msgs_per_s"),
         ),
         "ingress_peak_rss_mb": figure_at(results, "e", "peak_rss_mb"),
+        **parked_report.values(results),
     }
     results["ratios"] = {
         k: v
@@ -302,6 +306,11 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                 "  ratio ingress / bare publisher",
                 _ratio_text(results, "ingress_to_bare_instructions"),
             )
+    if "h" in results:
+        h = results["h"]
+        if not failed("h", "parked events", h):
+            for index, (label, text, target_key) in enumerate(parked_report.rows(h)):
+                add("h" if index == 0 else "", label, text, target_key)
     return out
 
 
@@ -372,7 +381,7 @@ def failures(results: dict[str, Any]) -> list[str]:
         for key, child in node.items():
             visit(f"{path} {key}", child)
 
-    for phase in "abcdefg":
+    for phase in "abcdefgh":
         visit(phase, results.get(phase))
     return found
 

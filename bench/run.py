@@ -21,7 +21,13 @@ e. the peak RSS (VmHWM) of one ingress process after --rss-events events (wrk);
 f. the Go reference ingress of ../shared/anchors: saturation and 1,000 events/s;
 g. instructions per event, counted by valgrind's callgrind (repeatable where wall-clock
    figures are not): the ingress (one process) answering N webhooks, and the bare aio-pika
-   publisher publishing N messages (user space only: not the kernel's share).
+   publisher publishing N messages (user space only: not the kernel's share);
+h. parked events at incident scale (:mod:`bench.parked_phase`), SQLite and PostgreSQL: the
+   keeper draining --dead-letters (100,000; quick 2,000) from one application's DLQ against
+   a bare aio-pika consumer, a replay job of them against a bare aio-pika publisher, and
+   filtered pages and facets over --parked-entries (1,000,000 over 20 applications; quick
+   20,000). It needs PostgreSQL (``ROUTER_BENCH_POSTGRES_URL``, else the local ``test``
+   database).
 
 Every figure uses the same broker and the same realistic signed payloads (all 11 types x 4
 companies, about 1 KiB), in a fresh namespace (``bench-<uuid>``) deleted afterwards. Every
@@ -57,7 +63,7 @@ from typing import Any
 
 from yarl import URL
 
-from bench import callgrind, report
+from bench import callgrind, parked_phase, report
 from bench.common import (
     ADMIN_TOKEN,
     AMQP_URL,
@@ -107,7 +113,7 @@ from router.cli.main import OneLineParser
 from router.contract.events import EVENT_TYPES
 from router.contract.names import WEBHOOK_PATH, Names
 
-PHASES = "abcdefg"
+PHASES = "abcdefgh"
 RESULTS = Path(__file__).resolve().parent / "results"
 UVLOOP_INSTALLED = importlib.util.find_spec("uvloop") is not None
 
@@ -129,6 +135,8 @@ class Config:
     prefetch: int
     client_loop: str
     results_dir: Path
+    dead_letters: int = 100_000
+    parked_entries: int = 1_000_000
 
 
 def _number(
@@ -188,6 +196,12 @@ def parse_args(argv: list[str] | None) -> Config:
     )
     parser.add_argument("--prefetch", type=COUNT, default=256, help="worker and consumer prefetch")
     parser.add_argument(
+        "--dead-letters", type=COUNT, help="h: dead letters to drain and replay (100,000; quick 2k)"
+    )
+    parser.add_argument(
+        "--parked-entries", type=COUNT, help="h: entries queried (1,000,000; quick 20,000)"
+    )
+    parser.add_argument(
         "--client-loop",
         choices=["auto", "asyncio", "uvloop"],
         default="auto",
@@ -221,6 +235,8 @@ def parse_args(argv: list[str] | None) -> Config:
         prefetch=args.prefetch,
         client_loop=args.client_loop,
         results_dir=args.results_dir,
+        dead_letters=args.dead_letters or (2_000 if quick else 100_000),
+        parked_entries=args.parked_entries or (20_000 if quick else 1_000_000),
     )
 
 
@@ -562,6 +578,8 @@ class Bench:
             self.results["e"] = self.attempt("e: ingress peak RSS", self.phase_e)
         if "g" in only:
             self.results["g"] = self.attempt("g: instructions per event", self.phase_g)
+        if "h" in only:
+            self.results["h"] = self.attempt("h: parked events", self.phase_h)
 
     def group_publish(self) -> None:
         """a, b and f with every event going to the sink queue (purged between runs)."""
@@ -982,6 +1000,19 @@ class Bench:
             "bare_per_message": round(bare_total / count),
             "loop": self.client_loop("ingress"),
         }
+
+    def phase_h(self) -> dict[str, Any]:
+        """Parked events (:mod:`bench.parked_phase`), in namespaces of their own."""
+        config = self.config
+        sizes: dict[str, Any] = {
+            "dead_letters": config.dead_letters,
+            "entries": config.parked_entries,
+            "workdir": self.tmp,
+        }
+        make = parked_phase.ParkedConfig.quick if config.quick else parked_phase.ParkedConfig
+        parked = make(**sizes)
+        bound = 3 * parked.bound(config.dead_letters) + parked.bound(config.parked_entries) * 2
+        return run_async(parked_phase.measure(parked), timeout=bound)
 
     def saturation_estimate(self) -> float | None:
         value = self.results.get("b", {}).get("saturation", {}).get("ok_per_s")

@@ -6,6 +6,7 @@ here: how fast is the benchmark's business, not the tests'."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -14,9 +15,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from tests.conftest import rabbitmqctl, sweep
+from tests.databases import POSTGRES_URL
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -97,6 +100,54 @@ def test_a_quick_run_measures_what_it_was_asked_and_leaves_the_broker_as_it_foun
         sweep((f"{namespace}.",))
 
 
+async def bench_tables() -> set[str]:
+    """The PostgreSQL tables a parked-events phase makes (``bench_parked_<uuid>...``)."""
+    conn = await asyncpg.connect(POSTGRES_URL)
+    try:
+        rows = await conn.fetch(
+            "SELECT tablename FROM pg_tables WHERE tablename LIKE 'bench\\_parked\\_%'"
+        )
+    finally:
+        await conn.close()
+    return {row["tablename"] for row in rows}
+
+
+@pytest.mark.broker
+@pytest.mark.database
+async def test_a_quick_parked_events_phase_measures_both_stores_and_leaves_nothing_behind(
+    tmp_path: Path,
+) -> None:
+    # Given the PostgreSQL tables of benchmarks before the run
+    before = await bench_tables()
+
+    # When a quick run measures phase h (parked events) with a few hundred dead letters
+    done = await asyncio.to_thread(
+        run_bench, tmp_path, "--only", "h", "--dead-letters", "300", "--parked-entries", "2000"
+    )
+
+    # Then it exits 0, with a drain, a replay and query figures for each store
+    assert done.returncode == 0, done.stderr[-3000:]
+    h: dict[str, Any] = json.loads((tmp_path / "latest.json").read_text())["h"]
+    assert (h["dead_letters"], h["entries"]) == (300, 2000)
+    for kind in ("sqlite", "postgres"):
+        figures = h[kind]
+        assert figures["drain"]["keeper"]["msgs_per_s"] > 0
+        assert figures["drain"]["bare"]["msgs_per_s"] > 0
+        assert figures["replay"]["msgs_per_s"] > 0 and figures["replay"]["bare_msgs_per_s"] > 0
+        assert figures["queries"]["page_filtered"]["p95_ms"] > 0
+        assert figures["queries"]["facets_app"]["p95_ms"] > 0
+
+        # And nothing of its namespace is left at the broker
+        assert names_at_the_broker(f"{figures['namespace']}.") == []
+
+    # And the table judges each store's targets
+    assert "ratio replay / bare publisher (PostgreSQL)" in done.stdout
+    assert "ratio keeper / bare consumer (SQLite)" in done.stdout
+
+    # And no PostgreSQL table of it is left
+    assert await bench_tables() == before
+
+
 @pytest.mark.broker
 def test_a_run_that_cannot_reach_the_broker_exits_1_and_says_why(tmp_path: Path) -> None:
     # Given a broker address nothing listens on
@@ -126,7 +177,7 @@ def test_a_run_that_cannot_reach_the_broker_exits_1_and_says_why(tmp_path: Path)
         (["--seconds", "-1"], "argument --seconds: must be > 0, not -1"),
         (["--repeat", "0"], "argument --repeat: must be >= 1, not 0"),
         (["--drain-events", "many"], "argument --drain-events: not a number: 'many'"),
-        (["--only", "a,x"], "--only takes letters of a,b,c,d,e,f,g"),
+        (["--only", "a,x"], "--only takes letters of a,b,c,d,e,f,g,h"),
     ],
 )
 def test_wrong_usage_is_one_line_and_runs_nothing(
