@@ -16,14 +16,7 @@ import aiohttp
 import orjson
 import structlog
 
-from router.attentive.errors import (
-    AttentiveAuthError,
-    AttentiveError,
-    AttentiveNotFound,
-    AttentiveProtocolError,
-    AttentiveRejected,
-    AttentiveUnavailable,
-)
+from router.attentive import errors
 from router.attentive.settings import TOKEN_VARIABLE, WEBHOOKS_SCOPE, AttentiveSettings
 from router.attentive.webhooks import Created, Webhook, optional_text
 
@@ -84,7 +77,7 @@ class AttentiveClient:
         body = await self._request("GET", "/webhooks", expect=(200,))
         items = body.get("webhooks") if isinstance(body, dict) else None
         if not isinstance(items, list):
-            raise AttentiveProtocolError("Attentive's webhook list has no 'webhooks' array")
+            raise errors.AttentiveProtocolError("Attentive's webhook list has no 'webhooks' array")
         return [Webhook.from_json(item) for item in items]
 
     async def get_webhook(self, webhook_id: str) -> Webhook:
@@ -92,7 +85,7 @@ class AttentiveClient:
         for webhook in await self.list_webhooks():
             if webhook.id == webhook_id:
                 return webhook
-        raise AttentiveNotFound(f"Attentive has no webhook {webhook_id!r}", status=404)
+        raise errors.AttentiveNotFound(f"Attentive has no webhook {webhook_id!r}", status=404)
 
     async def create_webhook(
         self, url: str, events: Sequence[str], *, existing: Iterable[Webhook] | None = None
@@ -114,8 +107,8 @@ class AttentiveClient:
             if outcome.maybe_applied:
                 try:
                     found = await self._find_created(url, events, before)
-                except AttentiveUnavailable as error:
-                    raise AttentiveUnavailable(
+                except errors.AttentiveUnavailable as error:
+                    raise errors.AttentiveUnavailable(
                         f"Attentive {outcome.reason} to the create, then could not list the "
                         f"webhooks ({error}); it may have been made: check "
                         "`attentive-router attentive webhooks list`",
@@ -134,14 +127,14 @@ class AttentiveClient:
             return Created(Webhook.from_json(outcome))
         try:
             found = await self._find_created(url, events, before)
-        except AttentiveUnavailable as error:
-            raise AttentiveUnavailable(
+        except errors.AttentiveUnavailable as error:
+            raise errors.AttentiveUnavailable(
                 f"Attentive created the webhook but returned no id, then could not list the "
                 f"webhooks to find it ({error})",
                 status=error.status,
             ) from None
         if found is None:
-            raise AttentiveProtocolError(
+            raise errors.AttentiveProtocolError(
                 "Attentive created the webhook but returned no id, and no new webhook with "
                 "this url and events is listed: check `attentive-router attentive webhooks list`"
             )
@@ -165,7 +158,8 @@ class AttentiveClient:
         return Webhook.from_json(body)  # shaped like a create answer: no companyId
 
     async def delete_webhook(self, webhook_id: str) -> None:
-        """``DELETE /webhooks/{id}``: 204, :class:`AttentiveNotFound` when there is none."""
+        """``DELETE /webhooks/{id}``: 204; :class:`~router.attentive.errors.AttentiveNotFound`
+        when there is none."""
         await self._request(
             "DELETE",
             f"/webhooks/{quote(webhook_id, safe='')}",
@@ -186,7 +180,7 @@ class AttentiveClient:
         ]
         if len(new) > 1:
             ids = ", ".join(w.id for w in new)
-            raise AttentiveProtocolError(
+            raise errors.AttentiveProtocolError(
                 f"Attentive returned no id, and several new webhooks have this url and events "
                 f"({ids}): check `attentive-router attentive webhooks list`"
             )
@@ -228,7 +222,7 @@ class AttentiveClient:
                 raw = await response.read()
                 retry_after = _retry_after(response.headers.get("Retry-After"))
         except aiohttp.ClientSSLError as error:
-            raise AttentiveUnavailable(
+            raise errors.AttentiveUnavailable(
                 f"cannot reach Attentive at {self._host}: TLS failed ({type(error).__name__})"
             ) from None
         except aiohttp.ClientConnectorError as error:
@@ -253,7 +247,7 @@ class AttentiveClient:
 
     def _permanent(
         self, status: int, raw: bytes, method: str, path: str, webhook_id: str | None
-    ) -> AttentiveError:
+    ) -> errors.AttentiveError:
         message = self._scrub(_error_message(raw))
         if status in (401, 403):
             what = (
@@ -261,36 +255,37 @@ class AttentiveClient:
                 if status == 401
                 else "Attentive refused the request (403 forbidden)"
             )
-            return AttentiveAuthError(
+            return errors.AttentiveAuthError(
                 f"{what}: check {TOKEN_VARIABLE} and that the token has the {WEBHOOKS_SCOPE} scope",
                 status=status,
             )
         if status == 404:
             what = f"no webhook {webhook_id!r}" if webhook_id is not None else f"no {path}"
-            return AttentiveNotFound(f"Attentive has {what} (404)", status=status)
+            return errors.AttentiveNotFound(f"Attentive has {what} (404)", status=status)
         if 200 <= status < 300:
-            return AttentiveProtocolError(
+            return errors.AttentiveProtocolError(
                 f"Attentive answered {status} to {method} {path}, not the documented status",
                 status=status,
             )
-        return AttentiveRejected(
+        return errors.AttentiveRejected(
             f"Attentive rejected {method} {path} ({status}): {message}", status=status
         )
 
     async def _pause_or_give_up(
         self, method: str, path: str, attempt: int, outcome: _Transient, *, suffix: str = ""
     ) -> None:
-        """Wait before the next try, or raise :class:`AttentiveUnavailable` when none is left."""
+        """Wait before the next try, or raise :class:`~router.attentive.errors.AttentiveUnavailable`
+        when none is left."""
         settings = self._settings
         failed = f"{method} {path} failed after {attempt} {'try' if attempt == 1 else 'tries'}"
         if outcome.retry_after is not None and outcome.retry_after > settings.max_delay:
-            raise AttentiveUnavailable(
+            raise errors.AttentiveUnavailable(
                 f"{failed}: Attentive {outcome.reason} and asks to wait "
                 f"{outcome.retry_after:g} s: try again later{suffix}",
                 status=outcome.status,
             )
         if attempt >= settings.attempts:
-            raise AttentiveUnavailable(
+            raise errors.AttentiveUnavailable(
                 f"{failed}: Attentive {outcome.reason}{suffix}", status=outcome.status
             )
         delay = (
@@ -323,7 +318,7 @@ def _decode(raw: bytes, status: int) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise AttentiveProtocolError(
+        raise errors.AttentiveProtocolError(
             f"Attentive answered {status} with a body that is not JSON", status=status
         ) from None
 

@@ -83,24 +83,19 @@ def add_commands(commands: Any, parser_class: type[argparse.ArgumentParser]) -> 
             parser.add_argument("--namespace", help="prefix of queue names (attentive)")
 
 
+def _count_option(parser: argparse.ArgumentParser, flag: str, default: int, text: str) -> None:
+    """An option taking a count of 1 or more (``N``), with its default."""
+    parser.add_argument(flag, type=_positive_int, default=default, metavar="N", help=text)
+
+
 def _add_operation_options(parser: argparse.ArgumentParser, operation: str) -> None:
     if operation == "list":
-        parser.add_argument(
-            "--limit",
-            type=_positive_int,
-            default=DEFAULT_PAGE_SIZE,
-            metavar="N",
-            help=f"entries a page (newest first; {DEFAULT_PAGE_SIZE}, at most {MAX_PAGE_SIZE})",
-        )
+        limit = f"entries a page (newest first; {DEFAULT_PAGE_SIZE}, at most {MAX_PAGE_SIZE})"
+        _count_option(parser, "--limit", DEFAULT_PAGE_SIZE, limit)
         parser.add_argument("--cursor", help="the page after the one that printed this cursor")
     if operation == "facets":
-        parser.add_argument(
-            "--size",
-            type=_positive_int,
-            default=DEFAULT_FACET_SIZE,
-            metavar="N",
-            help=f"the largest N values of each facet ({DEFAULT_FACET_SIZE})",
-        )
+        size = f"the largest N values of each facet ({DEFAULT_FACET_SIZE})"
+        _count_option(parser, "--size", DEFAULT_FACET_SIZE, size)
     if operation == "replay":
         parser.add_argument(
             "--limit", type=_positive_int, metavar="N", help="replay at most N matching events"
