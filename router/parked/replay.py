@@ -17,6 +17,12 @@ records a batch (marks, counts, the last id up to which every entry is handled, 
 when a window's worth came back, or every ``settle_every`` seconds; a job cancelled
 meanwhile, or a lease another runner took, stops the publishing there. The next entries are
 read from the store while the current ones go out.
+
+The publishes go out on a connection of their own, through the ingress's
+:class:`~router.amqp.publisher.ConfirmPublisher` (a turn's publishes written together, confirms
+read without a general unmarshaller), each entry's properties encoded once by
+:func:`router.amqp.properties.encode`; whether an exchange exists is asked once per exchange
+on the runner's aio-pika connection.
 """
 
 from __future__ import annotations
