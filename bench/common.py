@@ -340,12 +340,16 @@ class ForeignCpu:
 
     #: Set once by the bench: CPU of the broker we measure against is part of the figure.
     broker: frozenset[int] = frozenset()
+    #: Set by the bench: servers whose processes, the ones they start meanwhile too, do the
+    #: measured work beside the broker (PostgreSQL's, for phase h).
+    servers: frozenset[int] = frozenset()
     INTERVAL = 0.25
 
     def __init__(self) -> None:
         self._start = proc_stats()
         self._latest = dict(self._start)
         self._ours: set[int] = set()
+        self._served: set[int] = set(self.servers)
         self._started = time.monotonic()
         self._elapsed: float | None = None
         self._stop = threading.Event()
@@ -359,6 +363,8 @@ class ForeignCpu:
     def _read(self) -> None:
         stats = proc_stats()
         self._ours.update(descendants(os.getpid(), stats))
+        for server in self.servers:
+            self._served.update(descendants(server, stats))
         self._latest.update(stats)
 
     def _used(self) -> dict[int, float]:
@@ -383,7 +389,10 @@ class ForeignCpu:
         foreign = {
             pid: cores
             for pid, cores in used.items()
-            if pid != os.getpid() and pid not in self._ours and pid not in self.broker
+            if pid != os.getpid()
+            and pid not in self._ours
+            and pid not in self.broker
+            and pid not in self._served
         }
         if not foreign:
             return 0.0, ""

@@ -33,6 +33,7 @@ import shutil
 import sys
 import tempfile
 import time
+import urllib.parse
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ from typing import Any
 import aio_pika
 
 from bench import clients, parked_store, replay_jobs
-from bench.common import AMQP_URL, delete_namespace
+from bench.common import AMQP_URL, delete_namespace, listening_pids
 from router.amqp import topology
 from router.amqp.properties import encode
 from router.amqp.publisher import ConfirmPublisher
@@ -152,6 +153,12 @@ async def cleanup(names: Names) -> None:
 
 
 # -- the stores ----------------------------------------------------------------------------
+
+
+def database_pids() -> set[int]:
+    """The PostgreSQL server the stores are in, when on this machine: its processes' CPU is
+    part of the figures, as the broker's is."""
+    return listening_pids(urllib.parse.urlsplit(replay_jobs.POSTGRES_URL).port or 5432)
 
 
 def make_store(kind: str, workdir: Path, table: str) -> ParkedStore:

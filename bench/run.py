@@ -557,6 +557,8 @@ class Bench:
         config, only = self.config, self.config.only
         self.results["machine"] = self.machine()
         ForeignCpu.broker = frozenset(broker_pids())
+        if "h" in only:  # phase h measures PostgreSQL's work too, as every phase the broker's
+            ForeignCpu.servers = frozenset(parked_phase.database_pids())
         self.results["machine"]["broker_pids"] = sorted(ForeignCpu.broker)
         run_async(setup(self.names))
         if "b" in only or "f" in only:
