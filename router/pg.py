@@ -26,10 +26,19 @@ def advisory_lock_key(purpose: str, table: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-async def create_pool(url: str, *, min_size: int, max_size: int, timeout: float) -> Any:
+#: Connections a store's pool keeps open, and opens at most: a store's statements are short,
+#: and a router's or a worker's tasks share a few connections well.
+POOL_MIN_SIZE, POOL_MAX_SIZE = 1, 4
+
+
+async def create_pool(url: str, *, timeout: float) -> Any:
     """A small asyncpg pool whose connects and commands are bounded by ``timeout``."""
     return await asyncpg.create_pool(
-        url, min_size=min_size, max_size=max_size, timeout=timeout, command_timeout=timeout
+        url,
+        min_size=POOL_MIN_SIZE,
+        max_size=POOL_MAX_SIZE,
+        timeout=timeout,
+        command_timeout=timeout,
     )
 
 
@@ -62,6 +71,8 @@ async def translated(
 
 __all__ = [
     "DRIVER_ERRORS",
+    "POOL_MAX_SIZE",
+    "POOL_MIN_SIZE",
     "TABLE_NAME_RULE",
     "advisory_lock_key",
     "create_pool",

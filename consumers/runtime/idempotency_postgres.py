@@ -71,8 +71,6 @@ class PostgresStore:
         lease: float = idempotency.DEFAULT_LEASE,
         table: str = DEFAULT_TABLE,
         prune_interval: float = 60.0,
-        min_size: int = 1,
-        max_size: int = 4,
         timeout: float = 10.0,
     ) -> None:
         idempotency.check_duration("window", window)
@@ -86,8 +84,6 @@ class PostgresStore:
         self.lease = lease
         self.table = table
         self.prune_interval = prune_interval
-        self.min_size = min_size
-        self.max_size = max_size
         self.timeout = timeout
         self._interval = timedelta(seconds=window)
         self._lease = timedelta(seconds=lease)
@@ -106,9 +102,7 @@ class PostgresStore:
             return
         try:
             async with self._translated("cannot connect to the idempotency database"):
-                pool = await create_pool(
-                    self.url, min_size=self.min_size, max_size=self.max_size, timeout=self.timeout
-                )
+                pool = await create_pool(self.url, timeout=self.timeout)
         except ValueError as exc:  # asyncpg's verdict on the URL, before any connection
             raise WorkerConfigError(
                 f"invalid PostgreSQL URL {idempotency.without_password(self.url)!r}: "

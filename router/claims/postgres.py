@@ -43,16 +43,12 @@ class PostgresClaimStore:
         url: str,
         *,
         table: str = DEFAULT_TABLE,
-        min_size: int = 1,
-        max_size: int = 4,
         timeout: float = 30.0,
     ) -> None:
         if not valid_table_name(table):
             raise ConfigError(f"invalid claims table name {table!r}: use {TABLE_NAME_RULE}")
         self.url = url
         self.table = table
-        self.min_size = min_size
-        self.max_size = max_size
         self.timeout = timeout
         self._lock_key = lock_key(table)
         self._pool: Any = None
@@ -65,9 +61,7 @@ class PostgresClaimStore:
         if self._pool is not None:
             return
         async with self._translated("cannot connect to the claims database"):
-            pool = await create_pool(
-                self.url, min_size=self.min_size, max_size=self.max_size, timeout=self.timeout
-            )
+            pool = await create_pool(self.url, timeout=self.timeout)
         self._pool = pool
         try:
             async with self._transaction() as conn:

@@ -36,14 +36,10 @@ class PostgresParkedStore:
         url: str,
         *,
         table: str = DEFAULT_TABLE,
-        min_size: int = 1,
-        max_size: int = 4,
         timeout: float = 30.0,
     ) -> None:
         self.url = url
         self.table = schema.checked_table(table)
-        self.min_size = min_size
-        self.max_size = max_size
         self.timeout = timeout
         self._lock_key = advisory_lock_key("parked", table)
         self._pool: Any = None
@@ -54,12 +50,10 @@ class PostgresParkedStore:
         return f"PostgresParkedStore(table={self.table!r})"
 
     async def open(self) -> None:
-        """Connect (a pool of ``min_size`` to ``max_size`` connections)."""
+        """Connect (a small pool: :data:`router.pg.POOL_MAX_SIZE` connections at most)."""
         if self._pool is None:
             async with self._translated("cannot connect to the parked-event database"):
-                self._pool = await create_pool(
-                    self.url, min_size=self.min_size, max_size=self.max_size, timeout=self.timeout
-                )
+                self._pool = await create_pool(self.url, timeout=self.timeout)
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
