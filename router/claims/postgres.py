@@ -38,13 +38,7 @@ def lock_key(table: str) -> int:
 class PostgresClaimStore:
     """A :class:`~router.claims.store.ClaimStore` over one PostgreSQL table, via a small pool."""
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        table: str = DEFAULT_TABLE,
-        timeout: float = 30.0,
-    ) -> None:
+    def __init__(self, url: str, *, table: str = DEFAULT_TABLE, timeout: float = 30.0) -> None:
         if not valid_table_name(table):
             raise ConfigError(f"invalid claims table name {table!r}: use {TABLE_NAME_RULE}")
         self.url = url

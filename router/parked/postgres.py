@@ -31,13 +31,7 @@ _DAY = "to_char(parked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
 class PostgresParkedStore:
     """A :class:`~router.parked.store.ParkedStore` in one PostgreSQL table, via a small pool."""
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        table: str = DEFAULT_TABLE,
-        timeout: float = 30.0,
-    ) -> None:
+    def __init__(self, url: str, *, table: str = DEFAULT_TABLE, timeout: float = 30.0) -> None:
         self.url = url
         self.table = schema.checked_table(table)
         self.timeout = timeout
