@@ -204,7 +204,8 @@ async def show_parked(request: web.Request, place: Place, app: str | None) -> we
     if reveal and (refused := forbidden(request, "reveal contact details")) is not None:
         return refused
     store = await store_of(request)
-    entry = await views.find(store, views.place_query(place, app), request.match_info["ref"])
+    in_place = views.in_place(Query.build(place=place, app=app))
+    entry = await views.find(store, in_place, request.match_info["ref"])
     if reveal:
         await views.record_reveal(store, caller(request).name, entry)
     return json_response(views.detail(entry, reveal=reveal))
@@ -277,16 +278,18 @@ def _filter(place: Place, app: str | None, raw: object) -> Query:
 
 
 def _build(place: Place, app: str | None, texts: Mapping[str, Any], ids: list[str]) -> Query:
-    return views.place_query(
-        place,
-        app,
-        event=texts.get("type"),
-        company=texts.get("company"),
-        message_ids=ids,
-        since=texts.get("since"),
-        until=texts.get("until"),
-        error=texts.get("error"),
-        reason=texts.get("reason"),
+    return views.in_place(
+        Query.build(
+            place=place,
+            app=app,
+            event=texts.get("type"),
+            company=texts.get("company"),
+            message_ids=ids,
+            since=texts.get("since"),
+            until=texts.get("until"),
+            error=texts.get("error"),
+            reason=texts.get("reason"),
+        )
     )
 
 

@@ -201,17 +201,19 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 def _query(place: Place, args: argparse.Namespace) -> Query:
     app = getattr(args, "app", None)
     if args.deadletter_command == "show":
-        return views.place_query(place, app)
-    return views.place_query(
-        place,
-        app,
-        event=args.event_type,
-        company=args.company,
-        message_ids=args.message_ids,
-        since=args.since,
-        until=args.until,
-        error=args.error,
-        reason=args.reason,
+        return views.in_place(Query.build(place=place, app=app))
+    return views.in_place(
+        Query.build(
+            place=place,
+            app=app,
+            event=args.event_type,
+            company=args.company,
+            message_ids=args.message_ids,
+            since=args.since,
+            until=args.until,
+            error=args.error,
+            reason=args.reason,
+        )
     )
 
 

@@ -10,7 +10,7 @@ the admin API only choose who may reveal, and record that they did (:func:`recor
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -22,7 +22,7 @@ from router.contract import envelope
 from router.contract.masking import mask_payload, mask_text
 from router.errors import InvalidInput, NotFound
 from router.parked.jobs import AuditAction, AuditRecord
-from router.parked.model import ParkedEvent, Place, State
+from router.parked.model import ParkedEvent, Place
 from router.parked.query import Bucket, Facets, Page, Query
 from router.parked.store import ParkedStore
 
@@ -32,34 +32,9 @@ log = structlog.get_logger("router.parked.views")
 _MAX_ID_DIGITS = 18
 
 
-def place_query(
-    place: Place | str,
-    app: str | None = None,
-    *,
-    event: str | None = None,
-    company: str | None = None,
-    message_ids: Iterable[str] = (),
-    since: str | datetime | None = None,
-    until: str | datetime | None = None,
-    error: str | None = None,
-    reason: str | None = None,
-    state: State | str | None = State.PARKED,
-) -> Query:
-    """The query of one parking place (an application's DLQ, unrouted, invalid) with the
-    filters ops gave; :class:`InvalidInput` naming the field when one is malformed, when a DLQ
-    has no application, or when another place is given one."""
-    query = Query.build(
-        place=place,
-        app=app,
-        event=event,
-        company=company,
-        message_ids=message_ids,
-        since=since,
-        until=until,
-        error=error,
-        reason=reason,
-        state=state,
-    )
+def in_place(query: Query) -> Query:
+    """``query`` when it names one parking place as ops do: a DLQ with its application,
+    unrouted or invalid without one; else :class:`InvalidInput` naming the field."""
     if query.place is Place.DLQ and query.app is None:
         raise InvalidInput("is needed for a dead-letter queue", field="app")
     if query.place is not Place.DLQ and query.app is not None:
@@ -244,11 +219,11 @@ __all__ = [
     "detail",
     "facets_json",
     "find",
+    "in_place",
     "iso",
     "jsonable",
     "page_json",
     "payload",
-    "place_query",
     "record_reveal",
     "summary",
     "where",
