@@ -132,7 +132,7 @@ def _operation_help(place: Place, operation: str) -> str:
 
 
 def _add_filters(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--type", dest="event_type", metavar="PATTERN", help="sms.sent, sms.* or *")
+    parser.add_argument("--type", dest="event", metavar="PATTERN", help="sms.sent, sms.* or *")
     parser.add_argument("--company", metavar="ID", help="one company id")
     parser.add_argument(
         "--message-id",
@@ -198,23 +198,16 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         return 130
 
 
+#: The filter options, by the name :meth:`Query.build` gives them (each option's ``dest``).
+_FILTERS = ("event", "company", "message_ids", "since", "until", "error", "reason")
+
+
 def _query(place: Place, args: argparse.Namespace) -> Query:
     app = getattr(args, "app", None)
     if args.deadletter_command == "show":
         return views.in_place(Query.build(place=place, app=app))
-    return views.in_place(
-        Query.build(
-            place=place,
-            app=app,
-            event=args.event_type,
-            company=args.company,
-            message_ids=args.message_ids,
-            since=args.since,
-            until=args.until,
-            error=args.error,
-            reason=args.reason,
-        )
-    )
+    filters = {name: getattr(args, name) for name in _FILTERS}
+    return views.in_place(Query.build(place=place, app=app, **filters))
 
 
 async def _call(
