@@ -38,6 +38,12 @@ async def app_queues(
         await channel.queue_delete(names.app_queue(app))
 
 
+@pytest.fixture
+def unrouted_depth(amqp: AbstractRobustConnection, names: Names) -> Callable[[], Awaitable[int]]:
+    """How many events wait in this test's attentive.unrouted."""
+    return lambda: depth(amqp, names.unrouted_queue)
+
+
 async def claim(admin: Client, app: str, *events: str, company: str | None = None) -> int:
     body: dict[str, object] = {"app": app, "events": list(events)}
     if company is not None:
@@ -202,9 +208,8 @@ async def test_a_claimed_event_reaches_only_its_owner_and_the_rest_is_unrouted(
 async def test_removing_a_claim_removes_its_binding(
     admin: Client,
     ingress: Client,
-    amqp: AbstractRobustConnection,
-    names: Names,
     app_queues: Callable[[str], Awaitable[int]],
+    unrouted_depth: Callable[[], Awaitable[int]],
 ) -> None:
     assert await claim(admin, "sms-audit", "sms.sent", "sms.subscribed") == 201
     await post_event(ingress, "sms.sent")
@@ -217,7 +222,7 @@ async def test_removing_a_claim_removes_its_binding(
     await post_event(ingress, "sms.sent")
     await post_event(ingress, "sms.subscribed")
     assert await app_queues("sms-audit") == 2  # the subscribed one; sms.sent is no longer bound
-    assert await depth(amqp, names.unrouted_queue) == 1
+    assert await unrouted_depth() == 1
 
 
 async def test_claims_and_their_bindings_survive_a_router_restart(
