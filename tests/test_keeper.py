@@ -17,7 +17,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import closing
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ from router.contract.names import (
     Names,
 )
 from router.errors import ConfigError
-from router.parked.jobs import JobRequest
+from router.parked.jobs import JobRequest, JobState
 from router.parked.keeper import Keeper
 from router.parked.keeper_session import Inbox
 from router.parked.landing import LandingZone
@@ -57,6 +57,7 @@ from router.parked.store import ParkedStore, ParkedStoreError
 from router.settings import Settings
 from tests.conftest import TOKEN, depth, rabbitmqctl
 from tests.parked_stores import EVERY_STATE, TIMEOUT, Backend, body_of
+from tests.parked_stores import dead_letter as parked_dead_letter
 from tests.test_serve import Router, StartRouter, start_router
 
 pytestmark = [pytest.mark.broker, pytest.mark.database]
@@ -678,3 +679,36 @@ def test_a_reason_no_longer_parked_shows_as_zero() -> None:
         return metrics.registry.get_sample_value("attentive_router_parked_entries", labels)
 
     assert (parked("exhausted"), parked("rejected")) == (2, 0)
+
+
+async def test_jobs_still_to_end_and_what_they_have_left_are_shown(tmp_path: Path) -> None:
+    # Given a running replay of 3 entries with 1 done, a queued purge of 3, and a finished job
+    store = SqliteParkedStore(tmp_path / "router.db")
+    await store.open()
+    await store.upgrade()
+    await store.add_many(
+        [parked_dead_letter(body_of("sms.sent", n=n), message_id=f"m{n}") for n in range(3)]
+    )
+    query = Query.build(place="dlq", app="alerts")
+    replay = await store.create_job(JobRequest.build("replay", query, "ops"))
+    assert await store.claim_job("runner", timedelta(seconds=30), replay.id) is not None
+    purge = await store.create_job(JobRequest.build("purge", query, "ops"))
+    finished = await store.create_job(JobRequest.build("replay", query, "ops", dry_run=True))
+    assert await store.claim_job("runner", timedelta(seconds=30), finished.id) is not None
+    assert await store.finish_job(finished.id, "runner", JobState.DONE) is not None
+    jobs = [await store.job(job.id) for job in (replay, purge, finished)]
+    jobs[0] = replace(jobs[0], done=1)
+    await store.close()
+
+    # When the keeper shows them
+    metrics = KeeperMetrics(CollectorRegistry())
+    metrics.show_jobs(jobs)
+
+    # Then the running and the queued one count, with what they have left
+    def value(name: str, **labels: str) -> float | None:
+        return metrics.registry.get_sample_value(name, labels)
+
+    assert value("attentive_router_parked_jobs", state="running") == 1
+    assert value("attentive_router_parked_jobs", state="queued") == 1
+    left = "attentive_router_parked_job_entries_remaining"
+    assert (value(left, kind="replay"), value(left, kind="purge")) == (2, 3)

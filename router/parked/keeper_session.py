@@ -28,6 +28,7 @@ from pamqp.commands import Basic
 
 from router.amqp import topology
 from router.contract.names import Names
+from router.parked.jobs import JobState
 from router.parked.keeper_commit import Committer
 from router.parked.landing import (
     DeadLetterQueues,
@@ -233,6 +234,10 @@ class Session:
     async def _show_store(self, metrics: KeeperMetrics, *, count_parked: bool) -> None:
         store = self._committer.store
         metrics.show_stats(await store.stats())
+        unfinished = [
+            job for state in (JobState.QUEUED, JobState.RUNNING) for job in await store.jobs(state)
+        ]
+        metrics.show_jobs(unfinished)
         if count_parked:
             for zone in list(self._zones):
                 counted = await store.facets(Query(place=zone.place, app=zone.app), MAX_REASONS)

@@ -10,11 +10,12 @@ entries are still parked in each landing zone's place.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from router.parked.jobs import Job, JobKind, JobState
 from router.parked.query import StoreStats
 
 
@@ -63,6 +64,18 @@ class KeeperMetrics:
             ["place", "app", "reason"],
             registry=self.registry,
         )
+        self.jobs = Gauge(
+            "attentive_router_parked_jobs",
+            "Replay and purge jobs waiting for a keeper or running, as last read.",
+            ["state"],
+            registry=self.registry,
+        )
+        self.jobs_remaining = Gauge(
+            "attentive_router_parked_job_entries_remaining",
+            "Entries the queued and running jobs have yet to handle, by kind, as last read.",
+            ["kind"],
+            registry=self.registry,
+        )
         self.store_entries = Gauge(
             "attentive_router_parked_store_entries",
             "Entries in the parked-event store, of any state, as last read.",
@@ -94,6 +107,19 @@ class KeeperMetrics:
         for reason, count in by_reason.items():
             self.parked.labels(place, app or "", reason).set(count)
         self._reasons[key] = self._reasons.get(key, set()) | set(by_reason)
+
+    def show_jobs(self, jobs: Iterable[Job]) -> None:
+        """The jobs still to end (queued or running): how many, and how much they have left."""
+        states = dict.fromkeys((JobState.QUEUED, JobState.RUNNING), 0)
+        remaining = dict.fromkeys(JobKind, 0)
+        for job in jobs:
+            if job.state in states:
+                states[job.state] += 1
+                remaining[job.kind] += job.remaining
+        for state, count in states.items():
+            self.jobs.labels(state.value).set(count)
+        for kind, left in remaining.items():
+            self.jobs_remaining.labels(kind.value).set(left)
 
     def show_stats(self, stats: StoreStats, now: datetime | None = None) -> None:
         """The store's size and oldest parked entry, as :meth:`ParkedStore.stats` read them."""
