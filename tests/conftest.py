@@ -41,7 +41,7 @@ OLD_SIGNING_KEY = "old-signing-key"
 
 #: tests.wire: serve_settings, the ingress served as `serve` serves it; tests.parked_stores:
 #: backend and store, a parked-event store of each backend on a place of the test's own.
-pytest_plugins = ["tests.wire", "tests.parked_stores"]
+pytest_plugins = ["tests.wire", "tests.parked_stores", "tests.browser"]
 
 
 @pytest.fixture
