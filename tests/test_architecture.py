@@ -1,9 +1,9 @@
 """The tree reads as the architecture: dependencies point one way (docs/architecture.md).
 
-contract ← amqp ← settings ← the capabilities ← admin ← serve ← cli, with the small modules at
-the top of ``router/`` (errors, config, secret, tls, loop, pg) below them all; nothing imports
-``router.cli`` but the command line itself; the worker runtime (``consumers/``) may use
-everything up to the admin API's client; no module is over 400 lines.
+contract ← amqp ← settings ← the capabilities ← admin and its console ← serve ← cli, with the
+small modules at the top of ``router/`` (errors, config, secret, tls, loop, pg) below them all;
+nothing imports ``router.cli`` but the command line itself; the worker runtime (``consumers/``)
+may use everything up to the admin API's client; no module is over 400 lines.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ LAYERS = {
     "attentive": 5,
     "parked": 5,
     "admin": 6,
+    "console": 6,
     "consumers": 7,
     "serve": 8,
     "cli": 9,

@@ -22,7 +22,10 @@ from router.admin.deadletters import add_deadletter_routes
 from router.admin.jobs import add_job_routes
 from router.admin.responses import error_response, json_response
 from router.admin.tokens import CALLER, Tokens, load_tokens
+from router.attentive.settings import AttentiveSettings
 from router.claims.service import ClaimsService
+from router.console.app import add_console
+from router.console.guard import PREFIX as CONSOLE_PREFIX
 from router.errors import RouterError
 from router.parked.store import ParkedStore
 from router.settings import Settings
@@ -36,10 +39,15 @@ MAX_BODY_BYTES = 64 * 1024
 
 
 def create_admin_app(
-    settings: Settings, service: ClaimsService | None = None, store: ParkedStore | None = None
+    settings: Settings,
+    service: ClaimsService | None = None,
+    store: ParkedStore | None = None,
+    *,
+    attentive: AttentiveSettings | None = None,
 ) -> web.Application:
-    """The admin application; it owns (opens, syncs, closes) the claims service and the
-    parked-event store it is given (else those of the settings' database).
+    """The admin application, and the console at ``/console``; it owns (opens, syncs, closes)
+    the claims service and the parked-event store it is given (else those of the settings'
+    database). With ``attentive`` (``ATTENTIVE_API_TOKEN`` set), the console shows the audit.
     :class:`~router.errors.ConfigError` without a token (each of at least
     :data:`~router.settings.MIN_ADMIN_TOKEN_LENGTH` characters) or with a malformed tokens
     file."""
@@ -51,6 +59,7 @@ def create_admin_app(
     add_claim_routes(app, settings, service)
     add_deadletter_routes(app, settings, store)
     add_job_routes(app)
+    add_console(app, settings, tokens, attentive=attentive)
     return app
 
 
@@ -67,6 +76,8 @@ _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @web.middleware
 async def _require_token(request: web.Request, handler: _Handler) -> web.StreamResponse:
+    if request.path == CONSOLE_PREFIX or request.path.startswith(CONSOLE_PREFIX + "/"):
+        return await handler(request)  # the console checks its own sessions
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
     caller = request.app[_TOKENS].caller(given.strip()) if scheme.lower() == "bearer" else None
@@ -95,6 +106,8 @@ async def _errors_as_json(request: web.Request, handler: _Handler) -> web.Stream
             )
         return response
     except web.HTTPException as error:
+        if error.status < 400:
+            raise  # a redirect (the console's) keeps its Location and cookies
         return json_response({"error": error.reason.lower()}, status=error.status)
     except Exception:
         log.exception("admin_unhandled_error", path=request.path, method=request.method)

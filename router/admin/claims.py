@@ -79,7 +79,7 @@ async def _sync_until_done(service: ClaimsService) -> None:
 
 async def list_claims(request: web.Request) -> web.Response:
     """GET /admin/claims[?app=APP]"""
-    claims = await request.app[CLAIMS].list(request.query.get("app"))
+    claims = await request.config_dict[CLAIMS].list(request.query.get("app"))
     return json_response({"claims": [c.to_json() for c in claims]})
 
 
@@ -87,7 +87,7 @@ async def add_claims(request: web.Request) -> web.Response:
     """POST /admin/claims {"app", "events": [...], "company"?}: 201 granted, 409 conflicts."""
     wanted = _claim_specs(await json_object(request, shape=_CLAIM_BODY))
     try:
-        outcome = await request.app[CLAIMS].claim(wanted)
+        outcome = await request.config_dict[CLAIMS].claim(wanted)
     except BrokerUnavailable as error:
         return error_response(
             error, said="claim recorded but RabbitMQ could not be updated; ask again"
@@ -118,7 +118,7 @@ async def remove_claim(request: web.Request) -> web.Response:
     except ValueError:
         raise InvalidInput("a claim id is a number") from None
     try:
-        removed = await request.app[CLAIMS].release(claim_id)
+        removed = await request.config_dict[CLAIMS].release(claim_id)
     except BrokerUnavailable as error:
         return error_response(error, said="RabbitMQ could not be updated; nothing removed")
     if removed is None:

@@ -92,7 +92,7 @@ UNAVAILABLE = "the parked-event database is unavailable"
 async def store_of(request: web.Request) -> ParkedStore:
     """The app's opened store; :class:`~router.errors.Unavailable` (503) when its database
     cannot be reached (see :func:`unavailable_as_503`)."""
-    return await request.app[STORE].get()
+    return await request.config_dict[STORE].get()
 
 
 def unavailable_as_503(handler: _Handler) -> _Handler:

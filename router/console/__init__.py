@@ -1,0 +1,1 @@
+"""The ops console: pages served by the admin listener."""
