@@ -40,8 +40,10 @@ SIGNING_KEY = "test-signing-key"
 OLD_SIGNING_KEY = "old-signing-key"
 
 #: tests.wire: serve_settings, the ingress served as `serve` serves it; tests.parked_stores:
-#: backend and store, a parked-event store of each backend on a place of the test's own.
-pytest_plugins = ["tests.wire", "tests.parked_stores", "tests.browser"]
+#: backend and store, a parked-event store of each backend on a place of the test's own;
+#: tests.browser: chromium and browser_page, Debian's Chromium through Playwright;
+#: tests.console_steps: console, the admin app and its console with an operator and a viewer.
+pytest_plugins = ["tests.wire", "tests.parked_stores", "tests.browser", "tests.console_steps"]
 
 
 @pytest.fixture
