@@ -139,7 +139,7 @@ class AmqpView:
                 except aiormq.exceptions.ChannelNotFoundEntity:
                     channel = await connection.channel()  # the broker closed the last one
                     continue
-                except aiormq.exceptions.ChannelAccessRefused:
+                except aiormq.exceptions.ChannelClosed:  # refused, exclusive to another
                     looks[name] = QueueLook(name, None, None, None, None)
                     channel = await connection.channel()
                     continue
@@ -168,7 +168,11 @@ class ManagementView:
             raise ConfigError(
                 f"{redact_url(url)}: the RabbitMQ management URL must be http(s)://host:port"
             )
-        self._auth = aiohttp.BasicAuth(parsed.user, parsed.password or "") if parsed.user else None
+        self._headers = (
+            {"Authorization": aiohttp.encode_basic_auth(parsed.user, parsed.password or "")}
+            if parsed.user
+            else {}
+        )
         self._root = parsed.with_user(None).with_query(None).with_fragment(None)
         self._vhost = vhost
         self._timeout = timeout
@@ -183,7 +187,7 @@ class ManagementView:
         try:
             async with (
                 asyncio.timeout(self._timeout),
-                aiohttp.ClientSession(auth=self._auth, timeout=client_timeout) as session,
+                aiohttp.ClientSession(headers=self._headers, timeout=client_timeout) as session,
             ):
                 nodes, queues = await asyncio.gather(
                     self._get(session, "nodes", _NODE_COLUMNS, "the node list"),
@@ -217,7 +221,8 @@ class ManagementView:
         ).with_query(columns=columns)
         async with session.get(url, allow_redirects=False) as response:
             if response.status != 200:
-                raise _Refused(_status_reason(response.status, what))
+                said = await _said(response)
+                raise _Refused(_status_reason(response.status, what, said))
             body = await response.json()
         if not isinstance(body, list) or not all(isinstance(item, dict) for item in body):
             raise _Refused(f"the management API answered something unreadable for {what}")
@@ -296,14 +301,28 @@ def broker_view(
     return AmqpView(amqp_url, timeout=timeout)
 
 
-def _status_reason(status: int, what: str) -> str:
+def _status_reason(status: int, what: str, said: str) -> str:
+    code = f"HTTP {status}: {said}" if said else f"HTTP {status}"
     if status == 401:
-        return f"the management API refused the credentials for {what} (HTTP 401)"
+        return f"the management API refused the credentials for {what} ({code})"
     if status == 403:
-        return f"the management user may not read {what} (HTTP 403)"
+        return f"the management user may not read {what} ({code})"
     if status == 404:
-        return f"the management API does not know {what} (HTTP 404)"
-    return f"the management API answered HTTP {status} for {what}"
+        return f"the management API does not know {what} ({code})"
+    return f"the management API answered {code} for {what}"
+
+
+async def _said(response: aiohttp.ClientResponse) -> str:
+    """The ``reason`` RabbitMQ gives with an error status (``Not monitor user``), when it is
+    short plain text; empty otherwise (a proxy's page)."""
+    try:
+        body = await response.json(content_type=None)
+    except ValueError:
+        return ""
+    reason = body.get("reason") if isinstance(body, dict) else None
+    if isinstance(reason, str) and len(reason) <= 80 and reason.isprintable():
+        return reason
+    return ""
 
 
 def _queue_look(item: Mapping[str, Any]) -> QueueLook:
