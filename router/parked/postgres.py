@@ -18,6 +18,7 @@ from router.errors import NotFound
 from router.parked import jobs_sql, query, schema, sql, store
 from router.parked.jobs import AuditRecord, Job, JobRequest, JobState, audit_of, checked_name
 from router.parked.model import ParkedEvent, State
+from router.parked.places import PlaceCount, places_of, places_read
 from router.parked.store import ParkedStoreError, Settled
 from router.pg import advisory_lock_key, create_pool, translated
 
@@ -123,6 +124,12 @@ class PostgresParkedStore:
                 State.PARKED.value,
             )
         return query.StoreStats(entries, parked, None if oldest is None else oldest.astimezone(UTC))
+
+    async def places(self) -> list[PlaceCount]:
+        read = places_read(self.table, numbered=True)
+        async with self._connection("counting parked entries by place") as conn:
+            rows = await conn.fetch(read.text, *read.params)
+        return places_of(rows, native_times=True)
 
     async def delete_expired(
         self, retention: timedelta = query.DEFAULT_RETENTION, *, now: datetime | None = None

@@ -24,6 +24,7 @@ from router.errors import NotFound
 from router.parked import jobs_sql, query, schema, sql, store
 from router.parked.jobs import AuditRecord, Job, JobRequest, JobState, audit_of, checked_name
 from router.parked.model import ParkedEvent, State
+from router.parked.places import PlaceCount, places_of, places_read
 from router.parked.store import ParkedStoreError, Settled
 
 _T = TypeVar("_T")
@@ -124,6 +125,10 @@ class SqliteParkedStore:
         return query.StoreStats(
             entries, parked, None if oldest is None else query.from_micros(oldest)
         )
+
+    async def places(self) -> list[PlaceCount]:
+        read = places_read(self.table, numbered=False)
+        return places_of(await self._run(lambda conn: _rows(conn, read)), native_times=False)
 
     async def delete_expired(
         self, retention: timedelta = query.DEFAULT_RETENTION, *, now: datetime | None = None

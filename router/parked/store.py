@@ -32,6 +32,7 @@ from typing import Protocol
 from router.errors import Conflict, InvalidInput, NotFound, Unavailable
 from router.parked.jobs import AuditRecord, Job, JobKind, JobRequest, JobState
 from router.parked.model import ParkedEvent, State
+from router.parked.places import PlaceCount
 from router.parked.query import (
     DEFAULT_FACET_SIZE,
     DEFAULT_PAGE_SIZE,
@@ -90,6 +91,11 @@ class ParkedStore(Protocol):
 
     async def stats(self) -> StoreStats:
         """The store's size and its oldest parked entry."""
+
+    async def places(self) -> list[PlaceCount]:
+        """How many entries are parked in each (place, application, reason) that has any,
+        and the oldest of them: the DLQs first by application, then unrouted, then invalid
+        (see :mod:`router.parked.places`)."""
 
     async def delete_expired(
         self, retention: timedelta = DEFAULT_RETENTION, *, now: datetime | None = None
