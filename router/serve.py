@@ -30,6 +30,7 @@ import structlog
 from aiohttp import web
 
 from router.admin.app import admin_site, create_admin_app
+from router.attentive.settings import AttentiveSettings
 from router.ingress.processes import Processes
 from router.ingress.service import Ingress
 from router.loop import freeze_startup_heap, run_loop
@@ -50,26 +51,42 @@ async def _stop_when_orphaned(parent: int, stop: asyncio.Event) -> None:
     stop.set()
 
 
-def run(settings: Settings, keeper: KeeperSettings | None = None) -> int:
+def run(
+    settings: Settings,
+    keeper: KeeperSettings | None = None,
+    attentive: AttentiveSettings | None = None,
+) -> int:
     """Run ``settings.workers`` ingress processes (the first with a keeper, when ``keeper``
-    is enabled) until a signal; the exit code."""
+    is enabled, and the admin listener, whose console audits Attentive's webhooks when
+    ``attentive`` is given) until a signal; the exit code."""
     keeper = keeper or KeeperSettings()
     if settings.workers == 1:
-        run_loop(serve(settings, keeper=keeper))
+        run_loop(serve(settings, keeper=keeper, attentive=attentive))
         return 0
     directory = tempfile.mkdtemp(prefix="attentive-router-")  # (only our user may enter it)
     try:
-        return _run_processes(settings, keeper, directory)
+        return _run_processes(settings, keeper, attentive, directory)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def _run_processes(settings: Settings, keeper: KeeperSettings, directory: str) -> int:
+def _run_processes(
+    settings: Settings,
+    keeper: KeeperSettings,
+    attentive: AttentiveSettings | None,
+    directory: str,
+) -> int:
     context = multiprocessing.get_context("spawn")
     children = [
         context.Process(
             target=_child,
-            args=(settings, keeper, Processes(directory, settings.workers, index), os.getpid()),
+            args=(
+                settings,
+                keeper,
+                attentive,
+                Processes(directory, settings.workers, index),
+                os.getpid(),
+            ),
             name=f"ingress-{index}",
         )
         for index in range(settings.workers)
@@ -98,14 +115,27 @@ def _run_processes(settings: Settings, keeper: KeeperSettings, directory: str) -
     return 1 if failed and not stopping else 0
 
 
-def _child(settings: Settings, keeper: KeeperSettings, processes: Processes, parent: int) -> None:
+def _child(
+    settings: Settings,
+    keeper: KeeperSettings,
+    attentive: AttentiveSettings | None,
+    processes: Processes,
+    parent: int,
+) -> None:
     # ``parent`` comes from the parent itself: a child asking os.getppid() while it was still
     # starting up, after its parent had been killed, would watch PID 1 and never stop
     configure_logging(settings.log_format, settings.log_level)
     structlog.contextvars.bind_contextvars(process=processes.index)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards SIGTERM
     run_loop(
-        serve(settings, keeper=keeper, admin=processes.first, processes=processes, parent=parent)
+        serve(
+            settings,
+            keeper=keeper,
+            attentive=attentive,
+            admin=processes.first,
+            processes=processes,
+            parent=parent,
+        )
     )
 
 
@@ -113,6 +143,7 @@ async def serve(
     settings: Settings,
     *,
     keeper: KeeperSettings | None = None,
+    attentive: AttentiveSettings | None = None,
     admin: bool = True,
     reuse_port: bool = False,
     parent: int | None = None,
@@ -130,7 +161,8 @@ async def serve(
     # this process is up (a probe, or a script, can then use the admin API at once).
     admin_runner: web.AppRunner | None = None
     if settings.admin_enabled and admin:
-        admin_runner = web.AppRunner(create_admin_app(settings), access_log=None)
+        admin_app = create_admin_app(settings, attentive=attentive)
+        admin_runner = web.AppRunner(admin_app, access_log=None)
         await admin_runner.setup()
     try:
         if admin_runner is not None:

@@ -130,6 +130,10 @@ class Settings:
     admin_tls_key: str = ""
     #: A PEM file of the CA a client of an ``https://`` admin API trusts (else the system's).
     admin_ca: str = ""
+    #: ``ROUTER_RABBITMQ_MANAGEMENT_URL``: RabbitMQ's management HTTP API
+    #: (``http(s)://user:password@host:15672``), where the console's overview reads rates,
+    #: nodes and alarms; without it, the overview reads queue depths over AMQP only.
+    rabbitmq_management_url: SecretText = SecretField(Secret.of, "")
     #: Undocumented event types that get a ``type`` label of their own in the metrics (the
     #: first ones seen); later ones are counted as ``other``.
     metrics_max_other_types: int = DEFAULT_MAX_OTHER_TYPES
@@ -233,6 +237,10 @@ def _namespace_usable(namespace: str) -> bool:
     return bool(namespace) and not any(c in namespace for c in " *#")
 
 
+def _http_url(url: str) -> bool:
+    return not url or url.startswith(("http://", "https://"))
+
+
 def _long_enough(token: str) -> bool:
     return not token or len(token) >= MIN_ADMIN_TOKEN_LENGTH  # (none: no admin API)
 
@@ -285,6 +293,11 @@ VARIABLES: Final[Mapping[str, Variable[Any]]] = {
     "admin_tls_cert": config.text(tls.CERT_VARIABLE),
     "admin_tls_key": config.text(tls.KEY_VARIABLE),
     "admin_ca": config.text(tls.CA_VARIABLE),
+    "rabbitmq_management_url": config.secret(
+        "ROUTER_RABBITMQ_MANAGEMENT_URL",
+        accepted="an http:// or https:// URL",
+        valid=_http_url,
+    ),
     "metrics_max_other_types": config.integer("ROUTER_METRICS_MAX_OTHER_TYPES", 0, 10_000),
     "refused_log_rate": config.integer("ROUTER_REFUSED_LOG_RATE", 0, 100_000),
 }

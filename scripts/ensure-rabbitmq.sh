@@ -9,8 +9,21 @@ host=${hostport%%:*}; port=${hostport##*:}
 [ "$host" = localhost ] && host=127.0.0.1
 
 answers() { (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; }
+local_node() { case "$host" in 127.*|::1) command -v rabbitmq-plugins >/dev/null ;; *) false ;; esac; }
 
-answers && exit 0
+# The console's overview reads rates, nodes and alarms from the management API (its tests too);
+# on a local node the plugin is enabled if it is not (deploy/rabbitmq enables it for Compose).
+enable_management() {
+  rabbitmq-plugins list -e -m 2>/dev/null | grep -qx rabbitmq_management && return 0
+  echo "enabling RabbitMQ's management plugin..." >&2
+  rabbitmq-plugins enable rabbitmq_management >/dev/null 2>&1 \
+    || echo "could not enable rabbitmq_management: the console's overview shows no rates" >&2
+}
+
+if answers; then
+  if local_node; then enable_management; fi
+  exit 0
+fi
 case "$host" in
   127.*|::1) ;;
   *) echo "RabbitMQ at $host:$port does not answer; check ROUTER_AMQP_URL." >&2; exit 1 ;;
@@ -29,6 +42,7 @@ rabbitmq-server -detached
 for _ in $(seq 1 60); do
   if rabbitmqctl status >/dev/null 2>&1 && answers; then
     echo "RabbitMQ is up." >&2
+    enable_management
     exit 0
   fi
   sleep 1

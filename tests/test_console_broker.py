@@ -210,6 +210,31 @@ async def test_management_view_reports_the_queues_asked_for(queues: Queues) -> N
 
 
 @needs_management
+async def test_management_view_lists_the_queues_under_a_prefix(
+    names: Names, amqp: AbstractRobustConnection
+) -> None:
+    """Given an application's retry tiers (whose delays only its worker knows) and another
+    application's,
+    when the management view looks with the first one's retry prefix,
+    then it lists that application's tiers and nothing of the other's."""
+    channel = await amqp.channel()
+    tiers = [names.app_retry_queue("crm", delay) for delay in (5000, 30000)]
+    other = names.app_retry_queue("billing", 5000)
+    for name in (*tiers, other):
+        await channel.declare_queue(name, durable=True)
+    view = ManagementView(MANAGEMENT_URL, vhost="/", timeout=5)
+    prefix = names.app_retry_exchange("crm") + "."
+    try:
+        async with asyncio.timeout(30):
+            while set((look := await view.look([], [prefix])).queues) != set(tiers):
+                await asyncio.sleep(0.5)
+    finally:
+        for name in (*tiers, other):
+            await channel.queue_delete(name)
+    assert other not in look.queues
+
+
+@needs_management
 async def test_management_view_with_a_wrong_password_says_so_without_it() -> None:
     """Given the management API's URL with a wrong password,
     when the management view looks,
@@ -305,9 +330,9 @@ class Counting:
         self.view = view
         self.looks = 0
 
-    async def look(self, queue_names: Sequence[str]) -> BrokerLook:
+    async def look(self, queue_names: Sequence[str], prefixes: Sequence[str] = ()) -> BrokerLook:
         self.looks += 1
-        return await self.view.look(queue_names)
+        return await self.view.look(queue_names, prefixes)
 
 
 async def test_cached_view_looks_once_per_ttl_for_the_same_queues(queues: Queues) -> None:

@@ -103,6 +103,7 @@ def _worker(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import structlog
 
+    from router.attentive.settings import AttentiveSettings
     from router.observability import configure_logging
     from router.parked.settings import KeeperSettings
     from router.serve import run
@@ -128,7 +129,9 @@ def _serve(args: argparse.Namespace) -> int:
     structlog.get_logger("router").info(
         "starting", signing_keys=len(settings.signing_keys), namespace=settings.namespace
     )
-    return run(settings, KeeperSettings.from_env(os.environ))
+    # The console's Attentive page needs the token; without it, the page is not offered.
+    attentive = AttentiveSettings.from_env(os.environ) if os.environ.get(TOKEN_VARIABLE) else None
+    return run(settings, KeeperSettings.from_env(os.environ), attentive)
 
 
 __all__ = ["OneLineParser", "main"]

@@ -16,15 +16,20 @@ import jinja2
 from aiohttp import web
 
 from router.admin.tokens import Tokens
+from router.amqp.url import AmqpUrl
 from router.attentive.settings import AttentiveSettings
 from router.console import guard
+from router.console.broker import CachedView, broker_view
 from router.console.format import FILTERS
-from router.console.keys import ATTENTIVE, SESSIONS, SETTINGS, THROTTLE, TOKENS
+from router.console.keys import ATTENTIVE, BROKER, SESSIONS, SETTINGS, THROTTLE, TOKENS
 from router.console.pages import PAGES
 from router.console.sessions import LoginThrottle, Sessions
 from router.settings import Settings
 
 _HERE = Path(__file__).parent
+#: Seconds a look at the broker may take, and how long one serves every browser.
+BROKER_TIMEOUT = 5.0
+BROKER_TTL = 3.0
 
 
 def add_console(
@@ -44,6 +49,15 @@ def add_console(
     console[SETTINGS] = settings
     console[TOKENS] = tokens
     console[THROTTLE] = LoginThrottle()
+    console[BROKER] = CachedView(
+        broker_view(
+            settings.amqp_url.reveal(),
+            settings.rabbitmq_management_url.reveal(),
+            vhost=AmqpUrl.parse(settings.amqp_url.reveal().split(",")[0]).vhost,
+            timeout=BROKER_TIMEOUT,
+        ),
+        ttl=BROKER_TTL,
+    )
     if attentive is not None:
         console[ATTENTIVE] = attentive
     environment = aiohttp_jinja2.setup(

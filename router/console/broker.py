@@ -90,9 +90,10 @@ class BrokerLook:
 class BrokerView(Protocol):
     """A source of :class:`BrokerLook` s."""
 
-    async def look(self, queue_names: Sequence[str]) -> BrokerLook:
-        """The broker's nodes and the queues named (those that exist); never raises because
-        the broker cannot be reached or refuses."""
+    async def look(self, queue_names: Sequence[str], prefixes: Sequence[str] = ()) -> BrokerLook:
+        """The broker's nodes and the queues named (those that exist), and those whose names
+        start with one of ``prefixes`` when the source can list queues (the management API
+        can, AMQP cannot); never raises because the broker cannot be reached or refuses."""
         ...
 
 
@@ -111,7 +112,7 @@ class AmqpView:
     def __repr__(self) -> str:
         return f"AmqpView({len(self._urls)} node(s), timeout={self._timeout:g})"
 
-    async def look(self, queue_names: Sequence[str]) -> BrokerLook:
+    async def look(self, queue_names: Sequence[str], prefixes: Sequence[str] = ()) -> BrokerLook:
         """See :meth:`BrokerView.look`."""
         try:
             async with asyncio.timeout(self._timeout):
@@ -180,7 +181,7 @@ class ManagementView:
     def __repr__(self) -> str:
         return f"ManagementView({str(self._root)!r}, vhost={self._vhost!r})"
 
-    async def look(self, queue_names: Sequence[str]) -> BrokerLook:
+    async def look(self, queue_names: Sequence[str], prefixes: Sequence[str] = ()) -> BrokerLook:
         """See :meth:`BrokerView.look`."""
         wanted = set(queue_names)
         client_timeout = aiohttp.ClientTimeout(total=self._timeout)
@@ -203,7 +204,12 @@ class ManagementView:
             nodes = queues = error
         if isinstance(queues, BaseException):
             return BrokerLook.unreachable(MANAGEMENT, self._reason(queues))
-        looks = {look.name: look for look in map(_queue_look, queues) if look.name in wanted}
+        starts = tuple(prefixes)
+        looks = {
+            look.name: look
+            for look in map(_queue_look, queues)
+            if look.name in wanted or (starts and look.name.startswith(starts))
+        }
         if isinstance(nodes, BaseException):
             error_text: str | None = f"nodes unknown: {self._reason(nodes)}"
             node_looks = None
@@ -255,13 +261,16 @@ class CachedView:
         self._clock = clock
         self._last: _Entry | None = None
 
-    async def look(self, queue_names: Sequence[str]) -> BrokerLook:
+    async def look(self, queue_names: Sequence[str], prefixes: Sequence[str] = ()) -> BrokerLook:
         """See :meth:`BrokerView.look`."""
-        key = frozenset(queue_names)
+        key = (frozenset(queue_names), frozenset(prefixes))
         entry = self._last
         if entry is None or entry.key != key or not self._fresh(entry):
             entry = _Entry(
-                key, asyncio.ensure_future(self._view.look(tuple(dict.fromkeys(queue_names))))
+                key,
+                asyncio.ensure_future(
+                    self._view.look(tuple(dict.fromkeys(queue_names)), tuple(prefixes))
+                ),
             )
             entry.task.add_done_callback(lambda _: entry.finish(self._clock() + self._ttl))
             self._last = entry
@@ -278,7 +287,7 @@ class CachedView:
 
 @dataclass(slots=True)
 class _Entry:
-    key: frozenset[str]
+    key: tuple[frozenset[str], frozenset[str]]
     task: asyncio.Future[BrokerLook]
     #: When the look ends: until when it may be shared (None while under way).
     fresh_until: float | None = None

@@ -7,6 +7,7 @@ from aiohttp import web
 
 from router.admin.tokens import Tokens
 from router.attentive.settings import AttentiveSettings
+from router.console.broker import BrokerView
 from router.console.sessions import LoginThrottle, Session, Sessions
 from router.settings import Settings
 
@@ -20,7 +21,9 @@ SESSION = web.RequestKey("console_session", Session)
 TOKENS = web.AppKey("console_tokens", Tokens)
 #: Failed logins per client address.
 THROTTLE = web.AppKey("console_throttle", LoginThrottle)
+#: Where the overview looks at the broker (cached: one look per few seconds).
+BROKER = web.AppKey("console_broker", BrokerView)
 #: Attentive's API, when its token is set (else absent: no Attentive page).
 ATTENTIVE = web.AppKey("console_attentive", AttentiveSettings)
 
-__all__ = ["ATTENTIVE", "SESSION", "SESSIONS", "SETTINGS", "THROTTLE", "TOKENS"]
+__all__ = ["ATTENTIVE", "BROKER", "SESSION", "SESSIONS", "SETTINGS", "THROTTLE", "TOKENS"]
