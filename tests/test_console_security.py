@@ -304,7 +304,7 @@ async def test_the_token_never_reaches_a_log_line(
 
 
 def _console_app(console: Console) -> web.Application:
-    server_app = console.api.server.app
+    server_app = console.api.app
     assert server_app is not None
     for resource in server_app.router.resources():
         app = getattr(resource, "_app", None)
