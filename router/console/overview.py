@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import aiohttp
+import orjson
 
 from router.claims.service import ClaimsService
 from router.console.broker import BrokerLook, BrokerView, QueueLook
@@ -159,10 +160,24 @@ async def _readiness(settings: Settings) -> Readiness:
             aiohttp.ClientSession(timeout=timeout) as session,
             session.get(url) as response,
         ):
-            said = (await response.text())[:200].strip()
-            return Readiness(response.status == 200, said or response.reason or "")
+            said = _said(await response.read()) or response.reason or ""
+            return Readiness(response.status == 200, said)
     except (aiohttp.ClientError, TimeoutError, OSError):
         return Readiness(False, f"the ingress does not answer on {host}:{settings.internal_port}")
+
+
+def _said(body: bytes) -> str:
+    """What ``/readyz`` says, in words: its JSON's connection and flow-control state."""
+    try:
+        state = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body[:200].decode("utf-8", "replace").strip()
+    if not isinstance(state, dict):
+        return ""
+    words = ["connected to RabbitMQ" if state.get("connected") else "not connected to RabbitMQ"]
+    if state.get("blocked"):
+        words.append("RabbitMQ blocks its publishing (a resource alarm)")
+    return "; ".join(words)
 
 
 def _queue_names(names: Names, apps: Iterable[str]) -> Sequence[str]:
