@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from router.console.pages import attentive, claims, jobs, login, overview, parked
+from router.console.pages import actions, attentive, claims, jobs, login, overview, parked
 
 #: Each page module's ``add_routes(console)``.
 PAGES: tuple[Callable[[web.Application], None], ...] = (
@@ -15,6 +15,7 @@ PAGES: tuple[Callable[[web.Application], None], ...] = (
     claims.add_routes,
     parked.add_routes,
     jobs.add_routes,
+    actions.add_routes,
     attentive.add_routes,
 )
 
