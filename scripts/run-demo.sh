@@ -3,8 +3,9 @@
 # the three example workers claiming their events, one signed test event of each type sent
 # through it, and what each worker did with them. Ctrl-C stops everything, and the demo's
 # queues and exchanges (a namespace of its own, demo-<pid>) are deleted from the broker.
-# The demo signs with a key and opens the admin API with a token made for this run (random,
-# never written down), unless ROUTER_SIGNING_KEYS / ROUTER_ADMIN_TOKEN are set.
+# The demo signs with a key and opens the admin API with a token made for this run (random),
+# unless ROUTER_SIGNING_KEYS / ROUTER_ADMIN_TOKEN are set. To log in to the console, the token
+# is in .demo/admin-token (only you may read it), deleted when the demo stops.
 set -euo pipefail
 bin=${VENV:-.venv}/bin
 random_hex() { "$bin/python" -c 'import secrets; print(secrets.token_hex(32))'; }
@@ -21,12 +22,19 @@ base=http://127.0.0.1:$ROUTER_PORT
 metrics_port=${DEMO_METRICS_PORT:-9101}
 receiver_port=${DEMO_RECEIVER_PORT:-9199}
 mkdir -p .demo
+(umask 077 && printf '%s\n' "$ROUTER_ADMIN_TOKEN" > .demo/admin-token)
+# The console's overview shows rates, nodes and alarms from a local management API.
+if [ -z "${ROUTER_RABBITMQ_MANAGEMENT_URL:-}" ] && [ -z "${ROUTER_AMQP_URL:-}" ] \
+    && (exec 3<>/dev/tcp/127.0.0.1/15672) 2>/dev/null; then
+  export ROUTER_RABBITMQ_MANAGEMENT_URL=http://guest:guest@127.0.0.1:15672
+fi
 
 pids=()
 stopped=
 stop() {
   [ -z "$stopped" ] || return 0
   stopped=1
+  rm -f .demo/admin-token
   kill "${pids[@]}" 2>/dev/null; wait "${pids[@]}" 2>/dev/null || true
   case $ROUTER_NAMESPACE in demo-*)
     PYTHONPATH=. "$bin/python" scripts/demo-cleanup.py "$ROUTER_NAMESPACE" \
@@ -78,4 +86,5 @@ echo "== queue depths: every event was handled"
 "$bin/attentive-router" queues --app sms-audit --app email-engagement --app attribute-forwarder
 echo
 echo "Router on $base, admin API on $ROUTER_ADMIN_URL, workers running. Ctrl-C to stop."
+echo "The console: $ROUTER_ADMIN_URL/console/ (log in with the token in .demo/admin-token)"
 wait "${pids[0]}"

@@ -8,6 +8,9 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -61,6 +64,14 @@ def test_the_demo_handles_every_event_and_ctrl_c_leaves_nothing_on_the_broker(
         text = log.read_text()
         assert broker_names(f"{namespace}.")  # (its queues exist while it runs)
 
+        # And the console it names takes the token it wrote for its user alone
+        token_file = ROOT / ".demo" / "admin-token"
+        assert token_file.stat().st_mode & 0o077 == 0
+        console = f"http://127.0.0.1:{env['ROUTER_ADMIN_PORT']}/console/"
+        assert f"The console: {console}" in text
+        assert _logs_in(console + "login", token_file.read_text().strip())
+        assert token_file.read_text().strip() not in text
+
         # And a newcomer presses Ctrl-C
         demo.send_signal(signal.SIGINT)
         demo.wait(timeout=60)
@@ -72,3 +83,20 @@ def test_the_demo_handles_every_event_and_ctrl_c_leaves_nothing_on_the_broker(
     assert text.count(" 200  ") == 11, text[-3000:]
     assert f"{namespace}.app.sms-audit " in text
     assert broker_names(f"{namespace}.") == []
+    assert not (ROOT / ".demo" / "admin-token").exists()
+
+
+def _logs_in(login_url: str, token: str) -> bool:
+    """Whether the console's login form takes ``token`` (it answers with a redirect)."""
+    form = urllib.parse.urlencode({"token": token}).encode()
+    opener = urllib.request.build_opener(_NoRedirect)
+    try:
+        opener.open(urllib.request.Request(login_url, data=form), timeout=10)
+    except urllib.error.HTTPError as answer:
+        return answer.code == 303
+    return False
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
