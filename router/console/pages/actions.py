@@ -97,6 +97,8 @@ class _Asked:
         who = guard.require_operator(request, f"{kind.value} events")
         form = await request.post()
         chosen = Filter.from_params(form)
+        if form.get("selected") and not chosen.message_ids:
+            raise InvalidInput(f"tick the events to {kind.value} first (none was selected)")
         if kind is JobKind.REPLAY and chosen.parking_place is Place.INVALID:
             raise InvalidInput("invalid events cannot be replayed, only purged")
         query = chosen.query()
