@@ -31,6 +31,7 @@ LAYERS = {
     "claims": 5,
     "attentive": 5,
     "parked": 5,
+    "apps": 5,
     "admin": 6,
     "console": 6,
     "consumers": 7,

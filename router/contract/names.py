@@ -97,6 +97,18 @@ class Names:
         """Quorum queue holding authentic webhooks the router could not parse."""
         return f"{self.prefix}.invalid"
 
+    @property
+    def control_exchange(self) -> str:
+        """Durable topic exchange of per-application control messages (pause, resume, breaker
+        open and closed: :mod:`router.contract.control`), keyed by the application's name;
+        every replica of a worker listens on a queue of its own bound with its application."""
+        return f"{self.prefix}.control"
+
+    def app_probe_lock(self, app: str) -> str:
+        """Exclusive queue held by the one replica of ``app`` that probes while its breaker is
+        open: it exists exactly while the breaker is open and a replica is alive to probe."""
+        return f"{self.prefix}.app.{app}.probe-lock"
+
     def app_queue(self, app: str) -> str:
         """The quorum queue of one application, bound by its claims (its replicas share it)."""
         return f"{self.prefix}.app.{app}"
