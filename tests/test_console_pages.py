@@ -12,8 +12,9 @@ import pytest
 from playwright.async_api import ConsoleMessage, Page, expect
 
 from router.parked.open import parked_store_from_url
+from tests.browser import screenshot
 from tests.conftest import AUTH
-from tests.console_steps import Console, log_in
+from tests.console_steps import TOKENS, Console, log_in
 from tests.environment import no_router_environment
 from tests.parked_stores import body_of, dead_letter
 
@@ -108,11 +109,17 @@ async def test_every_page_fits_names_its_controls_and_keeps_to_the_policy(
 async def test_the_keyboard_reaches_the_content_first_then_every_link_in_order(
     browser_page: Page, console: Console
 ) -> None:
-    """Given the claims page,
+    """Given the login page, where the token field has the focus and Enter logs in, and then
+    the claims page,
     when a keyboard user presses Tab,
     then the first stop is "Skip to the content", which takes focus to the page's content;
     further Tabs go through the navigation's links, each with a visible focus ring."""
-    await log_in(browser_page, console)
+    await browser_page.goto(console.page("/console/login"))
+    await expect(browser_page.get_by_label("Admin token")).to_be_focused()
+    await screenshot(browser_page, "login")
+    await browser_page.keyboard.type(TOKENS["oncall"])
+    await browser_page.keyboard.press("Enter")
+    await browser_page.wait_for_url(console.page("/console/"))
     await browser_page.goto(console.page("/console/claims"))
 
     await browser_page.keyboard.press("Tab")
