@@ -1,9 +1,10 @@
 """The console's replay and purge flows and its jobs and audit page, against the real admin app,
 broker and store: a count and a confirmation before anything changes, a purge that wants its
 count typed back, a job's progress live until it ends, cancel, and the server refusing a
-viewer's or a forged request. The end-to-end story dead-letters events through a failing
-worker, lets the keeper park them, replays ten from the browser to the worker now healthy, and
-purges the rest.
+viewer's, a forged or an empty selection's request. The end-to-end story dead-letters events
+through a failing worker and lets the keeper park them, then goes through the console's own
+pages as on-call would: the application's DLQ from the navigation, a filter by type, an entry
+masked, ten ticked and replayed to the worker now healthy, and the rest purged.
 """
 
 from __future__ import annotations
@@ -92,27 +93,13 @@ async def parked(api: Client, app: str = APP) -> list[str]:
     return [entry["message_id"] for entry in (await response.json())["entries"]]
 
 
-async def post_form(page: Page, action: str, fields: list[tuple[str, str]]) -> None:
-    """Submit a form of ``fields`` (and the page's CSRF token) to ``action`` from ``page``, as
-    the parked events page's forms do, and wait for the answer to load."""
+async def open_from_navigation(page: Page, label: str) -> None:
+    """Open the console page ``label`` through the navigation at the top, and wait for it."""
     async with page.expect_navigation():
-        await page.evaluate(
-            """([action, fields]) => {
-              const form = document.createElement("form");
-              form.method = "post";
-              form.action = action;
-              const token = document.querySelector('input[name="csrf_token"]').value;
-              for (const [name, value] of [["csrf_token", token], ...fields]) {
-                const input = document.createElement("input");
-                input.type = "hidden";
-                input.name = name;
-                input.value = value;
-                form.appendChild(input);
-              }
-              document.body.appendChild(form);
-              form.submit();
-            }""",
-            [action, fields],
+        await (
+            page.get_by_role("navigation", name="Console pages")
+            .get_by_role("link", name=label, exact=True)
+            .click()
         )
 
 
@@ -165,18 +152,21 @@ async def test_ten_dead_letters_replayed_from_the_browser_reach_the_worker_and_t
     keeper: Keeper,
     browser_page: Page,
 ) -> None:
-    """Given an application whose worker fails every event, and 12 events it dead-lettered
-    that the keeper parked; when an operator selects ten in the console, confirms their replay
-    and the worker is healthy again, then the job's page shows it done and the worker gets
-    those ten; and when the operator purges the other two, typing their count back, nothing
-    of the application is parked any more, and the jobs page lists both jobs and who."""
-    # Given an application that claims sms.sent, and its worker failing every event
-    await claim(console.api, APP, "sms.sent")
+    """Given an application whose worker fails every event, and the 12 sms.sent and 3
+    sms.subscribed events it dead-lettered that the keeper parked; when on-call opens its DLQ
+    in the console and filters it by type, then the URL holds the filter and 12 match; an
+    entry's payload shows its phone number and email masked; when they tick ten, confirm
+    their replay and the worker is healthy again, then the job's page follows it to done and
+    the worker gets exactly those ten; when they purge the other five, typing their count
+    back, then nothing is parked any more, and the jobs page lists both jobs and who."""
+    # Given an application that claims sms.sent and sms.subscribed, its worker failing them all
+    await claim(console.api, APP, "sms.sent", "sms.subscribed")
     healthy = asyncio.Event()
     received: list[str] = []
     worker = Worker(APP)
 
     @worker.on("sms.sent")
+    @worker.on("sms.subscribed")
     async def deliver(event: Event) -> None:
         if not healthy.is_set():
             raise Reject("the CRM is down")
@@ -185,36 +175,78 @@ async def test_ten_dead_letters_replayed_from_the_browser_reach_the_worker_and_t
     await start_worker(worker)
     ingress = await make_ingress(console.settings)
 
-    # And 12 events Attentive sent, which it dead-lettered and the keeper parked
-    for n in range(12):
-        body = example_body("sms.sent", external_id=n)
+    # And 15 events Attentive sent (each subscriber's phone and email in it), all parked
+    for n, event_type in enumerate(["sms.sent"] * 12 + ["sms.subscribed"] * 3):
+        body = example_body(event_type, external_id=n)
         response = await ingress.post(WEBHOOK_PATH, data=body, headers=signed(body))
         assert response.status == 200
 
-    async def twelve_parked() -> bool:
-        return len(await parked(console.api)) == 12
+    async def fifteen_parked() -> bool:
+        return len(await parked(console.api)) == 15
 
-    await until(twelve_parked)
-    dead = await parked(console.api)
-    chosen, rest = dead[:10], dead[10:]
+    await until(fifteen_parked)
 
-    # When an operator selects ten of them and asks to replay them
+    # When on-call logs in, opens "Parked events" and picks the application's DLQ
     page = browser_page
     await log_in(page, console, as_="oncall")
-    selection = [("place", "dlq"), ("app", APP)] + [("message_id", i) for i in chosen]
-    await post_form(page, "/console/actions/replay", selection)
+    await open_from_navigation(page, "Parked events")
+    await page.locator("#places").get_by_role("link", name=f"{APP} (dlq)").click()
+
+    # Then the DLQ is shown, with all 15
+    await page.wait_for_url(re.compile(rf".*[?&]app={APP}"))
+    await expect(page.locator("#places [aria-current=page]")).to_have_text(f"{APP} (dlq)")
+    await expect(page.locator("#matched strong")).to_have_text("15")
+    await expect(page.locator("#matched")).to_contain_text(
+        f"parked events match in the dlq of {APP}."
+    )
+
+    # When they filter it by type through the filter form
+    await page.get_by_label("Type", exact=True).fill("sms.sent")
+    await page.get_by_role("button", name="Filter", exact=True).click()
+
+    # Then the URL holds the filter, and the count and the list follow it
+    await page.wait_for_url(re.compile(r".*[?&]type=sms\.sent"))
+    assert f"app={APP}" in page.url
+    await expect(page.locator("#matched strong")).to_have_text("12")
+    rows = page.locator("#entries tbody tr")
+    await expect(rows).to_have_count(12)
+    await expect(rows.filter(has_text="sms.subscribed")).to_have_count(0)
+
+    # When they open one
+    listing = page.url
+    await rows.first.get_by_role("link").click()
+
+    # Then its payload shows the subscriber's phone number and email masked
+    await page.wait_for_url(re.compile(rf".*/console/parked/dlq/{APP}/"))
+    payload = page.locator("#payload")
+    await expect(payload).to_contain_text("+1******5555")
+    await expect(payload).to_contain_text("t***@gmail.com")
+    await expect(payload).not_to_contain_text("+15555555555")
+    await expect(payload).not_to_contain_text("test@gmail.com")
+    await expect(page.locator("#masked")).to_be_visible()
+
+    # When they go back, tick ten events and press "Replay selected"
+    await page.go_back()
+    await page.wait_for_url(listing)
+    await expect(rows).to_have_count(12)
+    boxes = page.locator("#entries tbody").get_by_role("checkbox")
+    chosen = [str(await boxes.nth(n).get_attribute("value")) for n in range(10)]
+    for message_id in chosen:
+        await page.get_by_label(f"Select {message_id}", exact=True).check()
+    await page.get_by_role("button", name="Replay selected").click()
 
     # Then the confirmation says how many, of what, and where they go; nothing is made yet
+    await page.wait_for_url(re.compile(r".*/console/actions/replay$"))
     what = page.locator("#what")
     await expect(what).to_contain_text(
-        f"Replay 10 parked events of the dlq of {APP}, 10 selected entries "
+        f"Replay 10 parked events of the dlq of {APP}, type sms.sent, 10 selected entries "
         f"to {console.settings.names.app_queue(APP)}."
     )
     await expect(what).to_contain_text("They go back to the application's queue")
     assert await jobs_made(console.api) == []
     await screenshot(page, "replay-confirm")
 
-    # When the worker is healthy again and the operator confirms
+    # When the worker is healthy again and on-call confirms
     healthy.set()
     await page.get_by_label("Rate (events/s)").fill("100")
     await page.get_by_role("button", name="Replay 10 events").click()
@@ -229,38 +261,49 @@ async def test_ten_dead_letters_replayed_from_the_browser_reach_the_worker_and_t
     await expect(page.get_by_role("button", name=re.compile("Cancel job"))).to_have_count(0)
     await screenshot(page, "job")
 
-    # And the worker received exactly those ten; two are still parked
+    # And the worker received exactly those ten; the other five are still parked
     async def ten_received() -> bool:
         return len(received) >= 10
 
     await until(ten_received)
     assert sorted(received) == sorted(chosen)
-    assert sorted(await parked(console.api)) == sorted(rest)
+    rest = await parked(console.api)
+    assert len(rest) == 5 and not set(rest) & set(chosen)
 
-    # When the operator asks to purge what is left of the application's DLQ
-    await post_form(page, "/console/actions/purge", [("place", "dlq"), ("app", APP)])
-    await expect(page.locator("#what")).to_contain_text(
-        f"Purge 2 parked events of the dlq of {APP}"
+    # When on-call opens the DLQ again and asks to purge all that matches
+    await open_from_navigation(page, "Parked events")
+    await expect(page.locator("#matched strong")).to_have_text("5")
+    await expect(page.locator("#matched")).to_contain_text(
+        f"parked events match in the dlq of {APP}."
     )
-    purge = page.get_by_role("button", name="Purge 2 events")
+    await page.get_by_role("button", name="Purge all 5 matching").click()
 
-    # Then the purge stays disabled until the count is typed back right
+    # Then the confirmation says what goes, and the purge stays disabled until the count is
+    # typed back right
+    await page.wait_for_url(re.compile(r".*/console/actions/purge$"))
+    await expect(page.locator("#what")).to_contain_text(
+        f"Purge 5 parked events of the dlq of {APP}."
+    )
+    purge = page.get_by_role("button", name="Purge 5 events")
+    typed = page.get_by_label("Type 5 to confirm")
     await expect(purge).to_be_disabled()
-    await page.get_by_label("Type 2 to confirm").fill("3")
+    await typed.fill("4")
     await expect(purge).to_be_disabled()
-    await page.get_by_label("Type 2 to confirm").fill("2")
+    await typed.fill("5")
     await expect(purge).to_be_enabled()
     await purge.click()
 
-    # And the purge job ends with both purged and nothing of the application parked
+    # And the purge job ends with the five purged, and nothing of the application is parked
     await page.wait_for_url(re.compile(r".*/console/jobs/[0-9]+$"))
     await expect(page.locator("#progress")).to_contain_text(
-        "Done: 2 purged", timeout=TIMEOUT * 1000
+        "Done: 5 purged", timeout=TIMEOUT * 1000
     )
     assert await parked(console.api) == []
+    await open_from_navigation(page, "Parked events")
+    await expect(page.locator("#nothing-parked")).to_be_visible()
 
     # And the jobs page lists both jobs, and the audit log names who did them
-    await page.get_by_role("link", name="Jobs and audit").click()
+    await open_from_navigation(page, "Jobs and audit")
     jobs = page.get_by_role("table").first
     await expect(jobs.get_by_role("row")).to_have_count(3)
     await expect(jobs).to_contain_text("replay")
@@ -291,6 +334,28 @@ async def test_a_viewer_cannot_replay_purge_or_cancel_and_nothing_is_made(
     assert (replayed.status, purged.status) == (403, 403)
     assert "only an operator may replay events" in await replayed.text()
     assert "only an operator may purge events" in await purged.text()
+    assert await jobs_made(console.api) == []
+
+
+async def test_replay_selected_with_nothing_ticked_is_refused_and_nothing_is_made(
+    console: Console,
+) -> None:
+    """Given 3 parked entries and an operator; when "Replay selected" is posted with none of
+    them ticked (the selection form's ``selected=1``, its filter, no message id), asked or
+    confirmed, then each is refused with 400 saying to tick the events first, and no job
+    exists (it is not taken for a replay of every match)."""
+    await park(console, 3)
+    csrf = await logged_in(console.api, "oncall")
+    form = {"csrf_token": csrf, "selected": "1", "place": "dlq", "app": APP}
+
+    asked = await console.api.post("/console/actions/replay", data=form)
+    confirmed = await console.api.post("/console/actions/replay", data={**form, "confirm": "1"})
+
+    assert (asked.status, confirmed.status) == (400, 400)
+    for answer in (asked, confirmed):
+        text = await answer.text()
+        assert "tick the events to replay first (none was selected)" in text
+        assert "Replay 3" not in text
     assert await jobs_made(console.api) == []
 
 
