@@ -19,6 +19,12 @@ SIGNATURE_HEADER = "x-attentive-hmac-sha256"
 
 #: AMQP header carrying the company id of an event (also in the routing key).
 COMPANY_HEADER = "x-attentive-company-id"
+#: AMQP header: the subject key of an event (:mod:`router.contract.ordering`): the same for
+#: every event about one subscriber's state on one channel (one attribute of theirs, for an
+#: attribute), never their contact details; absent when the payload lacks a part of it.
+SUBJECT_KEY_HEADER = "x-attentive-subject-key"
+#: AMQP header: when the event happened, Unix ms, the payload's ``timestamp``; absent without.
+EVENT_TIME_HEADER = "x-attentive-event-time"
 #: AMQP header on a quarantined (authentic but unusable) webhook: why it was quarantined.
 INVALID_REASON_HEADER = "x-attentive-invalid-reason"
 #: AMQP header on a quarantined webhook: the URL path it was posted to.
@@ -177,6 +183,7 @@ __all__ = [
     "DEATH_HEADER",
     "DELIVERY_COUNT_HEADER",
     "ERROR_HEADER",
+    "EVENT_TIME_HEADER",
     "FIRST_DEATH_REASON_HEADER",
     "FIRST_FAILED_AT_HEADER",
     "INVALID_REASON_HEADER",
@@ -187,6 +194,7 @@ __all__ = [
     "REPLAY_COUNT_HEADER",
     "ROUTING_KEY_HEADER",
     "SIGNATURE_HEADER",
+    "SUBJECT_KEY_HEADER",
     "TRACEBACK_HEADER",
     "Names",
     "routing_key",
