@@ -152,6 +152,23 @@ async def test_a_waiter_that_gives_up_does_not_hold_up_those_behind() -> None:
     assert second.cancelled()
 
 
+async def test_an_interrupt_sends_every_waiter_back_at_once() -> None:
+    """Given a limiter of 1 a second with ten handler starts waiting (ten seconds' worth)
+    When no handler may start any more (a pause) and the runner interrupts the limiter
+    Then every waiter returns at once, without a token: the next start still waits."""
+    limiter = RateLimiter(APP, "unused", 1)
+    assert await limiter.acquire() == 0.0
+    waiting = [asyncio.create_task(limiter.acquire()) for _ in range(10)]
+    await asyncio.sleep(0)
+    limiter.interrupt()
+    done, _ = await asyncio.wait(waiting, timeout=5)  # the rate would take ten seconds
+    assert len(done) == 10
+    late = asyncio.create_task(limiter.acquire())
+    await asyncio.sleep(0)
+    assert not late.done()
+    late.cancel()
+
+
 # -- replicas at the real broker -------------------------------------------------------------
 
 

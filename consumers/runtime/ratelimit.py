@@ -125,6 +125,12 @@ class FairQueue(Generic[T]):
                 break
         return out
 
+    def clear(self) -> list[T]:
+        """Every waiter, first come first, now none waiting (no token taken)."""
+        out = list(self._waiting)
+        self._waiting.clear()
+        return out
+
     def next_in(self, now: float) -> float | None:
         """Seconds until the first waiter's token is there; None when nobody waits."""
         return self.bucket.ready_in(now) if self._waiting else None
@@ -137,7 +143,8 @@ class RateLimiter:
 
     ``await acquire()`` before each handler start; ``await start(connection)`` once
     connected (again after a reconnect, with the new connection) to count the replicas
-    every ``interval`` seconds; ``await stop()`` at the end. ``registry`` gets
+    every ``interval`` seconds; ``interrupt()`` when handlers may no longer start (every
+    waiter returns); ``await stop()`` at the end. ``registry`` gets
     ``attentive_worker_rate_limited_seconds_total{app}`` (time handler starts waited) and
     ``attentive_worker_rate_limit_per_second{app}`` (this replica's share now).
     """
@@ -194,6 +201,19 @@ class RateLimiter:
         waited = loop.time() - now
         self._waited.inc(waited)
         return waited
+
+    def interrupt(self) -> None:
+        """Every handler start waiting now returns at once, without a token: for when no
+        handler may start any more (paused, the breaker open, a drain), so the deliveries in
+        hand go back to the queue now rather than at the rate limit's pace. The caller asks
+        again whether the handler may start after :meth:`acquire` returns."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._fair is not None:
+            for waiter in self._fair.clear():
+                if not waiter.done():
+                    waiter.set_result(None)
 
     async def start(self, source: AbstractConnection | AbstractChannel) -> None:
         """Count the replicas now and then every ``interval`` on ``source``: a connection
