@@ -3,10 +3,10 @@
 Library code never reads ``os.environ``: it receives a :class:`Settings`. Each field is read
 from one ``ROUTER_*`` variable, declared once in :data:`VARIABLES` (read and checked by
 :mod:`router.config`). The secret ones (the broker's and the database's URLs, the signing
-keys, the admin token) are held as :class:`~router.secret.Secret` values, which never show
-themselves: call ``.reveal()`` where the value itself is needed. A signing key is a
-:class:`~router.contract.signing.SigningKey`: the key, and the companies it is bound to
-(``ROUTER_SIGNING_KEYS=KEY@COMPANY|COMPANY,KEY``).
+keys, the admin token, the subject key secret) are held as :class:`~router.secret.Secret`
+values, which never show themselves: call ``.reveal()`` where the value itself is needed. A
+signing key is a :class:`~router.contract.signing.SigningKey`: the key, and the companies it
+is bound to (``ROUTER_SIGNING_KEYS=KEY@COMPANY|COMPANY,KEY``).
 """
 
 from __future__ import annotations
@@ -140,6 +140,14 @@ class Settings:
     #: Lines a second about requests that are no authentic webhook (after a burst of ten
     #: seconds' worth); those held back are counted in a ``log_lines_dropped`` line.
     refused_log_rate: int = DEFAULT_REFUSED_LOG_RATE
+    #: ``ROUTER_SUBJECT_KEY_SECRET``: the secret the ``x-attentive-subject-key`` of each event
+    #: is a keyed hash under (:mod:`router.contract.ordering`), at least
+    #: :data:`MIN_ADMIN_TOKEN_LENGTH` characters. Unset, it is derived from the first signing
+    #: key, and a change of that key changes every subject key; set, it outlives signing-key
+    #: rotations. Changing it changes every subject key (consumers' newest-wins records start
+    #: again): change it when no old event is still to come (no Attentive retries under way,
+    #: no dead letters to replay), all ingress processes at once.
+    subject_key_secret: SecretText = SecretField(Secret.of, "")
 
     @property
     def names(self) -> Names:
@@ -300,6 +308,9 @@ VARIABLES: Final[Mapping[str, Variable[Any]]] = {
     ),
     "metrics_max_other_types": config.integer("ROUTER_METRICS_MAX_OTHER_TYPES", 0, 10_000),
     "refused_log_rate": config.integer("ROUTER_REFUSED_LOG_RATE", 0, 100_000),
+    "subject_key_secret": config.secret(
+        "ROUTER_SUBJECT_KEY_SECRET", accepted=_TOKEN_ACCEPTED, valid=_long_enough
+    ),
 }
 
 

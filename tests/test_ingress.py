@@ -69,6 +69,7 @@ async def test_a_signed_event_is_confirmed_then_answered_with_its_message_id(
     assert message.timestamp == datetime(2021, 9, 29, 19, 52, 58, tzinfo=UTC)
     headers = dict(message.headers)
     headers.pop("x-delivery-count", None)  # added by the quorum queue itself
+    assert headers.pop("x-attentive-subject-key")  # (its value: tests/test_ordering_ingress.py)
     assert headers == {
         "cloudEvents:specversion": "1.0",
         "cloudEvents:id": answer["message_id"],
@@ -76,6 +77,7 @@ async def test_a_signed_event_is_confirmed_then_answered_with_its_message_id(
         "cloudEvents:source": "https://api.attentivemobile.com/webhooks",
         "cloudEvents:time": "2021-09-29T19:52:58.104Z",
         "x-attentive-company-id": "MDc6Q29tcGFueTU",
+        "x-attentive-event-time": 1632945178104,
     }
 
 

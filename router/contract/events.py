@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -48,6 +48,9 @@ class Routable:
     #: Hex SHA-256 of the raw body: identical on every retry of the same delivery.
     message_id: str
     routing_key: str
+    #: The parsed body, for what else the ingress reads of it (the ordering keys) without
+    #: parsing it again; it holds contact details, so it is kept out of ``repr``.
+    payload: dict[str, Any] = field(repr=False, compare=False)
 
     @property
     def known(self) -> bool:
@@ -97,7 +100,7 @@ def parse(body: bytes) -> Routable | Unusable:
     timestamp = payload.get("timestamp")
     usable = type(timestamp) is int and 0 <= timestamp <= _MAX_TIMESTAMP_MS
     timestamp_ms = timestamp if usable else None
-    return Routable(event_type, company_id, timestamp_ms, mid, key)
+    return Routable(event_type, company_id, timestamp_ms, mid, key, payload)
 
 
 __all__ = [

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 
 from router.amqp.broker import Broker
+from router.contract.ordering import SubjectKeys, subject_secret
 from router.contract.signing import Verifier
 from router.ingress.http1 import HttpServer
 from router.ingress.internal import Probes
@@ -77,8 +78,11 @@ class Ingress:
         )
         self.metrics = Metrics(settings.metrics_max_other_types)
         self.metrics.in_flight.set_function(lambda: broker.in_flight)  # read when scraped
+        subject_keys = SubjectKeys(
+            subject_secret(settings.subject_key_secret, settings.signing_keys)
+        )
         receiver = WebhookReceiver(
-            Verifier(settings.signing_keys), broker, settings.names.invalid_queue
+            Verifier(settings.signing_keys), broker, settings.names.invalid_queue, subject_keys
         )
         #: One per process: it bounds the lines about requests that are no authentic webhook.
         self.refused_log = RefusedLog(settings.refused_log_rate)

@@ -24,11 +24,14 @@ from router.contract.names import (
     CLOUDEVENTS_PREFIX,
     CLOUDEVENTS_SOURCE,
     COMPANY_HEADER,
+    EVENT_TIME_HEADER,
     INVALID_REASON_HEADER,
     RECEIVED_AT_HEADER,
     RECEIVED_PATH_HEADER,
     SIGNATURE_HEADER,
+    SUBJECT_KEY_HEADER,
 )
+from router.contract.ordering import SubjectKeys
 from router.contract.signing import Verifier
 from router.errors import PublishFailed
 
@@ -109,11 +112,15 @@ class WebhookReceiver:
 
     A key bound to companies (:class:`~router.contract.signing.SigningKey`) is asked about
     the event's company only once its signature matched, and only when every key that
-    matched is bound: with unbound keys alone nothing more is done per webhook."""
+    matched is bound: with unbound keys alone nothing more is done per webhook.
+
+    Each event published carries its ordering keys (:mod:`router.contract.ordering`): the
+    subject key, made with ``subject_keys``, and the event time, when its payload has them."""
 
     verifier: Verifier
     broker: Broker
     invalid_queue: str
+    subject_keys: SubjectKeys
 
     async def receive(
         self,
@@ -141,7 +148,8 @@ class WebhookReceiver:
                     return KeyNotForCompany(event.company_id, event.message_id, event)
                 if company is not None and company != event.company_id:
                     return WrongCompany(event)
-                publishing = self.broker.publish_event(event.routing_key, body, _properties(event))
+                properties = _properties(event, self.subject_keys)
+                publishing = self.broker.publish_event(event.routing_key, body, properties)
                 started = time.perf_counter()
                 try:
                     await publishing
@@ -181,22 +189,30 @@ class WebhookReceiver:
         return Quarantined(reason, message_id, queue, time.perf_counter() - started)
 
 
-def _properties(event: Routable) -> Properties:
-    """The message properties of ``event``: CloudEvents attributes as headers."""
-    occurred_ms = event.timestamp_ms if event.timestamp_ms is not None else _now_ms()
+def _properties(event: Routable, subject_keys: SubjectKeys) -> Properties:
+    """The message properties of ``event``: CloudEvents attributes as headers, and the
+    ordering keys its payload has."""
+    timestamp_ms = event.timestamp_ms
+    occurred_ms = timestamp_ms if timestamp_ms is not None else _now_ms()
     second, millis = divmod(occurred_ms, 1000)
+    headers: dict[str, str | int] = {
+        _CE_SPECVERSION: "1.0",
+        _CE_ID: event.message_id,
+        _CE_TYPE: event.type,
+        _CE_SOURCE: CLOUDEVENTS_SOURCE,
+        _CE_TIME: f"{_utc_second(second)}.{millis:03d}Z",
+        COMPANY_HEADER: event.company_id,
+    }
+    subject = subject_keys.key(event.type, event.company_id, event.payload)
+    if subject is not None:
+        headers[SUBJECT_KEY_HEADER] = subject
+    if timestamp_ms is not None:
+        headers[EVENT_TIME_HEADER] = timestamp_ms
     return Properties(
         content_type="application/json",
         message_id=event.message_id,
         timestamp=second,
-        headers={
-            _CE_SPECVERSION: "1.0",
-            _CE_ID: event.message_id,
-            _CE_TYPE: event.type,
-            _CE_SOURCE: CLOUDEVENTS_SOURCE,
-            _CE_TIME: f"{_utc_second(second)}.{millis:03d}Z",
-            COMPANY_HEADER: event.company_id,
-        },
+        headers=headers,
     )
 
 

@@ -1,0 +1,202 @@
+"""The ordering keys of an event: whose state it changes (the subject key) and when it
+happened (the event time), as the ingress puts them in headers, so that a consumer can keep
+the newest state per subject and run one handler per subject at a time without reading
+contact details. Pure: no I/O.
+
+**The subject** is the company, the channel the event is about, the subscriber's identity on
+that channel, and for an attribute the attribute's name:
+
+* ``sms.*``: channel ``sms``, identity the first present of phone, email, ``external_id``;
+* ``email.*``: channel ``email``, identity email, else phone, else ``external_id``;
+* ``custom_attribute.*``: channel ``attribute``, identity ``external_id``, else phone, else
+  email; and the attribute's name;
+* any other type: no subject key (the contract does not say whose state it is).
+
+A subscription is held by an address (an SMS opt-out is the phone's), so a channel's own
+address comes first; an attribute is held by the subscriber whatever their addresses, and
+``external_id`` is Attentive's id of the subscriber (the attribute forwarder sends it as the
+subscriber), so it comes first there. Every event of a channel (subscriptions and messages
+alike) has its subscriber's key: which of them a consumer orders against each other is the
+consumer's choice. A phone is normalised to E.164 (``+`` and digits: spaces, dashes, dots and
+brackets dropped; a number sent without ``+`` is read as already holding its country code), an
+email is trimmed and lower-cased, an ``external_id`` (a number or a string) is taken as text.
+The kind of identity is part of the subject, so a phone never meets an ``external_id`` of the
+same digits.
+
+**An attribute event names one attribute** (``user_property.name``, as Attentive documents
+it): its key is per attribute, so that newest-wins keeps each attribute's newest value and a
+newer event about another attribute never makes this one stale. An event that names none, or
+several (a list), has no subject key: one key over several names would be a subject of its
+own, so an older event setting ``a`` and ``b`` would not be stale behind a newer one setting
+``a`` alone; and a key per subscriber would make an older ``a`` stale behind a newer ``b`` and
+lose it. Such an event is for its consumer to handle unordered.
+
+**The key** is base64url (22 characters) of the first 16 bytes of HMAC-SHA256, under a secret
+the consumers never see, of the subject. A plain hash of a phone number can be reversed by
+hashing every phone number; without the secret, the key cannot: it says only that two events
+are about the same subject. Changing the secret changes every key.
+
+**The event time** is the payload's ``timestamp``: Unix milliseconds, as Attentive documents
+it (:attr:`~router.contract.events.Routable.timestamp_ms`, read by the parse); absent when the
+payload has none or not a whole number in range.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Mapping, Sequence
+from typing import Any, Final, Literal
+
+import orjson
+
+from router.secret import Secret
+
+Channel = Literal["sms", "email", "attribute"]
+#: Bytes of the HMAC kept in a key: 128 bits, no collision in any plausible number of subjects.
+SUBJECT_KEY_BYTES: Final = 16
+#: What the secret is derived with from the first signing key when none is configured.
+DERIVATION_LABEL: Final = b"attentive-router subject key v1"
+
+_ATTRIBUTE_PREFIX = "custom_attribute."
+#: The identities tried in turn, per channel.
+_IDENTITIES: Final[Mapping[Channel, tuple[str, ...]]] = {
+    "sms": ("phone", "email", "external_id"),
+    "email": ("email", "phone", "external_id"),
+    "attribute": ("external_id", "phone", "email"),
+}
+#: Written between the digits of a phone number, dropped when it is normalised.
+_PHONE_FORMATTING = str.maketrans("", "", " -.()\t")
+#: E.164 allows 15 digits.
+_MAX_PHONE_DIGITS = 15
+
+
+class SubjectKeys:
+    """The subject keys under one secret (its HMAC state is made once, copied per event)."""
+
+    __slots__ = ("_hmac",)
+
+    def __init__(self, secret: bytes) -> None:
+        if not secret:
+            raise ValueError("a subject key needs a secret")
+        self._hmac = hmac.new(secret, digestmod=hashlib.sha256)
+
+    def key(self, event_type: str, company_id: str, payload: Mapping[str, Any]) -> str | None:
+        """The subject key of an event of ``event_type`` for ``company_id`` whose parsed body
+        is ``payload``; None when the payload lacks a part of its subject."""
+        subject = subject_of(event_type, company_id, payload)
+        if subject is None:
+            return None
+        mac = self._hmac.copy()
+        mac.update(orjson.dumps(subject))
+        return base64.urlsafe_b64encode(mac.digest()[:SUBJECT_KEY_BYTES]).rstrip(b"=").decode()
+
+    def __repr__(self) -> str:
+        return "SubjectKeys(***)"
+
+
+def subject_key(
+    secret: bytes, event_type: str, company_id: str, payload: Mapping[str, Any]
+) -> str | None:
+    """The subject key of an event under ``secret`` (:meth:`SubjectKeys.key`, for one event)."""
+    return SubjectKeys(secret).key(event_type, company_id, payload)
+
+
+def channel_of(event_type: str) -> Channel | None:
+    """The channel whose state an event of ``event_type`` is about, if the contract says."""
+    if event_type.startswith("sms."):
+        return "sms"
+    if event_type.startswith("email."):
+        return "email"
+    if event_type.startswith(_ATTRIBUTE_PREFIX):
+        return "attribute"
+    return None
+
+
+def subject_of(
+    event_type: str, company_id: str, payload: Mapping[str, Any]
+) -> tuple[str, ...] | None:
+    """What the subject key is the keyed hash of: company, channel, kind of identity, identity
+    (and the attribute's name); None when a part is missing. Contact details in clear: never
+    to be published or logged."""
+    channel = channel_of(event_type)
+    if channel is None:
+        return None
+    subscriber = payload.get("subscriber")
+    if not isinstance(subscriber, dict):
+        return None
+    for kind in _IDENTITIES[channel]:
+        identity = _identity(kind, subscriber.get(kind))
+        if identity is not None:
+            break
+    else:
+        return None
+    if channel != "attribute":
+        return (company_id, channel, kind, identity)
+    name = _attribute_name(payload.get("user_property"))
+    return None if name is None else (company_id, channel, kind, identity, name)
+
+
+def subject_secret(configured: Secret, signing_keys: Sequence[Secret]) -> bytes:
+    """The secret subject keys are made with: ``configured`` when set; else derived from the
+    first signing key (HMAC-SHA256 of :data:`DERIVATION_LABEL`), so that an ingress works
+    without one more secret to provision.
+
+    Derived, it changes when the first signing key does, and so does every subject key:
+    set ``ROUTER_SUBJECT_KEY_SECRET`` to keep keys through signing-key rotations. (No subject
+    key at all when unset was the alternative: but then a consumer's newest-wins guard, asked
+    for, would silently order nothing.) ValueError when neither is there."""
+    if configured:
+        return configured.reveal().encode("utf-8")
+    if not signing_keys:
+        raise ValueError("no subject key secret and no signing key to derive one from")
+    first = signing_keys[0].reveal().encode("utf-8")
+    return hmac.digest(first, DERIVATION_LABEL, "sha256")
+
+
+def normal_phone(value: object) -> str | None:
+    """``value`` as E.164 (``+`` then 1 to 15 digits), or None when it is not a phone number."""
+    if type(value) is int:
+        digits = str(value) if value > 0 else ""
+    elif isinstance(value, str):
+        digits = value.translate(_PHONE_FORMATTING).removeprefix("+")
+    else:
+        return None
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= _MAX_PHONE_DIGITS):
+        return None
+    return f"+{digits}"
+
+
+def _identity(kind: str, value: object) -> str | None:
+    if kind == "phone":
+        return normal_phone(value)
+    if kind == "email":
+        email = value.strip().lower() if isinstance(value, str) else ""
+        return email or None
+    if type(value) is int:
+        return str(value)
+    if isinstance(value, str):
+        return value.strip() or None
+    return None
+
+
+def _attribute_name(user_property: object) -> str | None:
+    """The one attribute an event names (names are case-sensitive, as in Attentive)."""
+    if not isinstance(user_property, dict):
+        return None
+    name = user_property.get("name")
+    return name if isinstance(name, str) and name else None
+
+
+__all__ = [
+    "DERIVATION_LABEL",
+    "SUBJECT_KEY_BYTES",
+    "Channel",
+    "SubjectKeys",
+    "channel_of",
+    "normal_phone",
+    "subject_key",
+    "subject_of",
+    "subject_secret",
+]
