@@ -5,6 +5,7 @@
     attentive.events (topic, durable) ──binding per claim──▶ attentive.app.<app> (quorum queues)
         └── alternate-exchange: attentive.unrouted (fanout) ──▶ attentive.unrouted (quorum queue)
     default exchange ──▶ attentive.invalid (quorum queue): authentic webhooks that cannot be parsed
+    attentive.control (topic, durable), keyed by application: pause, resume, breaker messages
 
 Declared through a robust channel, so aio-pika declares them again after a reconnect.
 """
@@ -55,6 +56,10 @@ async def declare(channel: AbstractChannel, names: Names) -> Topology:
         aio_pika.ExchangeType.TOPIC,
         durable=True,
         arguments={"alternate-exchange": names.unrouted_exchange},
+    )
+    # Pause, resume and breaker messages to every replica of an application (router.apps)
+    await channel.declare_exchange(
+        names.control_exchange, aio_pika.ExchangeType.TOPIC, durable=True
     )
     return Topology(events=events, direct=channel.default_exchange)
 
@@ -168,7 +173,7 @@ async def delete(channel: AbstractChannel, names: Names) -> None:
     """Remove everything :func:`declare` made (used by tests and ``make clean``-style tools)."""
     for queue in (names.unrouted_queue, names.invalid_queue):
         await channel.queue_delete(queue)
-    for exchange in (names.events_exchange, names.unrouted_exchange):
+    for exchange in (names.events_exchange, names.unrouted_exchange, names.control_exchange):
         await channel.exchange_delete(exchange)
 
 

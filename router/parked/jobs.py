@@ -62,6 +62,9 @@ class AuditAction(StrEnum):
     PURGE = "purge"
     CANCEL = "cancel"
     REVEAL = "reveal"
+    #: An application paused, or resumed, by hand (:mod:`router.apps.service`).
+    PAUSE = "pause"
+    RESUME = "resume"
 
 
 @dataclass(frozen=True, slots=True)
