@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
+from router.admin.apps import add_app_routes
 from router.admin.claims import add_claim_routes
 from router.admin.deadletters import add_deadletter_routes
 from router.admin.jobs import add_job_routes
@@ -57,6 +58,7 @@ def create_admin_app(
     )
     app[_TOKENS] = tokens
     add_claim_routes(app, settings, service)
+    add_app_routes(app, settings)
     add_deadletter_routes(app, settings, store)
     add_job_routes(app)
     add_console(app, settings, tokens, attentive=attentive)

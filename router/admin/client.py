@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -89,6 +90,31 @@ class AdminClient:
         """True when removed, False when there was no such claim."""
         status, _ = await self._request("DELETE", f"/admin/claims/{claim_id}", ok=(404,))
         return status == 204
+
+    async def app_state(self, app: str) -> dict[str, Any]:
+        """``GET /admin/apps/{app}``: whether the application is paused (``paused``, ``since``,
+        ``by``, ``reason``), its breaker and its queue; an application never paused is running.
+        A worker asks this at start and after each reconnect (a router without the route
+        answers 404: :class:`AdminRequestFailed` with its ``status``)."""
+        _, body = await self._request("GET", f"/admin/apps/{quote(app, safe='')}")
+        state: dict[str, Any] = body
+        return state
+
+    async def list_apps(self) -> list[dict[str, Any]]:
+        """``GET /admin/apps``: every application (claimed, or ever paused), each as
+        :meth:`app_state` answers."""
+        _, body = await self._request("GET", "/admin/apps")
+        apps: list[dict[str, Any]] = body["apps"]
+        return apps
+
+    async def change_app(self, app: str, action: str, **fields: str) -> dict[str, Any]:
+        """``POST /admin/apps/{app}/{action}`` (``pause`` with ``reason``, or ``resume``; ``by``
+        names who asks beside the token): the application after it, with ``changed``,
+        ``notified`` and any ``warning``."""
+        path = f"/admin/apps/{quote(app, safe='')}/{action}"
+        _, body = await self._request("POST", path, json=fields)
+        answer: dict[str, Any] = body
+        return answer
 
     async def _request(
         self, method: str, path: str, *, ok: tuple[int, ...] = (), **kwargs: Any
