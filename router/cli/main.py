@@ -1,10 +1,10 @@
 """The ``attentive-router`` command: parse arguments, build settings, call the library.
 
-Each command module (``claims``, ``deadletters``, ``jobs``, ``keeper``, ``db``, ``attentive``,
-``sendtest``, ``queues``) adds its parsers and its ``run(args, env)``; this module builds the
-parser, runs the command and, when it raises, ends it in one line with the exit code of the
-error's kind (:data:`router.errors.KINDS`): 0 done, 1 the operation failed (or was refused),
-2 wrong usage, configuration or input.
+Each command module (``claims``, ``apps``, ``deadletters``, ``jobs``, ``keeper``, ``db``,
+``attentive``, ``sendtest``, ``queues``) adds its parsers and its ``run(args, env)``; this
+module builds the parser, runs the command and, when it raises, ends it in one line with the
+exit code of the error's kind (:data:`router.errors.KINDS`): 0 done, 1 the operation failed
+(or was refused), 2 wrong usage, configuration or input.
 """
 
 from __future__ import annotations
@@ -15,7 +15,18 @@ from collections.abc import Mapping, Sequence
 from typing import NoReturn
 
 from router.attentive.settings import TOKEN_VARIABLE
-from router.cli import attentive, claims, db, deadletters, jobs, keeper, output, queues, sendtest
+from router.cli import (
+    apps,
+    attentive,
+    claims,
+    db,
+    deadletters,
+    jobs,
+    keeper,
+    output,
+    queues,
+    sendtest,
+)
 from router.errors import RouterError
 from router.settings import Settings, parse_keys
 
@@ -57,6 +68,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     sendtest.add_commands(commands, OneLineParser)
     claims.add_commands(commands, OneLineParser)
+    apps.add_commands(commands, OneLineParser)
     deadletters.add_commands(commands, OneLineParser)
     attentive.add_commands(commands, OneLineParser)
 
