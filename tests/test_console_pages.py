@@ -27,6 +27,7 @@ pytestmark = [pytest.mark.broker, pytest.mark.browser]
 PAGES = (
     "/console/",
     "/console/claims",
+    "/console/apps",
     "/console/parked?place=dlq&app=crm-sync",
     "/console/parked/dlq/crm-sync/m-1",
     "/console/jobs",
@@ -131,17 +132,18 @@ async def test_the_keyboard_reaches_the_content_first_then_every_link_in_order(
     await browser_page.goto(console.page("/console/claims"))
     await browser_page.keyboard.press("Tab")
     visited = []
-    for _ in range(6):
+    for _ in range(7):
         await browser_page.keyboard.press("Tab")
         visited.append(await browser_page.evaluate("() => document.activeElement.textContent"))
         outline = await browser_page.evaluate(
             "() => getComputedStyle(document.activeElement).outlineStyle"
         )
         assert outline != "none", visited[-1]
-    assert [text.strip() for text in visited[:5]] == [
+    assert [text.strip() for text in visited[:6]] == [
         "attentive-router",
         "Overview",
         "Claims",
+        "Applications",
         "Parked events",
         "Jobs and audit",
     ]

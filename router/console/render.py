@@ -14,6 +14,7 @@ from router.console.keys import ATTENTIVE, SESSION
 _NAV = (
     ("overview", "Overview", "/console/"),
     ("claims", "Claims", "/console/claims"),
+    ("apps", "Applications", "/console/apps"),
     ("parked", "Parked events", "/console/parked"),
     ("jobs", "Jobs and audit", "/console/jobs"),
 )

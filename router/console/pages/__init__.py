@@ -6,13 +6,14 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from router.console.pages import actions, attentive, claims, jobs, login, overview, parked
+from router.console.pages import actions, apps, attentive, claims, jobs, login, overview, parked
 
 #: Each page module's ``add_routes(console)``.
 PAGES: tuple[Callable[[web.Application], None], ...] = (
     login.add_routes,
     overview.add_routes,
     claims.add_routes,
+    apps.add_routes,
     parked.add_routes,
     jobs.add_routes,
     actions.add_routes,
