@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 from prometheus_client import CollectorRegistry
 
+from router.apps.metrics import AppMetrics
 from router.parked.metrics import KeeperMetrics
 
 RULES_DIR = Path(__file__).resolve().parent.parent / "deploy" / "prometheus"
@@ -38,9 +39,10 @@ def test_each_alert_fires_when_it_should_and_not_before() -> None:
 
 
 def test_the_rules_name_only_metrics_the_router_exports() -> None:
-    # Given the families a keeper exports (a counter's samples are named ..._total)
+    # Given the families a keeper and the admin API export (a counter's samples: ..._total)
     registry = CollectorRegistry()
     KeeperMetrics(registry)
+    AppMetrics(registry)
     exported = {family.name for family in registry.collect()} | {
         f"{family.name}_total" for family in registry.collect() if family.type == "counter"
     }
