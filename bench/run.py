@@ -28,6 +28,8 @@ h. parked events at incident scale (:mod:`bench.parked_phase`), SQLite and Postg
    filtered pages and facets over --parked-entries (1,000,000 over 20 applications; quick
    20,000). It needs PostgreSQL (``ROUTER_BENCH_POSTGRES_URL``, else the local ``test``
    database).
+i. the outage machinery's cost (:mod:`bench.flow_phase`): phase d's worker draining with the
+   circuit breaker and a rate limit that never waits, against the breaker off and no limit.
 
 Every figure uses the same broker and the same realistic signed payloads (all 11 types x 4
 companies, about 1 KiB), in a fresh namespace (``bench-<uuid>``) deleted afterwards. Every
@@ -63,7 +65,7 @@ from typing import Any
 
 from yarl import URL
 
-from bench import callgrind, parked_phase, report
+from bench import callgrind, flow_phase, parked_phase, report
 from bench.common import (
     ADMIN_TOKEN,
     AMQP_URL,
@@ -113,7 +115,7 @@ from router.cli.main import OneLineParser
 from router.contract.events import EVENT_TYPES
 from router.contract.names import WEBHOOK_PATH, Names
 
-PHASES = "abcdefgh"
+PHASES = "abcdefghi"
 RESULTS = Path(__file__).resolve().parent / "results"
 UVLOOP_INSTALLED = importlib.util.find_spec("uvloop") is not None
 
@@ -575,6 +577,8 @@ class Bench:
             self.group_publish()
         if "c" in only or "d" in only:
             self.group_consume()
+        if "i" in only:
+            self.results["i"] = flow_phase.measure(self)
         self.stop_ingress()
         if "e" in only:
             self.results["e"] = self.attempt("e: ingress peak RSS", self.phase_e)

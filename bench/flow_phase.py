@@ -1,0 +1,225 @@
+"""Phase i of ``make bench``: what the outage machinery costs a worker's drain when nothing
+triggers it (the issue's target: >= 0.95x the plain worker).
+
+In each round (``--repeat``), the no-op drain worker of phase d drains ``--drain-events`` from
+a pre-filled application queue twice, as :meth:`bench.run.Bench.drain_worker` does:
+
+- **plain**: the circuit breaker off (``WORKER_BREAKER=off``) and no rate limit, the worker
+  as it was before either existed;
+- **flow**: the breaker on (its default) and a rate limit of :data:`NEVER_WAITS` handler
+  starts a second, far above any drain, so every handler start goes through the limiter
+  without ever waiting for it.
+
+The two alternate which goes first from round to round, so a broker getting slower or
+faster over the phase weighs on both alike. The figure is the ratio of their medians, with
+the ratio of each round beside it.
+
+While the runtime does not read ``WORKER_RATE_LIMIT`` itself, the flow run is
+:data:`limited_drain_worker`: the same worker with a middleware that awaits a
+:class:`~consumers.runtime.ratelimit.RateLimiter` of its own before each handler; and while
+it has no breaker setting, the plain run is the worker as it is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import aio_pika
+from aio_pika.abc import AbstractConnection
+
+from bench.common import APP, wait_until
+from bench.e2e_worker import count_event, drain_worker
+from consumers import Event, Worker
+from consumers.runtime.middleware import Next
+from consumers.runtime.outcomes import Outcome
+from consumers.runtime.ratelimit import RateLimiter
+from consumers.runtime.settings import WorkerSettings
+from router.contract.names import Names
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from bench.run import Bench
+
+#: Handler starts a second of the flow run's rate limit: far above any drain.
+NEVER_WAITS = 1_000_000
+#: The figures of one drain that are reported as medians.
+FIELDS = ("msgs_per_s", "seconds")
+#: The target: the flow run's drain to the plain run's.
+TARGET = 0.95
+
+
+def runtime_settings() -> frozenset[str]:
+    """Which of the flow's settings the worker runtime reads (``breaker``, ``rate_limit``)."""
+    fields = {field.name for field in dataclasses.fields(WorkerSettings)}
+    return frozenset(fields & {"breaker", "rate_limit"})
+
+
+def variants() -> dict[str, tuple[str, dict[str, str]]]:
+    """The worker target and the environment of each run: plain and flow."""
+    wired = runtime_settings()
+    plain = {"WORKER_BREAKER": "off"} if "breaker" in wired else {}
+    flow = {"WORKER_BREAKER": "on"} if "breaker" in wired else {}
+    if "rate_limit" in wired:
+        flow_target = "bench.e2e_worker:drain_worker"
+        flow["WORKER_RATE_LIMIT"] = str(NEVER_WAITS)
+    else:
+        flow_target = "bench.flow_phase:limited_drain_worker"
+        flow["BENCH_RATE_LIMIT"] = str(NEVER_WAITS)
+    return {"plain": ("bench.e2e_worker:drain_worker", plain), "flow": (flow_target, flow)}
+
+
+def measure(bench: Bench) -> dict[str, Any]:
+    """Phase i: the plain and the flow drain, round by round (see the module's text)."""
+    try:
+        bench.ensure_ingress()
+        bench.set_sink(False)
+        claimed_here = not bench.claimed
+        if claimed_here:
+            bench.claim()
+    except Exception as error:
+        return {"error": f"set-up failed: {error}"}
+    n = bench.config.drain_events
+    runs: dict[str, list[dict[str, Any]]] = {"plain": [], "flow": []}
+    try:
+        for k in range(bench.config.repeat):
+            tag = f" (run {k + 1}/{bench.config.repeat})" if bench.config.repeat > 1 else ""
+            order = list(variants().items())
+            for name, (target, env) in order if k % 2 == 0 else reversed(order):
+                label = f"i: {name} worker draining {n:,}{tag}"
+                runs[name].append(bench.in_round(k, label, _drainer(bench, target, env)))
+    finally:
+        if claimed_here:
+            bench.release()
+    plain, flow = (bench.merge(runs[name], FIELDS) for name in ("plain", "flow"))
+    return {
+        "plain": plain,
+        "flow": flow,
+        "ratio": _ratio(flow.get("msgs_per_s"), plain.get("msgs_per_s")),
+        "ratio_by_round": [
+            ratio
+            for p, f in zip(runs["plain"], runs["flow"], strict=True)
+            if (ratio := _ratio(f.get("msgs_per_s"), p.get("msgs_per_s"))) is not None
+        ],
+        "rate_limit": NEVER_WAITS,
+        "runtime_reads": sorted(runtime_settings()),
+        "environments": {name: env for name, (_, env) in variants().items()},
+    }
+
+
+def _drainer(bench: Bench, target: str, env: dict[str, str]) -> Callable[[], dict[str, Any]]:
+    def drain() -> dict[str, Any]:
+        n = bench.config.drain_events
+        bench.prefill()
+        out = bench.tmp / f"drain-{uuid.uuid4().hex[:6]}.json"
+        worker = bench.start_worker(
+            target, "flow-worker", BENCH_DRAIN_EXPECT=str(n), BENCH_DRAIN_OUT=str(out), **env
+        )
+        try:
+
+            def done() -> bool:
+                worker.check_alive()
+                return out.exists()
+
+            wait_until(f"the worker to drain {n:,} events", done, timeout=n / 200 + 60)
+        finally:
+            worker.stop()
+        result: dict[str, Any] = json.loads(out.read_text())
+        return result
+
+    return drain
+
+
+def _ratio(numerator: Any, denominator: Any) -> float | None:
+    if isinstance(numerator, int | float) and isinstance(denominator, int | float) and denominator:
+        return round(numerator / denominator, 3)
+    return None
+
+
+# -- the report's share ----------------------------------------------------------------------
+
+
+def targets() -> list[tuple[str, str, str, Callable[[float], bool]]]:
+    """(key, label, target text, passes) of phase i's target."""
+    return [
+        (
+            "flow_to_plain",
+            "worker drain, breaker and rate limit on / off",
+            f">= {TARGET:.2f}x",
+            lambda v: v >= TARGET,
+        )
+    ]
+
+
+def values(results: dict[str, Any]) -> dict[str, float | None]:
+    """The value of phase i's target in ``results`` (None: not measured)."""
+    i = results.get("i")
+    ratio = i.get("ratio") if isinstance(i, dict) else None
+    return {"flow_to_plain": ratio if isinstance(ratio, int | float) else None}
+
+
+def rows(i: dict[str, Any]) -> list[tuple[str, str, str | None]]:
+    """(figure, value, target key) of phase i's rows."""
+    out: list[tuple[str, str, str | None]] = []
+    for name, figure in (
+        ("plain", "no-op worker drain, breaker off, no rate limit"),
+        ("flow", f"no-op worker drain, breaker on, rate limit {NEVER_WAITS:,}/s"),
+    ):
+        node = i.get(name) or {}
+        value = node.get("msgs_per_s")
+        out.append((figure, f"{value:,.0f} msg/s" if isinstance(value, int | float) else "-", None))
+    ratio, rounds = i.get("ratio"), i.get("ratio_by_round") or []
+    text = f"{ratio:.2f}x" if isinstance(ratio, int | float) else "-"
+    if len(rounds) > 1:
+        text += f" of the medians; round by round {', '.join(f'{r:.2f}x' for r in rounds)}"
+    out.append(("  ratio on / off", text, "flow_to_plain"))
+    return out
+
+
+# -- the flow run's worker while the runtime has no rate limit of its own ---------------------
+
+
+class _RateLimited:
+    """Each handler start awaits its turn at the worker's :class:`RateLimiter`."""
+
+    def __init__(self) -> None:
+        self.limiter: RateLimiter | None = None
+        self.connection: AbstractConnection | None = None
+
+    async def __call__(self, event: Event, call_next: Next) -> Outcome:
+        if self.limiter is not None:
+            await self.limiter.acquire()
+        return await call_next(event)
+
+    async def open(self) -> None:
+        """A limiter of ``$BENCH_RATE_LIMIT`` counting the replicas on a connection of its own."""
+        queue = Names(os.environ.get("ROUTER_NAMESPACE", "attentive")).app_queue(APP)
+        self.limiter = RateLimiter(
+            APP,
+            queue,
+            float(os.environ["BENCH_RATE_LIMIT"]),
+            registry=limited_drain_worker.registry,
+        )
+        self.connection = await aio_pika.connect(os.environ["ROUTER_AMQP_URL"])
+        await self.limiter.start(self.connection)
+
+    async def close(self) -> None:
+        if self.limiter is not None:
+            await self.limiter.stop()
+        if self.connection is not None:
+            await self.connection.close()
+
+
+_limit = _RateLimited()
+#: Phase d's drain worker with a rate limit of ``$BENCH_RATE_LIMIT`` before each handler.
+limited_drain_worker = Worker(APP, prefetch=256, middleware=[_limit])
+limited_drain_worker.on("*")(count_event)
+limited_drain_worker.on_startup.extend([*drain_worker.on_startup, _limit.open])
+limited_drain_worker.on_shutdown.append(_limit.close)
+
+
+__all__ = ["NEVER_WAITS", "limited_drain_worker", "measure", "rows", "targets", "values"]
