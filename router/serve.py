@@ -161,7 +161,9 @@ async def serve(
     # this process is up (a probe, or a script, can then use the admin API at once).
     admin_runner: web.AppRunner | None = None
     if settings.admin_enabled and admin:
-        admin_app = create_admin_app(settings, attentive=attentive)
+        admin_app = create_admin_app(
+            settings, attentive=attentive, metrics_registry=ingress.metrics.registry
+        )
         admin_runner = web.AppRunner(admin_app, access_log=None)
         await admin_runner.setup()
     try:

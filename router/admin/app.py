@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from router.admin.apps import add_app_routes
 from router.admin.claims import add_claim_routes
@@ -23,6 +24,7 @@ from router.admin.deadletters import add_deadletter_routes
 from router.admin.jobs import add_job_routes
 from router.admin.responses import error_response, json_response
 from router.admin.tokens import CALLER, Tokens, load_tokens
+from router.apps.metrics import AppMetrics
 from router.attentive.settings import AttentiveSettings
 from router.claims.service import ClaimsService
 from router.console.app import add_console
@@ -45,10 +47,12 @@ def create_admin_app(
     store: ParkedStore | None = None,
     *,
     attentive: AttentiveSettings | None = None,
+    metrics_registry: CollectorRegistry | None = None,
 ) -> web.Application:
     """The admin application, and the console at ``/console``; it owns (opens, syncs, closes)
     the claims service and the parked-event store it is given (else those of the settings'
-    database). With ``attentive`` (``ATTENTIVE_API_TOKEN`` set), the console shows the audit.
+    database). With ``attentive`` (``ATTENTIVE_API_TOKEN`` set), the console shows the audit;
+    with ``metrics_registry`` (the process's), the paused applications' gauges are kept there.
     :class:`~router.errors.ConfigError` without a token (each of at least
     :data:`~router.settings.MIN_ADMIN_TOKEN_LENGTH` characters) or with a malformed tokens
     file."""
@@ -58,7 +62,8 @@ def create_admin_app(
     )
     app[_TOKENS] = tokens
     add_claim_routes(app, settings, service)
-    add_app_routes(app, settings)
+    metrics = AppMetrics(metrics_registry) if metrics_registry is not None else None
+    add_app_routes(app, settings, metrics=metrics)
     add_deadletter_routes(app, settings, store)
     add_job_routes(app)
     add_console(app, settings, tokens, attentive=attentive)
