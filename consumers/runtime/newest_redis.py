@@ -1,0 +1,150 @@
+"""A newest-wins store in Redis, shared by every replica of a worker.
+
+Two keys per ``(app, family, key)``: ``<prefix>:newest:...`` holds the newest event as one
+integer (:func:`~consumers.runtime.newest_stores.rank`: time and unsubscribe, ordered as
+events are), expiring ``retention`` after it was last moved; ``<prefix>:lease:...`` holds the
+lease's owner, expiring with the lease. Each change is a small Lua script, so it is atomic.
+Errors (the server down, a command timing out) are
+:class:`~consumers.runtime.newest_stores.NewestStoreError`.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import AbstractAsyncContextManager
+
+import redis.asyncio
+from redis.asyncio.connection import parse_url
+from redis.commands.core import AsyncScript
+
+from consumers.runtime.errors import WorkerConfigError
+from consumers.runtime.idempotency import without_password
+from consumers.runtime.newest import Recorded
+from consumers.runtime.newest_stores import (
+    DEFAULT_RETENTION,
+    NewestStoreError,
+    check_seconds,
+    from_rank,
+    rank,
+)
+from consumers.runtime.store_connections import connected_redis, redis_errors
+
+DEFAULT_KEY_PREFIX = "attentive:order"
+
+#: KEYS[1] becomes ARGV[1] for ARGV[2] ms if it is absent or smaller.
+_RECORD = """
+local current = redis.call('GET', KEYS[1])
+if current and tonumber(current) >= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+#: KEYS[1] holds the owner ARGV[1] for ARGV[2] ms, unless another owner holds it.
+_ACQUIRE = """
+local held = redis.call('GET', KEYS[1])
+if held and held ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+#: Delete KEYS[1] only while the owner ARGV[1] holds it.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('DEL', KEYS[1])
+"""
+
+
+class RedisNewestStore:
+    """A :class:`~consumers.runtime.newest_stores.NewestStore` in Redis."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        retention: float = DEFAULT_RETENTION,
+        key_prefix: str = DEFAULT_KEY_PREFIX,
+        timeout: float = 10.0,
+    ) -> None:
+        self.retention = check_seconds("retention", retention)
+        try:
+            parse_url(url)
+        except ValueError as exc:
+            raise WorkerConfigError(f"invalid Redis URL {without_password(url)!r}: {exc}") from None
+        if not key_prefix:
+            raise WorkerConfigError("the Redis key prefix of the newest-wins store is empty")
+        self.url = url
+        self.key_prefix = key_prefix
+        self.timeout = timeout
+        self._retention_ms = max(1, math.ceil(self.retention * 1000))
+        self._client: redis.asyncio.Redis | None = None
+        self._scripts: dict[str, AsyncScript] = {}
+
+    def __repr__(self) -> str:
+        return f"RedisNewestStore({without_password(self.url)!r}, key_prefix={self.key_prefix!r})"
+
+    async def open(self) -> None:
+        """Connect and ping: :class:`NewestStoreError` if Redis does not answer."""
+        if self._client is not None:
+            return
+        client = await connected_redis(self.url, timeout=self.timeout, error=NewestStoreError)
+        self._client = client
+        self._scripts = {
+            name: client.register_script(source)
+            for name, source in (("record", _RECORD), ("acquire", _ACQUIRE), ("release", _RELEASE))
+        }
+
+    async def close(self) -> None:
+        """Close the client's connections."""
+        client, self._client = self._client, None
+        if client is not None:
+            async with self._translated("closing the Redis connection"):
+                await client.aclose()
+
+    async def newest(self, app: str, family: str, key: str) -> Recorded | None:
+        """The newest key's value, decoded."""
+        client = self._require_open()
+        async with self._translated("reading the newest event"):
+            value = await client.get(self._key("newest", app, family, key))
+        return None if value is None else from_rank(int(value))
+
+    async def record(self, app: str, family: str, key: str, event: Recorded) -> bool:
+        """Set the newest key to ``event`` if it is absent or smaller, for the retention."""
+        args = (rank(event), self._retention_ms)
+        return await self._run("record", "recording the newest event", app, family, key, args)
+
+    async def acquire(self, app: str, family: str, key: str, owner: str, lease: float) -> bool:
+        """Set the lease key to ``owner`` for ``lease`` seconds unless another owner holds it."""
+        args = (owner, max(1, math.ceil(lease * 1000)))
+        return await self._run("acquire", "acquiring a key's lease", app, family, key, args)
+
+    async def release(self, app: str, family: str, key: str, owner: str) -> bool:
+        """Delete the lease key if ``owner`` holds it."""
+        return await self._run("release", "releasing a key's lease", app, family, key, (owner,))
+
+    async def _run(
+        self,
+        script: str,
+        doing: str,
+        app: str,
+        family: str,
+        key: str,
+        args: tuple[str | int, ...],
+    ) -> bool:
+        self._require_open()
+        kind = "newest" if script == "record" else "lease"
+        async with self._translated(doing):
+            done = await self._scripts[script](keys=[self._key(kind, app, family, key)], args=args)
+        return bool(done)
+
+    def _key(self, kind: str, app: str, family: str, key: str) -> str:
+        return f"{self.key_prefix}:{kind}:{app}:{family}:{key}"
+
+    def _require_open(self) -> redis.asyncio.Redis:
+        if self._client is None:
+            raise NewestStoreError(f"{self!r} is not open: call open() first")
+        return self._client
+
+    def _translated(self, doing: str) -> AbstractAsyncContextManager[None]:
+        """Client and network errors become one-line :class:`NewestStoreError`."""
+        return redis_errors(self.url, doing, NewestStoreError)
+
+
+__all__ = ["DEFAULT_KEY_PREFIX", "RedisNewestStore"]

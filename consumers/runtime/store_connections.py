@@ -1,0 +1,141 @@
+"""What a worker's shared store needs of Redis or PostgreSQL: a client that answered a ping, or
+a table with its pool, its schema and a background prune; each error as the store's own.
+
+A store passes its error class (``error``), so a driver or network failure reaches the
+pipeline as that store's one-line error, the URL's password left out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import redis.asyncio
+import structlog
+from redis.exceptions import RedisError
+
+from consumers.runtime.errors import WorkerConfigError
+from consumers.runtime.idempotency import one_line, without_password
+from router.pg import advisory_lock_key, create_pool, translated
+
+log = structlog.get_logger("consumers")
+
+StoreError = Callable[[str], Exception]
+
+
+@asynccontextmanager
+async def redis_errors(url: str, doing: str, error: StoreError) -> AsyncIterator[None]:
+    """Client and network errors raised inside become ``error("<doing> (<url>): <text>")``."""
+    try:
+        yield
+    except (RedisError, OSError) as exc:
+        raise error(f"{doing} ({without_password(url)}): {one_line(exc)}") from exc
+
+
+async def connected_redis(url: str, *, timeout: float, error: StoreError) -> redis.asyncio.Redis:
+    """A Redis client of ``url`` that answered a ping within ``timeout`` seconds."""
+    client = redis.asyncio.Redis.from_url(
+        url, socket_timeout=timeout, socket_connect_timeout=timeout
+    )
+    try:
+        async with redis_errors(url, "cannot connect to Redis", error):
+            await client.ping()
+    except BaseException:
+        await client.aclose()
+        raise
+    return client
+
+
+class PgTable:
+    """One store's PostgreSQL table: a small pool, the schema made under an advisory lock,
+    and a prune run in the background at most once per ``prune_interval`` seconds."""
+
+    def __init__(
+        self,
+        url: str,
+        table: str,
+        *,
+        error: StoreError,
+        timeout: float,
+        prune_interval: float,
+    ) -> None:
+        self.url = url
+        self.table = table
+        self.timeout = timeout
+        self.prune_interval = prune_interval
+        self._error = error
+        self._pool: Any = None
+        self._next_prune = 0.0
+        self._pruning: asyncio.Task[None] | None = None
+
+    async def open(self, schema: Sequence[str]) -> None:
+        """Connect and run ``schema`` (idempotent DDL) in one transaction under the table's
+        advisory lock, so replicas starting together do not race."""
+        if self._pool is not None:
+            return
+        try:
+            async with self.translated("cannot connect to the database"):
+                pool = await create_pool(self.url, timeout=self.timeout)
+        except ValueError as exc:  # asyncpg's verdict on the URL, before any connection
+            raise WorkerConfigError(
+                f"invalid PostgreSQL URL {without_password(self.url)!r}: {one_line(exc)}"
+            ) from None
+        self._pool = pool
+        try:
+            async with self.connection("creating the table") as conn, conn.transaction():
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock($1)", advisory_lock_key("schema", self.table)
+                )
+                for statement in schema:
+                    await conn.execute(statement)
+        except BaseException:
+            self._pool = None
+            pool.terminate()
+            raise
+        self._next_prune = 0.0
+
+    async def close(self) -> None:
+        """Stop a prune in progress and close the pool's connections."""
+        pruning, self._pruning = self._pruning, None
+        if pruning is not None and not pruning.done():
+            pruning.cancel()
+            await asyncio.wait({pruning}, timeout=self.timeout)
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            async with self.translated("closing the database"):
+                await pool.close()
+
+    @asynccontextmanager
+    async def connection(self, doing: str) -> AsyncIterator[Any]:
+        """A pooled connection, errors inside translated (``doing`` says what failed)."""
+        async with self.translated(doing):
+            if self._pool is None:
+                raise self._error(f"the store of {self.table} is not open: call open() first")
+            async with self._pool.acquire(timeout=self.timeout) as conn:
+                yield conn
+
+    def translated(self, doing: str) -> AbstractAsyncContextManager[None]:
+        """Driver and network errors become one-line store errors; a bad URL's
+        ``ValueError`` passes, for :meth:`open` to say so."""
+        return translated(self._error, doing, self.table, keep=(ValueError,))
+
+    def maybe_prune(self, prune: Callable[[], Awaitable[None]]) -> None:
+        """Start ``prune()`` in the background if one is due and none is running; its store
+        error is logged, never raised."""
+        now = time.monotonic()
+        if now < self._next_prune or (self._pruning is not None and not self._pruning.done()):
+            return
+        self._next_prune = now + self.prune_interval
+        self._pruning = asyncio.create_task(self._logged(prune), name=f"prune {self.table}")
+
+    async def _logged(self, prune: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await prune()
+        except Exception as exc:
+            log.warning("store_prune_failed", table=self.table, error=one_line(exc))
+
+
+__all__ = ["PgTable", "StoreError", "connected_redis", "redis_errors"]
