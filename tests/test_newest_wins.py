@@ -272,15 +272,15 @@ async def test_postgres_deletes_the_rows_past_the_retention() -> None:
         await drop_table(place.location)
 
 
-def test_a_memory_store_is_bounded() -> None:
-    async def story() -> None:
-        store = MemoryNewestStore(max_entries=2)
-        for key in ("a", "b", "c"):
-            await store.record(APP, FAMILY, key, Recorded(T0))
-        assert await store.newest(APP, FAMILY, "a") is None
-        assert await store.newest(APP, FAMILY, "c") == Recorded(T0)
+async def test_a_memory_store_is_bounded() -> None:
+    # Given a memory store of two keys at most
+    store = MemoryNewestStore(max_entries=2)
 
-    asyncio.run(story())
+    # When three keys are recorded, Then the first one recorded is forgotten
+    for key in ("a", "b", "c"):
+        await store.record(APP, FAMILY, key, Recorded(T0))
+    assert await store.newest(APP, FAMILY, "a") is None
+    assert await store.newest(APP, FAMILY, "c") == Recorded(T0)
 
 
 async def test_a_lease_is_held_by_one_owner_until_released(place: Place) -> None:
