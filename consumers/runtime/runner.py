@@ -1,5 +1,9 @@
 """Running a worker against RabbitMQ: claim, consume, settle every delivery, drain on stop.
 
+Whether it consumes at all is the flow's (:mod:`consumers.runtime.flow`): it stops while
+the application is paused or its circuit breaker is open, returning deliveries it has not
+started (no attempt counted), and then probes one event at a time.
+
 Every move between queues is publish-with-confirm, then ack: a retry is published to the
 delay tier and a dead letter to the dead-letter queue, and only once RabbitMQ confirmed it is
 the delivery acked. A delivery whose message id another delivery is handling (``Deferred``)
@@ -13,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import defaultdict
+import dataclasses
+from collections.abc import Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,18 +27,27 @@ import aiormq
 import structlog
 from aio_pika.abc import AbstractConnection, AbstractExchange
 from aiohttp import web
-from aiormq.abc import DeliveredMessage
+from aiormq.abc import AbstractChannel, DeliveredMessage
+from pamqp.commands import Basic
 from prometheus_client import generate_latest
 
+from consumers.runtime.claiming import claim_events
+from consumers.runtime.control import (
+    CONTROL_TIMEOUT,
+    AdminView,
+    ControlLink,
+    PauseState,
+    replica_name,
+)
 from consumers.runtime.delivery import Delivery
-from consumers.runtime.errors import ClaimRefused, Reject, WorkerConfigError
+from consumers.runtime.errors import Reject
 from consumers.runtime.event import Event
+from consumers.runtime.flow import Consumer, Flow, ProbeResult, probe_result
 from consumers.runtime.middleware import error_summary, traceback_summary
 from consumers.runtime.outcomes import DeadLetter, Deferred, Handled, Outcome, RetryLater, Skipped
 from consumers.runtime.settings import WorkerSettings
 from consumers.runtime.shared_stores import idempotency_store_from_url
 from consumers.runtime.worker import Worker
-from router.admin.client import AdminClient, AdminRequestFailed, AdminUnreachable, ClaimAnswer
 from router.amqp.nodes import BrokerUnreachable, connect_first
 from router.amqp.topology import declare_app_queue, declare_retry_queues, retry_routing_key
 from router.contract import envelope
@@ -42,56 +56,8 @@ log = structlog.get_logger("consumers")
 
 #: Seconds between attempts to reach a broker node.
 RECONNECT_INTERVAL = 1.0
-#: Headers RabbitMQ maintains itself; a republished copy starts without them.
 #: The delay tier a deferred delivery waits in when the retry policy has no tier at all.
 DEFER_MS_WITHOUT_TIERS = 1_000
-
-
-async def claim_events(worker: Worker, settings: WorkerSettings) -> None:
-    """Claim every pattern of the worker through the admin API; :class:`ClaimRefused` if not."""
-    if not settings.admin_token:
-        raise WorkerConfigError(
-            "a worker claims its events through the router's admin API: "
-            "set ROUTER_ADMIN_TOKEN (and ROUTER_ADMIN_URL)"
-        )
-    if not worker.routes:
-        raise WorkerConfigError(f"worker {worker.app} has no handlers")
-    by_company: dict[str | None, list[str]] = defaultdict(list)
-    for spec in worker.claims:
-        by_company[spec.company].append(str(spec.pattern))
-    deadline = asyncio.get_running_loop().time() + settings.claim_timeout
-    for company, patterns in by_company.items():
-        answer = await _claim_with_retries(worker.app, patterns, company, settings, deadline)
-        if not answer.granted:
-            held = answer.conflicts[0]
-            scope = f"company {held['company']}" if held["company"] else "all companies"
-            raise ClaimRefused(
-                f"{worker.app} cannot claim {held['wanted']}: application "
-                f"{held['app']!r} holds {held['event']} ({scope}), claim {held['id']}"
-            )
-    log.info("claims_granted", app=worker.app, claims=[str(s.pattern) for s in worker.claims])
-
-
-async def _claim_with_retries(
-    app: str, patterns: list[str], company: str | None, settings: WorkerSettings, deadline: float
-) -> ClaimAnswer:
-    """Ask the admin API, retrying while it is unreachable or unavailable (a router being
-    restarted) until ``deadline``; a refusal or a bad request is final at once."""
-    loop = asyncio.get_running_loop()
-    delay = 0.5
-    while True:
-        try:
-            async with AdminClient(
-                settings.admin_url, settings.admin_token.reveal(), ca_file=settings.admin_ca
-            ) as admin:
-                return await admin.add_claims(app, patterns, company)
-        except (AdminUnreachable, AdminRequestFailed) as error:
-            retryable = isinstance(error, AdminUnreachable) or error.status in (502, 503, 504)
-            if not retryable or loop.time() + delay > deadline:
-                raise
-            log.warning("claim_retrying", app=app, error=str(error), retry_in_s=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
 
 
 class WorkerRunner:
@@ -101,11 +67,20 @@ class WorkerRunner:
         self.worker = worker
         self.settings = settings
         self.names = settings.names
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Outcome | None]] = set()
         self._stopping = False
         self._retry: AbstractExchange | None = None
         self._dead: AbstractExchange | None = None
+        self._channel: AbstractChannel | None = None
+        self._queue = self.names.app_queue(worker.app)
+        #: Set exactly while the application queue's consumer is registered.
         self.consuming = asyncio.Event()
+        #: Running, paused or breaker open: :mod:`consumers.runtime.flow`.
+        self.flow = Flow(worker.app, settings.breaker_policy(worker.breaker), worker.flow_metrics)
+        self._by = replica_name(worker.app)
+        self._admin = AdminView(
+            settings.admin_url, settings.admin_token.reveal(), ca_file=settings.admin_ca
+        )
 
     async def run(self, stop: asyncio.Event, *, claim: bool = True) -> None:
         """Claim, consume until ``stop`` is set, then drain and close."""
@@ -148,12 +123,19 @@ class WorkerRunner:
                     await asyncio.wait({stopping}, timeout=RECONNECT_INTERVAL)
                     continue
                 try:
-                    queue, tag = await self._start_consuming(connection)
-                    log.info("worker_consuming", app=worker.app, queue=queue.name, node=node)
+                    consumer = await self._start_consuming(connection)
+                    state = self.flow.state
+                    log.info(
+                        "worker_consuming" if consumer.active else "worker_not_consuming",
+                        app=worker.app,
+                        queue=consumer.queue,
+                        node=node,
+                        state=state,
+                    )
                     lost = asyncio.ensure_future(connection.closed())
                     await asyncio.wait({stopping, lost}, return_when=asyncio.FIRST_COMPLETED)
                     if stop.is_set():
-                        await self._drain(queue, tag)
+                        await self._drain(consumer)
                         return
                     log.warning("broker_connection_lost", app=worker.app, node=node)
                     start = node + 1  # unacked deliveries come back; another node first
@@ -163,14 +145,15 @@ class WorkerRunner:
                     await asyncio.wait({stopping}, timeout=RECONNECT_INTERVAL)
                 finally:
                     self.consuming.clear()
+                    await self.flow.detach()
                     if not connection.is_closed:
                         await connection.close()  # what was not acked goes back to the queue
         finally:
             stopping.cancel()
 
-    async def _start_consuming(
-        self, connection: AbstractConnection
-    ) -> tuple[aio_pika.abc.AbstractQueue, str]:
+    async def _start_consuming(self, connection: AbstractConnection) -> Consumer:
+        """Declare the application's queues, join the control exchange, learn the state
+        (:meth:`Flow.attach`), and consume if running."""
         worker = self.worker
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         channel.close_callbacks.add(lambda *_: asyncio.ensure_future(connection.close()))
@@ -181,23 +164,38 @@ class WorkerRunner:
         self._retry = await declare_retry_queues(channel, self.names, worker.app, self._tiers_ms)
         self._dead = await channel.get_exchange(self.names.app_dead_letter_exchange(worker.app))
         # on aio-pika's own aiormq channel: see consumers.runtime.delivery
-        underlay = await channel.get_underlay_channel()
-        consuming = await underlay.basic_consume(queue.name, self._on_delivery)
-        if consuming.consumer_tag is None:
-            raise RuntimeError(f"RabbitMQ gave no consumer tag for {queue.name}")
-        self.consuming.set()
-        return queue, consuming.consumer_tag
+        self._channel = await channel.get_underlay_channel()
+        self._queue = queue.name
+        consumer = Consumer(self._channel, queue.name, self._on_delivery, self.consuming)
+        link = ControlLink(connection, self.names, worker.app, by=self._by)
+        await self.flow.attach(link, consumer, self._probe, self._paused_says_admin)
+        return consumer
+
+    async def _paused_says_admin(self) -> PauseState | None:
+        return await self._admin.pause_state(self.worker.app)
+
+    async def _probe(self) -> ProbeResult:
+        """Take one event (basic.get) and handle it as any delivery: the breaker's probe."""
+        channel = self._channel
+        if channel is None or self._stopping:
+            return "empty"
+        got = await channel.basic_get(self._queue, no_ack=False, timeout=CONTROL_TIMEOUT)
+        if not isinstance(got.delivery, Basic.GetOk):
+            return "empty"
+        task = self._spawn(self._process(_got(got), gated=False))
+        return probe_result(await asyncio.shield(task))
 
     @property
     def _tiers_ms(self) -> tuple[int, ...]:
         """The delay tiers to declare: the retry policy's, or one to defer with if it has none."""
         return self.worker.retry.tiers_ms or (DEFER_MS_WITHOUT_TIERS,)
 
-    async def _drain(self, queue: aio_pika.abc.AbstractQueue, tag: str) -> None:
+    async def _drain(self, consumer: Consumer) -> None:
         """Stop taking deliveries; give in-flight handlers until the deadline to finish."""
         self._stopping = True
+        await self.flow.detach()
         with contextlib.suppress(Exception):
-            await queue.cancel(tag)
+            await consumer.stop()
         deadline = self.settings.shutdown_timeout or self.worker.shutdown_timeout
         if self._tasks:
             log.info("worker_draining", in_flight=len(self._tasks), deadline_s=deadline)
@@ -213,13 +211,22 @@ class WorkerRunner:
         handled in a task of the runner's own, which only the drain deadline cancels: a
         handler running when the connection is lost runs to its end (its ack then fails and
         the broker redelivers the event, as for any unacked delivery)."""
-        if self._stopping:
-            return  # not started: it goes back to the queue when the channel closes
-        task = asyncio.create_task(self._process(Delivery.from_aiormq(message)))
+        if not self._stopping:  # (else it goes back to the queue when the channel closes)
+            self._spawn(self._process(Delivery.from_aiormq(message)))
+
+    def _spawn(self, work: Coroutine[Any, Any, Outcome | None]) -> asyncio.Task[Outcome | None]:
+        task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
-    async def _process(self, message: Delivery) -> None:
+    async def _process(self, message: Delivery, *, gated: bool = True) -> Outcome | None:
+        """Handle one delivery and settle it; its outcome (None: returned unstarted). A probe
+        is not ``gated``: it is handled while the breaker is open."""
+        # the one place each handler start waits: the rate limit, then the flow's gate
+        if gated and not self.flow.admitting:
+            await self._return(message)
+            return None
         attempt = envelope.attempt(message.headers)
         try:
             event = Event.from_body(
@@ -230,10 +237,20 @@ class WorkerRunner:
                 headers=message.headers,
             )
         except Reject as error:
-            await self._settle(message, attempt, DeadLetter("rejected", error))
-            return
+            dead = DeadLetter("rejected", error)
+            await self._settle(message, attempt, dead)
+            return dead
         outcome = await self.worker.handle(event)
+        self.flow.record(outcome)
         await self._settle(message, attempt, outcome)
+        return outcome
+
+    async def _return(self, message: Delivery) -> None:
+        """Give an unstarted delivery back to the queue (paused, or the breaker open): no
+        attempt is counted, our headers are untouched."""
+        self.worker.flow_metrics.returned.inc()
+        with contextlib.suppress(Exception):
+            await message.requeue()
 
     async def _settle(self, message: Delivery, attempt: int, outcome: Outcome) -> None:
         """Ack, or move the delivery (publish with confirm, then ack); on failure, return it."""
@@ -313,7 +330,9 @@ class WorkerRunner:
             return web.Response(body=generate_latest(registry), content_type="text/plain")
 
         async def healthz(_: web.Request) -> web.Response:
-            return web.json_response({"status": "alive", "consuming": self.consuming.is_set()})
+            return web.json_response(
+                {"status": "alive", "consuming": self.consuming.is_set(), "state": self.flow.state}
+            )
 
         app = web.Application()
         app.router.add_get("/metrics", metrics)
@@ -322,6 +341,20 @@ class WorkerRunner:
         await runner.setup()
         await web.TCPSite(runner, self.settings.metrics_host, self.settings.metrics_port).start()
         return runner
+
+
+def _got(message: DeliveredMessage) -> Delivery:
+    """The probe's basic.get answer, read as a consumed delivery is."""
+    frame = message.delivery
+    assert isinstance(frame, Basic.GetOk)
+    deliver = Basic.Deliver(
+        consumer_tag="probe",
+        delivery_tag=frame.delivery_tag,
+        redelivered=frame.redelivered,
+        exchange=frame.exchange,
+        routing_key=frame.routing_key,
+    )
+    return Delivery.from_aiormq(dataclasses.replace(message, delivery=deliver))
 
 
 def _now() -> str:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from consumers.runtime.breaker import BreakerPolicy
 from consumers.runtime.errors import WorkerConfigError
 from consumers.runtime.idempotency import DEFAULT_LEASE
 from router import config
@@ -67,12 +68,48 @@ class WorkerSettings:
     #: ``ROUTER_METRICS_MAX_OTHER_TYPES``: undocumented event types that get a ``type`` label
     #: of their own in the metrics; later ones are counted as ``other``.
     metrics_max_other_types: int = DEFAULT_MAX_OTHER_TYPES
+    #: ``WORKER_BREAKER``: the circuit breaker on or off; unset, the worker's own (on): an
+    #: outage then stops every replica instead of dead-lettering its events.
+    breaker: bool | None = None
+    #: ``WORKER_BREAKER_FAILURES``: failures in the window before it opens; unset, the
+    #: worker's own (20: more than a prefetch's worth at once, more than a few poison
+    #: events can make).
+    breaker_failures: int | None = None
+    #: ``WORKER_BREAKER_RATIO``: least share of failures among the outcomes in the window
+    #: (0 to 1); unset, the worker's own (0.5: a downstream that is down fails nearly all).
+    breaker_ratio: float | None = None
+    #: ``WORKER_BREAKER_WINDOW``: seconds of the sliding window; unset, the worker's own (30:
+    #: long enough to see a trickle's failures, short enough to forget a blip).
+    breaker_window: float | None = None
+    #: ``WORKER_BREAKER_PROBE_MAX``: longest wait between probes, seconds; unset, the
+    #: worker's own (30: a recovery is seen within half a minute, two requests a minute).
+    breaker_probe_max: float | None = None
     log_format: LogFormat = "auto"
     log_level: str = "info"
 
     @property
     def names(self) -> Names:
         return Names(self.namespace)
+
+    def breaker_policy(self, own: BreakerPolicy | None) -> BreakerPolicy:
+        """The worker's own breaker policy (else the defaults) with what these settings set;
+        :class:`WorkerConfigError` when the two together cannot work (a cap below the first
+        probe's wait)."""
+        changes: dict[str, Any] = {
+            field: value
+            for field, value in (
+                ("enabled", self.breaker),
+                ("failures", self.breaker_failures),
+                ("ratio", self.breaker_ratio),
+                ("window", self.breaker_window),
+                ("probe_max", self.breaker_probe_max),
+            )
+            if value is not None
+        }
+        try:
+            return dataclasses.replace(own or BreakerPolicy(), **changes)
+        except ValueError as error:
+            raise WorkerConfigError(str(error)) from None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> WorkerSettings:
@@ -108,6 +145,13 @@ VARIABLES: Final[Mapping[str, Variable[Any]]] = {
     "idempotency_url": config.secret("WORKER_IDEMPOTENCY_URL"),
     "idempotency_lease": config.seconds("WORKER_IDEMPOTENCY_LEASE"),
     "metrics_max_other_types": ROUTER_VARIABLES["metrics_max_other_types"],
+    "breaker": config.boolean("WORKER_BREAKER"),
+    "breaker_failures": config.integer("WORKER_BREAKER_FAILURES", 1),
+    "breaker_ratio": config.Variable(
+        "WORKER_BREAKER_RATIO", "a number between 0 and 1", float, lambda r: 0 <= r <= 1
+    ),
+    "breaker_window": config.seconds("WORKER_BREAKER_WINDOW"),
+    "breaker_probe_max": config.seconds("WORKER_BREAKER_PROBE_MAX"),
     # (a worker takes any log format and level, as it always has: an unknown format logs
     # for a terminal, an unknown level at info)
     "log_format": config.text("ROUTER_LOG_FORMAT"),

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 
+from consumers.runtime.breaker import BreakerPolicy
 from consumers.runtime.errors import NoHandler, WorkerConfigError
 from consumers.runtime.event import Event
+from consumers.runtime.flow import FlowMetrics
 from consumers.runtime.idempotency import IdempotencyStore, MemoryStore
 from consumers.runtime.middleware import (
     Idempotency,
@@ -51,7 +53,9 @@ class Worker:
     """An application's worker: ``@worker.on("sms.*")`` registers a handler.
 
     An event goes to the first registered handler whose pattern (and companies) match it.
-    The worker claims exactly the patterns its handlers are registered for.
+    The worker claims exactly the patterns its handlers are registered for. ``breaker``:
+    when its circuit breaker stops every replica taking deliveries (on by default, see
+    :class:`~consumers.runtime.breaker.BreakerPolicy`).
     """
 
     def __init__(
@@ -63,6 +67,7 @@ class Worker:
         idempotency: IdempotencyStore | None = None,
         middleware: Sequence[Middleware] = (),
         shutdown_timeout: float = 30.0,
+        breaker: BreakerPolicy | None = None,
     ) -> None:
         try:
             ClaimSpec.parse(app, "*")
@@ -75,7 +80,12 @@ class Worker:
         self.retry = retry or RetryPolicy()
         self.idempotency: IdempotencyStore = idempotency or MemoryStore()
         self.shutdown_timeout = shutdown_timeout
+        #: The circuit breaker's policy (:mod:`consumers.runtime.breaker`); the
+        #: ``WORKER_BREAKER*`` settings win where set. None: the defaults (on).
+        self.breaker = breaker
         self.registry = CollectorRegistry(auto_describe=True)
+        #: The breaker's, the pause's and the probes' series (:mod:`consumers.runtime.flow`).
+        self.flow_metrics = FlowMetrics(app, self.registry)
         #: Undocumented event types with a ``type`` label of their own in the metrics (the
         #: runner sets it from ``ROUTER_METRICS_MAX_OTHER_TYPES``); the rest count as ``other``.
         self.metrics_max_other_types = DEFAULT_MAX_OTHER_TYPES
