@@ -43,10 +43,10 @@ payload has none or not a whole number in range.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 import hmac
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Literal
 
 import orjson
@@ -59,17 +59,19 @@ SUBJECT_KEY_BYTES: Final = 16
 #: What the secret is derived with from the first signing key when none is configured.
 DERIVATION_LABEL: Final = b"attentive-router subject key v1"
 
-_ATTRIBUTE_PREFIX = "custom_attribute."
-#: The identities tried in turn, per channel.
-_IDENTITIES: Final[Mapping[Channel, tuple[str, ...]]] = {
-    "sms": ("phone", "email", "external_id"),
-    "email": ("email", "phone", "external_id"),
-    "attribute": ("external_id", "phone", "email"),
+#: The channel of each first word of an event type that has one.
+_CHANNELS: Final[Mapping[str, Channel]] = {
+    "sms": "sms",
+    "email": "email",
+    "custom_attribute": "attribute",
 }
 #: Written between the digits of a phone number, dropped when it is normalised.
 _PHONE_FORMATTING = str.maketrans("", "", " -.()\t")
 #: E.164 allows 15 digits.
 _MAX_PHONE_DIGITS = 15
+#: Standard base64 to base64url; 16 bytes are 22 characters and ``==``.
+_URL_SAFE = bytes.maketrans(b"+/", b"-_")
+_KEY_CHARACTERS = 22
 
 
 class SubjectKeys:
@@ -90,7 +92,8 @@ class SubjectKeys:
             return None
         mac = self._hmac.copy()
         mac.update(orjson.dumps(subject))
-        return base64.urlsafe_b64encode(mac.digest()[:SUBJECT_KEY_BYTES]).rstrip(b"=").decode()
+        encoded = binascii.b2a_base64(mac.digest()[:SUBJECT_KEY_BYTES], newline=False)
+        return encoded[:_KEY_CHARACTERS].translate(_URL_SAFE).decode()
 
     def __repr__(self) -> str:
         return "SubjectKeys(***)"
@@ -105,13 +108,7 @@ def subject_key(
 
 def channel_of(event_type: str) -> Channel | None:
     """The channel whose state an event of ``event_type`` is about, if the contract says."""
-    if event_type.startswith("sms."):
-        return "sms"
-    if event_type.startswith("email."):
-        return "email"
-    if event_type.startswith(_ATTRIBUTE_PREFIX):
-        return "attribute"
-    return None
+    return _CHANNELS.get(event_type.partition(".")[0])
 
 
 def subject_of(
@@ -120,14 +117,14 @@ def subject_of(
     """What the subject key is the keyed hash of: company, channel, kind of identity, identity
     (and the attribute's name); None when a part is missing. Contact details in clear: never
     to be published or logged."""
-    channel = channel_of(event_type)
+    channel = _CHANNELS.get(event_type.partition(".")[0])
     if channel is None:
         return None
     subscriber = payload.get("subscriber")
     if not isinstance(subscriber, dict):
         return None
-    for kind in _IDENTITIES[channel]:
-        identity = _identity(kind, subscriber.get(kind))
+    for kind, read in _IDENTITIES[channel]:
+        identity = read(subscriber.get(kind))
         if identity is not None:
             break
     else:
@@ -157,10 +154,12 @@ def subject_secret(configured: Secret, signing_keys: Sequence[Secret]) -> bytes:
 
 def normal_phone(value: object) -> str | None:
     """``value`` as E.164 (``+`` then 1 to 15 digits), or None when it is not a phone number."""
-    if type(value) is int:
-        digits = str(value) if value > 0 else ""
-    elif isinstance(value, str):
+    if type(value) is str:
+        if value[1:].isdigit() and value[:1] == "+" and value.isascii():  # (as Attentive sends)
+            return value if len(value) <= _MAX_PHONE_DIGITS + 1 else None
         digits = value.translate(_PHONE_FORMATTING).removeprefix("+")
+    elif type(value) is int:
+        digits = str(value) if value > 0 else ""
     else:
         return None
     if not (digits.isascii() and digits.isdigit() and len(digits) <= _MAX_PHONE_DIGITS):
@@ -168,17 +167,30 @@ def normal_phone(value: object) -> str | None:
     return f"+{digits}"
 
 
-def _identity(kind: str, value: object) -> str | None:
-    if kind == "phone":
-        return normal_phone(value)
-    if kind == "email":
-        email = value.strip().lower() if isinstance(value, str) else ""
-        return email or None
+def normal_email(value: object) -> str | None:
+    """``value`` trimmed and lower-cased, or None when it is no text or blank."""
+    email = value.strip().lower() if isinstance(value, str) else ""
+    return email or None
+
+
+def _external_id(value: object) -> str | None:
     if type(value) is int:
         return str(value)
     if isinstance(value, str):
         return value.strip() or None
     return None
+
+
+_Read = Callable[[object], str | None]
+_PHONE: tuple[str, _Read] = ("phone", normal_phone)
+_EMAIL: tuple[str, _Read] = ("email", normal_email)
+_EXTERNAL_ID: tuple[str, _Read] = ("external_id", _external_id)
+#: The identities tried in turn, per channel, and how each is read.
+_IDENTITIES: Final[Mapping[Channel, tuple[tuple[str, _Read], ...]]] = {
+    "sms": (_PHONE, _EMAIL, _EXTERNAL_ID),
+    "email": (_EMAIL, _PHONE, _EXTERNAL_ID),
+    "attribute": (_EXTERNAL_ID, _PHONE, _EMAIL),
+}
 
 
 def _attribute_name(user_property: object) -> str | None:
@@ -195,6 +207,7 @@ __all__ = [
     "Channel",
     "SubjectKeys",
     "channel_of",
+    "normal_email",
     "normal_phone",
     "subject_key",
     "subject_of",
