@@ -12,7 +12,9 @@ a pre-filled application queue twice, as :meth:`bench.run.Bench.drain_worker` do
 
 The two alternate which goes first from round to round, so a broker getting slower or
 faster over the phase weighs on both alike. The figure is the ratio of their medians, with
-the ratio of each round beside it.
+the ratio of each round beside it; beside it too, the worker process's CPU per event (from
+its "worker_consuming" log line to its last handler), which other load on the machine
+disturbs far less than the wall-clock rate.
 
 While the runtime does not read ``WORKER_RATE_LIMIT`` itself, the flow run is
 :data:`limited_drain_worker`: the same worker with a middleware that awaits a
@@ -31,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import aio_pika
 from aio_pika.abc import AbstractConnection
 
-from bench.common import APP, wait_until
+from bench.common import APP, Proc, proc_stats, wait_until
 from bench.e2e_worker import count_event, drain_worker
 from consumers import Event, Worker
 from consumers.runtime.middleware import Next
@@ -48,7 +50,7 @@ if TYPE_CHECKING:
 #: Handler starts a second of the flow run's rate limit: far above any drain.
 NEVER_WAITS = 1_000_000
 #: The figures of one drain that are reported as medians.
-FIELDS = ("msgs_per_s", "seconds")
+FIELDS = ("msgs_per_s", "seconds", "cpu_us_per_event")
 #: The target: the flow run's drain to the plain run's.
 TARGET = 0.95
 
@@ -100,11 +102,10 @@ def measure(bench: Bench) -> dict[str, Any]:
         "plain": plain,
         "flow": flow,
         "ratio": _ratio(flow.get("msgs_per_s"), plain.get("msgs_per_s")),
-        "ratio_by_round": [
-            ratio
-            for p, f in zip(runs["plain"], runs["flow"], strict=True)
-            if (ratio := _ratio(f.get("msgs_per_s"), p.get("msgs_per_s"))) is not None
-        ],
+        "ratio_by_round": _by_round(runs, "msgs_per_s"),
+        # CPU per event, plain over flow: as the rate, the higher the better
+        "cpu_ratio": _ratio(plain.get("cpu_us_per_event"), flow.get("cpu_us_per_event")),
+        "cpu_ratio_by_round": _by_round(runs, "cpu_us_per_event", inverse=True),
         "rate_limit": NEVER_WAITS,
         "runtime_reads": sorted(runtime_settings()),
         "environments": {name: env for name, (_, env) in variants().items()},
@@ -121,17 +122,44 @@ def _drainer(bench: Bench, target: str, env: dict[str, str]) -> Callable[[], dic
         )
         try:
 
+            def consuming() -> bool:
+                worker.check_alive()
+                return b'"worker_consuming"' in worker.log.read_bytes() or out.exists()
+
             def done() -> bool:
                 worker.check_alive()
                 return out.exists()
 
+            wait_until("the worker to consume", consuming, timeout=60, interval=0.01)
+            started = _ticks(worker)
             wait_until(f"the worker to drain {n:,} events", done, timeout=n / 200 + 60)
+            ticks = _ticks(worker) - started
         finally:
             worker.stop()
         result: dict[str, Any] = json.loads(out.read_text())
+        result["cpu_us_per_event"] = round(ticks / os.sysconf("SC_CLK_TCK") * 1e6 / n, 1)
         return result
 
     return drain
+
+
+def _ticks(worker: Proc) -> int:
+    """The CPU (user and system, clock ticks) the worker's process has used so far."""
+    stats = proc_stats()
+    return sum(stats[pid].ticks for pid in worker.pids() if pid in stats)
+
+
+def _by_round(
+    runs: dict[str, list[dict[str, Any]]], field: str, *, inverse: bool = False
+) -> list[float]:
+    """flow / plain of ``field`` in each round both measured (plain / flow if ``inverse``)."""
+    ratios: list[float] = []
+    for plain, flow in zip(runs["plain"], runs["flow"], strict=True):
+        top, bottom = (plain, flow) if inverse else (flow, plain)
+        ratio = _ratio(top.get(field), bottom.get(field))
+        if ratio is not None:
+            ratios.append(ratio)
+    return ratios
 
 
 def _ratio(numerator: Any, denominator: Any) -> float | None:
@@ -172,12 +200,29 @@ def rows(i: dict[str, Any]) -> list[tuple[str, str, str | None]]:
         node = i.get(name) or {}
         value = node.get("msgs_per_s")
         out.append((figure, f"{value:,.0f} msg/s" if isinstance(value, int | float) else "-", None))
-    ratio, rounds = i.get("ratio"), i.get("ratio_by_round") or []
+    text = _x(i.get("ratio"), i.get("ratio_by_round") or [])
+    out.append(("  ratio on / off", text, "flow_to_plain"))
+    plain, flow = (i.get(name) or {} for name in ("plain", "flow"))
+    out.append(
+        (
+            "  worker CPU per event, off / on",
+            f"{_us(plain.get('cpu_us_per_event'))} / {_us(flow.get('cpu_us_per_event'))} µs: "
+            + _x(i.get("cpu_ratio"), i.get("cpu_ratio_by_round") or []),
+            None,
+        )
+    )
+    return out
+
+
+def _us(value: Any) -> str:
+    return f"{value:,.1f}" if isinstance(value, int | float) else "-"
+
+
+def _x(ratio: Any, rounds: list[float]) -> str:
     text = f"{ratio:.2f}x" if isinstance(ratio, int | float) else "-"
     if len(rounds) > 1:
         text += f" of the medians; round by round {', '.join(f'{r:.2f}x' for r in rounds)}"
-    out.append(("  ratio on / off", text, "flow_to_plain"))
-    return out
+    return text
 
 
 # -- the flow run's worker while the runtime has no rate limit of its own ---------------------
