@@ -76,8 +76,8 @@ class Recorder:
         self.in_flight = 0
         self.started_while_paused = 0
 
-    def worker(self, app: str, replica: list[Replica]) -> Worker:
-        worker = Worker(app, retry=QUICK)
+    def worker(self, app: str, replica: list[Replica], rate_limit: float | None = None) -> Worker:
+        worker = Worker(app, retry=QUICK, rate_limit=rate_limit)
 
         @worker.on(EVENT_TYPE)
         async def handle(event: Event) -> None:
@@ -94,10 +94,12 @@ class Recorder:
         return worker
 
 
-async def recorded(replicas: StartReplica, recorder: Recorder, app: str) -> Replica:
+async def recorded(
+    replicas: StartReplica, recorder: Recorder, app: str, rate_limit: float | None = None
+) -> Replica:
     """Start a replica of ``app`` whose handler is ``recorder``'s."""
     own: list[Replica] = []
-    own.append(await replicas(recorder.worker(app, own)))
+    own.append(await replicas(recorder.worker(app, own, rate_limit)))
     return own[0]
 
 
@@ -253,3 +255,35 @@ async def test_a_control_message_that_cannot_be_read_or_is_for_another_app_is_ig
 
 def _count(logs: list[MutableMapping[str, Any]], event: str) -> int:
     return sum(1 for line in logs if line.get("event") == event)
+
+
+async def test_a_pause_returns_at_once_the_deliveries_waiting_for_the_rate_limit(
+    replicas: StartReplica, amqp: AbstractRobustConnection, names: Names
+) -> None:
+    # Given a replica limited to 2 handler starts a second, its prefetch (16) in hand
+    app = "campaigns"
+    recorder = Recorder()
+    replica = await recorded(replicas, recorder, app, rate_limit=2)
+    await until_consuming(replica)
+    events = bodies(24)
+    await publish(amqp, names, events)
+    await until(lambda: recorder.starts >= 2, timeout=10)
+    assert replica.sample("attentive_worker_rate_limit_per_second") == 2
+
+    # When ops pause the application
+    await tell(amqp, names, ControlMessage(ControlKind.PAUSE, app, "ops"))
+
+    # Then the deliveries waiting for their turn go back to the queue now, not one every
+    # half second, no attempt counted
+    await until(lambda: replica.sample("attentive_worker_returned_total") >= 10, timeout=3)
+    await until(lambda: recorder.in_flight == 0, timeout=5)
+    async with asyncio.timeout(5):
+        while await depth(amqp, names.app_queue(app)) != len(events) - recorder.starts:
+            await asyncio.sleep(0.05)
+    assert recorder.started_while_paused == 0
+
+    # And after the resume every event is handled once, at the limit's pace
+    await tell(amqp, names, ControlMessage(ControlKind.RESUME, app, "ops"))
+    await until(lambda: len(recorder.handled) == len(events), timeout=30)
+    assert max(recorder.handled.values()) == 1
+    assert replica.sample("attentive_worker_rate_limited_seconds_total") > 0

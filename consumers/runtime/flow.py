@@ -141,8 +141,11 @@ class Flow:
         metrics: FlowMetrics,
         *,
         clock: Callable[[], float] = time.monotonic,
+        interrupt: Callable[[], None] = lambda: None,
     ) -> None:
         self.app = app
+        #: Called whenever handlers may no longer start (the rate limit's waiters return).
+        self._interrupt = interrupt
         self.policy = policy
         self.breaker = Breaker(policy, clock)
         self.metrics = metrics
@@ -247,6 +250,8 @@ class Flow:
 
     def _admit(self) -> None:
         self.admitting = not self.paused and not self.breaker.is_open
+        if not self.admitting:
+            self._interrupt()
         self.metrics.paused.set(1 if self.paused else 0)
         self.metrics.breaker_open.set(1 if self.breaker.is_open else 0)
 

@@ -45,6 +45,7 @@ from consumers.runtime.event import Event
 from consumers.runtime.flow import Consumer, Flow, ProbeResult, probe_result
 from consumers.runtime.middleware import error_summary, traceback_summary
 from consumers.runtime.outcomes import DeadLetter, Deferred, Handled, Outcome, RetryLater, Skipped
+from consumers.runtime.ratelimit import RateLimiter
 from consumers.runtime.settings import WorkerSettings
 from consumers.runtime.shared_stores import idempotency_store_from_url
 from consumers.runtime.worker import Worker
@@ -76,7 +77,15 @@ class WorkerRunner:
         #: Set exactly while the application queue's consumer is registered.
         self.consuming = asyncio.Event()
         #: Running, paused or breaker open: :mod:`consumers.runtime.flow`.
-        self.flow = Flow(worker.app, settings.breaker_policy(worker.breaker), worker.flow_metrics)
+        rate = settings.rate_limit or worker.rate_limit
+        self._limiter = RateLimiter(worker.app, self._queue, rate, registry=worker.registry)
+        self._limited = rate is not None
+        self.flow = Flow(
+            worker.app,
+            settings.breaker_policy(worker.breaker),
+            worker.flow_metrics,
+            interrupt=self._limiter.interrupt,
+        )
         self._by = replica_name(worker.app)
         self._admin = AdminView(
             settings.admin_url, settings.admin_token.reveal(), ca_file=settings.admin_ca
@@ -146,6 +155,7 @@ class WorkerRunner:
                 finally:
                     self.consuming.clear()
                     await self.flow.detach()
+                    await self._limiter.stop()
                     if not connection.is_closed:
                         await connection.close()  # what was not acked goes back to the queue
         finally:
@@ -168,6 +178,7 @@ class WorkerRunner:
         self._queue = queue.name
         consumer = Consumer(self._channel, queue.name, self._on_delivery, self.consuming)
         link = ControlLink(connection, self.names, worker.app, by=self._by)
+        await self._limiter.start(connection)
         await self.flow.attach(link, consumer, self._probe, self._paused_says_admin)
         return consumer
 
@@ -193,6 +204,7 @@ class WorkerRunner:
     async def _drain(self, consumer: Consumer) -> None:
         """Stop taking deliveries; give in-flight handlers until the deadline to finish."""
         self._stopping = True
+        self._limiter.interrupt()
         await self.flow.detach()
         with contextlib.suppress(Exception):
             await consumer.stop()
@@ -223,10 +235,12 @@ class WorkerRunner:
     async def _process(self, message: Delivery, *, gated: bool = True) -> Outcome | None:
         """Handle one delivery and settle it; its outcome (None: returned unstarted). A probe
         is not ``gated``: it is handled while the breaker is open."""
-        # the one place each handler start waits: the rate limit, then the flow's gate
-        if gated and not self.flow.admitting:
-            await self._return(message)
-            return None
+        if gated:  # each handler start waits for the rate limit, then asks the flow's gate
+            if self._limited:
+                await self._limiter.acquire()
+            if not self.flow.admitting or self._stopping:
+                await self._return(message)
+                return None
         attempt = envelope.attempt(message.headers)
         try:
             event = Event.from_body(

@@ -10,6 +10,7 @@ which never show themselves (``.reveal()`` gives the value).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -84,6 +85,9 @@ class WorkerSettings:
     #: ``WORKER_BREAKER_PROBE_MAX``: longest wait between probes, seconds; unset, the
     #: worker's own (30: a recovery is seen within half a minute, two requests a minute).
     breaker_probe_max: float | None = None
+    #: ``WORKER_RATE_LIMIT``: at most this many handler starts a second across every replica
+    #: of the application; unset, the worker's own (none).
+    rate_limit: float | None = None
     log_format: LogFormat = "auto"
     log_level: str = "info"
 
@@ -152,6 +156,12 @@ VARIABLES: Final[Mapping[str, Variable[Any]]] = {
     ),
     "breaker_window": config.seconds("WORKER_BREAKER_WINDOW"),
     "breaker_probe_max": config.seconds("WORKER_BREAKER_PROBE_MAX"),
+    "rate_limit": config.Variable(
+        "WORKER_RATE_LIMIT",
+        "a positive number of handler starts a second",
+        float,
+        lambda rate: math.isfinite(rate) and rate > 0,
+    ),
     # (a worker takes any log format and level, as it always has: an unknown format logs
     # for a terminal, an unknown level at info)
     "log_format": config.text("ROUTER_LOG_FORMAT"),

@@ -6,6 +6,7 @@ Defining one touches no broker; :mod:`consumers.runtime.runner` runs it, and
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -55,7 +56,8 @@ class Worker:
     An event goes to the first registered handler whose pattern (and companies) match it.
     The worker claims exactly the patterns its handlers are registered for. ``breaker``:
     when its circuit breaker stops every replica taking deliveries (on by default, see
-    :class:`~consumers.runtime.breaker.BreakerPolicy`).
+    :class:`~consumers.runtime.breaker.BreakerPolicy`); ``rate_limit``: at most that many
+    handler starts a second across its replicas, the rest waiting in the queue.
     """
 
     def __init__(
@@ -68,6 +70,7 @@ class Worker:
         middleware: Sequence[Middleware] = (),
         shutdown_timeout: float = 30.0,
         breaker: BreakerPolicy | None = None,
+        rate_limit: float | None = None,
     ) -> None:
         try:
             ClaimSpec.parse(app, "*")
@@ -75,6 +78,8 @@ class Worker:
             raise WorkerConfigError(str(error)) from None
         if prefetch < 1:
             raise WorkerConfigError("prefetch must be at least 1")
+        if rate_limit is not None and not (math.isfinite(rate_limit) and rate_limit > 0):
+            raise WorkerConfigError(f"rate_limit must be a positive number, not {rate_limit}")
         self.app = app
         self.prefetch = prefetch
         self.retry = retry or RetryPolicy()
@@ -83,6 +88,9 @@ class Worker:
         #: The circuit breaker's policy (:mod:`consumers.runtime.breaker`); the
         #: ``WORKER_BREAKER*`` settings win where set. None: the defaults (on).
         self.breaker = breaker
+        #: At most this many handler starts a second across every replica (None: no limit;
+        #: ``WORKER_RATE_LIMIT`` wins where set): :mod:`consumers.runtime.ratelimit`.
+        self.rate_limit = rate_limit
         self.registry = CollectorRegistry(auto_describe=True)
         #: The breaker's, the pause's and the probes' series (:mod:`consumers.runtime.flow`).
         self.flow_metrics = FlowMetrics(app, self.registry)
