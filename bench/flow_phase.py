@@ -15,32 +15,16 @@ faster over the phase weighs on both alike. The figure is the ratio of their med
 the ratio of each round beside it; beside it too, the worker process's CPU per event (from
 its "worker_consuming" log line to its last handler), which other load on the machine
 disturbs far less than the wall-clock rate.
-
-While the runtime does not read ``WORKER_RATE_LIMIT`` itself, the flow run is
-:data:`limited_drain_worker`: the same worker with a middleware that awaits a
-:class:`~consumers.runtime.ratelimit.RateLimiter` of its own before each handler; and while
-it has no breaker setting, the plain run is the worker as it is.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import uuid
 from typing import TYPE_CHECKING, Any
 
-import aio_pika
-from aio_pika.abc import AbstractConnection
-
-from bench.common import APP, Proc, proc_stats, wait_until
-from bench.e2e_worker import count_event, drain_worker
-from consumers import Event, Worker
-from consumers.runtime.middleware import Next
-from consumers.runtime.outcomes import Outcome
-from consumers.runtime.ratelimit import RateLimiter
-from consumers.runtime.settings import WorkerSettings
-from router.contract.names import Names
+from bench.common import Proc, proc_stats, wait_until
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -53,26 +37,13 @@ NEVER_WAITS = 1_000_000
 FIELDS = ("msgs_per_s", "seconds", "cpu_us_per_event")
 #: The target: the flow run's drain to the plain run's.
 TARGET = 0.95
-
-
-def runtime_settings() -> frozenset[str]:
-    """Which of the flow's settings the worker runtime reads (``breaker``, ``rate_limit``)."""
-    fields = {field.name for field in dataclasses.fields(WorkerSettings)}
-    return frozenset(fields & {"breaker", "rate_limit"})
-
-
-def variants() -> dict[str, tuple[str, dict[str, str]]]:
-    """The worker target and the environment of each run: plain and flow."""
-    wired = runtime_settings()
-    plain = {"WORKER_BREAKER": "off"} if "breaker" in wired else {}
-    flow = {"WORKER_BREAKER": "on"} if "breaker" in wired else {}
-    if "rate_limit" in wired:
-        flow_target = "bench.e2e_worker:drain_worker"
-        flow["WORKER_RATE_LIMIT"] = str(NEVER_WAITS)
-    else:
-        flow_target = "bench.flow_phase:limited_drain_worker"
-        flow["BENCH_RATE_LIMIT"] = str(NEVER_WAITS)
-    return {"plain": ("bench.e2e_worker:drain_worker", plain), "flow": (flow_target, flow)}
+#: The worker both runs use: phase d's no-op drain worker.
+TARGET_WORKER = "bench.e2e_worker:drain_worker"
+#: The environment of each run.
+ENVIRONMENTS: dict[str, dict[str, str]] = {
+    "plain": {"WORKER_BREAKER": "off"},
+    "flow": {"WORKER_BREAKER": "on", "WORKER_RATE_LIMIT": str(NEVER_WAITS)},
+}
 
 
 def measure(bench: Bench) -> dict[str, Any]:
@@ -90,10 +61,11 @@ def measure(bench: Bench) -> dict[str, Any]:
     try:
         for k in range(bench.config.repeat):
             tag = f" (run {k + 1}/{bench.config.repeat})" if bench.config.repeat > 1 else ""
-            order = list(variants().items())
-            for name, (target, env) in order if k % 2 == 0 else reversed(order):
+            order = ["plain", "flow"] if k % 2 == 0 else ["flow", "plain"]
+            for name in order:
                 label = f"i: {name} worker draining {n:,}{tag}"
-                runs[name].append(bench.in_round(k, label, _drainer(bench, target, env)))
+                drain = _drainer(bench, ENVIRONMENTS[name])
+                runs[name].append(bench.in_round(k, label, drain))
     finally:
         if claimed_here:
             bench.release()
@@ -106,19 +78,17 @@ def measure(bench: Bench) -> dict[str, Any]:
         # CPU per event, plain over flow: as the rate, the higher the better
         "cpu_ratio": _ratio(plain.get("cpu_us_per_event"), flow.get("cpu_us_per_event")),
         "cpu_ratio_by_round": _by_round(runs, "cpu_us_per_event", inverse=True),
-        "rate_limit": NEVER_WAITS,
-        "runtime_reads": sorted(runtime_settings()),
-        "environments": {name: env for name, (_, env) in variants().items()},
+        "environments": ENVIRONMENTS,
     }
 
 
-def _drainer(bench: Bench, target: str, env: dict[str, str]) -> Callable[[], dict[str, Any]]:
+def _drainer(bench: Bench, env: dict[str, str]) -> Callable[[], dict[str, Any]]:
     def drain() -> dict[str, Any]:
         n = bench.config.drain_events
         bench.prefill()
         out = bench.tmp / f"drain-{uuid.uuid4().hex[:6]}.json"
         worker = bench.start_worker(
-            target, "flow-worker", BENCH_DRAIN_EXPECT=str(n), BENCH_DRAIN_OUT=str(out), **env
+            TARGET_WORKER, "flow-worker", BENCH_DRAIN_EXPECT=str(n), BENCH_DRAIN_OUT=str(out), **env
         )
         try:
 
@@ -225,46 +195,4 @@ def _x(ratio: Any, rounds: list[float]) -> str:
     return text
 
 
-# -- the flow run's worker while the runtime has no rate limit of its own ---------------------
-
-
-class _RateLimited:
-    """Each handler start awaits its turn at the worker's :class:`RateLimiter`."""
-
-    def __init__(self) -> None:
-        self.limiter: RateLimiter | None = None
-        self.connection: AbstractConnection | None = None
-
-    async def __call__(self, event: Event, call_next: Next) -> Outcome:
-        if self.limiter is not None:
-            await self.limiter.acquire()
-        return await call_next(event)
-
-    async def open(self) -> None:
-        """A limiter of ``$BENCH_RATE_LIMIT`` counting the replicas on a connection of its own."""
-        queue = Names(os.environ.get("ROUTER_NAMESPACE", "attentive")).app_queue(APP)
-        self.limiter = RateLimiter(
-            APP,
-            queue,
-            float(os.environ["BENCH_RATE_LIMIT"]),
-            registry=limited_drain_worker.registry,
-        )
-        self.connection = await aio_pika.connect(os.environ["ROUTER_AMQP_URL"])
-        await self.limiter.start(self.connection)
-
-    async def close(self) -> None:
-        if self.limiter is not None:
-            await self.limiter.stop()
-        if self.connection is not None:
-            await self.connection.close()
-
-
-_limit = _RateLimited()
-#: Phase d's drain worker with a rate limit of ``$BENCH_RATE_LIMIT`` before each handler.
-limited_drain_worker = Worker(APP, prefetch=256, middleware=[_limit])
-limited_drain_worker.on("*")(count_event)
-limited_drain_worker.on_startup.extend([*drain_worker.on_startup, _limit.open])
-limited_drain_worker.on_shutdown.append(_limit.close)
-
-
-__all__ = ["NEVER_WAITS", "limited_drain_worker", "measure", "rows", "targets", "values"]
+__all__ = ["NEVER_WAITS", "measure", "rows", "targets", "values"]
