@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, MutableMapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aio_pika
@@ -21,10 +23,11 @@ from aiohttp import web
 from consumers import Event, Worker
 from consumers.runtime.runner import WorkerRunner
 from consumers.runtime.settings import WorkerSettings
+from router.claims.permissions import app_permission_regex
 from router.contract.control import CONTENT_TYPE, ControlKind, ControlMessage
 from router.contract.events import message_id
 from router.contract.names import Names
-from tests.conftest import AMQP_URL, AUTH, TOKEN, Client, depth
+from tests.conftest import AMQP_URL, AUTH, TOKEN, Client, depth, rabbitmqctl
 from tests.steps import claim, until
 from tests.test_worker_breaker import (
     EVENT_TYPE,
@@ -196,33 +199,29 @@ async def router_without_apps() -> AsyncIterator[str]:
         yield url
 
 
+#: The application of the stories that run a replica with settings of their own.
+LEGACY = "legacy"
+
+
+@pytest.fixture
+async def legacy(admin: Client, events_exchange: None) -> Recorder:
+    """:data:`LEGACY`, its claims made, and the recorder of its handler."""
+    await claim(admin, LEGACY, EVENT_TYPE)
+    return Recorder()
+
+
 async def test_a_router_without_app_states_means_not_paused(
-    admin: Client,
-    router_without_apps: str,
-    events_exchange: None,
-    amqp: AbstractRobustConnection,
-    names: Names,
+    legacy: Recorder, router_without_apps: str, amqp: AbstractRobustConnection, names: Names
 ) -> None:
     # Given an application whose claims are made, and a router that knows nothing of pauses
-    app = "legacy"
-    await claim(admin, app, EVENT_TYPE)
-    recorder = Recorder()
+    app, recorder = LEGACY, legacy
     settings = WorkerSettings(
         amqp_url=AMQP_URL, admin_url=router_without_apps, admin_token=TOKEN, namespace=names.prefix
     )
-    runner = WorkerRunner(recorder.worker(app, []), settings)
-    stop = asyncio.Event()
-    task = asyncio.create_task(runner.run(stop, claim=False))
-    try:
-        # When its worker starts, then it consumes: not paused
-        await until(runner.consuming.is_set, timeout=20)
-        events = bodies(20)
-        await publish(amqp, names, events)
-        await until(lambda: len(recorder.handled) == len(events), timeout=20)
+    # When its worker starts, then it consumes: not paused
+    async with running(settings, recorder, app) as runner:
+        await handles_some(amqp, names, recorder)
         assert runner.flow.state == "running"
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
 
 
 async def test_a_control_message_that_cannot_be_read_or_is_for_another_app_is_ignored(
@@ -287,3 +286,65 @@ async def test_a_pause_returns_at_once_the_deliveries_waiting_for_the_rate_limit
     await until(lambda: len(recorder.handled) == len(events), timeout=30)
     assert max(recorder.handled.values()) == 1
     assert replica.sample("attentive_worker_rate_limited_seconds_total") > 0
+
+
+@pytest.fixture
+async def app_user(names: Names) -> AsyncIterator[str]:
+    """The broker URL of :data:`LEGACY`'s own user, with the permissions the router's
+    definitions give an application today (its own queues only)."""
+    user, password = names.app_user(LEGACY), uuid.uuid4().hex
+    own = app_permission_regex(names, LEGACY)
+    await asyncio.to_thread(rabbitmqctl, "add_user", user, password)
+    try:
+        await asyncio.to_thread(rabbitmqctl, "set_permissions", user, own, own, own)
+        yield f"amqp://{user}:{password}@127.0.0.1:5672/"
+    finally:
+        await asyncio.to_thread(rabbitmqctl, "delete_user", user)
+
+
+async def test_a_worker_whose_broker_user_may_not_use_the_control_exchange_still_consumes(
+    legacy: Recorder,
+    admin: Client,
+    app_user: str,
+    amqp: AbstractRobustConnection,
+    names: Names,
+) -> None:
+    # Given an application's own broker user, refused the control exchange
+    app, recorder = LEGACY, legacy
+    settings = WorkerSettings(
+        amqp_url=app_user,
+        admin_url=str(admin.make_url("")).rstrip("/"),
+        admin_token=TOKEN,
+        namespace=names.prefix,
+    )
+
+    # When its worker starts, then it says so, and consumes all the same
+    with structlog.testing.capture_logs() as logs:
+        async with running(settings, recorder, app):
+            await handles_some(amqp, names, recorder)
+    assert _count(logs, "control_exchange_refused") == 1
+
+
+@asynccontextmanager
+async def running(
+    settings: WorkerSettings, recorder: Recorder, app: str
+) -> AsyncIterator[WorkerRunner]:
+    """A replica of ``app`` run with ``settings`` (its claims made already), consuming."""
+    runner = WorkerRunner(recorder.worker(app, []), settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop, claim=False))
+    try:
+        await until(runner.consuming.is_set, timeout=20)
+        yield runner
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+async def handles_some(
+    amqp: AbstractRobustConnection, names: Names, recorder: Recorder, count: int = 20
+) -> None:
+    """Publish ``count`` events and wait until ``recorder`` handled them all."""
+    events = bodies(count)
+    await publish(amqp, names, events)
+    await until(lambda: set(recorder.handled) == {message_id(b) for b in events}, timeout=20)

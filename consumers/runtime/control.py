@@ -42,6 +42,13 @@ ADMIN_TIMEOUT = 5.0
 OnControl = Callable[[ControlMessage], Awaitable[None]]
 
 
+def control_queue(names: Names, app: str) -> str:
+    """A replica's own control queue, named among its application's queues
+    (``<prefix>.app.<app>.control.<random>``), which the application's broker user may
+    declare; binding it and publishing need read and write on the control exchange too."""
+    return f"{names.app_queue(app)}.control.{uuid.uuid4().hex[:12]}"
+
+
 def replica_name(app: str) -> str:
     """Who a replica is in the control messages it sends (``by``): app, host, process and a
     few random characters (two runners in one process differ)."""
@@ -65,17 +72,14 @@ class ControlLink:
         self._exchange: aio_pika.abc.AbstractExchange | None = None
 
     async def open(self, on_message: OnControl) -> None:
-        """Declare the control exchange, bind a queue of this replica's own, start listening."""
+        """Find the control exchange, bind a queue of this replica's own, start listening;
+        ``ChannelAccessRefused`` when the broker user may not (see :func:`control_queue`)."""
+        await self._find_exchange()
         channel = await self.connection.channel(publisher_confirms=True)
         self._channel = channel
-        self._exchange = await channel.declare_exchange(
-            self.names.control_exchange,
-            aio_pika.ExchangeType.TOPIC,
-            durable=True,
-            timeout=CONTROL_TIMEOUT,
-        )
+        self._exchange = await channel.get_exchange(self.names.control_exchange, ensure=False)
         queue = await channel.declare_queue(
-            "",
+            control_queue(self.names, self.app),
             exclusive=True,
             auto_delete=True,
             arguments=CLASSIC_QUEUE_ARGUMENTS,
@@ -91,6 +95,25 @@ class ControlLink:
             await on_message(message)
 
         await queue.consume(deliver, no_ack=True, timeout=CONTROL_TIMEOUT)
+
+    async def _find_exchange(self) -> None:
+        """Declare the control exchange (the router does too); an application's own broker
+        user, which may not declare it, finds it with a passive declare."""
+        channel = await self.connection.channel()
+        try:
+            await channel.declare_exchange(
+                self.names.control_exchange,
+                aio_pika.ExchangeType.TOPIC,
+                durable=True,
+                timeout=CONTROL_TIMEOUT,
+            )
+        except aiormq.exceptions.ChannelAccessRefused:
+            channel = await self.connection.channel()
+            await channel.declare_exchange(
+                self.names.control_exchange, passive=True, timeout=CONTROL_TIMEOUT
+            )
+        finally:
+            await _close(channel)
 
     async def publish(self, kind: ControlKind, reason: str = "") -> None:
         """Tell every replica of the application ``kind``, persistent, once the broker
@@ -223,5 +246,6 @@ __all__ = [
     "ControlLink",
     "OnControl",
     "PauseState",
+    "control_queue",
     "replica_name",
 ]

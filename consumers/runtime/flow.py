@@ -193,7 +193,15 @@ class Flow:
         self._link, self._consumer, self._probe = link, consumer, probe
         self._holding = False
         pause_heard, breaker_heard = self._pause_heard, self._breaker_heard
-        await link.open(self.on_control)
+        try:
+            await link.open(self.on_control)
+        except aiormq.exceptions.ChannelAccessRefused as error:
+            log.error(
+                "control_exchange_refused",
+                app=self.app,
+                error=str(error),
+                effect="no pause or breaker messages reach or leave this replica",
+            )
         said = await ask_paused()
         if said is not None and self._pause_heard == pause_heard:
             self._set_paused(said.paused, by=said.by, reason=said.reason)
