@@ -92,17 +92,22 @@ def test_app_regexes_match_its_own_queues_only(prefix: str) -> None:
     definitions = rabbitmq_definitions(names, ["a"], passwords={"a": "pw"})
     permission = _permission_of(definitions, names.app_user("a"))
     own = permission["configure"]
+    with_control = permission["write"]
 
-    # Then all three permissions are the same regex over its own names
+    # Then it configures its own names only, and writes and reads them and the control
+    # exchange (whose topic permissions keep it to its own routing key)
     assert permission == {
         "user": names.app_user("a"),
         "vhost": "/",
         "configure": own,
-        "write": own,
-        "read": own,
+        "write": with_control,
+        "read": with_control,
     }
+    assert re.search(with_control, names.control_exchange)
+    assert not re.search(own, names.control_exchange)
     for allowed in (f"{prefix}.app.a", f"{prefix}.app.a.dlq", f"{prefix}.app.a.retry.5s"):
         assert re.search(own, allowed), allowed
+        assert re.search(with_control, allowed), allowed
     for refused in (
         f"{prefix}.app.ab",
         f"{prefix}Xapp.a",
@@ -115,22 +120,35 @@ def test_app_regexes_match_its_own_queues_only(prefix: str) -> None:
         f"{prefix}.invalid",
         "amq.default",
         "",
+        f"{prefix}.controlX",
+        f"{prefix}.control.a",
     ):
         assert not re.search(own, refused), refused
+        assert not re.search(with_control, refused), refused
 
 
-def test_topic_permissions_close_the_events_exchange() -> None:
+def test_topic_permissions_close_the_events_exchange_and_keep_control_to_its_own_key() -> None:
     names = Names(prefix="t-unit")
     definitions = rabbitmq_definitions(names, ["a", "b"], passwords={"a": "1", "b": "2"})
     assert definitions["topic_permissions"] == [
-        {
-            "user": names.app_user(app),
-            "vhost": "/",
-            "exchange": "t-unit.events",
-            "write": "^$",
-            "read": "^$",
-        }
+        permission
         for app in ("a", "b")
+        for permission in (
+            {
+                "user": names.app_user(app),
+                "vhost": "/",
+                "exchange": "t-unit.events",
+                "write": "^$",
+                "read": "^$",
+            },
+            {
+                "user": names.app_user(app),
+                "vhost": "/",
+                "exchange": "t-unit.control",
+                "write": f"^{app}$",
+                "read": f"^{app}$",
+            },
+        )
     ]
     assert "vhosts" not in definitions
 
@@ -486,3 +504,35 @@ async def test_router_user_declares_and_publishes(broker: Broker) -> None:
     # Then both are confirmed and in their queues
     await wait_depth(broker, broker.names.unrouted_queue, 1)
     await wait_depth(broker, broker.names.invalid_queue, 1)
+
+
+async def test_app_hears_and_speaks_for_itself_on_the_control_exchange_only(
+    apps: Broker,
+) -> None:
+    """Pause, resume and breaker messages travel on the control exchange; an application's
+    user may bind its own control queue and publish, both with its own name as the key."""
+    # Given alpha's user and a control queue of alpha's own
+    connection = await apps.connect_app("alpha")
+    channel = await connection.channel(publisher_confirms=True)
+    control = await channel.get_exchange(apps.names.control_exchange)
+    mine = apps.names.app_control_queue("alpha", "replica-1")
+    apps.queues.append(mine)
+    queue = await channel.declare_queue(mine, exclusive=True, arguments=None)
+
+    # When it binds the queue for its own messages and publishes one of its own
+    await queue.bind(control, "alpha")
+    await control.publish(aio_pika.Message(b"breaker-open"), routing_key="alpha")
+
+    # Then it hears it
+    async with asyncio.timeout(WAIT_TIMEOUT):
+        while await queue.get(no_ack=True, fail=False) is None:
+            await asyncio.sleep(0.05)
+
+    # But binding for beta's messages, or speaking for beta, closes the channel
+    with pytest.raises(ChannelAccessRefused):
+        await queue.bind(control, "beta")
+    other = await connection.channel(publisher_confirms=True)
+    control = await other.get_exchange(apps.names.control_exchange, ensure=False)
+    with pytest.raises(ChannelAccessRefused):
+        async with asyncio.timeout(WAIT_TIMEOUT):
+            await control.publish(aio_pika.Message(b"pause"), routing_key="beta")

@@ -46,7 +46,7 @@ def control_queue(names: Names, app: str) -> str:
     """A replica's own control queue, named among its application's queues
     (``<prefix>.app.<app>.control.<random>``), which the application's broker user may
     declare; binding it and publishing need read and write on the control exchange too."""
-    return f"{names.app_queue(app)}.control.{uuid.uuid4().hex[:12]}"
+    return names.app_control_queue(app, uuid.uuid4().hex[:12])
 
 
 def replica_name(app: str) -> str:

@@ -102,6 +102,14 @@ def app_permission_regex(names: Names, app: str) -> str:
     return rf"^{re.escape(names.app_queue(validate_app(app)))}(?:\..+)?$"
 
 
+def app_control_regex(names: Names, app: str) -> str:
+    """What an application may write and read: its own names and the control exchange (to
+    bind its replicas' control queues and publish its breaker's messages); the topic
+    permissions on the control exchange keep both to the application's own routing key."""
+    own = rf"{re.escape(names.app_queue(validate_app(app)))}(?:\..+)?"
+    return rf"^(?:{own}|{re.escape(names.control_exchange)})$"
+
+
 def router_permission_regexes(names: Names) -> dict[str, str]:
     """The router's configure/write/read regexes: everything under the prefix."""
     own = rf"^{re.escape(names.prefix)}\."
@@ -145,9 +153,16 @@ def rabbitmq_definitions(
     for app in wanted:
         user = names.app_user(app)
         own = app_permission_regex(names, app)
+        with_control = app_control_regex(names, app)
         users.append(_user(user, passwords[app]))
         permissions.append(
-            {"user": user, "vhost": vhost, "configure": own, "write": own, "read": own}
+            {
+                "user": user,
+                "vhost": vhost,
+                "configure": own,
+                "write": with_control,
+                "read": with_control,
+            }
         )
         topic_permissions.append(
             {
@@ -156,6 +171,16 @@ def rabbitmq_definitions(
                 "exchange": names.events_exchange,
                 "write": NOTHING,
                 "read": NOTHING,
+            }
+        )
+        its_key = f"^{re.escape(app)}$"
+        topic_permissions.append(
+            {
+                "user": user,
+                "vhost": vhost,
+                "exchange": names.control_exchange,
+                "write": its_key,
+                "read": its_key,
             }
         )
     if router_user is not None:
@@ -169,6 +194,7 @@ def rabbitmq_definitions(
 
 __all__ = [
     "HASHING_ALGORITHM",
+    "app_control_regex",
     "app_permission_regex",
     "generate_password",
     "password_hash",

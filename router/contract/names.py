@@ -110,6 +110,11 @@ class Names:
         every replica of a worker listens on a queue of its own bound with its application."""
         return f"{self.prefix}.control"
 
+    def app_control_queue(self, app: str, replica: str) -> str:
+        """A replica's own queue of control messages, named among its application's queues
+        (which its broker user may declare), bound to :attr:`control_exchange` with ``app``."""
+        return f"{self.prefix}.app.{app}.control.{replica}"
+
     def app_probe_lock(self, app: str) -> str:
         """Exclusive queue held by the one replica of ``app`` that probes while its breaker is
         open: it exists exactly while the breaker is open and a replica is alive to probe."""
