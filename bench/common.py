@@ -570,7 +570,7 @@ async def delete_namespace(names: Names, apps: Sequence[str], delays_ms: Sequenc
     connection = await aio_pika.connect(AMQP_URL, timeout=10)
     async with connection:
         queues = [sink_queue(names), names.unrouted_queue, names.invalid_queue]
-        exchanges = [names.events_exchange, names.unrouted_exchange]
+        exchanges = [names.events_exchange, names.unrouted_exchange, names.control_exchange]
         for app in apps:
             queues += [names.app_queue(app), names.app_dead_letter_queue(app)]
             queues += [names.app_retry_queue(app, d) for d in delays_ms]

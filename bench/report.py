@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import parked_report
+from bench import flow_phase, parked_report
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +27,7 @@ TARGETS = (
     Target("worker_to_bare", "worker / bare consumer", ">= 0.80x", lambda v: v >= 0.8),
     Target("ingress_peak_rss_mb", "ingress peak RSS", "<= 100 MB", lambda v: v <= 100.0),
     *(Target(*target) for target in parked_report.targets()),
+    *(Target(*target) for target in flow_phase.targets()),
 )
 
 
@@ -83,6 +84,7 @@ def evaluate(results: dict[str, Any]) -> None:
         ),
         "ingress_peak_rss_mb": figure_at(results, "e", "peak_rss_mb"),
         **parked_report.values(results),
+        **flow_phase.values(results),
     }
     results["ratios"] = {
         k: v
@@ -311,6 +313,11 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         if not failed("h", "parked events", h):
             for index, (label, text, target_key) in enumerate(parked_report.rows(h)):
                 add("h" if index == 0 else "", label, text, target_key)
+    if "i" in results:
+        i = results["i"]
+        if not failed("i", "outage machinery's cost", i):
+            for index, (label, text, target_key) in enumerate(flow_phase.rows(i)):
+                add("i" if index == 0 else "", label, text, target_key)
     return out
 
 
@@ -381,7 +388,7 @@ def failures(results: dict[str, Any]) -> list[str]:
         for key, child in node.items():
             visit(f"{path} {key}", child)
 
-    for phase in "abcdefgh":
+    for phase in "abcdefghi":
         visit(phase, results.get(phase))
     return found
 
