@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 from prometheus_client import CollectorRegistry
 
+from consumers.runtime.flow import FlowMetrics
 from router.apps.metrics import AppMetrics
 from router.parked.metrics import KeeperMetrics
 
@@ -38,11 +39,13 @@ def test_each_alert_fires_when_it_should_and_not_before() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_the_rules_name_only_metrics_the_router_exports() -> None:
-    # Given the families a keeper and the admin API export (a counter's samples: ..._total)
+def test_the_rules_name_only_metrics_the_router_and_its_workers_export() -> None:
+    # Given the families a keeper, the admin API and a worker export (a counter's samples:
+    # ..._total)
     registry = CollectorRegistry()
     KeeperMetrics(registry)
     AppMetrics(registry)
+    FlowMetrics("crm", registry)
     exported = {family.name for family in registry.collect()} | {
         f"{family.name}_total" for family in registry.collect() if family.type == "counter"
     }
@@ -51,6 +54,10 @@ def test_the_rules_name_only_metrics_the_router_exports() -> None:
     rules = yaml.safe_load((RULES_DIR / "alerts.yml").read_text())
     alerts = [rule for group in rules["groups"] for rule in group["rules"]]
     assert len(alerts) >= 5
-    named = {name for rule in alerts for name in re.findall(r"attentive_router_\w+", rule["expr"])}
+    named = {
+        name
+        for rule in alerts
+        for name in re.findall(r"attentive_(?:router|worker)_\w+", rule["expr"])
+    }
     assert named, "the rules name no router metric"
     assert named <= exported, named - exported
