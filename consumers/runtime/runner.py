@@ -4,13 +4,10 @@ Whether it consumes at all is the flow's (:mod:`consumers.runtime.flow`): it sto
 the application is paused or its circuit breaker is open, returning deliveries it has not
 started (no attempt counted), and then probes one event at a time.
 
-Every move between queues is publish-with-confirm, then ack: a retry is published to the
-delay tier and a dead letter to the dead-letter queue, and only once RabbitMQ confirmed it is
-the delivery acked. A delivery whose message id another delivery is handling (``Deferred``)
-takes the same way through the shortest delay tier, without counting an attempt. If the
-publish fails, the delivery is returned (nack, requeue) and comes
-back. A worker killed at any instant leaves its unacked deliveries to be redelivered; one that
-crashes again and again is stopped by the queue's delivery limit (RabbitMQ dead-letters it).
+Every move between queues is publish-with-confirm, then ack
+(:mod:`consumers.runtime.settling`). A worker killed at any instant leaves its unacked
+deliveries to be redelivered; one that crashes again and again is stopped by the queue's
+delivery limit (RabbitMQ dead-letters it).
 """
 
 from __future__ import annotations
@@ -19,13 +16,11 @@ import asyncio
 import contextlib
 import dataclasses
 from collections.abc import Coroutine
-from datetime import UTC, datetime
 from typing import Any
 
-import aio_pika
 import aiormq
 import structlog
-from aio_pika.abc import AbstractConnection, AbstractExchange
+from aio_pika.abc import AbstractConnection
 from aiohttp import web
 from aiormq.abc import AbstractChannel, DeliveredMessage
 from pamqp.commands import Basic
@@ -43,14 +38,17 @@ from consumers.runtime.delivery import Delivery
 from consumers.runtime.errors import Reject
 from consumers.runtime.event import Event
 from consumers.runtime.flow import Consumer, Flow, ProbeResult, probe_result
-from consumers.runtime.middleware import error_summary, traceback_summary
-from consumers.runtime.outcomes import DeadLetter, Deferred, Handled, Outcome, RetryLater, Skipped
+from consumers.runtime.lanes import Lanes
+from consumers.runtime.newest_open import newest_store_from_url
+from consumers.runtime.newest_stores import MemoryNewestStore
+from consumers.runtime.outcomes import DeadLetter, Outcome
 from consumers.runtime.ratelimit import RateLimiter
 from consumers.runtime.settings import WorkerSettings
+from consumers.runtime.settling import Settler
 from consumers.runtime.shared_stores import idempotency_store_from_url
 from consumers.runtime.worker import Worker
 from router.amqp.nodes import BrokerUnreachable, connect_first
-from router.amqp.topology import declare_app_queue, declare_retry_queues, retry_routing_key
+from router.amqp.topology import declare_app_queue, declare_retry_queues
 from router.contract import envelope
 
 log = structlog.get_logger("consumers")
@@ -70,8 +68,7 @@ class WorkerRunner:
         self.names = settings.names
         self._tasks: set[asyncio.Task[Outcome | None]] = set()
         self._stopping = False
-        self._retry: AbstractExchange | None = None
-        self._dead: AbstractExchange | None = None
+        self._settler = Settler(worker.app, self._tiers_ms, settings.publish_timeout)
         self._channel: AbstractChannel | None = None
         self._queue = self.names.app_queue(worker.app)
         #: Set exactly while the application queue's consumer is registered.
@@ -80,6 +77,8 @@ class WorkerRunner:
         rate = settings.rate_limit or worker.rate_limit
         self._limiter = RateLimiter(worker.app, self._queue, rate, registry=worker.registry)
         self._limited = rate is not None
+        #: Per-key lanes taken before the rate limit, for handlers with a newest family.
+        self._lanes = Lanes()
         self.flow = Flow(
             worker.app,
             settings.breaker_policy(worker.breaker),
@@ -103,9 +102,13 @@ class WorkerRunner:
                     self.settings.idempotency_url.reveal(), lease=self.settings.idempotency_lease
                 )
             )
+        self._use_newest()
         async with contextlib.AsyncExitStack() as resources:
             await worker.idempotency.open()
             resources.push_async_callback(worker.idempotency.close)
+            if worker.families:
+                await worker.newest_store.open()
+                resources.push_async_callback(worker.newest_store.close)
             for hook in worker.on_startup:
                 await hook()
             for hook in reversed(worker.on_shutdown):
@@ -115,6 +118,18 @@ class WorkerRunner:
                 resources.push_async_callback(metrics.cleanup)
             await self._consume_until_stopped(stop)
         log.info("worker_stopped", app=worker.app)
+
+    def _use_newest(self) -> None:
+        """Newest wins in the idempotency store's place (``WORKER_IDEMPOTENCY_URL``), else in
+        the worker's own store (a memory store of its own made with the retention set)."""
+        settings, worker = self.settings, self.worker
+        url, retention = settings.idempotency_url, settings.newest_retention
+        store = worker.newest_store
+        if url:
+            store = newest_store_from_url(url.reveal(), retention=retention)
+        elif isinstance(store, MemoryNewestStore) and store.retention != retention:
+            store = MemoryNewestStore(retention=retention)
+        worker.use_newest(store, skew=settings.newest_skew, lease=settings.key_lease)
 
     async def _consume_until_stopped(self, stop: asyncio.Event) -> None:
         """Consume on one node; when its connection is lost, go on with the next node."""
@@ -171,8 +186,10 @@ class WorkerRunner:
         queue = await declare_app_queue(
             channel, self.names, worker.app, with_dead_letter_queue=False
         )
-        self._retry = await declare_retry_queues(channel, self.names, worker.app, self._tiers_ms)
-        self._dead = await channel.get_exchange(self.names.app_dead_letter_exchange(worker.app))
+        self._settler.use(
+            await declare_retry_queues(channel, self.names, worker.app, self._tiers_ms),
+            await channel.get_exchange(self.names.app_dead_letter_exchange(worker.app)),
+        )
         # on aio-pika's own aiormq channel: see consumers.runtime.delivery
         self._channel = await channel.get_underlay_channel()
         self._queue = queue.name
@@ -234,16 +251,15 @@ class WorkerRunner:
 
     async def _process(self, message: Delivery, *, gated: bool = True) -> Outcome | None:
         """Handle one delivery and settle it; its outcome (None: returned unstarted). A probe
-        is not ``gated``: it is handled while the breaker is open."""
-        if gated:  # each handler start waits for the rate limit, then asks the flow's gate
-            if self._limited:
-                await self._limiter.acquire()
-            if not self.flow.admitting or self._stopping:
-                await self._return(message)
-                return None
+        is not ``gated``: it is handled while the breaker is open.
+
+        Under a rate limit, an event whose handler has a newest family takes its key's lane
+        before waiting for the limit: the limiter wakes its waiters in order, but one that
+        arrives as they wake may pass them, and a key's events must start in arrival order.
+        Without a limit nothing is awaited before the guard's own lane."""
         attempt = envelope.attempt(message.headers)
         try:
-            event = Event.from_body(
+            event: Event | Reject = Event.from_body(
                 message.body,
                 message_id=message.message_id,
                 attempt=attempt,
@@ -251,13 +267,36 @@ class WorkerRunner:
                 headers=message.headers,
             )
         except Reject as error:
-            dead = DeadLetter("rejected", error)
-            await self._settle(message, attempt, dead)
+            event = error
+        lane = None
+        if gated and self._limited and isinstance(event, Event):
+            lane = self.worker.lane_of(event)
+        if lane is None:
+            return await self._start(message, attempt, event, gated=gated)
+        async with self._lanes.turn(lane):
+            return await self._start(message, attempt, event, gated=gated)
+
+    async def _start(
+        self, message: Delivery, attempt: int, event: Event | Reject, *, gated: bool
+    ) -> Outcome | None:
+        if gated:  # each handler start waits for the rate limit, then asks the flow's gate
+            if self._limited and self._admitting:
+                await self._limiter.acquire()
+            if not self._admitting:
+                await self._return(message)
+                return None
+        if isinstance(event, Reject):
+            dead = DeadLetter("rejected", event)
+            await self._settler.settle(message, attempt, dead)
             return dead
         outcome = await self.worker.handle(event)
         self.flow.record(outcome)
-        await self._settle(message, attempt, outcome)
+        await self._settler.settle(message, attempt, outcome)
         return outcome
+
+    @property
+    def _admitting(self) -> bool:
+        return self.flow.admitting and not self._stopping
 
     async def _return(self, message: Delivery) -> None:
         """Give an unstarted delivery back to the queue (paused, or the breaker open): no
@@ -265,75 +304,6 @@ class WorkerRunner:
         self.worker.flow_metrics.returned.inc()
         with contextlib.suppress(Exception):
             await message.requeue()
-
-    async def _settle(self, message: Delivery, attempt: int, outcome: Outcome) -> None:
-        """Ack, or move the delivery (publish with confirm, then ack); on failure, return it."""
-        try:
-            match outcome:
-                case Handled() | Skipped():
-                    pass
-                case Deferred():
-                    # the same attempt comes back after the shortest tier: waiting for
-                    # another delivery is no failure (no attempt counted, no error headers)
-                    await self._republish(
-                        self._retry,
-                        retry_routing_key(self._tiers_ms[0]),
-                        message,
-                        envelope.deferred(message.headers, message.routing_key, attempt=attempt),
-                    )
-                case RetryLater(delay_ms=delay_ms, error=error):
-                    await self._republish(
-                        self._retry,
-                        retry_routing_key(delay_ms),
-                        message,
-                        envelope.retried(
-                            message.headers,
-                            message.routing_key,
-                            attempt=attempt,
-                            error=error_summary(error),
-                            now=_now(),
-                        ),
-                    )
-                case DeadLetter(reason=reason, error=error):
-                    await self._republish(
-                        self._dead,
-                        message.routing_key,
-                        message,
-                        envelope.dead_lettered(
-                            message.headers,
-                            message.routing_key,
-                            attempt=attempt,
-                            error=error_summary(error),
-                            traceback=traceback_summary(error),
-                            reason=reason,
-                            app=self.worker.app,
-                            now=_now(),
-                        ),
-                    )
-            await message.ack()
-        except Exception as error:
-            log.warning("settle_failed_returning", error=repr(error), message_id=message.message_id)
-            with contextlib.suppress(Exception):
-                await message.requeue()
-
-    async def _republish(
-        self,
-        exchange: AbstractExchange | None,
-        routing_key: str,
-        message: Delivery,
-        headers: dict[str, Any],
-    ) -> None:
-        """Publish a copy of ``message`` with ``headers`` (its envelope) and await the confirm."""
-        assert exchange is not None, "topology is declared before consuming"
-        copy = aio_pika.Message(
-            message.body,
-            headers=headers,
-            content_type=message.content_type,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=message.message_id,
-            timestamp=message.timestamp,
-        )
-        await exchange.publish(copy, routing_key, timeout=self.settings.publish_timeout)
 
     async def _start_metrics(self) -> web.AppRunner | None:
         if not self.settings.metrics_port:
@@ -369,10 +339,6 @@ def _got(message: DeliveredMessage) -> Delivery:
         routing_key=frame.routing_key,
     )
     return Delivery.from_aiormq(dataclasses.replace(message, delivery=deliver))
-
-
-def _now() -> str:
-    return datetime.now(tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 __all__ = ["WorkerRunner", "claim_events"]

@@ -18,6 +18,8 @@ from typing import Any, Final
 from consumers.runtime.breaker import BreakerPolicy
 from consumers.runtime.errors import WorkerConfigError
 from consumers.runtime.idempotency import DEFAULT_LEASE
+from consumers.runtime.newest import DEFAULT_SKEW
+from consumers.runtime.newest_stores import DEFAULT_KEY_LEASE, DEFAULT_RETENTION
 from router import config
 from router.config import Variable
 from router.contract.names import Names
@@ -66,6 +68,17 @@ class WorkerSettings:
     #: ``WORKER_IDEMPOTENCY_LEASE``: seconds a replica's claim on a message id holds the id
     #: in that store before another replica may take it over (longer than any handler).
     idempotency_lease: float = DEFAULT_LEASE
+    #: ``WORKER_NEWEST_RETENTION``: seconds the newest event time of a key (for handlers with
+    #: a ``newest`` family) is kept in that store after it last moved (30 days): longer than
+    #: Attentive's retries and any dead-letter replay, or an older event of a forgotten key
+    #: is applied.
+    newest_retention: float = DEFAULT_RETENTION
+    #: ``WORKER_NEWEST_SKEW``: seconds an event time may be ahead of the worker's clock and
+    #: still be trusted (300); one further ahead is handled unordered and never recorded.
+    newest_skew: float = DEFAULT_SKEW
+    #: ``WORKER_KEY_LEASE``: seconds a replica's lease on a key holds unless renewed (60): a
+    #: replica killed mid-handler blocks its subscriber's events for at most this long.
+    key_lease: float = DEFAULT_KEY_LEASE
     #: ``ROUTER_METRICS_MAX_OTHER_TYPES``: undocumented event types that get a ``type`` label
     #: of their own in the metrics; later ones are counted as ``other``.
     metrics_max_other_types: int = DEFAULT_MAX_OTHER_TYPES
@@ -148,6 +161,9 @@ VARIABLES: Final[Mapping[str, Variable[Any]]] = {
     "shutdown_timeout": config.number("WORKER_SHUTDOWN_TIMEOUT"),
     "idempotency_url": config.secret("WORKER_IDEMPOTENCY_URL"),
     "idempotency_lease": config.seconds("WORKER_IDEMPOTENCY_LEASE"),
+    "newest_retention": config.seconds("WORKER_NEWEST_RETENTION"),
+    "newest_skew": config.seconds("WORKER_NEWEST_SKEW"),
+    "key_lease": config.seconds("WORKER_KEY_LEASE"),
     "metrics_max_other_types": ROUTER_VARIABLES["metrics_max_other_types"],
     "breaker": config.boolean("WORKER_BREAKER"),
     "breaker_failures": config.integer("WORKER_BREAKER_FAILURES", 1),

@@ -1,7 +1,9 @@
 """A worker's definition: its application name, its handlers, and how it retries.
 
 Defining one touches no broker; :mod:`consumers.runtime.runner` runs it, and
-:mod:`consumers.testing` runs its handlers in-process.
+:mod:`consumers.testing` runs its handlers in-process. A handler that keeps state per
+subscriber opts in to newest wins with a key family (``newest="subscription"``): see
+:mod:`consumers.runtime.newest_guard`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from consumers.runtime.errors import NoHandler, WorkerConfigError
 from consumers.runtime.event import Event
 from consumers.runtime.flow import FlowMetrics
 from consumers.runtime.idempotency import IdempotencyStore, MemoryStore
+from consumers.runtime.lanes import Leases
 from consumers.runtime.middleware import (
     Idempotency,
     Logging,
@@ -25,6 +28,14 @@ from consumers.runtime.middleware import (
     Next,
     Retries,
     chain,
+)
+from consumers.runtime.newest import DEFAULT_SKEW
+from consumers.runtime.newest_guard import NewestWins, subject_key
+from consumers.runtime.newest_stores import (
+    DEFAULT_KEY_LEASE,
+    MemoryNewestStore,
+    NewestStore,
+    check_seconds,
 )
 from consumers.runtime.outcomes import Handled, Outcome
 from consumers.runtime.retry import RetryPolicy
@@ -43,6 +54,8 @@ class Route:
     pattern: EventPattern
     companies: tuple[str, ...] | None
     handler: HandlerFn
+    #: The key family the handler keeps the newest state of (None: not guarded).
+    newest: str | None = None
 
     def matches(self, event: Event) -> bool:
         return self.pattern.matches(event.type) and (
@@ -58,6 +71,12 @@ class Worker:
     when its circuit breaker stops every replica taking deliveries (on by default, see
     :class:`~consumers.runtime.breaker.BreakerPolicy`); ``rate_limit``: at most that many
     handler starts a second across its replicas, the rest waiting in the queue.
+
+    ``@worker.on(pattern, newest="subscription")``: newest wins for that handler's events, one
+    handler per subscriber at a time (:mod:`consumers.runtime.newest_guard`); the newest times
+    and the keys' leases live in :attr:`newest_store` (this process's memory until
+    :meth:`use_newest` gives it a shared one, as the runner does from
+    ``WORKER_IDEMPOTENCY_URL``).
     """
 
     def __init__(
@@ -100,17 +119,37 @@ class Worker:
         self.routes: list[Route] = []
         self.on_startup: list[Hook] = []
         self.on_shutdown: list[Hook] = []
+        #: Where newest wins keeps the newest time and the lease of each key.
+        self.newest_store: NewestStore = MemoryNewestStore()
+        #: Seconds an event time may be ahead of this process's clock and still be trusted.
+        self.newest_skew = DEFAULT_SKEW
+        #: Seconds a key's lease holds unless renewed (a replica killed mid-handler blocks
+        #: its key for at most this long).
+        self.key_lease = DEFAULT_KEY_LEASE
         self._extra_middleware = tuple(middleware)
         self._pipeline: Next | None = None
+        # made once: each registers its series in the worker's registry
+        self._metrics: Metrics | None = None
+        self._guard: NewestWins | None = None
 
     def on(
-        self, pattern: str, *, companies: Sequence[str] | None = None
+        self,
+        pattern: str,
+        *,
+        companies: Sequence[str] | None = None,
+        newest: str | None = None,
     ) -> Callable[[HandlerFn], HandlerFn]:
-        """Register the decorated coroutine for events matching ``pattern`` (and companies)."""
+        """Register the decorated coroutine for events matching ``pattern`` (and companies).
+
+        ``newest``: the key family whose state the handler keeps (``subscription``,
+        ``attribute``): of the events of one subscriber (and attribute) only those newer than
+        the newest handled are handled, one at a time. Handlers sharing a family share it."""
         if isinstance(companies, str):
             raise WorkerConfigError(
                 f"companies must be a list of ids, not the string {companies!r}"
             )
+        if newest is not None and not (isinstance(newest, str) and newest.strip()):
+            raise WorkerConfigError(f"newest must name a key family, not {newest!r}")
         try:
             specs = self._specs(pattern, companies)
         except InvalidClaim as error:
@@ -118,7 +157,7 @@ class Worker:
 
         def register(handler: HandlerFn) -> HandlerFn:
             company_ids = tuple(companies) if companies is not None else None
-            self.routes.append(Route(specs[0].pattern, company_ids, handler))
+            self.routes.append(Route(specs[0].pattern, company_ids, handler, newest))
             self._pipeline = None
             return handler
 
@@ -146,24 +185,78 @@ class Worker:
         self.idempotency = store
         self._pipeline = None
 
+    def use_newest(
+        self,
+        store: NewestStore,
+        *,
+        skew: float = DEFAULT_SKEW,
+        lease: float = DEFAULT_KEY_LEASE,
+    ) -> None:
+        """Replace the newest-wins store, the skew and the key lease (before the worker
+        handles anything: what the old store held is not carried over)."""
+        self.newest_skew = check_seconds("skew", skew)
+        self.key_lease = check_seconds("key lease", lease)
+        self.newest_store = store
+        if self._guard is not None:
+            self._guard.leases = Leases(store, self.app, lease=self.key_lease)
+            self._guard.store = store
+            self._guard.skew = self.newest_skew
+
+    @property
+    def families(self) -> frozenset[str]:
+        """The key families the handlers opted in to newest wins with."""
+        return frozenset(r.newest for r in self.routes if r.newest is not None)
+
     def route(self, event: Event) -> HandlerFn | None:
         """The handler an event goes to, if any."""
         return next((r.handler for r in self.routes if r.matches(event)), None)
 
+    def family_of(self, event: Event) -> str | None:
+        """The key family of the handler an event goes to, if it has one."""
+        return next((r.newest for r in self.routes if r.matches(event)), None)
+
+    def lane_of(self, event: Event) -> tuple[str, str] | None:
+        """The key whose handlers run one at a time, in arrival order, that ``event`` is of:
+        its handler's family and its subject key; None when it has either not."""
+        family = self.family_of(event)
+        if family is None:
+            return None
+        key = subject_key(event.headers)
+        return None if key is None else (family, key)
+
     async def handle(self, event: Event) -> Outcome:
-        """Run one event through the pipeline; what should become of the delivery."""
+        """Run one event through the pipeline; what should become of the delivery.
+
+        The pipeline awaits nothing before the newest-wins guard takes the event's place in
+        its key's lane, so a key's events start in the order ``handle`` was called."""
         if self._pipeline is None:
-            self._pipeline = chain(
-                [
-                    Logging(self.app),
-                    Metrics(self.app, self.registry, self.metrics_max_other_types),
-                    Retries(self.retry),
-                    *self._extra_middleware,
-                    Idempotency(self.app, self.idempotency),
-                ],
-                self._dispatch,
-            )
+            self._pipeline = self._build_pipeline()
         return await self._pipeline(event)
+
+    def _build_pipeline(self) -> Next:
+        if self._metrics is None:
+            self._metrics = Metrics(self.app, self.registry, self.metrics_max_other_types)
+        guard: list[Middleware] = []
+        if self.families:
+            if self._guard is None:
+                self._guard = NewestWins(
+                    self.family_of,
+                    Leases(self.newest_store, self.app, lease=self.key_lease),
+                    self.registry,
+                    skew=self.newest_skew,
+                )
+            guard.append(self._guard)
+        return chain(
+            [
+                Logging(self.app),
+                self._metrics,
+                Retries(self.retry),
+                *self._extra_middleware,
+                *guard,
+                Idempotency(self.app, self.idempotency),
+            ],
+            self._dispatch,
+        )
 
     async def _dispatch(self, event: Event) -> Outcome:
         handler = self.route(event)
