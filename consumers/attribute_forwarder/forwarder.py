@@ -4,6 +4,10 @@ What the target answers decides the delivery: 2xx is done; 408, 429 and 5xx, a t
 connection error are retried through the policy's delays (then dead-lettered); any other 4xx
 (or a redirect) is dead-lettered at once, since sending the same request again cannot help.
 Each request carries ``Idempotency-Key: <message id>``, the same on every retry.
+
+Newest wins per subscriber and attribute (``newest="attribute"``): an attribute set that
+arrives after a newer set of the same attribute (Attentive's retries, our own retry tiers, a
+dead-letter replay) is not sent, so the target never gets an older value over a newer one.
 """
 
 from __future__ import annotations
@@ -187,7 +191,7 @@ def build_worker(env: Mapping[str, str] = os.environ) -> Worker:
     worker.on_startup.append(forwarder.open)
     worker.on_shutdown.append(forwarder.close)
 
-    @worker.on("custom_attribute.set")
+    @worker.on("custom_attribute.set", newest="attribute")
     async def forward(event: Event) -> None:
         await forwarder.forward(event)
 

@@ -1,7 +1,9 @@
 """sms-audit: an append-only SQLite audit log of subscribers' SMS activity.
 
 Every ``sms.*`` event becomes one row (subscribed, unsubscribed, sent, clicked, inbound, or
-other for types Attentive adds later); a redelivered webhook never doubles a row. Run it
+other for types Attentive adds later); a redelivered webhook never doubles a row. Beside the
+log, each subscriber's status (subscribed or unsubscribed) from the newest subscribe or
+unsubscribe, whatever order they arrive in (``store.status_of``). Run it
 with ``attentive-router worker consumers.sms_audit:worker`` (``SMS_AUDIT_DB`` is the database
 file, default ``sms-audit.db``) and read it with ``python -m consumers.sms_audit query``,
 which masks phone numbers.
