@@ -17,11 +17,13 @@ from typing import Any, Final, Literal
 
 from router import config, tls
 from router.amqp.nodes import parse_urls
+from router.amqp.topology import DEFAULT_ARCHIVE_MAX_AGE, DEFAULT_ARCHIVE_MAX_BYTES, Retention
 from router.config import Variable
 from router.contract.names import Names
 from router.contract.signing import BINDING_SEPARATOR, COMPANY_SEPARATOR, SigningKey
 from router.contract.type_labels import DEFAULT_MAX_OTHER_TYPES
 from router.errors import ConfigError
+from router.history.durations import parse_size, parse_span
 from router.secret import (
     Secret,
     SecretField,
@@ -149,9 +151,25 @@ class Settings:
     #: no dead letters to replay), all ingress processes at once.
     subject_key_secret: SecretText = SecretField(Secret.of, "")
 
+    #: ``ROUTER_ARCHIVE``: keep every accepted event in the archive stream (the ingress then
+    #: publishes to the exchange in front of it and of the events exchange); off, the ingress
+    #: publishes to the events exchange directly and the archive keeps what it has.
+    archive: bool = True
+    #: ``ROUTER_ARCHIVE_MAX_AGE`` (``7d``, ``36h``): events older than this leave the archive.
+    archive_max_age: float = DEFAULT_ARCHIVE_MAX_AGE
+    #: ``ROUTER_ARCHIVE_MAX_BYTES`` (``20GB``): past this size the oldest events leave first.
+    archive_max_bytes: int = DEFAULT_ARCHIVE_MAX_BYTES
+
     @property
     def names(self) -> Names:
         return Names(self.namespace)
+
+    @property
+    def archive_retention(self) -> Retention | None:
+        """The archive's retention, or None when the archive is off."""
+        if not self.archive:
+            return None
+        return Retention(max_age=self.archive_max_age, max_bytes=self.archive_max_bytes)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> Settings:
@@ -308,6 +326,13 @@ VARIABLES: Final[Mapping[str, Variable[Any]]] = {
     ),
     "metrics_max_other_types": config.integer("ROUTER_METRICS_MAX_OTHER_TYPES", 0, 10_000),
     "refused_log_rate": config.integer("ROUTER_REFUSED_LOG_RATE", 0, 100_000),
+    "archive": config.boolean("ROUTER_ARCHIVE"),
+    "archive_max_age": Variable(
+        "ROUTER_ARCHIVE_MAX_AGE", "a span such as 7d, 36h or 90m", parse_span
+    ),
+    "archive_max_bytes": Variable(
+        "ROUTER_ARCHIVE_MAX_BYTES", "a size such as 20GB or 500MB", parse_size
+    ),
     "subject_key_secret": config.secret(
         "ROUTER_SUBJECT_KEY_SECRET", accepted=_TOKEN_ACCEPTED, valid=_long_enough
     ),

@@ -7,6 +7,13 @@ pipelined (many publishes in flight, each awaiting only its own confirm). When t
 connection is lost it connects again, to another node of the list first, and declares the
 topology again. Anything short of a broker ack raises :class:`~router.errors.PublishFailed`.
 
+With the archive on (a :class:`~router.amqp.topology.Retention`, the default), events go to
+the exchange in front of the events exchange and of the archive stream, so a confirm means
+both took the event; off (``archive=None``), to the events exchange itself. The archive's
+topology is declared at each connection, so ``serve`` brings an installation of an earlier
+release up to date at start. A stream that exists with other retention is kept as it is (a
+warning says so): its arguments cannot change without deleting it and what it holds.
+
 A half-open connection (the node or the path to it stopped answering, the socket still up)
 is noticed by its confirms: after ``timeouts_to_recycle`` confirm timeouts in a row (no ack
 between them) within ``recycle_window`` seconds, the connection is dropped and the next node
@@ -23,6 +30,7 @@ from typing import Any
 
 import aiormq
 import structlog
+from aio_pika.abc import AbstractChannel, AbstractConnection
 
 from router.amqp.confirms import (
     ConfirmTimedOut,
@@ -35,7 +43,7 @@ from router.amqp.confirms import (
 from router.amqp.frames import Properties
 from router.amqp.nodes import CONNECT_TIMEOUT, connect_first, parse_urls
 from router.amqp.publisher import ConfirmPublisher
-from router.amqp.topology import Topology, declare
+from router.amqp.topology import Retention, Topology, declare, declare_archive, link_archive
 from router.amqp.url import AmqpUrl
 from router.contract.names import Names
 from router.errors import PublishFailed, RouterError
@@ -73,9 +81,13 @@ class Broker:
         connection_name: str = "attentive-router",
         timeouts_to_recycle: int = TIMEOUTS_TO_RECYCLE,
         recycle_window: float = RECYCLE_WINDOW,
+        archive: Retention | None = Retention(),  # noqa: B008 (frozen: one shared value)
     ) -> None:
         self._urls = parse_urls(urls)
         self._names = names
+        self._archive = archive
+        #: Where events are published: the exchange in front of the archive, or the events one.
+        self._event_exchange = names.ingress_exchange if archive else names.events_exchange
         self._confirm_timeout = confirm_timeout
         self._connection_name = connection_name
         self._publisher: ConfirmPublisher | None = None
@@ -154,6 +166,8 @@ class Broker:
             channel = await connection.channel()
             async with asyncio.timeout(DECLARE_TIMEOUT):
                 topology = await declare(channel, self._names)
+                if self._archive is not None:
+                    await self._declare_archive(connection, channel, self._archive)
         finally:
             await connection.close()
         publisher = await ConfirmPublisher.open(
@@ -164,6 +178,21 @@ class Broker:
         )
         self._publisher, self._topology = publisher, topology
         return publisher
+
+    async def _declare_archive(
+        self, connection: AbstractConnection, channel: AbstractChannel, retention: Retention
+    ) -> None:
+        """The archive stream and the exchange in front; a stream of other retention is kept."""
+        try:
+            await declare_archive(channel, self._names, retention)
+        except aiormq.exceptions.ChannelPreconditionFailed as error:
+            log.warning(
+                "archive_retention_differs",
+                stream=self._names.archive_stream,
+                wanted=dict(retention.arguments()),
+                error=str(error),
+            )
+            await link_archive(await connection.channel(), self._names)
 
     # -- state ------------------------------------------------------------------------
 
@@ -192,8 +221,9 @@ class Broker:
     def publish_event(
         self, routing_key: str, body: bytes, properties: Properties
     ) -> Coroutine[Any, Any, None]:
-        """Publish to the events exchange; awaiting it waits for the broker's confirm."""
-        return self._publish(self._names.events_exchange, routing_key, body, properties)
+        """Publish to the events exchange (through the exchange in front of it and of the
+        archive, when the archive is on); awaiting it waits for the broker's confirm."""
+        return self._publish(self._event_exchange, routing_key, body, properties)
 
     def publish_to_queue(
         self, queue: str, body: bytes, properties: Properties

@@ -7,6 +7,15 @@
     default exchange ──▶ attentive.invalid (quorum queue): authentic webhooks that cannot be parsed
     attentive.control (topic, durable), keyed by application: pause, resume, breaker messages
 
+With the archive on (:func:`declare_archive`), the ingress publishes to an exchange in front::
+
+    attentive.ingress (fanout, durable) ──exchange-to-exchange──▶ attentive.events (as above)
+                                        └─────────────────────▶ attentive.archive (stream)
+
+Every event reaches the events exchange with its routing key, where the claims' bindings and
+the alternate exchange decide as before (an event no claim covers still goes to unrouted), and
+the stream too; a publisher confirm covers every queue the message was routed to.
+
 Declared through a robust channel, so aio-pika declares them again after a reconnect.
 """
 
@@ -14,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Final
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange
@@ -62,6 +72,52 @@ async def declare(channel: AbstractChannel, names: Names) -> Topology:
         names.control_exchange, aio_pika.ExchangeType.TOPIC, durable=True
     )
     return Topology(events=events, direct=channel.default_exchange)
+
+
+#: Defaults of ROUTER_ARCHIVE_MAX_AGE (seconds: 7 days) and ROUTER_ARCHIVE_MAX_BYTES (20 GB).
+DEFAULT_ARCHIVE_MAX_AGE: Final = 7 * 86_400.0
+DEFAULT_ARCHIVE_MAX_BYTES: Final = 20 * 10**9
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How long, and up to what size, the archive stream keeps events: whichever bound is
+    reached first removes the oldest segment (RabbitMQ removes whole segments, so the archive
+    may hold somewhat more than either bound until the next segment closes)."""
+
+    max_age: float = DEFAULT_ARCHIVE_MAX_AGE
+    max_bytes: int = DEFAULT_ARCHIVE_MAX_BYTES
+
+    def arguments(self) -> FieldTable:
+        """The stream's queue arguments (``x-max-age`` in whole seconds, at least one)."""
+        return {
+            "x-queue-type": "stream",
+            "x-max-age": f"{max(1, round(self.max_age))}s",
+            "x-max-length-bytes": self.max_bytes,
+        }
+
+
+async def declare_archive(channel: AbstractChannel, names: Names, retention: Retention) -> None:
+    """Declare the archive stream with ``retention`` and the exchange in front of it and of the
+    events exchange (which :func:`declare` made), bound to both: a no-op when they exist.
+
+    Raises :class:`aiormq.exceptions.ChannelPreconditionFailed` (the channel is then closed)
+    when the stream exists with other retention; :func:`link_archive` then binds the front
+    exchange to the stream as it is."""
+    await channel.declare_queue(names.archive_stream, durable=True, arguments=retention.arguments())
+    await link_archive(channel, names)
+
+
+async def link_archive(channel: AbstractChannel, names: Names) -> None:
+    """Declare the front exchange and bind it to the events exchange and to the existing
+    archive stream (checked, never redeclared: its retention stays as it is)."""
+    front = await channel.declare_exchange(
+        names.ingress_exchange, aio_pika.ExchangeType.FANOUT, durable=True
+    )
+    archive = await channel.declare_queue(names.archive_stream, passive=True)
+    await archive.bind(front)
+    events = await channel.get_exchange(names.events_exchange)
+    await events.bind(front)
 
 
 #: Deliveries after which RabbitMQ itself dead-letters an event from an application queue:
@@ -170,23 +226,34 @@ async def delete_app(
 
 
 async def delete(channel: AbstractChannel, names: Names) -> None:
-    """Remove everything :func:`declare` made (used by tests and ``make clean``-style tools)."""
-    for queue in (names.unrouted_queue, names.invalid_queue):
+    """Remove everything :func:`declare` and :func:`declare_archive` made (used by tests and
+    ``make clean``-style tools)."""
+    for queue in (names.unrouted_queue, names.invalid_queue, names.archive_stream):
         await channel.queue_delete(queue)
-    for exchange in (names.events_exchange, names.unrouted_exchange, names.control_exchange):
+    for exchange in (
+        names.ingress_exchange,
+        names.events_exchange,
+        names.unrouted_exchange,
+        names.control_exchange,
+    ):
         await channel.exchange_delete(exchange)
 
 
 __all__ = [
     "APP_DELIVERY_LIMIT",
     "CLASSIC_QUEUE_ARGUMENTS",
+    "DEFAULT_ARCHIVE_MAX_AGE",
+    "DEFAULT_ARCHIVE_MAX_BYTES",
     "QUORUM_QUEUE_ARGUMENTS",
+    "Retention",
     "Topology",
     "declare",
     "declare_app_queue",
+    "declare_archive",
     "declare_dead_letter_queue",
     "declare_retry_queues",
     "delete",
     "delete_app",
+    "link_archive",
     "retry_routing_key",
 ]

@@ -89,6 +89,19 @@ class Names:
         return f"{self.prefix}.events"
 
     @property
+    def ingress_exchange(self) -> str:
+        """Durable fanout exchange the ingress publishes every event to while the archive is on:
+        bound to :attr:`events_exchange` (exchange to exchange, so the routing key and the
+        alternate exchange work as before) and to :attr:`archive_stream`."""
+        return f"{self.prefix}.ingress"
+
+    @property
+    def archive_stream(self) -> str:
+        """Stream (a durable, replicated, append-only queue) holding every event the ingress
+        accepted, for days: the history ops search and replay from (:mod:`router.history`)."""
+        return f"{self.prefix}.archive"
+
+    @property
     def unrouted_exchange(self) -> str:
         """Fanout exchange set as the alternate exchange of :attr:`events_exchange`."""
         return f"{self.prefix}.unrouted"

@@ -75,6 +75,7 @@ class Ingress:
             connection_name=connection_name,
             timeouts_to_recycle=settings.confirm_timeouts_to_recycle,
             recycle_window=settings.confirm_timeout_window,
+            archive=settings.archive_retention,
         )
         self.metrics = Metrics(settings.metrics_max_other_types)
         self.metrics.in_flight.set_function(lambda: broker.in_flight)  # read when scraped
