@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from router.admin.apps import add_app_routes
 from router.admin.claims import add_claim_routes
 from router.admin.deadletters import add_deadletter_routes
+from router.admin.history import add_history_routes
 from router.admin.jobs import add_job_routes
 from router.admin.responses import error_response, json_response
 from router.admin.tokens import CALLER, Tokens, load_tokens
@@ -66,6 +67,7 @@ def create_admin_app(
     add_app_routes(app, settings, metrics=metrics)
     add_deadletter_routes(app, settings, store)
     add_job_routes(app)
+    add_history_routes(app, settings)
     add_console(app, settings, tokens, attentive=attentive)
     return app
 

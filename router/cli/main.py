@@ -21,6 +21,7 @@ from router.cli import (
     claims,
     db,
     deadletters,
+    history,
     jobs,
     keeper,
     output,
@@ -85,6 +86,7 @@ def _build_parser() -> argparse.ArgumentParser:
     keeper.add_commands(commands, OneLineParser)
     db.add_commands(commands, OneLineParser)
     jobs.add_commands(commands, OneLineParser)
+    history.add_commands(commands, OneLineParser)
     return parser
 
 
