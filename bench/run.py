@@ -30,6 +30,8 @@ h. parked events at incident scale (:mod:`bench.parked_phase`), SQLite and Postg
    database).
 i. the outage machinery's cost (:mod:`bench.flow_phase`): phase d's worker draining with the
    circuit breaker and a rate limit that never waits, against the breaker off and no limit.
+j. newest wins' cost (:mod:`bench.newest_phase`): a no-op worker draining with a key family
+   against without, its stores in Redis and PostgreSQL, over 10,000 and over 10 subscribers.
 
 Every figure uses the same broker and the same realistic signed payloads (all 11 types x 4
 companies, about 1 KiB), in a fresh namespace (``bench-<uuid>``) deleted afterwards. Every
@@ -65,7 +67,7 @@ from typing import Any
 
 from yarl import URL
 
-from bench import callgrind, flow_phase, parked_phase, report
+from bench import callgrind, flow_phase, newest_phase, parked_phase, report
 from bench.common import (
     ADMIN_TOKEN,
     AMQP_URL,
@@ -115,7 +117,7 @@ from router.cli.main import OneLineParser
 from router.contract.events import EVENT_TYPES
 from router.contract.names import WEBHOOK_PATH, Names
 
-PHASES = "abcdefghi"
+PHASES = "abcdefghij"
 RESULTS = Path(__file__).resolve().parent / "results"
 UVLOOP_INSTALLED = importlib.util.find_spec("uvloop") is not None
 
@@ -579,6 +581,8 @@ class Bench:
             self.group_consume()
         if "i" in only:
             self.results["i"] = flow_phase.measure(self)
+        if "j" in only:
+            self.results["j"] = newest_phase.measure(self)
         self.stop_ingress()
         if "e" in only:
             self.results["e"] = self.attempt("e: ingress peak RSS", self.phase_e)

@@ -1,0 +1,224 @@
+"""Phase j of ``make bench``: what newest wins costs a worker's drain (issue 29, item 6; the
+target: >= 0.7x the same worker without it, over distinct subscribers).
+
+Each drain is a no-op worker (prefetch as phase d) draining ``--newest-events`` subscribe
+events from a pre-filled application queue, its idempotency store in Redis or PostgreSQL
+(``WORKER_IDEMPOTENCY_URL``), in two shapes:
+
+- **distinct**: the events of :data:`DISTINCT` subscribers, one lane and one lease each;
+- **hot**: the events of :data:`HOT` subscribers, each subscriber's events one at a time.
+
+and two modes, alternating which goes first from round to round:
+
+- **off**: the handler has no key family (the worker as before newest wins);
+- **on**: the same handler with ``newest="subscription"``: per event, a lane turn, the key's
+  lease, its newest time read, then recorded, and the lease released, in that same store.
+
+Every event carries the ingress's ordering headers, under a subject-key secret new to each
+drain (so no drain finds the keys of another), its times rising in publish order. A
+middleware outside the guard counts every delivery settled (handled or skipped), so a drain
+ends when every event was settled either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aio_pika
+import orjson
+
+from bench.common import AMQP_URL, APP, BenchError, purge, run_async, wait_until
+from consumers import Event, Worker
+from consumers.runtime.middleware import Next
+from consumers.runtime.outcomes import Outcome
+from router.contract.examples import example_payload
+from router.contract.names import EVENT_TIME_HEADER, SUBJECT_KEY_HEADER, routing_key
+from router.contract.ordering import SubjectKeys
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from bench.run import Bench
+
+#: Subscribers of each shape.
+DISTINCT, HOT = 10_000, 10
+SHAPES = {"distinct": DISTINCT, "hot": HOT}
+#: The stores each drain keeps its idempotency (and, on, its newest times) in.
+STORES = {
+    "redis": os.environ.get("ROUTER_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
+    "postgres": os.environ.get(
+        "ROUTER_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+    ),
+}
+#: The target: on over off, distinct subscribers.
+TARGET = 0.7
+#: How long the drains' newest times stay in the store (seconds): past the phase, no longer.
+RETENTION = 600
+FIELDS = ("msgs_per_s", "seconds")
+COMPANY = "MDc6Q29tcGFueTU"
+
+
+class _Count:
+    """Counts the deliveries settled; writes the drain's figures once ``BENCH_DRAIN_EXPECT``
+    were, to ``BENCH_DRAIN_OUT``."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+        self.first = 0.0
+
+    async def __call__(self, event: Event, call_next: Next) -> Outcome:
+        outcome = await call_next(event)
+        now = time.perf_counter()
+        self.seen += 1
+        if self.seen == 1:
+            self.first = now
+        if self.seen == int(os.environ["BENCH_DRAIN_EXPECT"]):
+            seconds = now - self.first
+            rate = round((self.seen - 1) / seconds) if seconds > 0 else None
+            out = Path(os.environ["BENCH_DRAIN_OUT"])
+            partial = out.with_suffix(".part")
+            partial.write_text(
+                json.dumps({"count": self.seen, "seconds": round(seconds, 3), "msgs_per_s": rate})
+            )
+            partial.rename(out)
+        return outcome
+
+
+async def _nothing(event: Event) -> None:
+    return None
+
+
+def _drain_worker(newest: str | None) -> Worker:
+    worker = Worker(APP, prefetch=256, middleware=[_Count()])
+    worker.on("*", newest=newest)(_nothing)
+    return worker
+
+
+#: The worker of each mode (``attentive-router worker bench.newest_phase:on``).
+off = _drain_worker(None)
+on = _drain_worker("subscription")
+
+
+def measure(bench: Bench) -> dict[str, Any]:
+    """Phase j: off and on, per store and shape, round by round (see the module's text)."""
+    try:
+        bench.ensure_ingress()
+        bench.set_sink(False)
+        claimed_here = not bench.claimed
+        if claimed_here:
+            bench.claim()
+    except Exception as error:
+        return {"error": f"set-up failed: {error}"}
+    n = min(bench.config.drain_events, 20_000)
+    runs: dict[str, list[dict[str, Any]]] = {}
+    try:
+        for k in range(bench.config.repeat):
+            order = ["off", "on"] if k % 2 == 0 else ["on", "off"]
+            for store in STORES:
+                for shape in SHAPES:
+                    for mode in order:
+                        label = f"j: {mode}, {store}, {shape}, {n:,} events (round {k + 1})"
+                        drain = _drainer(bench, n, store, shape, mode)
+                        runs.setdefault(f"{store}.{shape}.{mode}", []).append(
+                            bench.in_round(k, label, drain)
+                        )
+    finally:
+        if claimed_here:
+            bench.release()
+    merged = {name: bench.merge(samples, FIELDS) for name, samples in runs.items()}
+    out: dict[str, Any] = {"events": n, "runs": merged}
+    for store in STORES:
+        for shape in SHAPES:
+            base = f"{store}.{shape}"
+            out[f"{base}.ratio"] = _ratio(
+                merged[f"{base}.on"].get("msgs_per_s"), merged[f"{base}.off"].get("msgs_per_s")
+            )
+            out[f"{base}.ratio_by_round"] = [
+                _ratio(a.get("msgs_per_s"), b.get("msgs_per_s"))
+                for a, b in zip(runs[f"{base}.on"], runs[f"{base}.off"], strict=True)
+            ]
+    return out
+
+
+def _drainer(bench: Bench, n: int, store: str, shape: str, mode: str) -> Callable[[], Any]:
+    def drain() -> dict[str, Any]:
+        queue = bench.app_queue()
+        run_async(purge(queue))
+        run_async(_prefill(bench.names.events_exchange, queue, n, SHAPES[shape]), timeout=300)
+        out = bench.tmp / f"newest-{uuid.uuid4().hex[:6]}.json"
+        worker = bench.start_worker(
+            f"bench.newest_phase:{mode}",
+            f"newest-{mode}",
+            BENCH_DRAIN_EXPECT=str(n),
+            BENCH_DRAIN_OUT=str(out),
+            WORKER_IDEMPOTENCY_URL=STORES[store],
+            WORKER_NEWEST_RETENTION=str(RETENTION),
+        )
+        try:
+
+            def done() -> bool:
+                worker.check_alive()
+                return out.exists()
+
+            wait_until(f"the worker to drain {n:,} events", done, timeout=n / 50 + 60)
+        finally:
+            worker.stop()
+        run_async(purge(queue))
+        result: dict[str, Any] = json.loads(out.read_text())
+        return result
+
+    return drain
+
+
+async def _prefill(exchange_name: str, queue_name: str, count: int, subscribers: int) -> None:
+    """Publish ``count`` subscribes of ``subscribers`` phones, times rising, with the ordering
+    headers under a secret new to this drain; wait until the queue holds them."""
+    keys = SubjectKeys(secrets.token_bytes(16))
+    start = int(time.time() * 1000) - 3_600_000
+    connection = await aio_pika.connect(AMQP_URL, timeout=10)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(exchange_name)
+        key = routing_key("sms.subscribed", COMPANY)
+        for first in range(0, count, 500):
+            batch = []
+            for i in range(first, min(count, first + 500)):
+                payload = example_payload("sms.subscribed", COMPANY, timestamp_ms=start + i)
+                payload["subscriber"]["phone"] = f"+1555{i % subscribers:07d}"
+                body = orjson.dumps(payload)
+                headers: dict[str, Any] = {
+                    SUBJECT_KEY_HEADER: keys.key("sms.subscribed", COMPANY, payload),
+                    EVENT_TIME_HEADER: start + i,
+                }
+                message = aio_pika.Message(
+                    body,
+                    headers=headers,
+                    message_id=uuid.uuid4().hex,
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                )
+                batch.append(exchange.publish(message, key))
+            await asyncio.gather(*batch)
+        deadline = time.monotonic() + 30
+        while True:
+            queue = await channel.declare_queue(queue_name, passive=True)
+            if (queue.declaration_result.message_count or 0) >= count:
+                return
+            if time.monotonic() > deadline:
+                raise BenchError(f"{queue_name} holds fewer than {count}")
+            await asyncio.sleep(0.2)
+
+
+def _ratio(numerator: Any, denominator: Any) -> float | None:
+    if isinstance(numerator, int | float) and isinstance(denominator, int | float) and denominator:
+        return round(numerator / denominator, 3)
+    return None
+
+
+__all__ = ["DISTINCT", "HOT", "TARGET", "measure", "off", "on"]
