@@ -23,6 +23,8 @@ ends when every event was settled either way.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import json
 import os
 import secrets
@@ -43,7 +45,7 @@ from router.contract.names import EVENT_TIME_HEADER, SUBJECT_KEY_HEADER, routing
 from router.contract.ordering import SubjectKeys
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from bench.run import Bench
 
@@ -106,32 +108,45 @@ off = _drain_worker(None)
 on = _drain_worker("subscription")
 
 
-def measure(bench: Bench) -> dict[str, Any]:
-    """Phase j: off and on, per store and shape, round by round (see the module's text)."""
+class _SetUpFailed(Exception):
+    """The ingress did not start or the claim was refused (the cause says why)."""
+
+
+@contextlib.contextmanager
+def _claimed(bench: Bench) -> Iterator[None]:
+    """The ingress running, the sink unbound and ``*`` claimed for the drains, the claim
+    released afterwards if it was made here."""
     try:
         bench.ensure_ingress()
         bench.set_sink(False)
-        claimed_here = not bench.claimed
-        if claimed_here:
+        held = bench.claimed
+        if not held:
             bench.claim()
     except Exception as error:
-        return {"error": f"set-up failed: {error}"}
+        raise _SetUpFailed from error
+    try:
+        yield
+    finally:
+        if not held:
+            bench.release()
+
+
+def measure(bench: Bench) -> dict[str, Any]:
+    """Phase j: off and on, per store and shape, round by round (see the module's text)."""
     n = min(bench.config.drain_events, 20_000)
     runs: dict[str, list[dict[str, Any]]] = {}
     try:
-        for k in range(bench.config.repeat):
-            order = ["off", "on"] if k % 2 == 0 else ["on", "off"]
-            for store in STORES:
-                for shape in SHAPES:
+        with _claimed(bench):
+            for k in range(bench.config.repeat):
+                order = ["off", "on"] if k % 2 == 0 else ["on", "off"]
+                for store, shape in itertools.product(STORES, SHAPES):
                     for mode in order:
                         label = f"j: {mode}, {store}, {shape}, {n:,} events (round {k + 1})"
                         drain = _drainer(bench, n, store, shape, mode)
-                        runs.setdefault(f"{store}.{shape}.{mode}", []).append(
-                            bench.in_round(k, label, drain)
-                        )
-    finally:
-        if claimed_here:
-            bench.release()
+                        sample = bench.in_round(k, label, drain)
+                        runs.setdefault(f"{store}.{shape}.{mode}", []).append(sample)
+    except _SetUpFailed as error:
+        return {"error": f"set-up failed: {error.__cause__}"}
     merged = {name: bench.merge(samples, FIELDS) for name, samples in runs.items()}
     out: dict[str, Any] = {"events": n, "runs": merged}
     for store in STORES:
