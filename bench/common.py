@@ -569,8 +569,18 @@ async def delete_namespace(names: Names, apps: Sequence[str], delays_ms: Sequenc
     """Delete every queue and exchange of the bench namespace; each deletion on its own."""
     connection = await aio_pika.connect(AMQP_URL, timeout=10)
     async with connection:
-        queues = [sink_queue(names), names.unrouted_queue, names.invalid_queue]
-        exchanges = [names.events_exchange, names.unrouted_exchange, names.control_exchange]
+        queues = [
+            sink_queue(names),
+            names.unrouted_queue,
+            names.invalid_queue,
+            names.archive_stream,
+        ]
+        exchanges = [
+            names.ingress_exchange,
+            names.events_exchange,
+            names.unrouted_exchange,
+            names.control_exchange,
+        ]
         for app in apps:
             queues += [names.app_queue(app), names.app_dead_letter_queue(app)]
             queues += [names.app_retry_queue(app, d) for d in delays_ms]
