@@ -42,7 +42,14 @@ from consumers.runtime.newest_guard import NewestWins
 from consumers.runtime.newest_open import newest_store_from_url
 from consumers.runtime.newest_postgres import PostgresNewestStore
 from consumers.runtime.newest_redis import RedisNewestStore
-from consumers.runtime.newest_stores import MemoryNewestStore, NewestStore, from_rank, rank
+from consumers.runtime.newest_stores import (
+    Leased,
+    MemoryNewestStore,
+    NewestStore,
+    NewestStoreError,
+    from_rank,
+    rank,
+)
 from consumers.runtime.outcomes import Deferred, Handled, Outcome, Skipped
 from router.contract.names import EVENT_TIME_HEADER, SUBJECT_KEY_HEADER
 from tests.databases import POSTGRES_URL, REDIS_URL, drop_table, forget_redis_keys
@@ -241,6 +248,7 @@ async def test_a_newest_event_is_forgotten_after_the_retention(place: Place) -> 
 
     await _until(forgotten)
     assert time.monotonic() - started >= 0.25
+    assert await _within(store.acquire_and_read(APP, FAMILY, KEY, "me", 30.0)) == Leased(None)
     assert await _within(store.record(APP, FAMILY, KEY, Recorded(T0))) is True
 
 
@@ -317,6 +325,85 @@ async def test_a_lease_left_by_a_killed_holder_lapses(place: Place) -> None:
 
     await _until(acquired)
     assert time.monotonic() - started >= 0.35
+
+
+async def test_a_lease_is_taken_with_the_newest_and_released_with_the_next(place: Place) -> None:
+    # Given a key whose newest event is recorded, and two replicas
+    one, two = await place.opened(), await place.opened()
+    await _within(one.record(APP, FAMILY, KEY, Recorded(T0 + 5)))
+
+    # When one takes the key's lease, Then it reads the newest in the same step
+    assert await _within(one.acquire_and_read(APP, FAMILY, KEY, "one", 30.0)) == Leased(
+        Recorded(T0 + 5)
+    )
+    # And the other, while it is held, reads nothing and gets no lease
+    assert await _within(two.acquire_and_read(APP, FAMILY, KEY, "two", 30.0)) is None
+
+    # When the holder records a newer event as it releases
+    assert await _within(one.record_and_release(APP, FAMILY, KEY, "one", Recorded(T0 + 9)))
+
+    # Then the other takes the key at once and reads that event
+    assert await _within(two.acquire_and_read(APP, FAMILY, KEY, "two", 30.0)) == Leased(
+        Recorded(T0 + 9)
+    )
+    # And an older event released with the lease leaves the newest, and frees the lease
+    assert await _within(two.record_and_release(APP, FAMILY, KEY, "two", Recorded(T0 + 3)))
+    assert await _within(one.acquire_and_read(APP, FAMILY, KEY, "one", 30.0)) == Leased(
+        Recorded(T0 + 9)
+    )
+    # And a key with nothing recorded is taken with no newest
+    assert await _within(one.acquire_and_read(APP, FAMILY, "k2", "one", 30.0)) == Leased(None)
+
+
+async def test_recording_without_the_lease_records_and_leaves_the_holders_lease(
+    place: Place,
+) -> None:
+    # Given a key held by another replica
+    store = await place.opened()
+    assert await _within(store.acquire(APP, FAMILY, KEY, "holder", 30.0)) is True
+
+    # When a replica that lost the lease records an unsubscribe on a tie as it releases
+    await _within(store.record(APP, FAMILY, KEY, Recorded(T0)))
+    released = await _within(store.record_and_release(APP, FAMILY, KEY, "lost", Recorded(T0, True)))
+
+    # Then it is told it did not hold the lease, the event is the newest all the same,
+    # and the holder keeps the key
+    assert released is False
+    assert await _within(store.newest(APP, FAMILY, KEY)) == Recorded(T0, True)
+    assert await _within(store.acquire_and_read(APP, FAMILY, KEY, "other", 30.0)) is None
+
+    # And on a key never taken (or pruned meanwhile), the event is recorded as well
+    released = await _within(store.record_and_release(APP, FAMILY, "k2", "lost", Recorded(T0)))
+    assert released is False
+    assert await _within(store.newest(APP, FAMILY, "k2")) == Recorded(T0)
+
+
+async def test_fifty_concurrent_takes_and_releases_leave_the_greatest_and_one_holder(
+    place: Place,
+) -> None:
+    # Given five replicas' stores on one place, and 50 events of one key at random times
+    stores = [await place.opened() for _ in range(5)]
+    events = [Recorded(T0 + random.randrange(20), random.random() < 0.5) for _ in range(50)]
+    holders = 0
+
+    async def handle(n: int, event: Recorded) -> bool:
+        nonlocal holders
+        owner, store = f"owner-{n}", stores[n % 5]
+        while await store.acquire_and_read(APP, FAMILY, KEY, owner, 30.0) is None:
+            await asyncio.sleep(0.001)
+        holders += 1
+        alone = holders == 1
+        await asyncio.sleep(0)
+        holders -= 1
+        released = await store.record_and_release(APP, FAMILY, KEY, owner, event)
+        return alone and released
+
+    # When each takes the key's lease and records its event as it releases, all at once
+    alone = await _within(asyncio.gather(*(handle(n, e) for n, e in enumerate(events))))
+
+    # Then each held the key alone, and the newest is the greatest of them
+    assert all(alone)
+    assert await _within(stores[0].newest(APP, FAMILY, KEY)) == max(events)
 
 
 @pytest.mark.parametrize(
@@ -418,6 +505,31 @@ async def test_a_held_lease_is_renewed_while_its_handler_runs() -> None:
     # And once released, it is the other's at once
     await _within(lease.release())
     assert await _within(theirs.of(FAMILY, KEY).acquire()) is True
+
+
+class _FailingRecords(MemoryNewestStore):
+    """A memory store whose record-and-release fails, as a store that went away would."""
+
+    async def record_and_release(
+        self, app: str, family: str, key: str, owner: str, event: Recorded
+    ) -> bool:
+        raise NewestStoreError("recording the newest event: the store went away")
+
+
+async def test_a_failed_record_raises_and_the_lease_is_still_given_up() -> None:
+    # Given a lease held on a store whose records fail
+    store = _FailingRecords()
+    leases = Leases(store, APP)
+    lease = leases.of(FAMILY, KEY)
+    assert await _within(lease.take()) == Leased(None)
+
+    # When it is released with an event to record, Then the error reaches the caller
+    with pytest.raises(NewestStoreError):
+        await _within(lease.release(Recorded(T0)))
+
+    # And nothing was recorded, and the key is free for another replica
+    assert await store.newest(APP, FAMILY, KEY) is None
+    assert await _within(store.acquire(APP, FAMILY, KEY, "other", 30.0)) is True
 
 
 # --- the guard ---------------------------------------------------------------------------

@@ -11,7 +11,8 @@ delivery waiting in a lane holds its prefetch slot.
 replica is handling the key) returns the delivery for later
 (:class:`~consumers.runtime.outcomes.Deferred`). A held lease is renewed every third of its
 length while the handler runs, so a slow handler keeps it and a replica killed mid-handler
-blocks its key for at most one lease.
+blocks its key for at most one lease. Taking a lease reads the key's newest event in the same
+round trip, and releasing it can record the handled event's time in the same round trip.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from types import TracebackType
 
 import structlog
 
+from consumers.runtime.newest import Recorded
 from consumers.runtime.newest_stores import (
     DEFAULT_KEY_LEASE,
+    Leased,
     NewestStore,
     check_seconds,
     new_owner,
@@ -120,7 +123,8 @@ class Leases:
 
 
 class Lease:
-    """One key's lease: :meth:`acquire` it, then :meth:`release` it once the handler ended.
+    """One key's lease: :meth:`take` (or :meth:`acquire`) it, then :meth:`release` it once the
+    handler ended.
 
     While held, it is renewed every third of its length in the background."""
 
@@ -133,9 +137,20 @@ class Lease:
         self._renewal: asyncio.TimerHandle | None = None
         self._renewing: asyncio.Task[None] | None = None
 
+    async def take(self) -> Leased | None:
+        """Take the lease and read the key's newest event, in one step; None if another owner
+        holds it (the delivery should come back later). A store error raises."""
+        leases = self._leases
+        taken = await leases.store.acquire_and_read(
+            leases.app, self._family, self._key, leases.owner, leases.lease
+        )
+        if taken is not None:
+            self._schedule()
+        return taken
+
     async def acquire(self) -> bool:
-        """Take the lease; False if another owner holds it (the delivery should come back
-        later). A store error raises."""
+        """Take the lease (or extend it); False if another owner holds it. A store error
+        raises."""
         leases = self._leases
         held = await leases.store.acquire(
             leases.app, self._family, self._key, leases.owner, leases.lease
@@ -144,9 +159,28 @@ class Lease:
             self._schedule()
         return held
 
-    async def release(self) -> None:
-        """Stop renewing and give the lease up; a store error is logged (the lease then lapses
-        by itself)."""
+    async def release(self, record: Recorded | None = None) -> None:
+        """Stop renewing and give the lease up, recording ``record`` as the key's newest event
+        in the same step when given.
+
+        A store error while recording raises (after a plain release is tried), so the delivery
+        is retried; one while only releasing is logged (the lease then lapses by itself)."""
+        await self._stop_renewing()
+        if record is None:
+            await self._release()
+            return
+        leases = self._leases
+        try:
+            held = await leases.store.record_and_release(
+                leases.app, self._family, self._key, leases.owner, record
+            )
+        except BaseException:
+            await self._release()
+            raise
+        if not held:
+            log.warning("key_lease_lost", family=self._family, key=self._key)
+
+    async def _stop_renewing(self) -> None:
         if self._renewal is not None:
             self._renewal.cancel()
             self._renewal = None
@@ -155,6 +189,8 @@ class Lease:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewing
             self._renewing = None
+
+    async def _release(self) -> None:
         leases = self._leases
         try:
             if not await leases.store.release(leases.app, self._family, self._key, leases.owner):

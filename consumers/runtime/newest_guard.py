@@ -4,15 +4,16 @@ For an event whose handler has a family and whose event carries a subject key, i
 
 1. take the key's turn in this process's lane (:class:`~consumers.runtime.lanes.Lanes`),
    before anything is awaited, so the key's events start in the order they arrived;
-2. acquire the key's lease across replicas; held elsewhere: :class:`Deferred` (it comes back
+2. acquire the key's lease across replicas and read the newest event recorded for the key, in
+   one round trip to the store; lease held elsewhere: :class:`Deferred` (it comes back
    through the shortest delay tier, no attempt counted);
-3. read the newest event recorded for the key and :func:`~consumers.runtime.newest.decide`:
-   stale: :class:`Skipped` ``stale``, counted and logged with both times, never dead-lettered;
+3. :func:`~consumers.runtime.newest.decide`: stale: :class:`Skipped` ``stale``, counted and
+   logged with both times, never dead-lettered;
 4. run the rest of the pipeline (idempotency, the handler);
-5. if the event was to be applied and the handler returned (or it was handled before: a
-   duplicate), record its time as the key's newest (compare-and-set); a handler that raised
-   leaves the newest unchanged, so its own retry is not mistaken for stale;
-6. release the lease and leave the lane.
+5. release the lease and leave the lane; if the event was to be applied and the handler
+   returned (or it was handled before: a duplicate), the release records its time as the
+   key's newest (compare-and-set) in the same round trip; a handler that raised leaves the
+   newest unchanged, so its own retry is not mistaken for stale.
 
 An event without a subject key, without a time, or with a time further ahead than the skew is
 handled unordered (counted; its time never recorded). A store error raises, so the delivery
@@ -36,6 +37,7 @@ from consumers.runtime.newest import (
     DEFAULT_SKEW,
     NO_KEY,
     Apply,
+    Recorded,
     Stale,
     Unordered,
     decide,
@@ -119,28 +121,29 @@ class NewestWins:
 
     async def _guarded(self, event: Event, family: str, key: str, call_next: Next) -> Outcome:
         lease = self.leases.of(family, key)
-        if not await lease.acquire():
+        taken = await lease.take()
+        if taken is None:
             self._count(family, "deferred")
             return Deferred()
+        applied: Recorded | None = None
         try:
-            newest = await self.store.newest(self.app, family, key)
             decision = decide(
                 event_time_ms(event),
                 is_unsubscribe(event.type),
-                newest,
+                taken.newest,
                 now_ms=round(self.clock() * 1000),
                 skew=self.skew,
             )
             match decision:
-                case Stale(event=stale, newest=applied):
+                case Stale(event=stale, newest=newest):
                     self._count(family, "stale")
                     log.info(
                         "event_stale",
                         family=family,
                         subject_key=key,
                         event_time_ms=stale.time_ms,
-                        newest_time_ms=applied.time_ms,
-                        newest_unsubscribe=applied.unsubscribe,
+                        newest_time_ms=newest.time_ms,
+                        newest_unsubscribe=newest.unsubscribe,
                     )
                     return Skipped("stale")
                 case Unordered(reason=reason):
@@ -150,10 +153,10 @@ class NewestWins:
             outcome = await call_next(event)
             if isinstance(decision, Apply) and _applied(outcome):
                 self._count(family, "applied")
-                await self.store.record(self.app, family, key, decision.event)
+                applied = decision.event
             return outcome
         finally:
-            await lease.release()
+            await lease.release(applied)
 
     def _count(self, family: str, verdict: str) -> None:
         self.verdicts.labels(self.app, family, verdict).inc()

@@ -2,8 +2,9 @@
 
 One row per ``(app, family, key)``: the newest event applied (``time_ms``, ``unsubscribe``,
 ``recorded_at``) and the key's lease (``owner``, ``lease_until``). Each change is one
-``INSERT ... ON CONFLICT DO UPDATE ... WHERE``, so it is atomic; lease times are the
-database's clock, so the replicas' clocks do not matter. Rows recorded longer than the
+statement, so it is atomic, and the guard's two steps per event are one statement each (the
+lease taken and the newest returned; the newest moved and the lease cleared); lease times are
+the database's clock, so the replicas' clocks do not matter. Rows recorded longer than the
 retention ago, with no live lease, are deleted in the background. Errors (the server down, a
 query timing out) are :class:`~consumers.runtime.newest_stores.NewestStoreError`.
 """
@@ -14,7 +15,12 @@ from datetime import timedelta
 
 from consumers.runtime.errors import WorkerConfigError
 from consumers.runtime.newest import Recorded
-from consumers.runtime.newest_stores import DEFAULT_RETENTION, NewestStoreError, check_seconds
+from consumers.runtime.newest_stores import (
+    DEFAULT_RETENTION,
+    Leased,
+    NewestStoreError,
+    check_seconds,
+)
 from consumers.runtime.store_connections import PgTable
 from router.pg import TABLE_NAME_RULE, valid_table_name
 
@@ -66,6 +72,32 @@ _RELEASE = (
     "UPDATE {table} SET owner = NULL, lease_until = NULL "
     "WHERE app = $1 AND family = $2 AND key = $3 AND owner = $4"
 )
+#: _ACQUIRE, returning the row's newest event and whether it is within the retention ($6):
+#: no row if another owner holds the lease.
+_ACQUIRE_AND_READ = (
+    _ACQUIRE.removesuffix("RETURNING true")
+    + "RETURNING time_ms, unsubscribe, recorded_at > now() - $6::interval AS fresh"
+)
+#: Whether the row's newest event gives way to ($4, $5): as in _RECORD.
+_GREATER = (
+    "(held.time_ms IS NULL OR held.recorded_at <= now() - $6::interval "
+    "OR $4::bigint > held.time_ms "
+    "OR ($4::bigint = held.time_ms AND $5::boolean AND NOT held.unsubscribe))"
+)
+#: _RECORD and _RELEASE (of the owner $7) on an existing row, returning whether $7 held the
+#: lease: the row locked first (FOR UPDATE), so its previous owner is the one replaced. No row
+#: (pruned once the lease lapsed): nothing returned, and _RECORD inserts it.
+_RECORD_AND_RELEASE = (
+    "UPDATE {table} AS held SET "
+    f"time_ms = CASE WHEN {_GREATER} THEN $4::bigint ELSE held.time_ms END, "
+    f"unsubscribe = CASE WHEN {_GREATER} THEN $5::boolean ELSE held.unsubscribe END, "
+    f"recorded_at = CASE WHEN {_GREATER} THEN now() ELSE held.recorded_at END, "
+    "owner = CASE WHEN held.owner = $7 THEN NULL ELSE held.owner END, "
+    "lease_until = CASE WHEN held.owner = $7 THEN NULL ELSE held.lease_until END "
+    "FROM (SELECT owner FROM {table} WHERE app = $1 AND family = $2 AND key = $3 FOR UPDATE) "
+    "AS prior WHERE held.app = $1 AND held.family = $2 AND held.key = $3 "
+    "RETURNING prior.owner IS NOT DISTINCT FROM $7 AS released"
+)
 _PRUNE = (
     "DELETE FROM {table} WHERE recorded_at <= now() - $1::interval "
     "AND (lease_until IS NULL OR lease_until <= now())"
@@ -96,6 +128,9 @@ class PostgresNewestStore:
         self._newest, self._record, self._acquire, self._release, self._delete = (
             sql.format(table=table) for sql in (_NEWEST, _RECORD, _ACQUIRE, _RELEASE, _PRUNE)
         )
+        self._acquire_and_read, self._record_and_release = (
+            sql.format(table=table) for sql in (_ACQUIRE_AND_READ, _RECORD_AND_RELEASE)
+        )
         self._db = PgTable(
             url, table, error=NewestStoreError, timeout=timeout, prune_interval=prune_interval
         )
@@ -120,16 +155,9 @@ class PostgresNewestStore:
     async def record(self, app: str, family: str, key: str, event: Recorded) -> bool:
         """Insert the row, or move its newest event to ``event`` if that is greater (or the
         row's is none, or past the retention)."""
+        args = self._recording(app, family, key, event)
         async with self._db.connection("recording the newest event") as conn:
-            recorded = await conn.fetchval(
-                self._record,
-                app,
-                family,
-                key,
-                event.time_ms,
-                event.unsubscribe,
-                self._retention,
-            )
+            recorded = await conn.fetchval(self._record, *args)
         self._db.maybe_prune(self._prune)
         return bool(recorded)
 
@@ -147,6 +175,47 @@ class PostgresNewestStore:
         async with self._db.connection("releasing a key's lease") as conn:
             status = await conn.execute(self._release, app, family, key, owner)
         return bool(status == "UPDATE 1")
+
+    async def acquire_and_read(
+        self, app: str, family: str, key: str, owner: str, lease: float
+    ) -> Leased | None:
+        """:meth:`acquire`, returning the row's newest event (within the retention) if the
+        lease is held: one statement."""
+        async with self._db.connection("acquiring a key's lease") as conn:
+            row = await conn.fetchrow(
+                self._acquire_and_read,
+                app,
+                family,
+                key,
+                owner,
+                timedelta(seconds=lease),
+                self._retention,
+            )
+        if row is None:
+            return None
+        if row["time_ms"] is None or not row["fresh"]:
+            return Leased(None)
+        return Leased(Recorded(row["time_ms"], row["unsubscribe"]))
+
+    async def record_and_release(
+        self, app: str, family: str, key: str, owner: str, event: Recorded
+    ) -> bool:
+        """Move the row's newest event to ``event`` if that is greater and clear ``owner``'s
+        lease: one statement (two if the row was pruned meanwhile: then it is inserted)."""
+        args = self._recording(app, family, key, event)
+        doing = "recording the newest event and releasing its lease"
+        async with self._db.connection(doing) as conn:
+            row = await conn.fetchrow(self._record_and_release, *args, owner)
+            if row is None:
+                await conn.fetchval(self._record, *args)
+        self._db.maybe_prune(self._prune)
+        return row is not None and bool(row["released"])
+
+    def _recording(
+        self, app: str, family: str, key: str, event: Recorded
+    ) -> tuple[str, str, str, int, bool, timedelta]:
+        """The parameters $1 to $6 of the statements that record ``event``."""
+        return (app, family, key, event.time_ms, event.unsubscribe, self._retention)
 
     async def _prune(self) -> None:
         """Delete the rows recorded past the retention whose lease is not live."""

@@ -3,7 +3,9 @@
 Two keys per ``(app, family, key)``: ``<prefix>:newest:...`` holds the newest event as one
 integer (:func:`~consumers.runtime.newest_stores.rank`: time and unsubscribe, ordered as
 events are), expiring ``retention`` after it was last moved; ``<prefix>:lease:...`` holds the
-lease's owner, expiring with the lease. Each change is a small Lua script, so it is atomic.
+lease's owner, expiring with the lease. Each change is a small Lua script, so it is atomic;
+the guard's two steps per event (the lease and the newest read; the newest recorded and the
+lease released) are one script each, one round trip each.
 Errors (the server down, a command timing out) are
 :class:`~consumers.runtime.newest_stores.NewestStoreError`.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import math
 from contextlib import AbstractAsyncContextManager
+from typing import Any
 
 import redis.asyncio
 from redis.asyncio.connection import parse_url
@@ -22,6 +25,7 @@ from consumers.runtime.idempotency import without_password
 from consumers.runtime.newest import Recorded
 from consumers.runtime.newest_stores import (
     DEFAULT_RETENTION,
+    Leased,
     NewestStoreError,
     check_seconds,
     from_rank,
@@ -50,6 +54,30 @@ _RELEASE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 return redis.call('DEL', KEYS[1])
 """
+#: _ACQUIRE on the lease KEYS[1]; if held, the newest KEYS[2] (false: none), else -1.
+_ACQUIRE_AND_READ = """
+local held = redis.call('GET', KEYS[1])
+if held and held ~= ARGV[1] then return -1 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return redis.call('GET', KEYS[2])
+"""
+#: _RECORD of ARGV[1] for ARGV[2] ms on the newest KEYS[1], then _RELEASE of the lease KEYS[2]
+#: by the owner ARGV[3]: 1 if it held the lease, else 0.
+_RECORD_AND_RELEASE = """
+local current = redis.call('GET', KEYS[1])
+if not current or tonumber(current) < tonumber(ARGV[1]) then
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+if redis.call('GET', KEYS[2]) ~= ARGV[3] then return 0 end
+return redis.call('DEL', KEYS[2])
+"""
+_SCRIPTS = {
+    "record": _RECORD,
+    "acquire": _ACQUIRE,
+    "release": _RELEASE,
+    "acquire_and_read": _ACQUIRE_AND_READ,
+    "record_and_release": _RECORD_AND_RELEASE,
+}
 
 
 class RedisNewestStore:
@@ -86,10 +114,7 @@ class RedisNewestStore:
             return
         client = await connected_redis(self.url, timeout=self.timeout, error=NewestStoreError)
         self._client = client
-        self._scripts = {
-            name: client.register_script(source)
-            for name, source in (("record", _RECORD), ("acquire", _ACQUIRE), ("release", _RELEASE))
-        }
+        self._scripts = {name: client.register_script(source) for name, source in _SCRIPTS.items()}
 
     async def close(self) -> None:
         """Close the client's connections."""
@@ -119,6 +144,28 @@ class RedisNewestStore:
         """Delete the lease key if ``owner`` holds it."""
         return await self._run("release", "releasing a key's lease", app, family, key, (owner,))
 
+    async def acquire_and_read(
+        self, app: str, family: str, key: str, owner: str, lease: float
+    ) -> Leased | None:
+        """The lease key set to ``owner`` unless another owner holds it, and if so the newest
+        key read, in one script."""
+        keys = [self._key("lease", app, family, key), self._key("newest", app, family, key)]
+        args = (owner, max(1, math.ceil(lease * 1000)))
+        value = await self._call("acquire_and_read", "acquiring a key's lease", keys, args)
+        if value == -1:
+            return None
+        return Leased(None if value is None else from_rank(int(value)))
+
+    async def record_and_release(
+        self, app: str, family: str, key: str, owner: str, event: Recorded
+    ) -> bool:
+        """The newest key set to ``event`` if absent or smaller, and the lease key deleted if
+        ``owner`` holds it, in one script."""
+        keys = [self._key("newest", app, family, key), self._key("lease", app, family, key)]
+        args = (rank(event), self._retention_ms, owner)
+        doing = "recording the newest event and releasing its lease"
+        return bool(await self._call("record_and_release", doing, keys, args))
+
     async def _run(
         self,
         script: str,
@@ -128,11 +175,15 @@ class RedisNewestStore:
         key: str,
         args: tuple[str | int, ...],
     ) -> bool:
-        self._require_open()
         kind = "newest" if script == "record" else "lease"
+        return bool(await self._call(script, doing, [self._key(kind, app, family, key)], args))
+
+    async def _call(
+        self, script: str, doing: str, keys: list[str], args: tuple[str | int, ...]
+    ) -> Any:
+        self._require_open()
         async with self._translated(doing):
-            done = await self._scripts[script](keys=[self._key(kind, app, family, key)], args=args)
-        return bool(done)
+            return await self._scripts[script](keys=keys, args=args)
 
     def _key(self, kind: str, app: str, family: str, key: str) -> str:
         return f"{self.key_prefix}:{kind}:{app}:{family}:{key}"

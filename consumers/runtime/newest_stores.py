@@ -11,6 +11,11 @@ A :class:`NewestStore` answers two questions per ``(app, family, key)``:
   extends the owner's own), :meth:`~NewestStore.release` gives it up, so one replica at a time
   handles a key and a replica killed mid-handler blocks it for at most the lease.
 
+The guard asks both once per event in two round trips, not four:
+:meth:`~NewestStore.acquire_and_read` (the lease, and if held the newest event) before the
+handler, :meth:`~NewestStore.record_and_release` (the compare-and-set, and the lease given up)
+after it; each is one atomic step of the store.
+
 :class:`MemoryNewestStore` is this process only; Redis (:mod:`consumers.runtime.newest_redis`)
 and PostgreSQL (:mod:`consumers.runtime.newest_postgres`) share it between replicas, opened from
 the idempotency store's URLs by :mod:`consumers.runtime.newest_open`.
@@ -46,6 +51,14 @@ class NewestStoreError(ConsumerError, Unavailable):
     """A shared newest-wins store could not be reached or answered with an error."""
 
 
+@dataclass(frozen=True, slots=True)
+class Leased:
+    """The key's lease is held: ``newest`` is its newest event recorded (None: none, or
+    forgotten past the retention), read in the same step."""
+
+    newest: Recorded | None
+
+
 class NewestStore(Protocol):
     """The newest event applied per ``(app, family, key)``, and a lease per key."""
 
@@ -69,6 +82,19 @@ class NewestStore(Protocol):
 
     async def release(self, app: str, family: str, key: str, owner: str) -> bool:
         """Give up ``owner``'s lease on the key; False if ``owner`` did not hold it."""
+
+    async def acquire_and_read(
+        self, app: str, family: str, key: str, owner: str, lease: float
+    ) -> Leased | None:
+        """:meth:`acquire` and, if the lease is held, :meth:`newest`, in one atomic step: None
+        if another owner holds the lease (nothing read)."""
+
+    async def record_and_release(
+        self, app: str, family: str, key: str, owner: str, event: Recorded
+    ) -> bool:
+        """:meth:`record` ``event`` and :meth:`release` ``owner``'s lease, in one atomic step;
+        the record is made whether or not ``owner`` still held the lease (the compare-and-set
+        keeps it safe). False if ``owner`` did not hold the lease."""
 
 
 def new_owner() -> str:
@@ -160,6 +186,19 @@ class MemoryNewestStore:
         del self._leases[(app, family, key)]
         return True
 
+    async def acquire_and_read(
+        self, app: str, family: str, key: str, owner: str, lease: float
+    ) -> Leased | None:
+        if not await self.acquire(app, family, key, owner, lease):
+            return None
+        return Leased(await self.newest(app, family, key))
+
+    async def record_and_release(
+        self, app: str, family: str, key: str, owner: str, event: Recorded
+    ) -> bool:
+        await self.record(app, family, key, event)
+        return await self.release(app, family, key, owner)
+
     def _expire(self, now: float) -> None:
         """Forget the keys recorded longest ago while they are past the retention."""
         while self._newest:
@@ -173,6 +212,7 @@ __all__ = [
     "DEFAULT_KEY_LEASE",
     "DEFAULT_MAX_ENTRIES",
     "DEFAULT_RETENTION",
+    "Leased",
     "MemoryNewestStore",
     "NewestStore",
     "NewestStoreError",
