@@ -419,11 +419,13 @@ def test_a_url_names_its_store_as_the_idempotency_url_does(url: str | None, kind
     assert isinstance(newest_store_from_url(url, retention=60.0), kind)
 
 
-def test_a_bad_url_or_retention_is_a_configuration_error() -> None:
+def test_a_bad_url_retention_or_pool_size_is_a_configuration_error() -> None:
     with pytest.raises(WorkerConfigError):
         newest_store_from_url("mysql://db/x")
     with pytest.raises(WorkerConfigError):
         MemoryNewestStore(retention=0)
+    with pytest.raises(WorkerConfigError):
+        PostgresNewestStore(POSTGRES_URL, pool_size=0)
 
 
 # --- the lanes ---------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from consumers.runtime.newest_stores import (
     NewestStoreError,
     check_seconds,
 )
-from consumers.runtime.store_connections import PgTable
+from consumers.runtime.store_connections import DEFAULT_POOL_SIZE, PgTable
 from router.pg import TABLE_NAME_RULE, valid_table_name
 
 DEFAULT_TABLE = "attentive_newest"
@@ -106,7 +106,8 @@ _PRUNE = (
 
 class PostgresNewestStore:
     """A :class:`~consumers.runtime.newest_stores.NewestStore` in one PostgreSQL table
-    (``table``, beside the idempotency table in the same database)."""
+    (``table``, beside the idempotency table in the same database), through a pool of at most
+    ``pool_size`` connections."""
 
     def __init__(
         self,
@@ -116,6 +117,7 @@ class PostgresNewestStore:
         table: str = DEFAULT_TABLE,
         prune_interval: float = 60.0,
         timeout: float = 10.0,
+        pool_size: int = DEFAULT_POOL_SIZE,
     ) -> None:
         self.retention = check_seconds("retention", retention)
         if not valid_table_name(table):
@@ -132,7 +134,12 @@ class PostgresNewestStore:
             sql.format(table=table) for sql in (_ACQUIRE_AND_READ, _RECORD_AND_RELEASE)
         )
         self._db = PgTable(
-            url, table, error=NewestStoreError, timeout=timeout, prune_interval=prune_interval
+            url,
+            table,
+            error=NewestStoreError,
+            timeout=timeout,
+            prune_interval=prune_interval,
+            pool_size=pool_size,
         )
 
     def __repr__(self) -> str:

@@ -13,13 +13,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
+import asyncpg
 import redis.asyncio
 import structlog
 from redis.exceptions import RedisError
 
 from consumers.runtime.errors import WorkerConfigError
 from consumers.runtime.idempotency import one_line, without_password
-from router.pg import advisory_lock_key, create_pool, translated
+from router.pg import POOL_MIN_SIZE, advisory_lock_key, translated
 
 log = structlog.get_logger("consumers")
 
@@ -49,9 +50,22 @@ async def connected_redis(url: str, *, timeout: float, error: StoreError) -> red
     return client
 
 
+#: Connections a store's pool opens at most unless told otherwise: enough for a worker's
+#: handlers (a prefetch of 256 keeps a dozen statements in flight at a time) to share without
+#: queueing on the pool, few enough that replicas stay well under PostgreSQL's connection limit.
+DEFAULT_POOL_SIZE = 16
+
+
+async def _keep_session(connection: Any) -> None:
+    """Give a connection back to the pool as it is: the stores' statements change nothing in
+    the session (no ``SET``, ``LISTEN``, cursors or session locks), so the default reset, a
+    round trip per statement, would buy nothing. An open transaction is still rolled back."""
+
+
 class PgTable:
-    """One store's PostgreSQL table: a small pool, the schema made under an advisory lock,
-    and a prune run in the background at most once per ``prune_interval`` seconds."""
+    """One store's PostgreSQL table: a pool of at most ``pool_size`` connections, the schema
+    made under an advisory lock, and a prune run in the background at most once per
+    ``prune_interval`` seconds."""
 
     def __init__(
         self,
@@ -61,10 +75,14 @@ class PgTable:
         error: StoreError,
         timeout: float,
         prune_interval: float,
+        pool_size: int = DEFAULT_POOL_SIZE,
     ) -> None:
+        if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
+            raise WorkerConfigError(f"a store's pool size must be at least 1, not {pool_size!r}")
         self.url = url
         self.table = table
         self.timeout = timeout
+        self.pool_size = pool_size
         self.prune_interval = prune_interval
         self._error = error
         self._pool: Any = None
@@ -78,7 +96,14 @@ class PgTable:
             return
         try:
             async with self.translated("cannot connect to the database"):
-                pool = await create_pool(self.url, timeout=self.timeout)
+                pool = await asyncpg.create_pool(
+                    self.url,
+                    min_size=min(POOL_MIN_SIZE, self.pool_size),
+                    max_size=self.pool_size,
+                    timeout=self.timeout,
+                    command_timeout=self.timeout,
+                    reset=_keep_session,
+                )
         except ValueError as exc:  # asyncpg's verdict on the URL, before any connection
             raise WorkerConfigError(
                 f"invalid PostgreSQL URL {without_password(self.url)!r}: {one_line(exc)}"
@@ -114,8 +139,13 @@ class PgTable:
         async with self.translated(doing):
             if self._pool is None:
                 raise self._error(f"the store of {self.table} is not open: call open() first")
-            async with self._pool.acquire(timeout=self.timeout) as conn:
+            pool = self._pool
+            async with asyncio.timeout(self.timeout):  # no task per wait, unlike wait_for
+                conn = await pool.acquire()
+            try:
                 yield conn
+            finally:
+                await pool.release(conn)
 
     def translated(self, doing: str) -> AbstractAsyncContextManager[None]:
         """Driver and network errors become one-line store errors; a bad URL's
@@ -138,4 +168,4 @@ class PgTable:
             log.warning("store_prune_failed", table=self.table, error=one_line(exc))
 
 
-__all__ = ["PgTable", "StoreError", "connected_redis", "redis_errors"]
+__all__ = ["DEFAULT_POOL_SIZE", "PgTable", "StoreError", "connected_redis", "redis_errors"]
