@@ -20,9 +20,11 @@ from typing import Any
 import asyncpg
 import orjson
 import pytest
+import redis.asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
+from redis.exceptions import ResponseError
 
 from consumers.runtime.errors import WorkerConfigError
 from consumers.runtime.event import Event
@@ -51,6 +53,7 @@ from consumers.runtime.newest_stores import (
     rank,
 )
 from consumers.runtime.outcomes import Deferred, Handled, Outcome, Skipped
+from consumers.runtime.store_connections import RedisScripts
 from router.contract.names import EVENT_TIME_HEADER, SUBJECT_KEY_HEADER
 from tests.databases import POSTGRES_URL, REDIS_URL, drop_table, forget_redis_keys
 
@@ -404,6 +407,38 @@ async def test_fifty_concurrent_takes_and_releases_leave_the_greatest_and_one_ho
     # Then each held the key alone, and the newest is the greatest of them
     assert all(alone)
     assert await _within(stores[0].newest(APP, FAMILY, KEY)) == max(events)
+
+
+@pytest.mark.database
+async def test_redis_script_calls_made_together_each_get_their_own_answer() -> None:
+    # Given a script Redis has never seen (not loaded: the first calls find it missing)
+    client = redis.asyncio.Redis.from_url(REDIS_URL, socket_timeout=TIMEOUT)
+    source = (
+        f"-- {uuid.uuid4().hex}\n"
+        "if ARGV[1] == 'bad' then return redis.error_reply('a bad argument') end\n"
+        "return ARGV[1]"
+    )
+    scripts = RedisScripts(client, {"echo": source})
+    try:
+        # When 50 calls are made at once, one of them with an argument the script refuses
+        arguments = ["bad" if n == 7 else str(n) for n in range(50)]
+        answers = await _within(
+            asyncio.gather(
+                *(scripts.call("echo", [], [argument]) for argument in arguments),
+                return_exceptions=True,
+            )
+        )
+
+        # Then each call gets its own answer, and the refused one its error alone
+        assert isinstance(answers[7], ResponseError)
+        assert [a for n, a in enumerate(answers) if n != 7] == [
+            a.encode() for n, a in enumerate(arguments) if n != 7
+        ]
+        # And a call made alone is answered as well
+        assert await _within(scripts.call("echo", [], ["alone"])) == b"alone"
+    finally:
+        await scripts.close()
+        await client.aclose()
 
 
 @pytest.mark.parametrize(

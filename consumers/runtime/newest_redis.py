@@ -5,7 +5,8 @@ integer (:func:`~consumers.runtime.newest_stores.rank`: time and unsubscribe, or
 events are), expiring ``retention`` after it was last moved; ``<prefix>:lease:...`` holds the
 lease's owner, expiring with the lease. Each change is a small Lua script, so it is atomic;
 the guard's two steps per event (the lease and the newest read; the newest recorded and the
-lease released) are one script each, one round trip each.
+lease released) are one script each, and the calls of one turn of the event loop share one
+pipeline (:class:`~consumers.runtime.store_connections.RedisScripts`).
 Errors (the server down, a command timing out) are
 :class:`~consumers.runtime.newest_stores.NewestStoreError`.
 """
@@ -16,9 +17,7 @@ import math
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-import redis.asyncio
 from redis.asyncio.connection import parse_url
-from redis.commands.core import AsyncScript
 
 from consumers.runtime.errors import WorkerConfigError
 from consumers.runtime.idempotency import without_password
@@ -31,7 +30,7 @@ from consumers.runtime.newest_stores import (
     from_rank,
     rank,
 )
-from consumers.runtime.store_connections import connected_redis, redis_errors
+from consumers.runtime.store_connections import RedisScripts, connected_scripts, redis_errors
 
 DEFAULT_KEY_PREFIX = "attentive:order"
 
@@ -102,30 +101,30 @@ class RedisNewestStore:
         self.key_prefix = key_prefix
         self.timeout = timeout
         self._retention_ms = max(1, math.ceil(self.retention * 1000))
-        self._client: redis.asyncio.Redis | None = None
-        self._scripts: dict[str, AsyncScript] = {}
+        self._scripts: RedisScripts | None = None
 
     def __repr__(self) -> str:
         return f"RedisNewestStore({without_password(self.url)!r}, key_prefix={self.key_prefix!r})"
 
     async def open(self) -> None:
-        """Connect and ping: :class:`NewestStoreError` if Redis does not answer."""
-        if self._client is not None:
+        """Connect and load the scripts: :class:`NewestStoreError` if Redis does not answer."""
+        if self._scripts is not None:
             return
-        client = await connected_redis(self.url, timeout=self.timeout, error=NewestStoreError)
-        self._client = client
-        self._scripts = {name: client.register_script(source) for name, source in _SCRIPTS.items()}
+        self._scripts = await connected_scripts(
+            self.url, _SCRIPTS, timeout=self.timeout, error=NewestStoreError
+        )
 
     async def close(self) -> None:
-        """Close the client's connections."""
-        client, self._client = self._client, None
-        if client is not None:
+        """Stop the calls in flight and close the client's connections."""
+        scripts, self._scripts = self._scripts, None
+        if scripts is not None:
+            await scripts.close()
             async with self._translated("closing the Redis connection"):
-                await client.aclose()
+                await scripts.client.aclose()
 
     async def newest(self, app: str, family: str, key: str) -> Recorded | None:
         """The newest key's value, decoded."""
-        client = self._require_open()
+        client = self._require_open().client
         async with self._translated("reading the newest event"):
             value = await client.get(self._key("newest", app, family, key))
         return None if value is None else from_rank(int(value))
@@ -181,17 +180,17 @@ class RedisNewestStore:
     async def _call(
         self, script: str, doing: str, keys: list[str], args: tuple[str | int, ...]
     ) -> Any:
-        self._require_open()
+        scripts = self._require_open()
         async with self._translated(doing):
-            return await self._scripts[script](keys=keys, args=args)
+            return await scripts.call(script, keys, args)
 
     def _key(self, kind: str, app: str, family: str, key: str) -> str:
         return f"{self.key_prefix}:{kind}:{app}:{family}:{key}"
 
-    def _require_open(self) -> redis.asyncio.Redis:
-        if self._client is None:
+    def _require_open(self) -> RedisScripts:
+        if self._scripts is None:
             raise NewestStoreError(f"{self!r} is not open: call open() first")
-        return self._client
+        return self._scripts
 
     def _translated(self, doing: str) -> AbstractAsyncContextManager[None]:
         """Client and network errors become one-line :class:`NewestStoreError`."""

@@ -1,5 +1,6 @@
-"""What a worker's shared store needs of Redis or PostgreSQL: a client that answered a ping, or
-a table with its pool, its schema and a background prune; each error as the store's own.
+"""What a worker's shared store needs of Redis or PostgreSQL: a client with the store's scripts
+loaded, their calls pipelined, or a table with its pool, its schema and a background prune; each
+error as the store's own.
 
 A store passes its error class (``error``), so a driver or network failure reaches the
 pipeline as that store's one-line error, the URL's password left out.
@@ -8,15 +9,16 @@ pipeline as that store's one-line error, the URL's password left out.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import asyncpg
 import redis.asyncio
 import structlog
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from consumers.runtime.errors import WorkerConfigError
 from consumers.runtime.idempotency import one_line, without_password
@@ -36,18 +38,22 @@ async def redis_errors(url: str, doing: str, error: StoreError) -> AsyncIterator
         raise error(f"{doing} ({without_password(url)}): {one_line(exc)}") from exc
 
 
-async def connected_redis(url: str, *, timeout: float, error: StoreError) -> redis.asyncio.Redis:
-    """A Redis client of ``url`` that answered a ping within ``timeout`` seconds."""
+async def connected_scripts(
+    url: str, sources: Mapping[str, str], *, timeout: float, error: StoreError
+) -> RedisScripts:
+    """The scripts ``sources`` loaded into the Redis of ``url`` (so it answered, within
+    ``timeout`` seconds), ready to be called through its client."""
     client = redis.asyncio.Redis.from_url(
         url, socket_timeout=timeout, socket_connect_timeout=timeout
     )
+    scripts = RedisScripts(client, sources)
     try:
         async with redis_errors(url, "cannot connect to Redis", error):
-            await client.ping()
+            await scripts.load()
     except BaseException:
         await client.aclose()
         raise
-    return client
+    return scripts
 
 
 #: Connections a store's pool opens at most unless told otherwise: enough for a worker's
@@ -60,6 +66,107 @@ async def _keep_session(connection: Any) -> None:
     """Give a connection back to the pool as it is: the stores' statements change nothing in
     the session (no ``SET``, ``LISTEN``, cursors or session locks), so the default reset, a
     round trip per statement, would buy nothing. An open transaction is still rolled back."""
+
+
+class RedisScripts:
+    """A store's Lua scripts, their calls made in one turn of the event loop sent together as
+    one pipeline.
+
+    A worker's prefetch starts many deliveries at once, each calling a script: one round trip
+    and one connection for all of them, and a fraction of the client's cost per command. Each
+    caller gets its own script's answer or error; a pipeline that fails fails each of its
+    calls. A script Redis no longer has (a restart, ``SCRIPT FLUSH``) is loaded again and its
+    calls sent again."""
+
+    def __init__(self, client: redis.asyncio.Redis, sources: Mapping[str, str]) -> None:
+        #: The client the scripts are called through (for plain commands too).
+        self.client = client
+        self._sources = dict(sources)
+        self._shas = {name: hashlib.sha1(s.encode()).hexdigest() for name, s in sources.items()}
+        self._waiting: list[_ScriptCall] = []
+        self._sending: set[asyncio.Task[None]] = set()
+
+    async def load(self) -> None:
+        """Load every script into Redis (so the first calls need no second round trip)."""
+        for source in self._sources.values():
+            await self.client.script_load(source)
+
+    async def call(self, name: str, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+        """Script ``name``'s answer to ``keys`` and ``args``, sent with the calls made in the
+        same turn of the loop."""
+        loop = asyncio.get_running_loop()
+        if not self._waiting:
+            loop.call_soon(self._send)
+        answer = loop.create_future()
+        self._waiting.append(_ScriptCall(name, keys, args, answer))
+        return await answer
+
+    async def close(self) -> None:
+        """Stop the pipelines still in flight (their callers get ``CancelledError``)."""
+        for task in list(self._sending):
+            task.cancel()
+        if self._sending:
+            await asyncio.wait(self._sending)
+
+    def _send(self) -> None:
+        calls, self._waiting = self._waiting, []
+        task = asyncio.create_task(self._answer(calls), name="redis scripts")
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _answer(self, calls: list[_ScriptCall]) -> None:
+        try:
+            answers = await self._pipelined(calls)
+            lost = [n for n, answer in enumerate(answers) if isinstance(answer, NoScriptError)]
+            if lost:
+                for name in {calls[n].name for n in lost}:
+                    await self.client.script_load(self._sources[name])
+                again = await self._pipelined([calls[n] for n in lost])
+                for n, answer in zip(lost, again, strict=True):
+                    answers[n] = answer
+        except asyncio.CancelledError:
+            for call in calls:
+                call.answer.cancel()
+            raise
+        except Exception as error:
+            answers = [error] * len(calls)
+        for call, answer in zip(calls, answers, strict=True):
+            if call.answer.done():  # its caller was cancelled
+                continue
+            if isinstance(answer, Exception):
+                call.answer.set_exception(answer)
+            else:
+                call.answer.set_result(answer)
+
+    async def _pipelined(self, calls: list[_ScriptCall]) -> list[Any]:
+        """Each call's answer, or the error Redis answered it with."""
+        if len(calls) == 1:  # a pipeline of one costs more than the command alone
+            call = calls[0]
+            try:
+                sha = self._shas[call.name]
+                return [await self.client.evalsha(sha, len(call.keys), *call.keys, *call.args)]
+            except ResponseError as error:
+                return [error]
+        pipe = self.client.pipeline(transaction=False)
+        for call in calls:
+            pipe.evalsha(self._shas[call.name], len(call.keys), *call.keys, *call.args)
+        return list(await pipe.execute(raise_on_error=False))
+
+
+class _ScriptCall:
+    __slots__ = ("answer", "args", "keys", "name")
+
+    def __init__(
+        self,
+        name: str,
+        keys: Sequence[str],
+        args: Sequence[str | int],
+        answer: asyncio.Future[Any],
+    ) -> None:
+        self.name = name
+        self.keys = keys
+        self.args = args
+        self.answer = answer
 
 
 class PgTable:
@@ -168,4 +275,11 @@ class PgTable:
             log.warning("store_prune_failed", table=self.table, error=one_line(exc))
 
 
-__all__ = ["DEFAULT_POOL_SIZE", "PgTable", "StoreError", "connected_redis", "redis_errors"]
+__all__ = [
+    "DEFAULT_POOL_SIZE",
+    "PgTable",
+    "RedisScripts",
+    "StoreError",
+    "connected_scripts",
+    "redis_errors",
+]
