@@ -11,13 +11,15 @@ events from a pre-filled application queue, its idempotency store in Redis or Po
 and two modes, alternating which goes first from round to round:
 
 - **off**: the handler has no key family (the worker as before newest wins);
-- **on**: the same handler with ``newest="subscription"``: per event, a lane turn, the key's
-  lease, its newest time read, then recorded, and the lease released, in that same store.
+- **on**: the same handler with ``newest="subscription"``: per event, a lane turn, then two
+  calls to that same store (the key's lease taken with its newest time read; the time recorded
+  with the lease released), on top of idempotency's two.
 
 Every event carries the ingress's ordering headers, under a subject-key secret new to each
 drain (so no drain finds the keys of another), its times rising in publish order. A
 middleware outside the guard counts every delivery settled (handled or skipped), so a drain
-ends when every event was settled either way.
+ends when every event was settled either way. Beside the rate, the worker process's CPU per
+event from the moment it consumes (a figure a busy machine disturbs less).
 """
 
 from __future__ import annotations
@@ -30,13 +32,14 @@ import os
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aio_pika
 import orjson
 
-from bench.common import AMQP_URL, APP, BenchError, purge, run_async, wait_until
+from bench.common import AMQP_URL, APP, BenchError, Proc, proc_stats, purge, run_async, wait_until
 from consumers import Event, Worker
 from consumers.runtime.middleware import Next
 from consumers.runtime.outcomes import Outcome
@@ -45,7 +48,7 @@ from router.contract.names import EVENT_TIME_HEADER, SUBJECT_KEY_HEADER, routing
 from router.contract.ordering import SubjectKeys
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
 
     from bench.run import Bench
 
@@ -63,7 +66,7 @@ STORES = {
 TARGET = 0.7
 #: How long the drains' newest times stay in the store (seconds): past the phase, no longer.
 RETENTION = 600
-FIELDS = ("msgs_per_s", "seconds")
+FIELDS = ("msgs_per_s", "seconds", "cpu_us_per_event")
 COMPANY = "MDc6Q29tcGFueTU"
 
 
@@ -159,6 +162,10 @@ def measure(bench: Bench) -> dict[str, Any]:
                 _ratio(a.get("msgs_per_s"), b.get("msgs_per_s"))
                 for a, b in zip(runs[f"{base}.on"], runs[f"{base}.off"], strict=True)
             ]
+            out[f"{base}.cpu_ratio"] = _ratio(
+                merged[f"{base}.off"].get("cpu_us_per_event"),
+                merged[f"{base}.on"].get("cpu_us_per_event"),
+            )
     return out
 
 
@@ -178,15 +185,23 @@ def _drainer(bench: Bench, n: int, store: str, shape: str, mode: str) -> Callabl
         )
         try:
 
+            def consuming() -> bool:
+                worker.check_alive()
+                return b'"worker_consuming"' in worker.log.read_bytes() or out.exists()
+
             def done() -> bool:
                 worker.check_alive()
                 return out.exists()
 
+            wait_until("the worker to consume", consuming, timeout=60, interval=0.01)
+            started = _ticks(worker)
             wait_until(f"the worker to drain {n:,} events", done, timeout=n / 50 + 60)
+            ticks = _ticks(worker) - started
         finally:
             worker.stop()
         run_async(purge(queue))
         result: dict[str, Any] = json.loads(out.read_text())
+        result["cpu_us_per_event"] = round(ticks / os.sysconf("SC_CLK_TCK") * 1e6 / n, 1)
         return result
 
     return drain
@@ -230,10 +245,91 @@ async def _prefill(exchange_name: str, queue_name: str, count: int, subscribers:
             await asyncio.sleep(0.2)
 
 
+def _ticks(worker: Proc) -> int:
+    """The CPU (user and system, clock ticks) the worker's processes have used so far."""
+    stats = proc_stats()
+    return sum(stats[pid].ticks for pid in worker.pids() if pid in stats)
+
+
+def targets() -> list[tuple[str, str, str, Callable[[float], bool]]]:
+    """(key, label, target text, passes) of phase j's targets: distinct subscribers, each
+    store."""
+    return [
+        (
+            f"newest_{store}",
+            f"worker drain, newest wins on / off, {store}, {DISTINCT:,} subscribers",
+            f">= {TARGET:.2f}x",
+            lambda v: v >= TARGET,
+        )
+        for store in STORES
+    ]
+
+
+def values(results: dict[str, Any]) -> dict[str, float | None]:
+    """The values of phase j's targets in ``results`` (None: not measured)."""
+    j = results.get("j")
+    out: dict[str, float | None] = {}
+    for store in STORES:
+        ratio = j.get(f"{store}.distinct.ratio") if isinstance(j, dict) else None
+        out[f"newest_{store}"] = ratio if isinstance(ratio, int | float) else None
+    return out
+
+
+def rows(j: dict[str, Any]) -> list[tuple[str, str, str | None]]:
+    """(figure, value, target key) of phase j's rows: per store and shape, off and on, their
+    ratio (round by round), and the worker's CPU per event."""
+    out: list[tuple[str, str, str | None]] = []
+    runs = j.get("runs") or {}
+    for store in STORES:
+        for shape, subscribers in SHAPES.items():
+            base = f"{store}.{shape}"
+            off, on = (runs.get(f"{base}.{mode}") or {} for mode in ("off", "on"))
+            out.append(
+                (
+                    f"no-op worker drain, {store}, {subscribers:,} subscribers, off / on",
+                    f"{_rate(off)} / {_rate(on)} msg/s",
+                    None,
+                )
+            )
+            out.append(
+                (
+                    "  ratio on / off",
+                    _x(j.get(f"{base}.ratio"), j.get(f"{base}.ratio_by_round") or []),
+                    f"newest_{store}" if shape == "distinct" else None,
+                )
+            )
+            out.append(
+                (
+                    "  worker CPU per event, off / on",
+                    f"{_us(off)} / {_us(on)} µs: {_x(j.get(f'{base}.cpu_ratio'), [])}",
+                    None,
+                )
+            )
+    return out
+
+
+def _rate(node: dict[str, Any]) -> str:
+    value = node.get("msgs_per_s")
+    return f"{value:,.0f}" if isinstance(value, int | float) else "-"
+
+
+def _us(node: dict[str, Any]) -> str:
+    value = node.get("cpu_us_per_event")
+    return f"{value:,.1f}" if isinstance(value, int | float) else "-"
+
+
+def _x(ratio: Any, rounds: list[float]) -> str:
+    """A ratio, and each round's when there were several."""
+    parts = [f"{ratio:.2f}x" if isinstance(ratio, int | float) else "-"]
+    if len(rounds) > 1:
+        parts.append("round by round " + ", ".join(f"{r:.2f}x" for r in rounds))
+    return " of the medians; ".join(parts)
+
+
 def _ratio(numerator: Any, denominator: Any) -> float | None:
     if isinstance(numerator, int | float) and isinstance(denominator, int | float) and denominator:
         return round(numerator / denominator, 3)
     return None
 
 
-__all__ = ["DISTINCT", "HOT", "TARGET", "measure", "off", "on"]
+__all__ = ["DISTINCT", "HOT", "TARGET", "measure", "off", "on", "rows", "targets", "values"]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import flow_phase, parked_report
+from bench import flow_phase, newest_phase, parked_report
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +28,7 @@ TARGETS = (
     Target("ingress_peak_rss_mb", "ingress peak RSS", "<= 100 MB", lambda v: v <= 100.0),
     *(Target(*target) for target in parked_report.targets()),
     *(Target(*target) for target in flow_phase.targets()),
+    *(Target(*target) for target in newest_phase.targets()),
 )
 
 
@@ -85,6 +86,7 @@ def evaluate(results: dict[str, Any]) -> None:
         "ingress_peak_rss_mb": figure_at(results, "e", "peak_rss_mb"),
         **parked_report.values(results),
         **flow_phase.values(results),
+        **newest_phase.values(results),
     }
     results["ratios"] = {
         k: v
@@ -318,6 +320,11 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         if not failed("i", "outage machinery's cost", i):
             for index, (label, text, target_key) in enumerate(flow_phase.rows(i)):
                 add("i" if index == 0 else "", label, text, target_key)
+    if "j" in results:
+        j = results["j"]
+        if not failed("j", "newest wins' cost", j):
+            for index, (label, text, target_key) in enumerate(newest_phase.rows(j)):
+                add("j" if index == 0 else "", label, text, target_key)
     return out
 
 
@@ -388,7 +395,7 @@ def failures(results: dict[str, Any]) -> list[str]:
         for key, child in node.items():
             visit(f"{path} {key}", child)
 
-    for phase in "abcdefghi":
+    for phase in "abcdefghij":
         visit(phase, results.get(phase))
     return found
 
