@@ -24,6 +24,7 @@ import redis.asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from consumers.runtime.errors import WorkerConfigError
@@ -439,6 +440,28 @@ async def test_redis_script_calls_made_together_each_get_their_own_answer() -> N
     finally:
         await scripts.close()
         await client.aclose()
+
+
+async def test_redis_script_calls_made_together_all_fail_when_redis_cannot_be_reached() -> None:
+    # Given scripts on a Redis no one listens at
+    unreachable = "redis://127.0.0.1:1/0"
+    client = redis.asyncio.Redis.from_url(unreachable, socket_connect_timeout=1)
+    scripts = RedisScripts(client, {"echo": "return ARGV[1]"})
+    try:
+        # When calls are made at once, Then each gets the connection's error
+        answers = await _within(
+            asyncio.gather(
+                *(scripts.call("echo", [], [str(n)]) for n in range(5)), return_exceptions=True
+            )
+        )
+        assert all(isinstance(answer, RedisConnectionError) for answer in answers)
+    finally:
+        await scripts.close()
+        await client.aclose()
+
+    # And a store there cannot be opened: its own error says so
+    with pytest.raises(NewestStoreError, match="cannot connect to Redis"):
+        await _within(RedisNewestStore(unreachable, timeout=1.0).open())
 
 
 @pytest.mark.parametrize(
