@@ -14,9 +14,10 @@ local_node() { case "$host" in 127.*|::1) command -v rabbitmq-plugins >/dev/null
 # The console's overview reads rates, nodes and alarms from the management API (its tests too);
 # on a local node the plugin is enabled if it is not (deploy/rabbitmq enables it for Compose).
 enable_management() {
-  rabbitmq-plugins list -e -m 2>/dev/null | grep -qx rabbitmq_management && return 0
+  # (a node that accepts connections but does not answer must not hang the caller: timeouts)
+  timeout 60 rabbitmq-plugins list -e -m 2>/dev/null | grep -qx rabbitmq_management && return 0
   echo "enabling RabbitMQ's management plugin..." >&2
-  rabbitmq-plugins enable rabbitmq_management >/dev/null 2>&1 \
+  timeout 120 rabbitmq-plugins enable rabbitmq_management >/dev/null 2>&1 \
     || echo "could not enable rabbitmq_management: the console's overview shows no rates" >&2
 }
 
@@ -40,7 +41,7 @@ fi
 echo "RabbitMQ is not answering on $host:$port; starting the local rabbitmq-server..." >&2
 rabbitmq-server -detached
 for _ in $(seq 1 60); do
-  if rabbitmqctl status >/dev/null 2>&1 && answers; then
+  if timeout 30 rabbitmqctl status >/dev/null 2>&1 && answers; then
     echo "RabbitMQ is up." >&2
     enable_management
     exit 0

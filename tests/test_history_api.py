@@ -16,11 +16,18 @@ from router.admin.app import create_admin_app
 from router.cli.main import main
 from router.contract.examples import example_body
 from router.settings import Settings
-from tests.conftest import AUTH, Client, MakeAdmin
+from tests.conftest import AUTH, Client, MakeAdmin, archive_on
 from tests.environment import no_router_environment
 from tests.test_history_archive import post_event
 
 pytestmark = pytest.mark.broker
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The test's settings with the archive on, as the router runs by default."""
+    return archive_on(settings)
+
 
 __all__ = ["no_router_environment"]
 

@@ -19,9 +19,15 @@ from router.contract.examples import example_body
 from router.contract.names import WEBHOOK_PATH, Names
 from router.errors import ConfigError
 from router.settings import Settings
-from tests.conftest import AUTH, Client, MakeAdmin, MakeIngress, depth, signed, take
+from tests.conftest import AUTH, Client, MakeAdmin, MakeIngress, archive_on, depth, signed, take
 
 pytestmark = pytest.mark.broker
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The test's settings with the archive on, as the router runs by default."""
+    return archive_on(settings)
 
 
 async def post_event(

@@ -16,10 +16,16 @@ from router.contract.names import Names
 from router.errors import InvalidInput, Unavailable
 from router.history.search import Search, search_archive
 from router.settings import Settings
-from tests.conftest import AMQP_URL, Client, MakeIngress, depth
+from tests.conftest import AMQP_URL, Client, MakeIngress, archive_on, depth
 from tests.test_history_archive import post_event
 
 pytestmark = pytest.mark.broker
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The test's settings with the archive on, as the router runs by default."""
+    return archive_on(settings)
 
 
 @pytest.fixture
