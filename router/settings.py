@@ -22,8 +22,8 @@ from router.config import Variable
 from router.contract.names import Names
 from router.contract.signing import BINDING_SEPARATOR, COMPANY_SEPARATOR, SigningKey
 from router.contract.type_labels import DEFAULT_MAX_OTHER_TYPES
+from router.durations import parse_size, parse_span
 from router.errors import ConfigError
-from router.history.durations import parse_size, parse_span
 from router.secret import (
     Secret,
     SecretField,

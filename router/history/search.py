@@ -15,8 +15,8 @@ from aio_pika.abc import AbstractConnection
 
 from router.claims.model import EventPattern
 from router.contract.names import Names
+from router.durations import parse_moment
 from router.errors import InvalidClaim, InvalidInput, NotFound
-from router.history.durations import parse_moment
 from router.history.reader import Archived, read_window
 
 DEFAULT_LIMIT = 100
