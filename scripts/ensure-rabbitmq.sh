@@ -9,22 +9,7 @@ host=${hostport%%:*}; port=${hostport##*:}
 [ "$host" = localhost ] && host=127.0.0.1
 
 answers() { (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; }
-local_node() { case "$host" in 127.*|::1) command -v rabbitmq-plugins >/dev/null ;; *) false ;; esac; }
-
-# The console's overview reads rates, nodes and alarms from the management API (its tests too);
-# on a local node the plugin is enabled if it is not (deploy/rabbitmq enables it for Compose).
-enable_management() {
-  # (a node that accepts connections but does not answer must not hang the caller: timeouts)
-  timeout 60 rabbitmq-plugins list -e -m 2>/dev/null | grep -qx rabbitmq_management && return 0
-  echo "enabling RabbitMQ's management plugin..." >&2
-  timeout 120 rabbitmq-plugins enable rabbitmq_management >/dev/null 2>&1 \
-    || echo "could not enable rabbitmq_management: the console's overview shows no rates" >&2
-}
-
-if answers; then
-  if local_node; then enable_management; fi
-  exit 0
-fi
+answers && exit 0
 case "$host" in
   127.*|::1) ;;
   *) echo "RabbitMQ at $host:$port does not answer; check ROUTER_AMQP_URL." >&2; exit 1 ;;
@@ -43,7 +28,6 @@ rabbitmq-server -detached
 for _ in $(seq 1 60); do
   if timeout 30 rabbitmqctl status >/dev/null 2>&1 && answers; then
     echo "RabbitMQ is up." >&2
-    enable_management
     exit 0
   fi
   sleep 1

@@ -24,6 +24,7 @@ from tests.conftest import AUTH, TOKEN
 from tests.console_steps import Console, log_in
 from tests.environment import no_router_environment
 from tests.parked_stores import body_of, dead_letter
+from tests.test_console_broker import needs_management
 from tests.wire import free_port
 
 #: ``no_router_environment``, autouse: no ROUTER_* variable of the shell counts.
@@ -72,6 +73,7 @@ async def _park(console: Console, app: str, count: int, *, age: timedelta) -> No
         await store.close()
 
 
+@needs_management
 async def test_the_overview_shows_how_events_flow_and_what_is_parked(
     browser_page: Page,
     console: Console,
