@@ -37,6 +37,8 @@ RECEIVED_AT_HEADER = "x-attentive-received-at"
 ATTEMPT_HEADER = "x-attentive-attempt"
 #: AMQP header: how many times ops replayed this event out of a dead-letter queue.
 REPLAY_COUNT_HEADER = "x-attentive-replay-count"
+#: AMQP header on a backfill's copy of an archived event: the job that published it (an int).
+REPLAY_JOB_HEADER = "x-attentive-replay-job"
 #: AMQP headers a worker sets when it retries or dead-letters an event.
 ERROR_HEADER = "x-attentive-error"
 TRACEBACK_HEADER = "x-attentive-traceback"
@@ -210,6 +212,7 @@ __all__ = [
     "RECEIVED_AT_HEADER",
     "RECEIVED_PATH_HEADER",
     "REPLAY_COUNT_HEADER",
+    "REPLAY_JOB_HEADER",
     "ROUTING_KEY_HEADER",
     "SIGNATURE_HEADER",
     "SUBJECT_KEY_HEADER",
