@@ -11,6 +11,7 @@ import orjson
 
 from consumers.runtime.errors import Reject
 from router.contract.events import message_id as hash_message_id
+from router.contract.names import REPLAY_JOB_HEADER
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,16 @@ class Event:
     attempt: int = 1
     routing_key: str = ""
     headers: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def idempotency_key(self) -> str:
+        """What one handling is counted by: the message id; for a backfill's copy of an
+        archived event, the message id within that job (the event may have been handled
+        before: a backfill is asked for to handle it again, once)."""
+        job = self.headers.get(REPLAY_JOB_HEADER)
+        if type(job) is int:
+            return f"{self.message_id}@backfill-{job}"
+        return self.message_id
 
     @classmethod
     def from_body(

@@ -171,6 +171,8 @@ class Retries:
 class Idempotency:
     """One delivery of a message id at a time, and none once it was handled: the id is
     claimed in the store before the handler runs (:mod:`consumers.runtime.idempotency`).
+    A backfill's copy is claimed by its id within the job (:attr:`Event.idempotency_key`):
+    once per backfill, whether or not the event was handled before.
 
     Claimed: the rest of the pipeline runs; a :class:`Handled` id is completed (done for the
     window), anything else, or an exception, releases it so a retry or a replay can claim it.
@@ -183,7 +185,7 @@ class Idempotency:
         self.store = store
 
     async def __call__(self, event: Event, call_next: Next) -> Outcome:
-        claim = await self.store.begin(self.app, event.message_id)
+        claim = await self.store.begin(self.app, event.idempotency_key)
         if isinstance(claim, AlreadyDone):
             return Skipped("duplicate")
         if isinstance(claim, InProgressElsewhere):

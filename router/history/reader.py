@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -92,21 +92,17 @@ async def read_window(
     connection: AbstractConnection,
     names: Names,
     since: datetime | int,
-    until: datetime | None = None,
-) -> AsyncIterator[Archived]:
+    until: datetime | int | None = None,
+) -> AsyncGenerator[Archived, None]:
     """The archived events from ``since`` (a moment, or an offset to resume from) to
-    ``until`` (else to the end as it is now), oldest first, on a channel of its own.
+    ``until`` (a moment, an offset where to stop, else the end as it is now), oldest first,
+    on a channel of its own.
 
     :class:`Unavailable` when the archive does not exist or stops answering."""
-    try:
-        channel = await connection.channel()
-    except Exception as error:
-        raise Unavailable(f"cannot open a channel to read the archive: {error}") from None
+    channel = await _channel(connection)
     stream = names.archive_stream
-    if until is not None and until >= datetime.now(UTC):
-        until = None  # (the end as it is now: a probe at a future moment would wait for it)
     try:
-        end = await _end(channel, stream, until)
+        end = until if isinstance(until, int) else await _end(channel, stream, _past(until))
         if end is None:
             return
         start = since if isinstance(since, int) else await _first(channel, stream, since, end)
@@ -117,6 +113,33 @@ async def read_window(
     finally:
         with contextlib.suppress(Exception):
             await channel.close()
+
+
+async def window_end(
+    connection: AbstractConnection, names: Names, until: datetime | None = None
+) -> int | None:
+    """The offset where a window to ``until`` (else to now) stops, exclusive: what a job
+    records so that events written after it was made are not its business; None when the
+    archive is empty."""
+    channel = await _channel(connection)
+    try:
+        return await _end(channel, names.archive_stream, _past(until))
+    finally:
+        with contextlib.suppress(Exception):
+            await channel.close()
+
+
+async def _channel(connection: AbstractConnection) -> AbstractChannel:
+    try:
+        return await connection.channel()
+    except Exception as error:
+        raise Unavailable(f"cannot open a channel to read the archive: {error}") from None
+
+
+def _past(until: datetime | None) -> datetime | None:
+    """``until``, or None (the end as it is now) when it is not past: a probe at a future
+    moment would wait for it."""
+    return None if until is None or until >= datetime.now(UTC) else until
 
 
 async def _end(channel: AbstractChannel, stream: str, until: datetime | None) -> int | None:
@@ -172,7 +195,7 @@ async def _probe(
 
 async def _read(
     channel: AbstractChannel, stream: str, start: int, end: int
-) -> AsyncIterator[Archived]:
+) -> AsyncGenerator[Archived, None]:
     """The messages from offset ``start`` to ``end`` (exclusive), each acked once taken."""
     messages: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
     queue = await _stream(channel, stream)
@@ -208,4 +231,11 @@ async def _stream(channel: AbstractChannel, stream: str) -> Any:
         raise Unavailable(f"no archive {stream} (is ROUTER_ARCHIVE off?): {error}") from None
 
 
-__all__ = ["NEXT_TIMEOUT", "PREFETCH", "PROBE_TIMEOUT", "Archived", "read_window"]
+__all__ = [
+    "NEXT_TIMEOUT",
+    "PREFETCH",
+    "PROBE_TIMEOUT",
+    "Archived",
+    "read_window",
+    "window_end",
+]

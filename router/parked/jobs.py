@@ -32,10 +32,17 @@ MAX_NAME_LENGTH = 200
 
 
 class JobKind(StrEnum):
-    """What a job does to its entries: publish them again, or mark them purged."""
+    """What a job does: publish parked entries again, mark them purged, or publish a window
+    of the archive to one application (:mod:`router.history.backfill`)."""
 
     REPLAY = "replay"
     PURGE = "purge"
+    BACKFILL = "backfill"
+
+    @property
+    def marks_entries(self) -> bool:
+        """Whether its progress marks parked entries (a backfill's are archive offsets)."""
+        return self is not JobKind.BACKFILL
 
 
 class JobState(StrEnum):
@@ -60,6 +67,7 @@ class AuditAction(StrEnum):
 
     REPLAY = "replay"
     PURGE = "purge"
+    BACKFILL = "backfill"
     CANCEL = "cancel"
     REVEAL = "reveal"
     #: An application paused, or resumed, by hand (:mod:`router.apps.service`).
@@ -80,6 +88,8 @@ class JobRequest:
     rate: float | None = None
     #: Only count the entries; change nothing.
     dry_run: bool = False
+    #: A backfill's (matched, end offset), counted in the archive before it is made.
+    counted: tuple[int, int] | None = None
 
     @classmethod
     def build(
@@ -91,6 +101,7 @@ class JobRequest:
         limit: int | None = None,
         rate: float | None = None,
         dry_run: bool = False,
+        counted: tuple[int, int] | None = None,
     ) -> JobRequest:
         """A checked request; :class:`InvalidInput` naming the field that is wrong."""
         try:
@@ -99,7 +110,9 @@ class JobRequest:
             raise InvalidInput(f"must be replay or purge, not {kind!r}", field="kind") from None
         if not isinstance(query, Query):
             raise InvalidInput("must be a parked-entry query", field="query")
-        if query.state not in (State.PARKED, None):
+        if kind is JobKind.BACKFILL:
+            _check_backfill(query, counted)
+        elif query.state not in (State.PARKED, None):
             raise InvalidInput("a job handles parked entries only", field="state")
         if kind is JobKind.REPLAY and query.place not in REPLAYABLE:
             raise InvalidInput(
@@ -122,11 +135,12 @@ class JobRequest:
             raise InvalidInput(f"must be true or false, not {dry_run!r}", field="dry_run")
         return cls(
             kind,
-            _parked_only(query),
+            query if kind is JobKind.BACKFILL else _parked_only(query),
             checked_name(requested_by, "requested_by"),
             limit,
             None if rate is None else float(rate),
             dry_run,
+            counted,
         )
 
 
@@ -339,6 +353,22 @@ def query_from_json(data: Mapping[str, Any]) -> Query:
         raise InvalidInput("must be a list of message ids", field="message_ids")
     values = {key: data.get(key) for key in known}
     return Query.build(**values, message_ids=ids)
+
+
+def _check_backfill(query: Query, counted: tuple[int, int] | None) -> None:
+    """A backfill's query: the archive window (``since``, ``until``), its filters (type,
+    company, one message id) and the application it goes to (``app``); nothing else."""
+    if query.app is None:
+        raise InvalidInput("must name the application a backfill goes to", field="app")
+    if query.since is None:
+        raise InvalidInput("is needed: where in the archive the backfill starts", field="since")
+    others = (query.place, query.error, query.reason, query.state)
+    if any(other is not None for other in others) or len(query.message_ids) > 1:
+        raise InvalidInput(
+            "a backfill filters by time, type, company and one message id only", field="query"
+        )
+    if counted is None:
+        raise InvalidInput("a backfill is counted in the archive first", field="counted")
 
 
 def _parked_only(query: Query) -> Query:

@@ -27,6 +27,7 @@ import aiormq
 import structlog
 
 from router.amqp.nodes import BrokerUnreachable, connect_first
+from router.claims.model import Claim
 from router.claims.open import store_from_url
 from router.claims.store import ClaimStore
 from router.errors import RouterError
@@ -92,7 +93,12 @@ class Keeper:
                 return
             jobs = None
             if self.settings.jobs:
-                runner = JobRunner(store=self.store, amqp_url=self._amqp_url, names=self._names)
+                runner = JobRunner(
+                    store=self.store,
+                    amqp_url=self._amqp_url,
+                    names=self._names,
+                    claims_of=self.app_claims,
+                )
                 jobs = asyncio.create_task(runner.run(stop), name="keeper-jobs")
             janitor = Janitor(
                 self.store,
@@ -159,13 +165,17 @@ class Keeper:
         self.draining = apps
         self.ready.set()
 
+    async def app_claims(self, app: str | None = None) -> list[Claim]:
+        """The claims of ``app`` (of every application) in the registry now."""
+        if not self._claims_open:
+            await self.claims.open()
+            self._claims_open = True
+        return await self.claims.list(app)
+
     async def _claimed_apps(self) -> set[str] | None:
         """The applications the claims registry knows (None while it cannot be read)."""
         try:
-            if not self._claims_open:
-                await self.claims.open()
-                self._claims_open = True
-            apps = {claim.app for claim in await self.claims.list()}
+            apps = {claim.app for claim in await self.app_claims()}
         except RouterError as error:
             if not self._claims_failing:
                 log.warning("keeper_claims_unreadable", error=str(error), retrying=True)

@@ -139,9 +139,12 @@ class PostgresParkedStore:
 
     async def create_job(self, request: JobRequest) -> Job:
         async with self._connection("creating a job") as conn, conn.transaction():
-            max_id = int(await conn.fetchval(jobs_sql.max_id_read(self.table).text))
-            read = jobs_sql.matched_read(self.table, request, max_id, numbered=True)
-            matched = int(await conn.fetchval(read.text, *read.params))
+            if request.counted is not None:
+                matched, max_id = request.counted
+            else:
+                max_id = int(await conn.fetchval(jobs_sql.max_id_read(self.table).text))
+                read = jobs_sql.matched_read(self.table, request, max_id, numbered=True)
+                matched = int(await conn.fetchval(read.text, *read.params))
             if request.limit is not None:
                 matched = min(matched, request.limit)
             insert = jobs_sql.insert_job(
@@ -204,8 +207,8 @@ class PostgresParkedStore:
         change = (store.job_mark(job), now, job.requested_by)
         ids = sorted(set(handled.done_ids))
         async with self._connection("recording a job's progress") as conn, conn.transaction():
-            done = 0
-            if ids:
+            done = 0 if job.kind.marks_entries else len(ids)
+            if ids and job.kind.marks_entries:
                 mark = sql.mark_write(self.table, ids, change, numbered=True)
                 done = int((await conn.execute(mark.text, *mark.params)).rsplit(" ", 1)[-1])
             counts = (done, handled.failed, handled.last_id)

@@ -18,6 +18,10 @@ when a window's worth came back, or every ``settle_every`` seconds; a job cancel
 meanwhile, or a lease another runner took, stops the publishing there. The next entries are
 read from the store while the current ones go out.
 
+The messages come from a :class:`Source`: the parked entries of the job by default
+(:class:`ParkedSource`), or a window of the archive stream for a backfill
+(:mod:`router.history.backfill`); each batch is read while the one before goes out.
+
 The publishes go out on a connection of their own, through the ingress's
 :class:`~router.amqp.publisher.ConfirmPublisher` (a turn's publishes written together, confirms
 read without a general unmarshaller), each entry's properties encoded once by
@@ -30,9 +34,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from typing import Protocol
 
 import aiormq
 import structlog
@@ -41,7 +46,7 @@ from pamqp.commands import Basic
 
 from router.amqp.confirms import ConnectionLost, NotConfirmed
 from router.amqp.nodes import CONNECT_TIMEOUT
-from router.amqp.properties import encode
+from router.amqp.properties import EncodedProperties, encode
 from router.amqp.publisher import ConfirmPublisher
 from router.amqp.url import AmqpUrl
 from router.contract import envelope
@@ -122,7 +127,7 @@ class Publisher:
     ) -> None:
         self._connection = connection
         self._url = url
-        self._names = names
+        self.names = names
         self._timeout = confirm_timeout
         self._confirming: ConfirmPublisher | None = None
         self._exchanges: dict[str, bool] = {}
@@ -160,26 +165,82 @@ class Publisher:
             self._exchanges[exchange] = known
         return known
 
-    async def publish(self, entry: ParkedEvent) -> bool:
-        """Publish ``entry``; True once confirmed, False when returned, nacked or unconfirmed
-        in time (it stays parked); :class:`BrokerLost` when the connection went away."""
+    async def publish(self, outgoing: Outgoing) -> bool:
+        """Publish ``outgoing``; True once confirmed, False when it has nowhere to go, or
+        was returned, nacked or unconfirmed in time (it stays where it was);
+        :class:`BrokerLost` when the connection went away."""
         if self._confirming is None:
             raise BrokerLost("the replay's connection is closed")
-        try:
-            exchange, routing_key = destination(self._names, entry)
-        except InvalidInput:
-            return False
-        if not await self.reachable(exchange):
+        if outgoing.exchange is None or not await self.reachable(outgoing.exchange):
             return False
         try:
             await self._confirming.publish_encoded(
-                exchange, routing_key, entry.body, encode(replayed_properties(entry))
+                outgoing.exchange, outgoing.routing_key, outgoing.body, outgoing.properties
             )
         except ConnectionLost as lost:
             raise BrokerLost(f"the broker went away during the replay: {lost}") from None
         except NotConfirmed:
             return False
         return True
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One message of a job as it goes out: its place in the job (an entry id, or an
+    archive offset + 1), where to, and what (the properties encoded once)."""
+
+    id: int
+    #: None: it has nowhere to go (it fails, and stays where it was).
+    exchange: str | None
+    routing_key: str
+    body: bytes
+    properties: EncodedProperties
+
+
+class Source(Protocol):
+    """Where a job's messages come from: batches in ascending :attr:`Outgoing.id`, after
+    the job's ``last_id``, each batch read while the one before goes out."""
+
+    def batches(self, job: Job, size: int) -> AsyncGenerator[Sequence[Outgoing], None]: ...
+
+
+def outgoing(names: Names, entry: ParkedEvent) -> Outgoing:
+    """A parked entry as its replay publishes it."""
+    assert entry.id is not None
+    try:
+        exchange: str | None
+        exchange, routing_key = destination(names, entry)
+    except InvalidInput:
+        exchange, routing_key = None, entry.routing_key
+    properties = encode(replayed_properties(entry))
+    return Outgoing(entry.id, exchange, routing_key, entry.body, properties)
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedSource:
+    """A replay's entries, from the parked-event store: the next batch is fetched while the
+    current one goes out."""
+
+    store: ParkedStore
+    names: Names
+
+    async def batches(self, job: Job, size: int) -> AsyncGenerator[Sequence[Outgoing], None]:
+        fetching: asyncio.Task[list[ParkedEvent]] | None = asyncio.create_task(
+            self.store.job_batch(job, job.last_id, size)
+        )
+        try:
+            while fetching is not None:
+                batch = await fetching
+                fetching = None
+                if len(batch) == size:
+                    after = batch[-1].id or 0
+                    fetching = asyncio.create_task(self.store.job_batch(job, after, size))
+                yield [outgoing(self.names, entry) for entry in batch]
+        finally:
+            if fetching is not None:
+                fetching.cancel()
+                with contextlib.suppress(BaseException):
+                    await fetching
 
 
 @dataclass
@@ -242,6 +303,8 @@ class Replay:
     window: int = DEFAULT_WINDOW
     settle_every: float = SETTLE_EVERY
     unmarked: int | None = None
+    #: Where the messages come from (None: the job's parked entries).
+    source: Source | None = None
 
     @property
     def unmarked_bound(self) -> int:
@@ -281,23 +344,15 @@ class Replay:
         semaphores: tuple[asyncio.Semaphore, asyncio.Semaphore],
         tasks: set[asyncio.Task[None]],
     ) -> None:
-        """Publish the job's entries in id order, reading the next batch while this one
-        goes out."""
+        """Publish the job's messages in the source's order."""
         slots, confirms = semaphores
         budget = None if self.job.limit is None else self.job.limit - self.job.handled
-        size = max(self.window, FETCH)
+        source = self.source or ParkedSource(self.store, self.publisher.names)
         published = 0
-        fetching: asyncio.Task[list[ParkedEvent]] | None = asyncio.create_task(
-            self.store.job_batch(self.job, self.job.last_id, size)
-        )
-        try:
-            while fetching is not None and self._going(flights):
-                batch = await fetching
-                fetching = None
-                if len(batch) == size:
-                    after = batch[-1].id or 0
-                    fetching = asyncio.create_task(self.store.job_batch(self.job, after, size))
-                for entry in batch:
+        batches = source.batches(self.job, max(self.window, FETCH))
+        async with contextlib.aclosing(batches):
+            async for batch in batches:
+                for message in batch:
                     if budget is not None and published >= budget:
                         return
                     await slots.acquire()
@@ -305,29 +360,23 @@ class Replay:
                     if not self._going(flights):
                         return
                     await self.pacer.wait()
-                    assert entry.id is not None
-                    flights.order.append(entry.id)
-                    task = asyncio.create_task(self._one(entry, entry.id, flights, confirms))
+                    flights.order.append(message.id)
+                    task = asyncio.create_task(self._one(message, flights, confirms))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
                     published += 1
-        finally:
-            if fetching is not None:
-                fetching.cancel()
-                with contextlib.suppress(BaseException):
-                    await fetching
+                if not self._going(flights):
+                    return
 
-    async def _one(
-        self, entry: ParkedEvent, entry_id: int, flights: _Flights, confirms: asyncio.Semaphore
-    ) -> None:
+    async def _one(self, message: Outgoing, flights: _Flights, confirms: asyncio.Semaphore) -> None:
         try:
-            flights.landed(entry_id, await self.publisher.publish(entry))
+            flights.landed(message.id, await self.publisher.publish(message))
         except BrokerLost as lost:
             flights.stopped_by = flights.stopped_by or lost
             flights.ready.set()
         except Exception:  # a defect: this entry fails (stays parked), the others go on
-            _log.exception("replay_publish_failed", job=self.job.id, entry=entry_id)
-            flights.landed(entry_id, False)
+            _log.exception("replay_publish_failed", job=self.job.id, entry=message.id)
+            flights.landed(message.id, False)
         finally:
             confirms.release()
 
@@ -373,9 +422,13 @@ __all__ = [
     "FETCH",
     "SETTLE_EVERY",
     "BrokerLost",
+    "Outgoing",
     "Pacer",
+    "ParkedSource",
     "Publisher",
     "Replay",
+    "Source",
     "destination",
+    "outgoing",
     "replayed_properties",
 ]

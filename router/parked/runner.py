@@ -9,6 +9,9 @@ runnable) in the caller's task, as a command that follows its job may.
   after its confirm; when the broker goes away, the lease is given back with the reason and
   the job is resumed (by this runner or another) from its last recorded id.
 - A **purge** marks its entries purged, a batch at a time; no broker.
+- A **backfill** publishes a window of the archive stream to one application
+  (:mod:`router.history.backfill`), as a replay does, reading the application's claims
+  through ``claims_of``.
 - A **dry run** only counts (``matched``, counted when the job was created).
 
 A job ends ``done`` (its audit record says how many were done and failed), ``cancelled``
@@ -32,7 +35,8 @@ from aio_pika.abc import AbstractConnection
 
 from router.amqp.nodes import connect_first, parse_urls
 from router.contract.names import Names
-from router.errors import RouterError, Unavailable
+from router.errors import InvalidInput, RouterError, Unavailable
+from router.history.backfill import ArchiveSource, ClaimsOf
 from router.parked.jobs import Job, JobKind, JobState
 from router.parked.replay import (
     CONFIRM_TIMEOUT,
@@ -42,6 +46,7 @@ from router.parked.replay import (
     Pacer,
     Publisher,
     Replay,
+    Source,
 )
 from router.parked.store import ParkedStore, Settled
 
@@ -77,6 +82,8 @@ class JobRunner:
     settle_every: float = SETTLE_EVERY
     #: Makes the pacer of a job from its rate (tests count its waits).
     pacer: Callable[[float | None], Pacer] = Pacer
+    #: The claims an application holds now (backfills need it: None refuses them).
+    claims_of: ClaimsOf | None = None
     _connection: AbstractConnection | None = field(default=None, init=False, repr=False)
     #: The index of the URL (node) :attr:`_connection` went to: the replay publishes there too.
     _node: int = field(default=0, init=False, repr=False)
@@ -161,6 +168,11 @@ class JobRunner:
         connection = await self._connect()
         url = parse_urls(self.amqp_url)[self._node]
         publisher = Publisher(connection, url, self.names, self.confirm_timeout)
+        source: Source | None = None
+        if job.kind is JobKind.BACKFILL:
+            if self.claims_of is None:
+                raise InvalidInput("this runner cannot read the claims a backfill needs")
+            source = ArchiveSource(connection, self.names, self.claims_of)
         try:
             await publisher.open(f"attentive-router jobs {self.owner} (publishing)")
             replay = Replay(
@@ -173,6 +185,7 @@ class JobRunner:
                 window=self.window,
                 settle_every=self.settle_every,
                 unmarked=self.unmarked,
+                source=source,
             )
             return await replay.run()
         finally:

@@ -139,9 +139,12 @@ class SqliteParkedStore:
     async def create_job(self, request: JobRequest) -> Job:
         def create(conn: sqlite3.Connection) -> Job:
             with _immediate(conn):
-                max_id = int(_one(conn, jobs_sql.max_id_read(self.table))[0])
-                read = jobs_sql.matched_read(self.table, request, max_id, numbered=False)
-                matched = int(_one(conn, read)[0])
+                if request.counted is not None:
+                    matched, max_id = request.counted
+                else:
+                    max_id = int(_one(conn, jobs_sql.max_id_read(self.table))[0])
+                    read = jobs_sql.matched_read(self.table, request, max_id, numbered=False)
+                    matched = int(_one(conn, read)[0])
                 if request.limit is not None:
                     matched = min(matched, request.limit)
                 insert = jobs_sql.insert_job(
@@ -205,13 +208,16 @@ class SqliteParkedStore:
     async def settle(self, job: Job, owner: str, handled: Settled, lease: timedelta) -> Job:
         now = datetime.now(UTC)
         change = (store.job_mark(job), now, job.requested_by)
+        ids = handled.done_ids if job.kind.marks_entries else ()
         marks = sql.mark_writes(
-            self.table, handled.done_ids, change, numbered=False, per_statement=_IDS_PER_STATEMENT
+            self.table, ids, change, numbered=False, per_statement=_IDS_PER_STATEMENT
         )
 
         def settle(conn: sqlite3.Connection) -> Job:
             with _immediate(conn):
                 done = sum(conn.execute(m.text, m.params).rowcount for m in marks)
+                if not job.kind.marks_entries:
+                    done = len(set(handled.done_ids))
                 counts = (done, handled.failed, handled.last_id)
                 write = jobs_sql.progress_write(
                     self.table, job.id, owner, counts, (now, now + lease), numbered=False

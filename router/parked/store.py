@@ -166,8 +166,9 @@ class ParkedStore(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Settled:
-    """What a batch of a job came to: the entries done (to be marked), how many failed (they
-    stay parked), and the id up to which every entry of the job is handled."""
+    """What a batch of a job came to: the entries done (to be marked; a backfill's are
+    archive positions, counted only), how many failed (they stay parked), and the id up to
+    which every entry of the job is handled."""
 
     done_ids: Sequence[int]
     failed: int
