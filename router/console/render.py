@@ -17,6 +17,7 @@ _NAV = (
     ("apps", "Applications", "/console/apps"),
     ("parked", "Parked events", "/console/parked"),
     ("jobs", "Jobs and audit", "/console/jobs"),
+    ("history", "History", "/console/history"),
 )
 _ATTENTIVE = ("attentive", "Attentive", "/console/attentive")
 

@@ -6,7 +6,17 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from router.console.pages import actions, apps, attentive, claims, jobs, login, overview, parked
+from router.console.pages import (
+    actions,
+    apps,
+    attentive,
+    claims,
+    history,
+    jobs,
+    login,
+    overview,
+    parked,
+)
 
 #: Each page module's ``add_routes(console)``.
 PAGES: tuple[Callable[[web.Application], None], ...] = (
@@ -16,6 +26,7 @@ PAGES: tuple[Callable[[web.Application], None], ...] = (
     apps.add_routes,
     parked.add_routes,
     jobs.add_routes,
+    history.add_routes,
     actions.add_routes,
     attentive.add_routes,
 )
