@@ -36,7 +36,7 @@ from router.admin.responses import json_object, json_response
 from router.admin.tokens import caller, forbidden, operator_only
 from router.errors import InvalidInput, Unavailable
 from router.parked import views
-from router.parked.jobs import JobKind, JobRequest
+from router.parked.jobs import Job, JobKind, JobRequest
 from router.parked.model import Place
 from router.parked.open import parked_store_from_url
 from router.parked.query import DEFAULT_FACET_SIZE, DEFAULT_PAGE_SIZE, Query
@@ -163,12 +163,19 @@ async def create_job(
     the job (a keeper runs it: follow it at ``/admin/jobs/{id}``)."""
     who = caller(request).name
     wanted = JobRequest.build(
-        kind, query, who, limit=_whole_or_none(limit), rate=_number_or_none(rate), dry_run=dry_run
+        kind, query, who, limit=whole_or_none(limit), rate=number_or_none(rate), dry_run=dry_run
     )
     job = await (await store_of(request)).create_job(wanted)
     log.info("parked_job_created", job_id=job.id, kind=kind.value, matched=job.matched, by=who)
+    return job_accepted(job)
+
+
+def job_accepted(job: Job, **extra: object) -> web.Response:
+    """202 and ``job`` (with ``extra`` fields), and where to follow it."""
     return json_response(
-        job.to_json(datetime.now(UTC)), status=202, headers={"Location": f"/admin/jobs/{job.id}"}
+        job.to_json(datetime.now(UTC)) | extra,
+        status=202,
+        headers={"Location": f"/admin/jobs/{job.id}"},
     )
 
 
@@ -215,26 +222,26 @@ async def replay_parked(request: web.Request, place: Place, app: str | None) -> 
     """POST .../replay {"filter", "limit", "rate", "dry_run"}: 202 and the job."""
     if place is Place.INVALID:
         raise InvalidInput("invalid events cannot be replayed, only purged")
-    body = await _body(request, {"filter", "limit", "rate", "dry_run"})
+    body = await request_body(request, {"filter", "limit", "rate", "dry_run"})
     return await create_job(
         request,
         JobKind.REPLAY,
         _filter(place, app, body.get("filter")),
         limit=body.get("limit"),
         rate=body.get("rate"),
-        dry_run=_flag(body, "dry_run"),
+        dry_run=flag(body, "dry_run"),
     )
 
 
 async def purge_parked(request: web.Request, place: Place, app: str | None) -> web.Response:
     """POST .../purge {"filter", "confirm": true}: 202 and the job (a dry run, which only
     counts, without confirm)."""
-    body = await _body(request, {"filter", "confirm"})
+    body = await request_body(request, {"filter", "confirm"})
     return await create_job(
         request,
         JobKind.PURGE,
         _filter(place, app, body.get("filter")),
-        dry_run=not _flag(body, "confirm"),
+        dry_run=not flag(body, "confirm"),
     )
 
 
@@ -302,7 +309,7 @@ def _whole(raw: str | None, name: str, default: int) -> int:
         raise InvalidInput(f"must be a whole number, not {raw!r}", field=name) from None
 
 
-def _whole_or_none(value: object) -> int | None:
+def whole_or_none(value: object) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
@@ -310,7 +317,7 @@ def _whole_or_none(value: object) -> int | None:
     return value
 
 
-def _number_or_none(value: object) -> float | None:
+def number_or_none(value: object) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -318,7 +325,7 @@ def _number_or_none(value: object) -> float | None:
     return float(value)
 
 
-async def _body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
+async def request_body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
     data = await json_object(request, required=False)
     unknown = set(data) - allowed
     if unknown:
@@ -328,7 +335,7 @@ async def _body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
     return data
 
 
-def _flag(body: Mapping[str, Any], name: str) -> bool:
+def flag(body: Mapping[str, Any], name: str) -> bool:
     value = body.get(name, False)
     if not isinstance(value, bool):
         raise InvalidInput(f"'{name}' must be true or false")
@@ -341,6 +348,11 @@ __all__ = [
     "StoreHolder",
     "add_deadletter_routes",
     "create_job",
+    "flag",
+    "job_accepted",
+    "number_or_none",
+    "request_body",
     "store_of",
     "unavailable_as_503",
+    "whole_or_none",
 ]

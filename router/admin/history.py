@@ -7,6 +7,11 @@
     GET /admin/history/{message_id}?since=&until=[&reveal=1]
         one event: headers and payload, contact details masked unless revealed (an
         operator's, recorded in the audit log)
+    POST /admin/history/replay {"since", "until"?, "type"?, "company"?, "message_id"?,
+                                "to_app", "limit"?, "rate"?, "dry_run"?}
+        an operator's backfill: the window's matching events that ``to_app`` claims, to its
+        queue alone, as a job (202 and the job, with ``unclaimed``: the matches that belong
+        to other applications); 409 when ``to_app`` claims none of the events asked for
 
 ``since`` is needed (ISO 8601, or a span ago: ``1h``); ``until`` defaults to now. Each
 request reads the stream on a connection of its own, from the timestamp offset ``since``:
@@ -18,18 +23,35 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import structlog
 from aiohttp import web
 
-from router.admin.deadletters import store_of, unavailable_as_503
+from router.admin.claims import CLAIMS
+from router.admin.deadletters import (
+    flag,
+    job_accepted,
+    number_or_none,
+    request_body,
+    store_of,
+    unavailable_as_503,
+    whole_or_none,
+)
 from router.admin.responses import json_response
-from router.admin.tokens import caller, forbidden
+from router.admin.tokens import caller, forbidden, operator_only
 from router.amqp.nodes import connect_first
+from router.claims.model import validate_app
 from router.errors import InvalidInput
 from router.history import views
+from router.history.backfill import request_backfill
 from router.history.search import Search, find_event, search_archive
 from router.settings import Settings
 
+log = structlog.get_logger("router.admin.history")
+
 _SETTINGS = web.AppKey("history_settings", Settings)
+_BACKFILL_FIELDS = {
+    "since", "until", "type", "company", "message_id", "to_app", "limit", "rate", "dry_run"
+}  # fmt: skip
 _LIST_FIELDS = frozenset({"since", "until", "type", "company", "message_id", "limit"})
 _SHOW_FIELDS = frozenset({"since", "until", "reveal"})
 _TRUE = ("1", "true", "yes")
@@ -41,6 +63,9 @@ def add_history_routes(app: web.Application, settings: Settings) -> None:
     app[_SETTINGS] = settings
     app.router.add_get("/admin/history", list_history)
     app.router.add_get("/admin/history/{message_id}", unavailable_as_503(show_history))
+    app.router.add_post(
+        "/admin/history/replay", operator_only("backfill events")(unavailable_as_503(backfill))
+    )
 
 
 async def list_history(request: web.Request) -> web.Response:
@@ -70,6 +95,44 @@ async def show_history(request: web.Request) -> web.Response:
     return json_response(views.detail(event, reveal=reveal))
 
 
+async def backfill(request: web.Request) -> web.Response:
+    """POST /admin/history/replay: a backfill job of the archive's window to one app."""
+    body = await request_body(request, _BACKFILL_FIELDS)
+    texts = {name: _text(body, name) for name in ("since", "until", "type", "company")}
+    search = Search.parse({**texts, "message_id": _text(body, "message_id")})
+    to_app = _text(body, "to_app")
+    if not to_app:
+        raise InvalidInput("is needed: the application the events go to", field="to_app")
+    app = validate_app(to_app)
+    claims = await request.config_dict[CLAIMS].list(app)
+    settings = request.config_dict[_SETTINGS]
+    connection, _ = await connect_first(settings.amqp_url.reveal(), name=_CONNECTION_NAME)
+    async with connection:
+        wanted, plan = await request_backfill(
+            connection,
+            settings.names,
+            search,
+            app,
+            claims,
+            caller(request).name,
+            limit=whole_or_none(body.get("limit")),
+            rate=number_or_none(body.get("rate")),
+            dry_run=flag(body, "dry_run"),
+        )
+    job = await (await store_of(request)).create_job(wanted)
+    log.info(
+        "backfill_created", job_id=job.id, app=app, matched=job.matched, by=wanted.requested_by
+    )
+    return job_accepted(job, unclaimed=plan.unclaimed)
+
+
+def _text(body: Mapping[str, object], name: str) -> str | None:
+    value = body.get(name)
+    if value is not None and not isinstance(value, str):
+        raise InvalidInput("must be a string", field=name)
+    return value
+
+
 def _fields(query: Mapping[str, str], known: frozenset[str]) -> dict[str, str | None]:
     """The query's parameters; :class:`InvalidInput` naming one it does not take."""
     for name in query:
@@ -78,4 +141,4 @@ def _fields(query: Mapping[str, str], known: frozenset[str]) -> dict[str, str | 
     return {name: query.get(name) for name in known}
 
 
-__all__ = ["add_history_routes", "list_history", "show_history"]
+__all__ = ["add_history_routes", "backfill", "list_history", "show_history"]

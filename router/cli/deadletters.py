@@ -20,6 +20,7 @@ from typing import Any
 
 from router.cli import output
 from router.errors import RouterError
+from router.history.backfill import ClaimsOf
 from router.parked import views
 from router.parked.jobs import Job, JobKind, JobRequest, JobState
 from router.parked.model import ParkedEvent, Place
@@ -85,7 +86,7 @@ def add_commands(commands: Any, parser_class: type[argparse.ArgumentParser]) -> 
 
 def _count_option(parser: argparse.ArgumentParser, flag: str, default: int, text: str) -> None:
     """An option taking a count of 1 or more (``N``), with its default."""
-    parser.add_argument(flag, type=_positive_int, default=default, metavar="N", help=text)
+    parser.add_argument(flag, type=positive_int, default=default, metavar="N", help=text)
 
 
 def _add_operation_options(parser: argparse.ArgumentParser, operation: str) -> None:
@@ -98,10 +99,10 @@ def _add_operation_options(parser: argparse.ArgumentParser, operation: str) -> N
         _count_option(parser, "--size", DEFAULT_FACET_SIZE, size)
     if operation == "replay":
         parser.add_argument(
-            "--limit", type=_positive_int, metavar="N", help="replay at most N matching events"
+            "--limit", type=positive_int, metavar="N", help="replay at most N matching events"
         )
         parser.add_argument(
-            "--rate", type=_positive, metavar="N", help="at most N events per second"
+            "--rate", type=positive, metavar="N", help="at most N events per second"
         )
         parser.add_argument(
             "--dry-run", action="store_true", help="only count what would be replayed"
@@ -154,7 +155,7 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _positive(text: str) -> float:
+def positive(text: str) -> float:
     """A positive, finite number (argparse's error when it is not one)."""
     try:
         value = float(text)
@@ -165,8 +166,8 @@ def _positive(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
-    value = _positive(text)
+def positive_int(text: str) -> int:
+    value = positive(text)
     if not value.is_integer() or not text.strip().isdigit():
         raise argparse.ArgumentTypeError(f"not a whole number of at least 1: {text!r}")
     return int(value)
@@ -327,7 +328,7 @@ async def _job(
     if args.detach:
         return 0
     output.note(said)
-    job = await _follow(store, job, settings)
+    job = await follow_job(store, job, settings)
     verb, done = job.kind.value, "replayed" if job.kind is JobKind.REPLAY else "purged"
     if args.json:
         output.print_json(job.to_json())
@@ -344,11 +345,14 @@ async def _job(
     return 0 if job.state is JobState.DONE and not job.failed else 1
 
 
-async def _follow(store: ParkedStore, job: Job, settings: Settings) -> Job:
+async def follow_job(
+    store: ParkedStore, job: Job, settings: Settings, claims_of: ClaimsOf | None = None
+) -> Job:
     """Run ``job`` here (unless a keeper took it first) and show its progress until it ends,
-    or is left to a keeper (the broker went away: it is resumed from where it stopped)."""
+    or is left to a keeper (the broker went away: it is resumed from where it stopped);
+    ``claims_of`` reads an application's claims, for a backfill."""
     progress = output.progress_reporter(f"{job.kind.value}.{job.id}", settings.log_format)
-    runner = JobRunner(store, settings.amqp_url.reveal(), settings.names)
+    runner = JobRunner(store, settings.amqp_url.reveal(), settings.names, claims_of=claims_of)
     running = asyncio.create_task(runner.run_job(job.id))
     try:
         while True:
@@ -376,4 +380,13 @@ async def _follow(store: ParkedStore, job: Job, settings: Settings) -> Job:
         await runner.close()
 
 
-__all__ = ["FOLLOW_INTERVAL", "OPERATIONS", "add_commands", "run", "who"]
+__all__ = [
+    "FOLLOW_INTERVAL",
+    "OPERATIONS",
+    "add_commands",
+    "follow_job",
+    "positive",
+    "positive_int",
+    "run",
+    "who",
+]

@@ -1,10 +1,14 @@
-"""The ``attentive-router history list|show`` commands: search the archive stream.
+"""The ``attentive-router history list|show|replay`` commands: search the archive stream,
+and backfill a window of it to one application.
 
 They read the stream on RabbitMQ (``ROUTER_AMQP_URL``) directly, from the timestamp offset
 ``--since``, on a connection of their own: nothing is consumed, no consumer notices.
 Payloads are masked unless ``show --reveal``, which is recorded in the audit log of the
-parked-event store (``ROUTER_DATABASE_URL``) first. Exit codes: 0 done, 1 failed (the broker
-unreachable, no archive, no such event), 2 wrong usage or input.
+parked-event store (``ROUTER_DATABASE_URL``) first. ``replay --to-app APP`` is a backfill job
+(:mod:`router.history.backfill`) in that store, followed here unless ``--detach`` (a keeper
+runs it then). Exit codes: 0 done, 1 failed (the broker unreachable, no archive, no such
+event, APP claims none of the events asked for, a backfill with failures), 2 wrong usage
+or input.
 """
 
 from __future__ import annotations
@@ -15,10 +19,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from router.amqp.nodes import connect_first
+from router.claims.model import validate_app
+from router.claims.open import store_from_url
 from router.cli import output
-from router.cli.deadletters import who
+from router.cli.deadletters import follow_job, positive, positive_int, who
 from router.history import views
+from router.history.backfill import request_backfill
 from router.history.search import DEFAULT_LIMIT, MAX_LIMIT, Search, find_event, search_archive
+from router.parked.jobs import JobState
 from router.parked.open import parked_store_from_url
 from router.settings import Settings
 
@@ -40,8 +48,6 @@ def add_commands(commands: Any, parser_class: type[argparse.ArgumentParser]) -> 
     parent.set_defaults(run=run)
     sub = parent.add_subparsers(dest="history_command", required=True, parser_class=parser_class)
     listing = sub.add_parser("list", help="the archived events of a window, oldest first")
-    listing.add_argument("--type", metavar="PATTERN", help="sms.sent, sms.* or *")
-    listing.add_argument("--company", metavar="ID", help="one company id")
     listing.add_argument("--message-id", metavar="ID", help="one message id")
     listing.add_argument(
         "--limit",
@@ -54,7 +60,26 @@ def add_commands(commands: Any, parser_class: type[argparse.ArgumentParser]) -> 
     show.add_argument("message_id", metavar="MESSAGE_ID")
     show.add_argument("--reveal", action="store_true", help="show phone numbers and emails")
     show.add_argument("--database-url", help="where a reveal is audited (ROUTER_DATABASE_URL)")
-    for parser in (listing, show):
+    replay = sub.add_parser(
+        "replay", help="backfill: the window's events to one application's queue (a job)"
+    )
+    replay.add_argument(
+        "--to-app", required=True, metavar="APP", help="the application (it must claim them)"
+    )
+    replay.add_argument("--rate", type=positive, metavar="N", help="at most N events a second")
+    replay.add_argument(
+        "--limit", type=positive_int, metavar="N", help="at most N events (oldest first)"
+    )
+    replay.add_argument("--dry-run", action="store_true", help="only count them")
+    replay.add_argument(
+        "--detach", action="store_true", help="create the job and leave it to a keeper"
+    )
+    replay.add_argument("--database-url", help="where the job is kept (ROUTER_DATABASE_URL)")
+    for parser in (listing, replay):
+        parser.add_argument("--type", metavar="PATTERN", help="sms.sent, sms.* or *")
+        parser.add_argument("--company", metavar="ID", help="one company id")
+    replay.add_argument("--message-id", metavar="ID", help="one message id")
+    for parser in (listing, show, replay):
         parser.add_argument("--since", required=True, metavar="WHEN", help=f"from: {_WHEN}")
         parser.add_argument("--until", metavar="WHEN", help=f"to (else now): {_WHEN}")
         parser.add_argument("--json", action="store_true", help="JSON output for scripts")
@@ -76,12 +101,14 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         "type": getattr(args, "type", None),
         "company": getattr(args, "company", None),
         "message_id": args.message_id,
-        "limit": str(getattr(args, "limit", DEFAULT_LIMIT)),
+        "limit": str(args.limit) if args.history_command == "list" else None,
     }
     search = Search.parse(fields)
     with output.quiet_amqp_logs(), output.library_logs(settings.log_format):
         if args.history_command == "list":
             return asyncio.run(_list(settings, search, as_json=args.json))
+        if args.history_command == "replay":
+            return asyncio.run(_backfill(settings, search, args))
         return asyncio.run(_show(settings, search, args))
 
 
@@ -137,6 +164,55 @@ async def _show(settings: Settings, search: Search, args: argparse.Namespace) ->
         output.print_line(f"{part}:{note}")
         output.print_block(detail[part])
     return 0
+
+
+async def _backfill(settings: Settings, search: Search, args: argparse.Namespace) -> int:
+    app = validate_app(args.to_app)
+    database = settings.database_url.reveal()
+    store, claims = parked_store_from_url(database), store_from_url(database)
+    await store.open()
+    await claims.open()
+    try:
+        connection, _ = await connect_first(settings.amqp_url.reveal(), name="attentive-router cli")
+        async with connection:
+            wanted, plan = await request_backfill(
+                connection,
+                settings.names,
+                search,
+                app,
+                await claims.list(app),
+                who(),
+                limit=args.limit,
+                rate=args.rate,
+                dry_run=args.dry_run,
+            )
+        job = await store.create_job(wanted)
+        said = f"job {job.id}: backfill of {job.matched} events to {app}"
+        if plan.unclaimed:
+            said += f" ({plan.unclaimed} more match but belong to other applications)"
+        if args.detach and args.json:
+            output.print_json(job.to_json())
+        elif args.detach:
+            output.print_line(said)
+        if args.detach:
+            return 0
+        output.note(said)
+        job = await follow_job(store, job, settings, claims.list)
+    finally:
+        await claims.close()
+        await store.close()
+    if args.json:
+        output.print_json(job.to_json())
+    elif job.dry_run:
+        output.print_line(f"would backfill {job.matched} events to {app} (dry run: nothing sent)")
+    else:
+        output.print_line(
+            f"job {job.id} {job.state.value}: matched {job.matched}, sent {job.done}, "
+            f"failed {job.failed}"
+        )
+    if not job.state.finished:
+        output.note(f"job {job.id} paused ({job.last_error}): a keeper resumes it")
+    return 0 if job.state is JobState.DONE and not job.failed else 1
 
 
 __all__ = ["add_commands", "run"]

@@ -130,10 +130,13 @@ async def window_end(
 
 
 async def _channel(connection: AbstractConnection) -> AbstractChannel:
+    """A channel to read the stream on (a stream is only read under a prefetch)."""
     try:
-        return await connection.channel()
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=PREFETCH)
     except Exception as error:
         raise Unavailable(f"cannot open a channel to read the archive: {error}") from None
+    return channel
 
 
 def _past(until: datetime | None) -> datetime | None:
@@ -171,7 +174,6 @@ async def _probe(
             offsets.put_nowait(offset)
         await message.ack()
 
-    await channel.set_qos(prefetch_count=PREFETCH)
     queue = await _stream(channel, stream)
     tag = await queue.consume(note, arguments={_OFFSET: at})
     try:
