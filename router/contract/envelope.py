@@ -26,6 +26,7 @@ from router.contract.names import (
     DELIVERY_COUNT_HEADER,
     ERROR_HEADER,
     FIRST_DEATH_REASON_HEADER,
+    FIRST_DELIVERY_HEADER,
     FIRST_FAILED_AT_HEADER,
     INVALID_REASON_HEADER,
     LAST_FAILED_AT_HEADER,
@@ -121,6 +122,13 @@ def _moved(headers: Headers, routing_key: str, changes: dict[str, Any]) -> dict[
     return copy
 
 
+def first_delivered(headers: Headers, traceparent: str) -> dict[str, Any]:
+    """The headers of the first delivery of a round (its first attempt, or the first after a
+    replay), with ``traceparent``, its span's context: every copy a worker makes keeps it, so
+    a retried delivery's span can link to that one."""
+    return {**headers, FIRST_DELIVERY_HEADER: traceparent}
+
+
 # -- written by a replay ------------------------------------------------------------------
 
 
@@ -152,6 +160,17 @@ def attempts(headers: Headers, *, deliveries_count: bool) -> int | None:
     if tried is not None or not deliveries_count:
         return tried
     return _int(headers.get(DELIVERY_COUNT_HEADER))
+
+
+def tried(headers: Headers) -> bool:
+    """Whether a worker already counted an attempt (a retry, or a deferred delivery): False
+    for the first delivery of a round (fresh from the ingress, or replayed)."""
+    return _int(headers.get(ATTEMPT_HEADER)) is not None
+
+
+def first_delivery(headers: Headers) -> str | None:
+    """The ``traceparent`` of the first delivery of the round (see :func:`first_delivered`)."""
+    return _str(headers.get(FIRST_DELIVERY_HEADER))
 
 
 def replays(headers: Headers) -> int:
@@ -225,9 +244,12 @@ __all__ = [
     "deferred",
     "error",
     "event_routing_key",
+    "first_delivered",
+    "first_delivery",
     "parked_at",
     "reason",
     "replayed",
     "replays",
     "retried",
+    "tried",
 ]

@@ -54,6 +54,15 @@ APP_HEADER = "x-attentive-app"
 #: retry tiers and dead-letter queue (those moves change the AMQP routing key).
 ROUTING_KEY_HEADER = "x-attentive-routing-key"
 
+#: AMQP headers of W3C Trace Context (as its HTTP headers and the OpenTelemetry propagator
+#: name them): the context the event was published in, written by the ingress when tracing is
+#: on (:mod:`router.tracing`), kept through retries, dead letters and replays.
+TRACEPARENT_HEADER = "traceparent"
+TRACESTATE_HEADER = "tracestate"
+#: AMQP header: the ``traceparent`` of the first delivery of the event (its first attempt, or
+#: the first after a replay), which a retried delivery's span links to.
+FIRST_DELIVERY_HEADER = "x-attentive-first-delivery"
+
 #: Headers RabbitMQ itself maintains: a quorum queue's delivery count, and the history of
 #: dead-lettering (``x-death``, with the first death's reason also on its own).
 DELIVERY_COUNT_HEADER = "x-delivery-count"
@@ -205,6 +214,7 @@ __all__ = [
     "ERROR_HEADER",
     "EVENT_TIME_HEADER",
     "FIRST_DEATH_REASON_HEADER",
+    "FIRST_DELIVERY_HEADER",
     "FIRST_FAILED_AT_HEADER",
     "INVALID_REASON_HEADER",
     "LAST_FAILED_AT_HEADER",
@@ -217,6 +227,8 @@ __all__ = [
     "SIGNATURE_HEADER",
     "SUBJECT_KEY_HEADER",
     "TRACEBACK_HEADER",
+    "TRACEPARENT_HEADER",
+    "TRACESTATE_HEADER",
     "Names",
     "routing_key",
 ]
