@@ -15,7 +15,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, BinaryIO, TextIO
 
 import orjson
@@ -219,4 +219,21 @@ def configure_logging(log_format: LogFormat = "auto", level: str = "info") -> No
         logging.getLogger(noisy).setLevel(max(numeric_level, logging.WARNING))
 
 
-__all__ = ["HotPathLogger", "configure_logging"]
+def log_trace_ids() -> None:
+    """From now on, every line logged in a sampled span carries its ``trace_id`` and
+    ``span_id`` (:mod:`router.tracing.logs`): called once tracing is on, never otherwise, so
+    that without it no line pays for the look-up. The processor goes into the chain in
+    place, after the context variables, so loggers already in use take it too; idempotent."""
+    global _json_lines
+    from router.tracing.logs import add_trace_ids  # (opentelemetry: only with tracing on)
+
+    processors = structlog.get_config()["processors"]
+    if add_trace_ids not in processors:
+        processors.insert(1 if processors else 0, add_trace_ids)
+    lines = _json_lines
+    if lines is not None and add_trace_ids not in lines.processors:
+        first, *rest = lines.processors
+        _json_lines = replace(lines, processors=(first, add_trace_ids, *rest))
+
+
+__all__ = ["HotPathLogger", "configure_logging", "log_trace_ids"]

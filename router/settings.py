@@ -12,7 +12,7 @@ is bound to (``ROUTER_SIGNING_KEYS=KEY@COMPANY|COMPANY,KEY``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from router import config, tls
@@ -31,6 +31,7 @@ from router.secret import (
     SecretUrl,
     SecretUrlText,
 )
+from router.tracing.settings import TracingSettings
 
 LogFormat = Literal["auto", "json", "console"]
 DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/"
@@ -160,6 +161,9 @@ class Settings:
     #: ``ROUTER_ARCHIVE_MAX_BYTES`` (``20GB``): past this size the oldest events leave first.
     archive_max_bytes: int = DEFAULT_ARCHIVE_MAX_BYTES
 
+    #: Traces (OpenTelemetry's ``OTEL_*`` variables: :mod:`router.tracing`); off by default.
+    tracing: TracingSettings = field(default_factory=TracingSettings)
+
     @property
     def names(self) -> Names:
         return Names(self.namespace)
@@ -175,6 +179,7 @@ class Settings:
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> Settings:
         """Settings from ``ROUTER_*`` variables; ``overrides`` (flags) win where not None."""
         variables = {**VARIABLES, "admin_token": admin_token_variable(env)}
+        overrides = {"tracing": TracingSettings.from_env(env), **overrides}
         settings = config.load(cls, env, variables, overrides)
         settings._check_admin_tls()
         settings._check_ports()

@@ -27,6 +27,7 @@ LAYERS = {
     "contract": 1,
     "amqp": 2,
     "settings": 3,
+    "tracing": 3,
     "observability": 4,
     "ingress": 5,
     "claims": 5,

@@ -19,6 +19,8 @@ from router.parked.settings import VARIABLES as KEEPER_VARIABLES
 from router.secret import revealed
 from router.settings import ADMIN_TOKEN_FILE, DEFAULT_AMQP_URL, Settings, parse_keys
 from router.settings import VARIABLES as ROUTER_VARIABLES
+from router.tracing.settings import VARIABLES as TRACING_VARIABLES
+from router.tracing.settings import TracingSettings
 from tests.test_deploy_files import undocumented
 
 
@@ -339,8 +341,9 @@ def test_no_verify_ssl_1_turns_verification_off_and_0_keeps_it() -> None:
 
 
 def test_every_router_setting_is_read_from_its_own_variable() -> None:
-    """Each field has a ROUTER_* variable of its own."""
-    assert set(ROUTER_VARIABLES) == {field.name for field in dataclasses.fields(Settings)}
+    """Each field has a ROUTER_* variable of its own (but tracing's: OpenTelemetry's own)."""
+    fields = {field.name for field in dataclasses.fields(Settings)}
+    assert set(ROUTER_VARIABLES) == fields - {"tracing"}
     assert len({v.name for v in ROUTER_VARIABLES.values()}) == len(ROUTER_VARIABLES)
     assert all(v.name.startswith("ROUTER_") for v in ROUTER_VARIABLES.values())
 
@@ -355,7 +358,11 @@ def test_the_admin_url_is_router_admin_url_else_the_admin_listener() -> None:
 
 
 def test_every_worker_setting_is_read_from_a_variable() -> None:
-    assert set(WORKER_VARIABLES) == {field.name for field in dataclasses.fields(WorkerSettings)}
+    fields = {field.name for field in dataclasses.fields(WorkerSettings)}
+    assert set(WORKER_VARIABLES) == fields - {"tracing"}
+    tracing = {field.name for field in dataclasses.fields(TracingSettings)}
+    assert set(TRACING_VARIABLES) == tracing
+    assert all(v.name.startswith("OTEL_") for v in TRACING_VARIABLES.values())
 
 
 def test_every_attentive_setting_but_the_longest_wait_is_read_from_a_variable() -> None:

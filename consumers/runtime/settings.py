@@ -36,6 +36,7 @@ from router.secret import (
 )
 from router.settings import DEFAULT_AMQP_URL, LogFormat, admin_token_variable
 from router.settings import VARIABLES as ROUTER_VARIABLES
+from router.tracing.settings import TracingSettings
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,6 +104,8 @@ class WorkerSettings:
     rate_limit: float | None = None
     log_format: LogFormat = "auto"
     log_level: str = "info"
+    #: Traces (OpenTelemetry's ``OTEL_*`` variables: :mod:`router.tracing`); off by default.
+    tracing: TracingSettings = dataclasses.field(default_factory=TracingSettings)
 
     @property
     def names(self) -> Names:
@@ -137,6 +140,7 @@ class WorkerSettings:
             amqp_url = config.first_set(env, _WORKER_AMQP_URL, _ROUTER_AMQP_URL)
             admin_token = admin_token_variable(env)
             variables = {**VARIABLES, "amqp_url": amqp_url, "admin_token": admin_token}
+            overrides = {"tracing": TracingSettings.from_env(env), **overrides}
             return config.load(cls, env, variables, overrides)
         except ConfigError as error:
             raise WorkerConfigError(str(error)) from None
