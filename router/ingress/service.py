@@ -20,12 +20,15 @@ from router.contract.signing import Verifier
 from router.ingress.http1 import HttpServer
 from router.ingress.internal import Probes
 from router.ingress.limits import Limits
+from router.ingress.messages import Handler
 from router.ingress.metrics import Metrics
 from router.ingress.processes import Processes, Siblings
 from router.ingress.refused_log import RefusedLog
 from router.ingress.routes import Routes
 from router.ingress.webhook import WebhookReceiver
+from router.observability import log_trace_ids
 from router.settings import Settings
+from router.tracing import start_tracing
 
 #: Seconds in-flight requests get to finish on shutdown.
 SHUTDOWN_TIMEOUT = 15.0
@@ -35,6 +38,8 @@ BACKLOG = 128
 INTERNAL_SHUTDOWN_TIMEOUT = 2.0
 #: The largest body the internal listener reads (its requests have none).
 INTERNAL_MAX_BODY_BYTES = 1024
+#: The ingress's service name in its traces (unless ``OTEL_SERVICE_NAME`` names another).
+SERVICE_NAME = "attentive-router"
 
 
 def limits_of(settings: Settings, max_body_bytes: int | None = None) -> Limits:
@@ -88,7 +93,16 @@ class Ingress:
         #: One per process: it bounds the lines about requests that are no authentic webhook.
         self.refused_log = RefusedLog(settings.refused_log_rate)
         self.routes = Routes(receiver, self.metrics, settings.retry_after, self.refused_log)
-        self.http = HttpServer(self.routes.handle, limits_of(settings), self.refused_log)
+        #: With tracing on (``OTEL_*``: router.tracing), the tracer of this process.
+        self.tracing = start_tracing(settings.tracing, SERVICE_NAME)
+        handle: Handler = self.routes.handle
+        if self.tracing is not None:
+            from router.ingress.spans import traced  # (opentelemetry: only when it is on)
+
+            names = settings.names
+            exchange = names.ingress_exchange if settings.archive else names.events_exchange
+            handle = traced(self.routes, self.tracing.tracer, exchange)
+        self.http = HttpServer(handle, limits_of(settings), self.refused_log)
         siblings = None
         if processes is not None and processes.first and processes.count > 1:
             siblings = Siblings(processes)  # (it answers for all of them)
@@ -121,6 +135,8 @@ class Ingress:
 
     async def start(self) -> None:
         """Begin connecting to RabbitMQ and listen (raises OSError when a port is taken)."""
+        if self.tracing is not None:
+            log_trace_ids()
         self.broker.start()
         loop = asyncio.get_running_loop()
         settings = self.settings
@@ -166,6 +182,8 @@ class Ingress:
             await self.internal_http.shutdown(INTERNAL_SHUTDOWN_TIMEOUT)
         self.refused_log.flush()  # (what was held back since the last summary)
         await self.broker.close()
+        if self.tracing is not None:
+            await self.tracing.close()  # (the spans not exported yet)
 
 
 def _port_of(listener: asyncio.Server | None) -> int:
@@ -182,6 +200,7 @@ __all__ = [
     "BACKLOG",
     "INTERNAL_MAX_BODY_BYTES",
     "INTERNAL_SHUTDOWN_TIMEOUT",
+    "SERVICE_NAME",
     "SHUTDOWN_TIMEOUT",
     "Ingress",
     "limits_of",

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
-from router.amqp.broker import Broker
 from router.amqp.frames import Properties
 from router.contract.events import Routable, Unusable, parse
 from router.contract.names import (
@@ -106,6 +106,19 @@ Received = Accepted | Quarantined | Unsigned | KeyNotForCompany | WrongCompany |
 _UNSIGNED = Unsigned()
 
 
+class Publishing(Protocol):
+    """Where the receiver publishes: :class:`~router.amqp.broker.Broker` (or, with tracing
+    on, a span around each of its publishes: :mod:`router.ingress.spans`)."""
+
+    def publish_event(
+        self, routing_key: str, body: bytes, properties: Properties
+    ) -> Awaitable[None]: ...
+
+    def publish_to_queue(
+        self, queue: str, body: bytes, properties: Properties
+    ) -> Awaitable[None]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class WebhookReceiver:
     """Verifies a webhook, then publishes it (or quarantines it in ``invalid_queue``).
@@ -118,9 +131,11 @@ class WebhookReceiver:
     subject key, made with ``subject_keys``, and the event time, when its payload has them."""
 
     verifier: Verifier
-    broker: Broker
+    broker: Publishing
     invalid_queue: str
     subject_keys: SubjectKeys
+    #: Reads a verified body (a span around it with tracing on: :mod:`router.ingress.spans`).
+    parser: Callable[[bytes], Routable | Unusable] = parse
 
     async def receive(
         self,
@@ -138,7 +153,7 @@ class WebhookReceiver:
         if not matched:
             return _UNSIGNED
         bound = not matched & verifier.unbound  # (every key that matched is bound)
-        match parse(body):
+        match self.parser(body):
             case Unusable(reason=reason, message_id=message_id):
                 if bound and company is not None and not verifier.allows(matched, company):
                     return KeyNotForCompany(company, message_id, None)
@@ -239,6 +254,7 @@ def _now_ms() -> int:
 __all__ = [
     "Accepted",
     "KeyNotForCompany",
+    "Publishing",
     "Quarantined",
     "Received",
     "Unconfirmed",
