@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import dataclasses
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiormq
 import structlog
@@ -35,7 +35,7 @@ from consumers.runtime.control import (
     replica_name,
 )
 from consumers.runtime.delivery import Delivery
-from consumers.runtime.errors import Reject
+from consumers.runtime.errors import Reject, WorkerConfigError
 from consumers.runtime.event import Event
 from consumers.runtime.flow import Consumer, Flow, ProbeResult, probe_result
 from consumers.runtime.lanes import Lanes
@@ -50,6 +50,13 @@ from consumers.runtime.worker import Worker
 from router.amqp.nodes import BrokerUnreachable, connect_first
 from router.amqp.topology import declare_app_queue, declare_retry_queues
 from router.contract import envelope
+from router.errors import ConfigError
+from router.observability import log_trace_ids
+from router.tracing import start_tracing
+
+if TYPE_CHECKING:
+    from consumers.runtime.tracing import DeliverySpans
+    from router.tracing.provider import Tracing
 
 log = structlog.get_logger("consumers")
 
@@ -89,6 +96,9 @@ class WorkerRunner:
         self._admin = AdminView(
             settings.admin_url, settings.admin_token.reveal(), ca_file=settings.admin_ca
         )
+        #: With tracing on (``OTEL_*``: router.tracing), this process's tracer, from :meth:`run`.
+        self.tracing: Tracing | None = None
+        self._spans: DeliverySpans | None = None
 
     async def run(self, stop: asyncio.Event, *, claim: bool = True) -> None:
         """Claim, consume until ``stop`` is set, then drain and close."""
@@ -116,8 +126,32 @@ class WorkerRunner:
             metrics = await self._start_metrics()
             if metrics is not None:
                 resources.push_async_callback(metrics.cleanup)
+            if self._trace() is not None:
+                resources.push_async_callback(self._stop_tracing)
             await self._consume_until_stopped(stop)
         log.info("worker_stopped", app=worker.app)
+
+    def _trace(self) -> Tracing | None:
+        """Start tracing if the settings say so: each delivery in a span, its handler in a
+        child span (:mod:`consumers.runtime.tracing`), log lines with their trace's ids."""
+        worker = self.worker
+        try:
+            self.tracing = start_tracing(self.settings.tracing, worker.app)
+        except ConfigError as error:
+            raise WorkerConfigError(str(error)) from None
+        if self.tracing is not None:
+            from consumers.runtime.tracing import DeliverySpans, HandlerSpan  # (only when on)
+
+            tracer = self.tracing.tracer
+            worker.use_tracing(HandlerSpan(tracer, worker.route))
+            self._spans = DeliverySpans(tracer, worker.app, self._queue)
+            log_trace_ids()
+        return self.tracing
+
+    async def _stop_tracing(self) -> None:
+        tracing, self.tracing, self._spans = self.tracing, None, None
+        if tracing is not None:
+            await tracing.close()
 
     def _use_newest(self) -> None:
         """Newest wins in the idempotency store's place (``WORKER_IDEMPOTENCY_URL``), else in
@@ -210,7 +244,7 @@ class WorkerRunner:
         got = await channel.basic_get(self._queue, no_ack=False, timeout=CONTROL_TIMEOUT)
         if not isinstance(got.delivery, Basic.GetOk):
             return "empty"
-        task = self._spawn(self._process(_got(got), gated=False))
+        task = self._spawn(self._work(_got(got), gated=False))
         return probe_result(await asyncio.shield(task))
 
     @property
@@ -241,13 +275,22 @@ class WorkerRunner:
         handler running when the connection is lost runs to its end (its ack then fails and
         the broker redelivers the event, as for any unacked delivery)."""
         if not self._stopping:  # (else it goes back to the queue when the channel closes)
-            self._spawn(self._process(Delivery.from_aiormq(message)))
+            self._spawn(self._work(Delivery.from_aiormq(message)))
 
     def _spawn(self, work: Coroutine[Any, Any, Outcome | None]) -> asyncio.Task[Outcome | None]:
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+    def _work(
+        self, message: Delivery, *, gated: bool = True
+    ) -> Coroutine[Any, Any, Outcome | None]:
+        """Handling ``message`` (see :meth:`_process`), in its span with tracing on."""
+        spans = self._spans
+        if spans is None:
+            return self._process(message, gated=gated)
+        return spans.process(message, lambda traced: self._process(traced, gated=gated))
 
     async def _process(self, message: Delivery, *, gated: bool = True) -> Outcome | None:
         """Handle one delivery and settle it; its outcome (None: returned unstarted). A probe

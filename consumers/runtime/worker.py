@@ -127,6 +127,8 @@ class Worker:
         #: its key for at most this long).
         self.key_lease = DEFAULT_KEY_LEASE
         self._extra_middleware = tuple(middleware)
+        #: The handler's span, innermost, with tracing on (:meth:`use_tracing`).
+        self._handler_span: tuple[Middleware, ...] = ()
         self._pipeline: Next | None = None
         # made once: each registers its series in the worker's registry
         self._metrics: Metrics | None = None
@@ -202,6 +204,12 @@ class Worker:
             self._guard.store = store
             self._guard.skew = self.newest_skew
 
+    def use_tracing(self, handler_span: Middleware) -> None:
+        """Run each handler inside ``handler_span`` (the runner does, with tracing on:
+        :mod:`consumers.runtime.tracing`)."""
+        self._handler_span = (handler_span,)
+        self._pipeline = None
+
     @property
     def families(self) -> frozenset[str]:
         """The key families the handlers opted in to newest wins with."""
@@ -254,6 +262,7 @@ class Worker:
                 *self._extra_middleware,
                 *guard,
                 Idempotency(self.app, self.idempotency),
+                *self._handler_span,
             ],
             self._dispatch,
         )
