@@ -165,6 +165,23 @@ def median(values: Sequence[float]) -> float:
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
+def ratio(numerator: Any, denominator: Any) -> float | None:
+    """``numerator / denominator`` to three decimals; None unless both are numbers (and the
+    denominator not zero): a figure that was not measured."""
+    if isinstance(numerator, int | float) and isinstance(denominator, int | float) and denominator:
+        return round(numerator / denominator, 3)
+    return None
+
+
+def ratio_text(value: Any, rounds: Sequence[float] = ()) -> str:
+    """A ratio as the table shows it (``0.95x``, ``-`` when not measured), and each round's
+    when there were several."""
+    text = f"{value:.2f}x" if isinstance(value, int | float) else "-"
+    if len(rounds) > 1:
+        text += f" of the medians; round by round {', '.join(f'{r:.2f}x' for r in rounds)}"
+    return text
+
+
 # -- processes --------------------------------------------------------------------------
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import flow_phase, newest_phase, parked_report
+from bench import flow_phase, history_report, newest_phase, parked_report
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +29,7 @@ TARGETS = (
     *(Target(*target) for target in parked_report.targets()),
     *(Target(*target) for target in flow_phase.targets()),
     *(Target(*target) for target in newest_phase.targets()),
+    *(Target(*target) for target in history_report.targets()),
 )
 
 
@@ -87,6 +88,7 @@ def evaluate(results: dict[str, Any]) -> None:
         **parked_report.values(results),
         **flow_phase.values(results),
         **newest_phase.values(results),
+        **history_report.values(results),
     }
     results["ratios"] = {
         k: v
@@ -325,6 +327,11 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         if not failed("j", "newest wins' cost", j):
             for index, (label, text, target_key) in enumerate(newest_phase.rows(j)):
                 add("j" if index == 0 else "", label, text, target_key)
+    if "k" in results:
+        k = results["k"]
+        if not failed("k", "the archive's cost", k):
+            for index, (label, text, target_key) in enumerate(history_report.rows(k)):
+                add("k" if index == 0 else "", label, text, target_key)
     return out
 
 
@@ -395,7 +402,7 @@ def failures(results: dict[str, Any]) -> list[str]:
         for key, child in node.items():
             visit(f"{path} {key}", child)
 
-    for phase in "abcdefghij":
+    for phase in "abcdefghijk":
         visit(phase, results.get(phase))
     return found
 

@@ -32,6 +32,9 @@ i. the outage machinery's cost (:mod:`bench.flow_phase`): phase d's worker drain
    circuit breaker and a rate limit that never waits, against the breaker off and no limit.
 j. newest wins' cost (:mod:`bench.newest_phase`): a no-op worker draining with a key family
    against without, its stores in Redis and PostgreSQL, over 10,000 and over 10 subscribers.
+k. the archive's cost (:mod:`bench.history_phase`): the ingress with the archive on against
+   off (saturation, 1,000 events/s), the stream's bytes on disk per million events, and a
+   search of the last 10,000 events of a 200,000- and a 2,000,000-event archive.
 
 Every figure uses the same broker and the same realistic signed payloads (all 11 types x 4
 companies, about 1 KiB), in a fresh namespace (``bench-<uuid>``) deleted afterwards. Every
@@ -67,7 +70,7 @@ from typing import Any
 
 from yarl import URL
 
-from bench import callgrind, flow_phase, newest_phase, parked_phase, report
+from bench import callgrind, flow_phase, history_phase, newest_phase, parked_phase, report
 from bench.common import (
     ADMIN_TOKEN,
     AMQP_URL,
@@ -117,7 +120,7 @@ from router.cli.main import OneLineParser
 from router.contract.events import EVENT_TYPES
 from router.contract.names import WEBHOOK_PATH, Names
 
-PHASES = "abcdefghij"
+PHASES = "abcdefghijk"
 RESULTS = Path(__file__).resolve().parent / "results"
 UVLOOP_INSTALLED = importlib.util.find_spec("uvloop") is not None
 
@@ -392,10 +395,14 @@ class Bench:
         return proc
 
     def start_ingress(
-        self, name: str, workers: int | None = None, prefix: Sequence[str] = ()
+        self,
+        name: str,
+        workers: int | None = None,
+        prefix: Sequence[str] = (),
+        env: dict[str, str] | None = None,
     ) -> tuple[Proc, int, int]:
         """``attentive-router serve`` with the admin API, ready and answering a signed event;
-        ``prefix`` runs it under another program (callgrind)."""
+        ``prefix`` runs it under another program (callgrind); ``env``: more variables."""
         workers = workers or self.config.workers
         port, admin_port, internal_port = free_port(), free_port(), free_port()
         env = bench_env(
@@ -406,6 +413,7 @@ class Bench:
             ROUTER_DATABASE_URL=f"sqlite:///{self.tmp / f'{name}-claims.db'}",
             ROUTER_NAMESPACE=self.names.prefix,
             ROUTER_LOG_FORMAT="json",
+            **(env or {}),
         )
         argv = [
             *prefix,
@@ -583,6 +591,8 @@ class Bench:
             self.results["i"] = flow_phase.measure(self)
         if "j" in only:
             self.results["j"] = newest_phase.measure(self)
+        if "k" in only:
+            self.results["k"] = history_phase.measure(self)
         self.stop_ingress()
         if "e" in only:
             self.results["e"] = self.attempt("e: ingress peak RSS", self.phase_e)
