@@ -18,11 +18,9 @@ from router.parked.jobs import (
     JobKind,
     JobRequest,
     JobState,
-    query_from_json,
-    query_to_json,
 )
 from router.parked.model import Place, State
-from router.parked.query import Query
+from router.parked.query import Query, query_from_json, query_to_json
 from router.parked.schema import audit_table, jobs_table, version_table
 from router.parked.store import ParkedStore, Settled
 from tests.parked_stores import (

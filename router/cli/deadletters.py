@@ -329,7 +329,7 @@ async def _job(
         return 0
     output.note(said)
     job = await follow_job(store, job, settings)
-    verb, done = job.kind.value, "replayed" if job.kind is JobKind.REPLAY else "purged"
+    verb, done = job.kind.value, job.kind.done_word
     if args.json:
         output.print_json(job.to_json())
     elif job.dry_run:

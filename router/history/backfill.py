@@ -40,7 +40,8 @@ from router.history.reader import Archived, read_window, window_end
 from router.history.search import Search
 from router.parked.jobs import Job, JobKind, JobRequest
 from router.parked.query import Query
-from router.parked.replay import BrokerLost, Outgoing
+from router.parked.replay import BrokerLost
+from router.parked.sources import Outgoing
 
 #: Seconds between two reads of the application's claims while a backfill runs.
 CLAIMS_REFRESH = 5.0

@@ -23,7 +23,7 @@ from typing import Any
 
 from router.errors import InvalidInput
 from router.parked.model import Place, State
-from router.parked.query import Query
+from router.parked.query import Query, query_to_json
 
 #: The places whose entries a replay can send somewhere: invalid ones have no destination.
 REPLAYABLE = (Place.DLQ, Place.UNROUTED)
@@ -40,9 +40,17 @@ class JobKind(StrEnum):
     BACKFILL = "backfill"
 
     @property
+    def done_word(self) -> str:
+        """What a done one of its entries is, in a word: replayed, purged, sent."""
+        return _DONE_WORDS[self]
+
+    @property
     def marks_entries(self) -> bool:
         """Whether its progress marks parked entries (a backfill's are archive offsets)."""
         return self is not JobKind.BACKFILL
+
+
+_DONE_WORDS = {JobKind.REPLAY: "replayed", JobKind.PURGE: "purged", JobKind.BACKFILL: "sent"}
 
 
 class JobState(StrEnum):
@@ -321,40 +329,6 @@ def checked_name(name: str, field_name: str) -> str:
     return name
 
 
-def query_to_json(query: Query) -> dict[str, Any]:
-    """A query as a JSON object of the filters it sets; :func:`query_from_json` reads it."""
-    data: dict[str, Any] = {
-        "place": None if query.place is None else query.place.value,
-        "app": query.app,
-        "event": None if query.pattern is None else str(query.pattern),
-        "company": query.company,
-        "error": query.error,
-        "reason": query.reason,
-        "since": _iso(query.since),
-        "until": _iso(query.until),
-        "state": None if query.state is None else query.state.value,
-        "message_ids": sorted(query.message_ids),
-    }
-    return {key: value for key, value in data.items() if value not in (None, [])} | {
-        "state": data["state"]
-    }
-
-
-def query_from_json(data: Mapping[str, Any]) -> Query:
-    """The query :func:`query_to_json` wrote (:class:`InvalidInput` for anything else)."""
-    if not isinstance(data, Mapping):
-        raise InvalidInput("must be a JSON object", field="query")
-    known = {"place", "app", "event", "company", "error", "reason", "since", "until", "state"}
-    unknown = set(data) - known - {"message_ids"}
-    if unknown:
-        raise InvalidInput(f"has unknown filters {sorted(unknown)}", field="query")
-    ids = data.get("message_ids") or ()
-    if not isinstance(ids, list | tuple) or not all(isinstance(i, str) for i in ids):
-        raise InvalidInput("must be a list of message ids", field="message_ids")
-    values = {key: data.get(key) for key in known}
-    return Query.build(**values, message_ids=ids)
-
-
 def _check_backfill(query: Query, counted: tuple[int, int] | None) -> None:
     """A backfill's query: the archive window (``since``, ``until``), its filters (type,
     company, one message id) and the application it goes to (``app``); nothing else."""
@@ -404,6 +378,4 @@ __all__ = [
     "Progress",
     "audit_of",
     "checked_name",
-    "query_from_json",
-    "query_to_json",
 ]

@@ -25,11 +25,9 @@ from router.parked.jobs import (
     JobKind,
     JobRequest,
     JobState,
-    query_from_json,
-    query_to_json,
 )
 from router.parked.model import State
-from router.parked.query import from_micros
+from router.parked.query import from_micros, query_from_json, query_to_json
 from router.parked.schema import audit_table, jobs_table
 from router.parked.sql import COLUMNS, Read, Statement, where
 

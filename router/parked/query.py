@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from router.claims.model import EventPattern, validate_app
 from router.errors import InvalidInput
@@ -221,6 +221,44 @@ def _moment(value: str | datetime | None, name: str) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
+def query_to_json(query: Query) -> dict[str, Any]:
+    """A query as a JSON object of the filters it sets; :func:`query_from_json` reads it."""
+    data: dict[str, Any] = {
+        "place": None if query.place is None else query.place.value,
+        "app": query.app,
+        "event": None if query.pattern is None else str(query.pattern),
+        "company": query.company,
+        "error": query.error,
+        "reason": query.reason,
+        "since": _iso(query.since),
+        "until": _iso(query.until),
+        "state": None if query.state is None else query.state.value,
+        "message_ids": sorted(query.message_ids),
+    }
+    return {key: value for key, value in data.items() if value not in (None, [])} | {
+        "state": data["state"]
+    }
+
+
+def query_from_json(data: Mapping[str, Any]) -> Query:
+    """The query :func:`query_to_json` wrote (:class:`InvalidInput` for anything else)."""
+    if not isinstance(data, Mapping):
+        raise InvalidInput("must be a JSON object", field="query")
+    known = {"place", "app", "event", "company", "error", "reason", "since", "until", "state"}
+    unknown = set(data) - known - {"message_ids"}
+    if unknown:
+        raise InvalidInput(f"has unknown filters {sorted(unknown)}", field="query")
+    ids = data.get("message_ids") or ()
+    if not isinstance(ids, list | tuple) or not all(isinstance(i, str) for i in ids):
+        raise InvalidInput("must be a list of message ids", field="message_ids")
+    values = {key: data.get(key) for key in known}
+    return Query.build(**values, message_ids=ids)
+
+
+def _iso(stamp: datetime | None) -> str | None:
+    return None if stamp is None else stamp.isoformat()
+
+
 __all__ = [
     "DEFAULT_FACET_SIZE",
     "DEFAULT_PAGE_SIZE",
@@ -236,4 +274,6 @@ __all__ = [
     "from_micros",
     "micros",
     "page_size",
+    "query_from_json",
+    "query_to_json",
 ]

@@ -1,11 +1,10 @@
-"""A replay job's entries back on the broker: where each goes, with what, many in flight.
+"""A job's messages on the broker, many in flight: a replay's parked entries, a backfill's
+archived events.
 
-Each entry is published byte-exact (its body; its properties, the headers through
+Where each goes and with what is its source's business (:mod:`router.parked.sources`): a
+parked entry byte-exact (its body; its properties, the headers through
 :func:`router.contract.envelope.replayed`: no trace of the failure, one more replay counted)
-to where it came from: a DLQ entry to its application's requeue exchange (a fanout into the
-application's queue, as expired retries go), an unrouted entry to the events exchange with
-its routing key, so that whoever owns its type now gets it. Every publish is mandatory and
-confirmed: a publish the broker returns (no queue bound, the application queue gone) or
+to where it came from. Every publish is mandatory and confirmed: a publish the broker returns (no queue bound, the application queue gone) or
 nacks is a failure, and the entry stays parked.
 
 Up to ``window`` publishes wait for their confirm at once (as a bare publisher's window), and
@@ -17,10 +16,6 @@ records a batch (marks, counts, the last id up to which every entry is handled, 
 when a window's worth came back, or every ``settle_every`` seconds; a job cancelled
 meanwhile, or a lease another runner took, stops the publishing there. The next entries are
 read from the store while the current ones go out.
-
-The messages come from a :class:`Source`: the parked entries of the job by default
-(:class:`ParkedSource`), or a window of the archive stream for a backfill
-(:mod:`router.history.backfill`); each batch is read while the one before goes out.
 
 The publishes go out on a connection of their own, through the ingress's
 :class:`~router.amqp.publisher.ConfirmPublisher` (a turn's publishes written together, confirms
@@ -34,26 +29,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Protocol
 
 import aiormq
 import structlog
 from aio_pika.abc import AbstractConnection
-from pamqp.commands import Basic
 
 from router.amqp.confirms import ConnectionLost, NotConfirmed
 from router.amqp.nodes import CONNECT_TIMEOUT
-from router.amqp.properties import EncodedProperties, encode
 from router.amqp.publisher import ConfirmPublisher
 from router.amqp.url import AmqpUrl
-from router.contract import envelope
 from router.contract.names import Names
-from router.errors import InvalidInput, Unavailable
+from router.errors import Unavailable
 from router.parked.jobs import Job, JobState
-from router.parked.model import ParkedEvent, Place
+from router.parked.sources import Outgoing, ParkedSource, Source
 from router.parked.store import ParkedStore, Settled
 
 #: Publishes outstanding at most (from the publish to the mark), unless asked otherwise.
@@ -71,21 +62,6 @@ _log = structlog.get_logger("router.jobs")
 class BrokerLost(Unavailable):
     """Raised when the broker connection or channel went away during a replay: what was not
     confirmed stays parked, and the job is resumed by the next runner."""
-
-
-def destination(names: Names, entry: ParkedEvent) -> tuple[str, str]:
-    """The exchange and routing key a replay of ``entry`` is published with."""
-    if entry.place is Place.DLQ and entry.app:
-        return names.app_requeue_exchange(entry.app), entry.routing_key
-    if entry.place is Place.UNROUTED:
-        return names.events_exchange, entry.routing_key
-    raise InvalidInput(f"entry {entry.id} ({entry.place.value}) cannot be replayed", field="place")
-
-
-def replayed_properties(entry: ParkedEvent) -> Basic.Properties:
-    """``entry``'s properties as they go out again: the same, the headers as replayed."""
-    properties = replace(entry.properties, headers=envelope.replayed(entry.headers))
-    return properties.as_amqp()
 
 
 class Pacer:
@@ -182,65 +158,6 @@ class Publisher:
         except NotConfirmed:
             return False
         return True
-
-
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """One message of a job as it goes out: its place in the job (an entry id, or an
-    archive offset + 1), where to, and what (the properties encoded once)."""
-
-    id: int
-    #: None: it has nowhere to go (it fails, and stays where it was).
-    exchange: str | None
-    routing_key: str
-    body: bytes
-    properties: EncodedProperties
-
-
-class Source(Protocol):
-    """Where a job's messages come from: batches in ascending :attr:`Outgoing.id`, after
-    the job's ``last_id``, each batch read while the one before goes out."""
-
-    def batches(self, job: Job, size: int) -> AsyncGenerator[Sequence[Outgoing], None]: ...
-
-
-def outgoing(names: Names, entry: ParkedEvent) -> Outgoing:
-    """A parked entry as its replay publishes it."""
-    assert entry.id is not None
-    try:
-        exchange: str | None
-        exchange, routing_key = destination(names, entry)
-    except InvalidInput:
-        exchange, routing_key = None, entry.routing_key
-    properties = encode(replayed_properties(entry))
-    return Outgoing(entry.id, exchange, routing_key, entry.body, properties)
-
-
-@dataclass(frozen=True, slots=True)
-class ParkedSource:
-    """A replay's entries, from the parked-event store: the next batch is fetched while the
-    current one goes out."""
-
-    store: ParkedStore
-    names: Names
-
-    async def batches(self, job: Job, size: int) -> AsyncGenerator[Sequence[Outgoing], None]:
-        fetching: asyncio.Task[list[ParkedEvent]] | None = asyncio.create_task(
-            self.store.job_batch(job, job.last_id, size)
-        )
-        try:
-            while fetching is not None:
-                batch = await fetching
-                fetching = None
-                if len(batch) == size:
-                    after = batch[-1].id or 0
-                    fetching = asyncio.create_task(self.store.job_batch(job, after, size))
-                yield [outgoing(self.names, entry) for entry in batch]
-        finally:
-            if fetching is not None:
-                fetching.cancel()
-                with contextlib.suppress(BaseException):
-                    await fetching
 
 
 @dataclass
@@ -422,13 +339,7 @@ __all__ = [
     "FETCH",
     "SETTLE_EVERY",
     "BrokerLost",
-    "Outgoing",
     "Pacer",
-    "ParkedSource",
     "Publisher",
     "Replay",
-    "Source",
-    "destination",
-    "outgoing",
-    "replayed_properties",
 ]

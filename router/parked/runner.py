@@ -46,8 +46,8 @@ from router.parked.replay import (
     Pacer,
     Publisher,
     Replay,
-    Source,
 )
+from router.parked.sources import Source
 from router.parked.store import ParkedStore, Settled
 
 #: How long a runner holds a job without renewing its lease; it renews at every record.

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 import structlog
 from aiohttp import web
@@ -29,8 +30,15 @@ from router.console.keys import SETTINGS
 from router.console.pages.actions import destination
 from router.console.render import render
 from router.errors import Conflict, InvalidInput, NotFound
-from router.parked.jobs import AuditAction, AuditRecord, Job, JobState, query_from_json
-from router.parked.query import Query
+from router.history.backfill import job_search
+from router.parked.jobs import (
+    AuditAction,
+    AuditRecord,
+    Job,
+    JobKind,
+    JobState,
+)
+from router.parked.query import Query, query_from_json
 
 log = structlog.get_logger("router.console.jobs")
 
@@ -153,7 +161,11 @@ def _job(
     names = request.config_dict[SETTINGS].names
     context: dict[str, Any] = {
         "view": _view(job),
-        "destination": destination(names, job.query.place, job.query.app),
+        "destination": (
+            names.app_queue(job.query.app or "")
+            if job.kind is JobKind.BACKFILL
+            else destination(names, job.query.place, job.query.app)
+        ),
         "live": False,
         **_audit(records, _NO_JOB_AUDIT),
         "message": message,
@@ -164,15 +176,33 @@ def _job(
 def _view(job: Job) -> JobView:
     now = datetime.now(UTC)
     eta = job.eta(now)
-    chosen = _filter_of(job.query)
+    if job.kind is JobKind.BACKFILL:
+        what, url = _archive_window(job)
+    else:
+        chosen = _filter_of(job.query)
+        what, url = chosen.describe(), chosen.url()
     return JobView(
         job=job,
         badge=_BADGES[job.state],
-        what=chosen.describe(),
-        entries_url=chosen.url(),
+        what=what,
+        entries_url=url,
         rate=job.per_second(now),
         eta=None if eta is None else eta.total_seconds(),
     )
+
+
+def _archive_window(job: Job) -> tuple[str, str]:
+    """A backfill's window and filters in words, and the history page that lists them."""
+    search = job_search(job.query)
+    fields = search.filters()
+    words = [
+        f"archived events from {fields['since']}",
+        f"to {fields.get('until', 'when the job was made')}",
+    ]
+    words += [
+        f"{name} {fields[name]}" for name in ("type", "company", "message_id") if name in fields
+    ]
+    return ", ".join(words), f"{guard.PREFIX}/history?{urlencode(fields)}"
 
 
 def _audit(records: list[AuditRecord], empty: str) -> dict[str, Any]:
