@@ -28,7 +28,7 @@ from router.parked.runner import JobRunner
 from router.parked.sqlite import SqliteParkedStore
 from router.parked.store import ParkedStore
 from router.settings import Settings
-from tests.conftest import AMQP_URL, AUTH, Client, Tap, archive_on, depth, take
+from tests.conftest import AMQP_URL, AUTH, TOKEN, Client, Tap, archive_on, depth, take
 from tests.environment import no_router_environment
 from tests.test_history_archive import post_event
 from tests.test_worker_harness import recording_worker
@@ -307,3 +307,41 @@ async def test_a_worker_handles_a_backfilled_event_again_once_per_job() -> None:
     # Then each backfill has it handled once: the copy the job sent twice is a duplicate
     assert outcomes == [Handled(), Skipped("duplicate"), Handled()]
     assert len(seen) == 3
+
+
+async def test_a_claim_granted_with_backfill_gets_the_archives_last_days_of_its_events(
+    admin: Client,
+    ingress: Client,
+    store: ParkedStore,
+    claims: ClaimStore,
+    names: Names,
+    amqp: AbstractRobustConnection,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given two sms.sent and an email in the archive, that nobody claimed when they came
+    for body in (example_body("sms.sent", "acme", external_id=n) for n in range(2)):
+        await post_event(ingress, "sms.sent", body=body)
+    await post_event(ingress, "email.opened", "acme")
+
+    # When a new application claims sms.sent, asking for the last day's events too
+    url = str(admin.make_url("")).rstrip("/")
+    argv = ["claims", "add", "alpha", "sms.sent", "--backfill", "1d", "--admin-url", url]
+    monkeypatch.setenv("ROUTER_ADMIN_TOKEN", TOKEN)
+    code = await asyncio.to_thread(main, argv)
+
+    # Then the claim is granted and a backfill job of the two is made, which a keeper runs
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    [job] = await store.jobs()
+    assert "backfill job" in err and f"jobs show {job.id}" in err
+    assert (job.kind.value, job.matched, job.query.app) == ("backfill", 2, "alpha")
+    assert str(job.query.pattern) == "sms.sent"
+    await run(store, claims, names, job.id)
+    assert await depth(amqp, names.app_queue("alpha")) == 2
+
+    # And a span that is not one is wrong usage, and changes nothing
+    with pytest.raises(SystemExit) as wrong:
+        main(["claims", "add", "beta", "email.*", "--backfill", "a week", "--admin-url", url])
+    assert wrong.value.code == 2
+    assert [c.app for c in await claims.list()] == ["alpha"]

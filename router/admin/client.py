@@ -91,6 +91,13 @@ class AdminClient:
         status, _ = await self._request("DELETE", f"/admin/claims/{claim_id}", ok=(404,))
         return status == 204
 
+    async def backfill(self, **fields: object) -> dict[str, Any]:
+        """``POST /admin/history/replay``: a backfill job (``since``, ``to_app``, filters);
+        the job, with ``unclaimed``."""
+        _, body = await self._request("POST", "/admin/history/replay", json=fields)
+        job: dict[str, Any] = body
+        return job
+
     async def app_state(self, app: str) -> dict[str, Any]:
         """``GET /admin/apps/{app}``: whether the application is paused (``paused``, ``since``,
         ``by``, ``reason``), its breaker and its queue; an application never paused is running.

@@ -12,10 +12,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from router.admin.client import AdminClient
+from router.admin.client import AdminClient, AdminRequestFailed
 from router.claims.check import find_conflicts, load_claims_file
 from router.cli import output
 from router.cli.admin_api import add_admin_options, admin_client
+from router.durations import parse_span
 from router.settings import Settings
 
 
@@ -36,6 +37,12 @@ def add_commands(commands: Any, parser_class: type[argparse.ArgumentParser]) -> 
     add.add_argument("app")
     add.add_argument("events", nargs="+", metavar="EVENT", help="sms.subscribed, sms.* or *")
     add.add_argument("--company", help="one company id (default: all companies)")
+    add.add_argument(
+        "--backfill",
+        type=_span,
+        metavar="SPAN",
+        help="also send the application these events of the archive's last SPAN (7d, 6h)",
+    )
     admin_options(add)
     remove = sub.add_parser("remove", help="release a claim by id")
     remove.add_argument("id", type=int)
@@ -75,6 +82,8 @@ async def _call(args: argparse.Namespace, client: AdminClient, settings: Setting
                 answer = await admin.add_claims(args.app, args.events, args.company)
                 if answer.granted:
                     _print_claims(answer.claims, as_json=args.json)
+                    if args.backfill:
+                        return await _backfill(admin, args.app, answer.claims, args.backfill)
                     return 0
                 if args.json:
                     output.print_json({"conflicts": answer.conflicts})
@@ -96,6 +105,37 @@ async def _call(args: argparse.Namespace, client: AdminClient, settings: Setting
                 apps = {c["app"] for c in await admin.list_claims()} | set(args.app)
                 return _definitions(sorted(apps), args, settings)
     raise AssertionError(args.claims_command)  # pragma: no cover
+
+
+async def _backfill(admin: AdminClient, app: str, claims: list[dict[str, Any]], span: str) -> int:
+    """A backfill job of each granted claim's events of the last ``span``; 1 when one could
+    not be made (the claims stay granted)."""
+    for claim in claims:
+        fields = {"since": span, "type": claim["event"], "to_app": app}
+        if claim["company"]:
+            fields["company"] = claim["company"]
+        try:
+            job = await admin.backfill(**fields)
+        except AdminRequestFailed as error:
+            output.print_line(
+                f"claim {claim['id']} granted, its backfill refused: {error}", err=True
+            )
+            return 1
+        output.print_line(
+            f"backfill job {job['id']}: {job['matched']} {claim['event']} events of the last "
+            f"{span} to {app} (a keeper sends them: attentive-router jobs show {job['id']})",
+            err=True,
+        )
+    return 0
+
+
+def _span(text: str) -> str:
+    """``text`` when it is a span (``7d``); else the usage error argparse reports."""
+    try:
+        parse_span(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
 
 
 def _check(path: Path) -> int:
