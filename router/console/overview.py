@@ -22,6 +22,7 @@ from router.contract.names import Names
 from router.errors import RouterError
 from router.parked.jobs import JobState
 from router.parked.model import Place
+from router.parked.places import parking_places
 from router.parked.store import ParkedStore, ParkedStoreError
 from router.settings import Settings
 
@@ -125,12 +126,10 @@ async def gather(
 async def _parked(store: ParkedStore) -> tuple[dict[tuple[Place, str | None], Parked], int]:
     """Parked counts and oldest per place (reasons summed), and how many jobs run now."""
     places, running = await asyncio.gather(store.places(), store.jobs(JobState.RUNNING, 100))
-    counts: dict[tuple[Place, str | None], Parked] = {}
-    for place in places:
-        key = (place.place, place.app)
-        was = counts.get(key, Parked())
-        oldest = min(filter(None, (was.oldest, place.oldest_parked_at)), default=None)
-        counts[key] = Parked(was.count + place.count, oldest)
+    counts = {
+        (place.place, place.app): Parked(place.count, place.oldest_parked_at)
+        for place in parking_places(places)
+    }
     return counts, len(running)
 
 
