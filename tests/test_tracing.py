@@ -36,6 +36,7 @@ from tests.conftest import (
     Client,
     MakeIngress,
     StartWorker,
+    Tap,
     served_ingress,
     signed,
     take,
@@ -301,3 +302,25 @@ def test_with_tracing_off_none_of_the_tracing_code_is_loaded() -> None:
     # the worker none of the tracing code (redis-py loads OpenTelemetry's metrics by itself
     # when it is installed, with or without us)
     assert worker == "['router.tracing.settings']"
+
+
+async def test_a_webhook_not_sampled_makes_no_span_and_its_message_says_so(
+    otlp: OtlpReceiver, make_ingress: MakeIngress, settings: Settings, tap: Tap
+) -> None:
+    # Given an ingress tracing with a sampler that samples no webhook
+    tracing = TracingSettings.from_env(
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.url, "OTEL_TRACES_SAMPLER": "parentbased_always_off"}
+    )
+    ingress = await make_ingress(replace(settings, tracing=tracing))
+
+    # When a webhook is accepted
+    body = example_body("sms.subscribed", "acme")
+    assert (await ingress.post(WEBHOOK_PATH, data=body, headers=signed(body))).status == 200
+
+    # Then its message carries a context that is not sampled (its deliveries follow it)
+    (message,) = await tap.take(1)
+    version, _, _, flags = str(message.headers["traceparent"]).split("-")
+    assert (version, flags) == ("00", "00")
+    # and nothing is exported
+    await flush(served_ingress(ingress).tracing)
+    assert otlp.spans == []

@@ -101,7 +101,7 @@ class Ingress:
 
             names = settings.names
             exchange = names.ingress_exchange if settings.archive else names.events_exchange
-            handle = traced(self.routes, self.tracing.tracer, exchange)
+            handle = traced(self.routes, self.tracing, exchange)
         self.http = HttpServer(handle, limits_of(settings), self.refused_log)
         siblings = None
         if processes is not None and processes.first and processes.count > 1:

@@ -19,15 +19,23 @@ number or an email address.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, get_current_span
+from opentelemetry.context import Context, attach, detach
+from opentelemetry.trace import (
+    Span,
+    SpanKind,
+    Status,
+    StatusCode,
+    Tracer,
+    get_current_span,
+    set_span_in_context,
+)
 
 from router.amqp.frames import Properties
 from router.contract.events import Routable, Unusable, parse
-from router.contract.names import WEBHOOK_PATH
+from router.contract.names import TRACEPARENT_HEADER, WEBHOOK_PATH
 from router.contract.signing import Verifier
 from router.errors import PublishFailed
 from router.ingress.messages import Answer, Handler, Request
@@ -46,7 +54,9 @@ from router.ingress.webhook import (
     WrongCompany,
 )
 from router.tracing import conventions as sc
-from router.tracing.propagation import inject
+from router.tracing.propagation import inject, unsampled_traceparent
+from router.tracing.provider import Tracing
+from router.tracing.sampling import root_sampling, sampled_webhook
 
 _COMPANY_URLS = WEBHOOK_PATH + "/"
 #: ``http.route`` of a company's webhook URL.
@@ -62,9 +72,14 @@ _OUTCOMES: dict[type, Outcome] = {
 }
 
 
-def traced(routes: Routes, tracer: Tracer, exchange: str) -> Handler:
-    """The listener's handler: ``routes`` answering, each webhook in its spans made by
-    ``tracer``; ``exchange``: where events are published (the publish span's destination)."""
+#: The context a webhook's trace starts from: none.
+_ROOT = Context()
+
+
+def traced(routes: Routes, tracing: Tracing, exchange: str) -> Handler:
+    """The listener's handler: ``routes`` answering, each webhook sampled in its spans made by
+    ``tracing``; ``exchange``: where events are published (the publish span's destination)."""
+    tracer = tracing.tracer
     receiver = routes.receiver
     spanned = TracedReceiver(
         TracedVerifier(receiver.verifier, tracer),
@@ -73,41 +88,58 @@ def traced(routes: Routes, tracer: Tracer, exchange: str) -> Handler:
         receiver.subject_keys,
         _traced_parse(tracer),
     )
-    return ServerSpans(dataclasses.replace(routes, receiver=spanned), tracer).handle
+    sampled = root_sampling(tracing.settings)
+    return ServerSpans(dataclasses.replace(routes, receiver=spanned), tracer, sampled).handle
 
 
 class ServerSpans:
     """An HTTP server span around each webhook ``routes`` answer (every other request goes
     straight through)."""
 
-    def __init__(self, routes: Routes, tracer: Tracer) -> None:
+    def __init__(self, routes: Routes, tracer: Tracer, sampled: Callable[[], bool]) -> None:
         self.routes = routes
         self.tracer = tracer
+        #: Whether the next webhook's trace is sampled (router.tracing.sampling.root_sampling).
+        self.sampled = sampled
 
     async def handle(self, request: Request) -> Answer:
         route = _route_of(request)
         if route is None:
             return await self.routes.handle(request)
-        attributes: dict[str, Any] = {
-            sc.HTTP_REQUEST_METHOD: "POST",
-            sc.HTTP_ROUTE: route,
-            sc.URL_PATH: cut_path(request.path),
-            sc.URL_SCHEME: "http",
-        }
-        with self.tracer.start_as_current_span(
-            f"POST {route}",
-            Context(),  # (a new trace: a client's traceparent is not followed)
-            kind=SpanKind.SERVER,
-            attributes=attributes,
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
+        if not self.sampled():  # no span at all (its message says so: TracedPublishing)
+            return await self.routes.handle(request)
+        with sampled_webhook():  # (a new trace: a client's traceparent is not followed)
+            span = self.tracer.start_span(f"POST {route}", _ROOT, kind=SpanKind.SERVER)
+        recording = span.is_recording()
+        if recording:
+            span.set_attributes(
+                {
+                    sc.HTTP_REQUEST_METHOD: "POST",
+                    sc.HTTP_ROUTE: route,
+                    sc.URL_PATH: cut_path(request.path),
+                    sc.URL_SCHEME: "http",
+                }
+            )
+        token = attach(set_span_in_context(span, _ROOT))
+        answer: Answer | None = None
+        try:
             answer = await self.routes.handle(request)
-            span.set_attribute(sc.HTTP_RESPONSE_STATUS_CODE, answer.status)
-            if answer.status >= 500:  # (a 4xx is the client's doing: no error of the server)
-                span.set_attribute(sc.ERROR_TYPE, str(answer.status))
-                span.set_status(Status(StatusCode.ERROR))
+        finally:
+            detach(token)
+            if recording:  # (a span not sampled has nothing to end)
+                _answered(span, answer)
+                span.end()
         return answer
+
+
+def _answered(span: Span, answer: Answer | None) -> None:
+    """The answer's status on the server span; a 5xx (or no answer: an exception) is an error
+    of the server's (a 4xx is the client's doing)."""
+    if answer is not None:
+        span.set_attribute(sc.HTTP_RESPONSE_STATUS_CODE, answer.status)
+    if answer is None or answer.status >= 500:
+        span.set_attribute(sc.ERROR_TYPE, str(answer.status) if answer else "exception")
+        span.set_status(Status(StatusCode.ERROR))
 
 
 def _route_of(request: Request) -> str | None:
@@ -135,7 +167,9 @@ class TracedReceiver(WebhookReceiver):
         company: str | None = None,
     ) -> Received:
         received = await WebhookReceiver.receive(self, body, headers, path, company)
-        describe(get_current_span(), received)
+        span = get_current_span()
+        if span.is_recording():
+            describe(span, received)
         return received
 
 
@@ -174,10 +208,15 @@ class TracedVerifier(Verifier):
         self.unbound = inner.unbound
 
     def match(self, body: bytes, signature: str | None) -> int:
-        with self._tracer.start_as_current_span("verify") as span:
+        if not get_current_span().is_recording():  # (the webhook is not sampled)
+            return self._inner.match(body, signature)
+        span = self._tracer.start_span("verify")  # (a leaf: it never needs to be current)
+        try:
             matched = self._inner.match(body, signature)
             span.set_attribute(sc.SIGNATURE_VALID, matched != 0)
             return matched
+        finally:
+            span.end()
 
     def allows(self, matched: int, company: str) -> bool:
         return self._inner.allows(matched, company)
@@ -185,13 +224,18 @@ class TracedVerifier(Verifier):
 
 def _traced_parse(tracer: Tracer) -> Any:
     def parse_in_span(body: bytes) -> Routable | Unusable:
-        with tracer.start_as_current_span("parse") as span:
+        if not get_current_span().is_recording():
+            return parse(body)
+        span = tracer.start_span("parse")
+        try:
             parsed = parse(body)
             if isinstance(parsed, Unusable):
                 span.set_attribute(sc.QUARANTINE_REASON, parsed.reason)
             else:
                 span.set_attribute(sc.EVENT_TYPE, parsed.type)
             return parsed
+        finally:
+            span.end()
 
     return parse_in_span
 
@@ -216,36 +260,49 @@ class TracedPublishing:
     async def _publish(
         self, exchange: str, routing_key: str, body: bytes, properties: Properties
     ) -> None:
-        attributes: dict[str, Any] = {
-            sc.MESSAGING_SYSTEM: sc.RABBITMQ,
-            sc.MESSAGING_OPERATION_TYPE: sc.SEND,
-            sc.MESSAGING_OPERATION_NAME: "publish",
-            sc.MESSAGING_DESTINATION_NAME: exchange,
-            sc.MESSAGING_ROUTING_KEY: routing_key,
-            sc.MESSAGING_MESSAGE_ID: properties.message_id,
-            sc.MESSAGING_BODY_SIZE: len(body),
-        }
+        server = get_current_span()
+        if not server.is_recording():
+            # not sampled: the message still says so, so that its deliveries are not either
+            headers = {**properties.headers, TRACEPARENT_HEADER: unsampled_traceparent()}
+            unsampled = dataclasses.replace(properties, headers=headers)
+            await self._send(exchange, routing_key, body, unsampled)
+            return
         # (the default exchange has no name: a publish to a queue is named after the queue)
-        with self._tracer.start_as_current_span(
-            f"publish {exchange or routing_key}",
-            kind=SpanKind.PRODUCER,
-            attributes=attributes,
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
-            headers = dict(properties.headers)
-            inject(headers, span)
-            carrying = dataclasses.replace(properties, headers=headers)
-            inner = self._inner
-            try:
-                if exchange:
-                    await inner.publish_event(routing_key, body, carrying)
-                else:
-                    await inner.publish_to_queue(routing_key, body, carrying)
-            except PublishFailed as error:
-                span.set_attribute(sc.ERROR_TYPE, type(error).__name__)
-                span.set_status(Status(StatusCode.ERROR, str(error)))
-                raise
+        span = self._tracer.start_span(f"publish {exchange or routing_key}", kind=SpanKind.PRODUCER)
+        span.set_attributes(
+            {
+                sc.MESSAGING_SYSTEM: sc.RABBITMQ,
+                sc.MESSAGING_OPERATION_TYPE: sc.SEND,
+                sc.MESSAGING_OPERATION_NAME: "publish",
+                sc.MESSAGING_DESTINATION_NAME: exchange,
+                sc.MESSAGING_ROUTING_KEY: routing_key,
+                sc.MESSAGING_MESSAGE_ID: properties.message_id,
+                sc.MESSAGING_BODY_SIZE: len(body),
+            }
+        )
+        try:
+            await self._send(exchange, routing_key, body, _carrying(properties, span))
+        except PublishFailed as error:
+            span.set_attribute(sc.ERROR_TYPE, type(error).__name__)
+            span.set_status(Status(StatusCode.ERROR, str(error)))
+            raise
+        finally:
+            span.end()
+
+    def _send(
+        self, exchange: str, routing_key: str, body: bytes, properties: Properties
+    ) -> Awaitable[None]:
+        if exchange:
+            return self._inner.publish_event(routing_key, body, properties)
+        return self._inner.publish_to_queue(routing_key, body, properties)
+
+
+def _carrying(properties: Properties, span: Span) -> Properties:
+    """``properties`` with ``span``'s context in their headers: the context the message was
+    created in."""
+    headers = dict(properties.headers)
+    inject(headers, span)
+    return dataclasses.replace(properties, headers=headers)
 
 
 __all__ = ["COMPANY_ROUTE", "ServerSpans", "TracedReceiver", "describe", "traced"]

@@ -11,7 +11,10 @@ and one that was not costs its deliveries nothing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
+from random import getrandbits
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace.sampling import (
@@ -30,14 +33,42 @@ from opentelemetry.util.types import Attributes
 from router.tracing.conventions import LINK_CREATED, LINK_TYPE
 from router.tracing.settings import TracingSettings
 
+#: Set while a webhook's server span is made whose trace :func:`root_sampling` chose.
+_WEBHOOK_SAMPLED: ContextVar[bool] = ContextVar("attentive_webhook_sampled", default=False)
+
+
+def root_sampling(settings: TracingSettings) -> Callable[[], bool]:
+    """Whether a new webhook's trace is sampled, decided before any span is made, as the
+    sampler's root would (a trace id ratio: a random 64-bit number under the same bound): a
+    webhook not sampled then costs no span at all. A span made inside :func:`sampled_webhook`
+    is sampled whatever the sampler says."""
+    root = settings.sampler.removeprefix("parentbased_")
+    if root != "traceidratio":
+        chosen = root == "always_on"
+        return lambda: chosen
+    bound = TraceIdRatioBased.get_bound_for_rate(settings.sampler_arg)
+    return lambda: getrandbits(64) < bound
+
+
+@contextlib.contextmanager
+def sampled_webhook() -> Iterator[None]:
+    """Spans started meanwhile are sampled (their webhook's trace was chosen already)."""
+    token = _WEBHOOK_SAMPLED.set(True)
+    try:
+        yield
+    finally:
+        _WEBHOOK_SAMPLED.reset(token)
+
 
 class FollowsCreation(Sampler):
-    """``parent_based``'s decision, but for a root span linked to a creation context (a
+    """``inner``'s decision, but sampled for a webhook :func:`root_sampling` chose and, when
+    ``follows`` (a parent-based sampler), for a root span linked to a creation context (a
     link whose :data:`~router.tracing.conventions.LINK_TYPE` is ``created``): that
     context's."""
 
-    def __init__(self, parent_based: Sampler) -> None:
-        self._parent_based = parent_based
+    def __init__(self, inner: Sampler, *, follows: bool = True) -> None:
+        self._parent_based = inner
+        self._follows = follows
 
     def should_sample(
         self,
@@ -49,8 +80,10 @@ class FollowsCreation(Sampler):
         links: Sequence[Link] | None = None,
         trace_state: TraceState | None = None,
     ) -> SamplingResult:
+        if _WEBHOOK_SAMPLED.get():
+            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes)
         parent = get_current_span(parent_context).get_span_context()
-        if not parent.is_valid:
+        if self._follows and not parent.is_valid:
             for link in links or ():
                 if link.attributes and link.attributes.get(LINK_TYPE) == LINK_CREATED:
                     sampled = link.context.trace_flags.sampled
@@ -76,7 +109,7 @@ def sampler_of(settings: TracingSettings) -> Sampler:
     }[root]
     if name.startswith("parentbased_"):
         return FollowsCreation(ParentBased(chosen))
-    return chosen
+    return FollowsCreation(chosen, follows=False)
 
 
-__all__ = ["FollowsCreation", "sampler_of"]
+__all__ = ["FollowsCreation", "root_sampling", "sampled_webhook", "sampler_of"]
