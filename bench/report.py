@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import flow_phase, history_report, newest_phase, parked_report
+from bench import flow_phase, history_report, newest_phase, parked_report, tracing_phase
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +30,7 @@ TARGETS = (
     *(Target(*target) for target in flow_phase.targets()),
     *(Target(*target) for target in newest_phase.targets()),
     *(Target(*target) for target in history_report.targets()),
+    *(Target(*target) for target in tracing_phase.targets()),
 )
 
 
@@ -89,6 +90,7 @@ def evaluate(results: dict[str, Any]) -> None:
         **flow_phase.values(results),
         **newest_phase.values(results),
         **history_report.values(results),
+        **tracing_phase.values(results),
     }
     results["ratios"] = {
         k: v
@@ -332,6 +334,11 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         if not failed("k", "the archive's cost", k):
             for index, (label, text, target_key) in enumerate(history_report.rows(k)):
                 add("k" if index == 0 else "", label, text, target_key)
+    if "l" in results:
+        phase = results["l"]
+        if not failed("l", "tracing's cost", phase):
+            for index, (label, text, target_key) in enumerate(tracing_phase.rows(phase)):
+                add("l" if index == 0 else "", label, text, target_key)
     return out
 
 
@@ -402,7 +409,7 @@ def failures(results: dict[str, Any]) -> list[str]:
         for key, child in node.items():
             visit(f"{path} {key}", child)
 
-    for phase in "abcdefghijk":
+    for phase in "abcdefghijkl":
         visit(phase, results.get(phase))
     return found
 

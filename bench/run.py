@@ -35,6 +35,9 @@ j. newest wins' cost (:mod:`bench.newest_phase`): a no-op worker draining with a
 k. the archive's cost (:mod:`bench.history_phase`): the ingress with the archive on against
    off (saturation, 1,000 events/s), the stream's bytes on disk per million events, and a
    search of the last 10,000 events of a 200,000- and a 2,000,000-event archive.
+l. tracing's cost (:mod:`bench.tracing_phase`): the ingress at saturation as it was before
+   tracing, with tracing off, on (every webhook sampled) and at 1 %, its spans exported in
+   batches to a local OTLP/HTTP endpoint.
 
 Every figure uses the same broker and the same realistic signed payloads (all 11 types x 4
 companies, about 1 KiB), in a fresh namespace (``bench-<uuid>``) deleted afterwards. Every
@@ -70,7 +73,15 @@ from typing import Any
 
 from yarl import URL
 
-from bench import callgrind, flow_phase, history_phase, newest_phase, parked_phase, report
+from bench import (
+    callgrind,
+    flow_phase,
+    history_phase,
+    newest_phase,
+    parked_phase,
+    report,
+    tracing_phase,
+)
 from bench.common import (
     ADMIN_TOKEN,
     AMQP_URL,
@@ -120,7 +131,7 @@ from router.cli.main import OneLineParser
 from router.contract.events import EVENT_TYPES
 from router.contract.names import WEBHOOK_PATH, Names
 
-PHASES = "abcdefghijk"
+PHASES = "abcdefghijkl"
 RESULTS = Path(__file__).resolve().parent / "results"
 UVLOOP_INSTALLED = importlib.util.find_spec("uvloop") is not None
 
@@ -593,6 +604,8 @@ class Bench:
             self.results["j"] = newest_phase.measure(self)
         if "k" in only:
             self.results["k"] = history_phase.measure(self)
+        if "l" in only:
+            self.results["l"] = tracing_phase.measure(self)
         self.stop_ingress()
         if "e" in only:
             self.results["e"] = self.attempt("e: ingress peak RSS", self.phase_e)
