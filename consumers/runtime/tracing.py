@@ -134,7 +134,7 @@ class HandlerSpan:
 
     async def __call__(self, event: Event, call_next: Next) -> Outcome:
         handler = self.route(event)
-        name = getattr(handler, "__qualname__", None) or "handler"
+        name = getattr(handler, "__name__", None) or "handler"
         with self.tracer.start_as_current_span(
             f"handle {name}",
             attributes={sc.EVENT_TYPE: event.type, sc.COMPANY_ID: event.company_id},
