@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry
 
@@ -39,11 +40,13 @@ from consumers.runtime.newest_stores import (
 )
 from consumers.runtime.outcomes import Handled, Outcome
 from consumers.runtime.retry import RetryPolicy
+from consumers.runtime.typed import HandlerFn, Register, as_handler
 from router.claims.model import ClaimSpec, EventPattern
 from router.contract.type_labels import DEFAULT_MAX_OTHER_TYPES
 from router.errors import InvalidClaim
 
-HandlerFn = Callable[[Event], Awaitable[None]]
+#: A handler as registered: of an Event, or of a model (:mod:`consumers.runtime.typed`).
+H = TypeVar("H", bound=Callable[..., Awaitable[None]])
 Hook = Callable[[], Awaitable[None]]
 
 
@@ -140,8 +143,11 @@ class Worker:
         *,
         companies: Sequence[str] | None = None,
         newest: str | None = None,
-    ) -> Callable[[HandlerFn], HandlerFn]:
+    ) -> Register:
         """Register the decorated coroutine for events matching ``pattern`` (and companies).
+
+        It takes an :class:`Event`, or the model of its events (``event: SmsSubscribed``,
+        a union of models), then optionally the :class:`Event`: :mod:`consumers.runtime.typed`.
 
         ``newest``: the key family whose state the handler keeps (``subscription``,
         ``attribute``): of the events of one subscriber (and attribute) only those newer than
@@ -157,9 +163,10 @@ class Worker:
         except InvalidClaim as error:
             raise WorkerConfigError(str(error)) from None
 
-        def register(handler: HandlerFn) -> HandlerFn:
+        def register(handler: H) -> H:
             company_ids = tuple(companies) if companies is not None else None
-            self.routes.append(Route(specs[0].pattern, company_ids, handler, newest))
+            call = as_handler(handler, specs[0].pattern)
+            self.routes.append(Route(specs[0].pattern, company_ids, call, newest))
             self._pipeline = None
             return handler
 
