@@ -13,6 +13,7 @@ run: $(STAMP)  ## the router on :8080 with one test event of each type sent thro
 test: lint  ## lint, then the whole suite against the local RabbitMQ
 	@scripts/ensure-rabbitmq.sh
 	@scripts/ensure-load-tools.sh
+	@scripts/ensure-node-tools.sh
 	@scripts/ensure-browser.sh
 	$(BIN)/pytest
 

@@ -125,6 +125,26 @@ async def link_archive(channel: AbstractChannel, names: Names) -> None:
 APP_DELIVERY_LIMIT = 20
 
 
+def app_queue_arguments(names: Names, app: str) -> FieldTable:
+    """The arguments of an application's queue (also what the published contract shows)."""
+    return {
+        **QUORUM_QUEUE_ARGUMENTS,
+        "x-delivery-limit": APP_DELIVERY_LIMIT,
+        "x-dead-letter-exchange": names.app_dead_letter_exchange(app),
+        **_AT_LEAST_ONCE_DEAD_LETTERING,
+    }
+
+
+def retry_queue_arguments(names: Names, app: str, delay_ms: int) -> FieldTable:
+    """The arguments of one retry tier's queue: its TTL expires events back to the app queue."""
+    return {
+        **QUORUM_QUEUE_ARGUMENTS,
+        "x-message-ttl": delay_ms,
+        "x-dead-letter-exchange": names.app_requeue_exchange(app),
+        **_AT_LEAST_ONCE_DEAD_LETTERING,
+    }
+
+
 async def declare_app_queue(
     channel: AbstractChannel, names: Names, app: str, *, with_dead_letter_queue: bool = True
 ) -> aio_pika.abc.AbstractQueue:
@@ -150,14 +170,7 @@ async def declare_app_queue(
             names.app_dead_letter_exchange(app), aio_pika.ExchangeType.FANOUT, durable=True
         )
     queue = await channel.declare_queue(
-        names.app_queue(app),
-        durable=True,
-        arguments={
-            **QUORUM_QUEUE_ARGUMENTS,
-            "x-delivery-limit": APP_DELIVERY_LIMIT,
-            "x-dead-letter-exchange": names.app_dead_letter_exchange(app),
-            **_AT_LEAST_ONCE_DEAD_LETTERING,
-        },
+        names.app_queue(app), durable=True, arguments=app_queue_arguments(names, app)
     )
     requeue = await channel.declare_exchange(
         names.app_requeue_exchange(app), aio_pika.ExchangeType.FANOUT, durable=True
@@ -191,12 +204,7 @@ async def declare_retry_queues(
         queue = await channel.declare_queue(
             names.app_retry_queue(app, delay_ms),
             durable=True,
-            arguments={
-                **QUORUM_QUEUE_ARGUMENTS,
-                "x-message-ttl": delay_ms,
-                "x-dead-letter-exchange": names.app_requeue_exchange(app),
-                **_AT_LEAST_ONCE_DEAD_LETTERING,
-            },
+            arguments=retry_queue_arguments(names, app, delay_ms),
         )
         await queue.bind(retry, routing_key=retry_routing_key(delay_ms))
     return retry
@@ -247,6 +255,7 @@ __all__ = [
     "QUORUM_QUEUE_ARGUMENTS",
     "Retention",
     "Topology",
+    "app_queue_arguments",
     "declare",
     "declare_app_queue",
     "declare_archive",
@@ -255,5 +264,6 @@ __all__ = [
     "delete",
     "delete_app",
     "link_archive",
+    "retry_queue_arguments",
     "retry_routing_key",
 ]

@@ -1,10 +1,10 @@
 """The ``attentive-router`` command: parse arguments, build settings, call the library.
 
 Each command module (``claims``, ``apps``, ``deadletters``, ``jobs``, ``keeper``, ``db``,
-``attentive``, ``sendtest``, ``queues``) adds its parsers and its ``run(args, env)``; this
-module builds the parser, runs the command and, when it raises, ends it in one line with the
-exit code of the error's kind (:data:`router.errors.KINDS`): 0 done, 1 the operation failed
-(or was refused), 2 wrong usage, configuration or input.
+``attentive``, ``sendtest``, ``queues``, ``contract``) adds its parsers and its
+``run(args, env)``; this module builds the parser, runs the command and, when it raises, ends
+it in one line with the exit code of the error's kind (:data:`router.errors.KINDS`): 0 done,
+1 the operation failed (or was refused), 2 wrong usage, configuration or input.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from router.cli import (
     apps,
     attentive,
     claims,
+    contract,
     db,
     deadletters,
     history,
@@ -87,6 +88,7 @@ def _build_parser() -> argparse.ArgumentParser:
     db.add_commands(commands, OneLineParser)
     jobs.add_commands(commands, OneLineParser)
     history.add_commands(commands, OneLineParser)
+    contract.add_commands(commands, OneLineParser)
     return parser
 
 
