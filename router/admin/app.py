@@ -1,11 +1,12 @@
 """The admin API: claims, parked events and their jobs, on its own listener, behind named
 bearer tokens.
 
-Requests without a known ``Authorization: Bearer <token>`` get 401 and nothing else: not
-even whether a path exists. A known token's name and role are put on the request
-(:data:`router.admin.tokens.CALLER`); a viewer asking for an operator's route gets 403 with
-the reason (:mod:`router.admin.tokens`). Every error a route raises is answered here, as JSON
-with the status of its kind (:data:`router.errors.KINDS`). Each token is at least
+Requests without a known ``Authorization: Bearer <token>`` get 401 and nothing else: not even
+whether a path exists. Only the API's OpenAPI document (``GET /admin/openapi.json``,
+:mod:`router.admin.openapi`) is served without one. A known token's name and role are put on
+the request (:data:`router.admin.tokens.CALLER`); a viewer asking for an operator's route gets
+403 with the reason (:mod:`router.admin.tokens`). Every error a route raises is answered here,
+as JSON with the status of its kind (:data:`router.errors.KINDS`). Each token is at least
 :data:`~router.settings.MIN_ADMIN_TOKEN_LENGTH` characters, and the listener serves TLS when
 its certificate and key are set (:mod:`router.tls`).
 """
@@ -23,6 +24,7 @@ from router.admin.claims import add_claim_routes
 from router.admin.deadletters import add_deadletter_routes
 from router.admin.history import add_history_routes
 from router.admin.jobs import add_job_routes
+from router.admin.openapi import DOCUMENT_PATH, add_document_route
 from router.admin.responses import error_response, json_response
 from router.admin.tokens import CALLER, Tokens, load_tokens
 from router.apps.metrics import AppMetrics
@@ -68,6 +70,7 @@ def create_admin_app(
     add_deadletter_routes(app, settings, store)
     add_job_routes(app)
     add_history_routes(app, settings)
+    add_document_route(app)
     add_console(app, settings, tokens, attentive=attentive)
     return app
 
@@ -87,6 +90,8 @@ _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def _require_token(request: web.Request, handler: _Handler) -> web.StreamResponse:
     if request.path == CONSOLE_PREFIX or request.path.startswith(CONSOLE_PREFIX + "/"):
         return await handler(request)  # the console checks its own sessions
+    if request.path == DOCUMENT_PATH and request.method in ("GET", "HEAD"):
+        return await handler(request)  # the OpenAPI document names nothing secret
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
     caller = request.app[_TOKENS].caller(given.strip()) if scheme.lower() == "bearer" else None
@@ -117,7 +122,8 @@ async def _errors_as_json(request: web.Request, handler: _Handler) -> web.Stream
     except web.HTTPException as error:
         if error.status < 400:
             raise  # a redirect (the console's) keeps its Location and cookies
-        return json_response({"error": error.reason.lower()}, status=error.status)
+        allow = {"Allow": error.headers["Allow"]} if "Allow" in error.headers else None
+        return json_response({"error": error.reason.lower()}, status=error.status, headers=allow)
     except Exception:
         log.exception("admin_unhandled_error", path=request.path, method=request.method)
         return json_response({"error": "internal error"}, status=500)

@@ -23,8 +23,10 @@ import structlog
 from aiohttp import web
 
 from router.admin.claims import CLAIMS
-from router.admin.deadletters import store_of
-from router.admin.responses import json_object, json_response
+from router.admin.deadletters import request_body, store_of
+from router.admin.openapi import add_route
+from router.admin.responses import json_response
+from router.admin.schemas_routes import LIST_APPS, PAUSE_APP, RESUME_APP, SHOW_APP
 from router.admin.tokens import caller, operator_only
 from router.apps.metrics import AppMetrics, refresh
 from router.apps.open import app_store_from_url
@@ -42,7 +44,6 @@ _METRICS = web.AppKey("app_metrics", AppMetrics)
 #: What the API says instead of the store's own error, which names files and tables.
 UNAVAILABLE = "the application state database is unavailable"
 _BY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:-]{0,63}")
-_PAUSE_BODY = 'an object: {"reason"?, "by"?}'
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -71,14 +72,12 @@ def add_app_routes(
     if metrics is not None:
         app[_METRICS] = metrics
     app.cleanup_ctx.append(_apps_lifecycle)
-    app.router.add_get("/admin/apps", store_errors(list_apps))
-    app.router.add_get("/admin/apps/{app}", store_errors(show_app))
-    app.router.add_post(
-        "/admin/apps/{app}/pause", operator_only("pause applications")(store_errors(pause_app))
-    )
-    app.router.add_post(
-        "/admin/apps/{app}/resume", operator_only("resume applications")(store_errors(resume_app))
-    )
+    add_route(app, "GET", "/admin/apps", store_errors(list_apps), LIST_APPS)
+    add_route(app, "GET", "/admin/apps/{app}", store_errors(show_app), SHOW_APP)
+    pause = operator_only("pause applications")(store_errors(pause_app))
+    add_route(app, "POST", "/admin/apps/{app}/pause", pause, PAUSE_APP)
+    resume = operator_only("resume applications")(store_errors(resume_app))
+    add_route(app, "POST", "/admin/apps/{app}/resume", resume, RESUME_APP)
 
 
 async def _apps_lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -146,7 +145,7 @@ async def show_app(request: web.Request) -> web.Response:
 
 async def pause_app(request: web.Request) -> web.Response:
     """POST /admin/apps/{app}/pause {"reason"?, "by"?}"""
-    body = await json_object(request, shape=_PAUSE_BODY, required=False)
+    body = await request_body(request, PAUSE_APP.body_fields())
     outcome = await request.config_dict[APPS].pause(
         request.match_info["app"],
         by=who_of(request, body.get("by")),
@@ -158,7 +157,7 @@ async def pause_app(request: web.Request) -> web.Response:
 
 async def resume_app(request: web.Request) -> web.Response:
     """POST /admin/apps/{app}/resume {"by"?}"""
-    body = await json_object(request, shape='an object: {"by"?}', required=False)
+    body = await request_body(request, RESUME_APP.body_fields())
     outcome = await request.config_dict[APPS].resume(
         request.match_info["app"], by=who_of(request, body.get("by")), audit=audit_of(request)
     )

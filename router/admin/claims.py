@@ -19,7 +19,9 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
+from router.admin.openapi import add_route
 from router.admin.responses import error_response, json_object, json_response
+from router.admin.schemas_routes import ADD_CLAIMS, LIST_CLAIMS, REMOVE_CLAIM
 from router.admin.tokens import operator_only
 from router.claims.bindings import Bindings, BrokerUnavailable
 from router.claims.model import ClaimSpec
@@ -47,9 +49,10 @@ def add_claim_routes(
         Bindings(settings.amqp_url.reveal(), settings.names, timeout=settings.confirm_timeout * 2),
     )
     app.cleanup_ctx.append(_claims_lifecycle)
-    app.router.add_get("/admin/claims", list_claims)
-    app.router.add_post("/admin/claims", operator_only("claim events")(add_claims))
-    app.router.add_delete("/admin/claims/{id}", operator_only("release claims")(remove_claim))
+    add_route(app, "GET", "/admin/claims", list_claims, LIST_CLAIMS)
+    add_route(app, "POST", "/admin/claims", operator_only("claim events")(add_claims), ADD_CLAIMS)
+    release = operator_only("release claims")(remove_claim)
+    add_route(app, "DELETE", "/admin/claims/{id}", release, REMOVE_CLAIM)
 
 
 async def _claims_lifecycle(app: web.Application) -> AsyncIterator[None]:

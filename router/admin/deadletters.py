@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Set as AbstractSet
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,7 +33,16 @@ import structlog
 from aiohttp import web
 from multidict import MultiMapping
 
+from router.admin.openapi import add_route
 from router.admin.responses import json_object, json_response
+from router.admin.schemas_routes import (
+    FACETS_PARKED,
+    FILTERS,
+    LIST_PARKED,
+    PURGE_PARKED,
+    REPLAY_PARKED,
+    SHOW_PARKED,
+)
 from router.admin.tokens import caller, forbidden, operator_only
 from router.errors import InvalidInput, Unavailable
 from router.parked import views
@@ -45,7 +55,7 @@ from router.settings import Settings
 
 log = structlog.get_logger("router.admin.deadletters")
 
-_FILTER_KEYS = frozenset({"type", "company", "message_id", "since", "until", "error", "reason"})
+_FILTER_KEYS = frozenset(param.name for param in FILTERS)
 _TRUE = frozenset({"1", "true", "yes", "on"})
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -121,15 +131,13 @@ def add_deadletter_routes(
         (Place.UNROUTED, "/admin/unrouted"),
         (Place.INVALID, "/admin/invalid"),
     ):
-        app.router.add_get(base, _route(list_parked, place))
-        app.router.add_get(base + "/facets", _route(facets_parked, place))
-        app.router.add_post(
-            base + "/replay", operator_only("replay events")(_route(replay_parked, place))
-        )
-        app.router.add_post(
-            base + "/purge", operator_only("purge events")(_route(purge_parked, place))
-        )
-        app.router.add_get(base + "/{ref}", _route(show_parked, place))
+        add_route(app, "GET", base, _route(list_parked, place), LIST_PARKED)
+        add_route(app, "GET", base + "/facets", _route(facets_parked, place), FACETS_PARKED)
+        replay = operator_only("replay events")(_route(replay_parked, place))
+        add_route(app, "POST", base + "/replay", replay, REPLAY_PARKED)
+        purge = operator_only("purge events")(_route(purge_parked, place))
+        add_route(app, "POST", base + "/purge", purge, PURGE_PARKED)
+        add_route(app, "GET", base + "/{ref}", _route(show_parked, place), SHOW_PARKED)
 
 
 async def _store_lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -185,7 +193,7 @@ def job_accepted(job: Job, **extra: object) -> web.Response:
 async def list_parked(request: web.Request, place: Place, app: str | None) -> web.Response:
     """GET ...?type=&company=&message_id=&since=&until=&error=&reason=&limit=&cursor=:
     a page of the matching entries, newest first, and how many match."""
-    query = _query_of(place, app, request.query, extra={"limit", "cursor"})
+    query = _query_of(place, app, request.query, extra=LIST_PARKED.query_names())
     limit = _whole(request.query.get("limit"), "limit", DEFAULT_PAGE_SIZE)
     store = await store_of(request)
     page, matched = await asyncio.gather(
@@ -198,7 +206,7 @@ async def list_parked(request: web.Request, place: Place, app: str | None) -> we
 
 async def facets_parked(request: web.Request, place: Place, app: str | None) -> web.Response:
     """GET .../facets?<filters>&size=: counts by type, company, error kind, reason and day."""
-    query = _query_of(place, app, request.query, extra={"size"})
+    query = _query_of(place, app, request.query, extra=FACETS_PARKED.query_names())
     size = _whole(request.query.get("size"), "size", DEFAULT_FACET_SIZE)
     facets = await (await store_of(request)).facets(query, size)
     return json_response({"place": place.value, "app": app, **views.facets_json(facets)})
@@ -222,7 +230,7 @@ async def replay_parked(request: web.Request, place: Place, app: str | None) -> 
     """POST .../replay {"filter", "limit", "rate", "dry_run"}: 202 and the job."""
     if place is Place.INVALID:
         raise InvalidInput("invalid events cannot be replayed, only purged")
-    body = await request_body(request, {"filter", "limit", "rate", "dry_run"})
+    body = await request_body(request, REPLAY_PARKED.body_fields())
     return await create_job(
         request,
         JobKind.REPLAY,
@@ -236,7 +244,7 @@ async def replay_parked(request: web.Request, place: Place, app: str | None) -> 
 async def purge_parked(request: web.Request, place: Place, app: str | None) -> web.Response:
     """POST .../purge {"filter", "confirm": true}: 202 and the job (a dry run, which only
     counts, without confirm)."""
-    body = await request_body(request, {"filter", "confirm"})
+    body = await request_body(request, PURGE_PARKED.body_fields())
     return await create_job(
         request,
         JobKind.PURGE,
@@ -249,7 +257,7 @@ async def purge_parked(request: web.Request, place: Place, app: str | None) -> w
 
 
 def _query_of(
-    place: Place, app: str | None, params: MultiMapping[str], *, extra: set[str]
+    place: Place, app: str | None, params: MultiMapping[str], *, extra: AbstractSet[str]
 ) -> Query:
     unknown = set(params) - _FILTER_KEYS - extra
     if unknown:
@@ -276,7 +284,9 @@ def _filter(place: Place, app: str | None, raw: object) -> Query:
         if value is not None and not isinstance(value, str):
             raise InvalidInput(f"filter {key!r} must be a string")
         texts[key] = value
-    ids = raw.get("message_id") or []
+    ids = raw.get("message_id")
+    if ids is None or ids == "":
+        ids = []
     if isinstance(ids, str):
         ids = [ids]
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
@@ -325,7 +335,7 @@ def number_or_none(value: object) -> float | None:
     return float(value)
 
 
-async def request_body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
+async def request_body(request: web.Request, allowed: AbstractSet[str]) -> dict[str, Any]:
     data = await json_object(request, required=False)
     unknown = set(data) - allowed
     if unknown:

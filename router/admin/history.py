@@ -36,7 +36,9 @@ from router.admin.deadletters import (
     unavailable_as_503,
     whole_or_none,
 )
+from router.admin.openapi import add_route
 from router.admin.responses import json_response
+from router.admin.schemas_routes import BACKFILL, LIST_HISTORY, SHOW_HISTORY
 from router.admin.tokens import caller, forbidden, operator_only
 from router.amqp.nodes import connect_first
 from router.claims.model import validate_app
@@ -49,11 +51,9 @@ from router.settings import Settings
 log = structlog.get_logger("router.admin.history")
 
 _SETTINGS = web.AppKey("history_settings", Settings)
-_BACKFILL_FIELDS = {
-    "since", "until", "type", "company", "message_id", "to_app", "limit", "rate", "dry_run"
-}  # fmt: skip
-_LIST_FIELDS = frozenset({"since", "until", "type", "company", "message_id", "limit"})
-_SHOW_FIELDS = frozenset({"since", "until", "reveal"})
+_BACKFILL_FIELDS = BACKFILL.body_fields()
+_LIST_FIELDS = LIST_HISTORY.query_names()
+_SHOW_FIELDS = SHOW_HISTORY.query_names()
 _TRUE = ("1", "true", "yes")
 _CONNECTION_NAME = "attentive-router admin (history)"
 
@@ -61,11 +61,11 @@ _CONNECTION_NAME = "attentive-router admin (history)"
 def add_history_routes(app: web.Application, settings: Settings) -> None:
     """Add ``GET /admin/history`` and ``GET /admin/history/{message_id}`` to ``app``."""
     app[_SETTINGS] = settings
-    app.router.add_get("/admin/history", list_history)
-    app.router.add_get("/admin/history/{message_id}", unavailable_as_503(show_history))
-    app.router.add_post(
-        "/admin/history/replay", operator_only("backfill events")(unavailable_as_503(backfill))
-    )
+    add_route(app, "GET", "/admin/history", list_history, LIST_HISTORY)
+    show = unavailable_as_503(show_history)
+    add_route(app, "GET", "/admin/history/{message_id}", show, SHOW_HISTORY)
+    replay = operator_only("backfill events")(unavailable_as_503(backfill))
+    add_route(app, "POST", "/admin/history/replay", replay, BACKFILL)
 
 
 async def list_history(request: web.Request) -> web.Response:

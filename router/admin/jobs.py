@@ -18,7 +18,9 @@ import structlog
 from aiohttp import web
 
 from router.admin.deadletters import store_of, unavailable_as_503
+from router.admin.openapi import add_route
 from router.admin.responses import json_response
+from router.admin.schemas_routes import CANCEL_JOB, LIST_AUDIT, LIST_JOBS, SHOW_JOB
 from router.admin.tokens import caller, operator_only
 from router.errors import InvalidInput, NotFound
 from router.parked.jobs import JobState
@@ -34,18 +36,17 @@ _DIGITS = re.compile(r"[0-9]+")
 
 def add_job_routes(app: web.Application) -> None:
     """Add the job routes to the admin ``app`` (its store comes from the parked-event routes)."""
-    app.router.add_get("/admin/jobs", unavailable_as_503(list_jobs))
-    app.router.add_get("/admin/jobs/{id}", unavailable_as_503(show_job))
-    app.router.add_get("/admin/audit", unavailable_as_503(list_audit))
-    app.router.add_post(
-        "/admin/jobs/{id}/cancel", operator_only("cancel jobs")(unavailable_as_503(cancel_job))
-    )
+    add_route(app, "GET", "/admin/jobs", unavailable_as_503(list_jobs), LIST_JOBS)
+    add_route(app, "GET", "/admin/jobs/{id}", unavailable_as_503(show_job), SHOW_JOB)
+    add_route(app, "GET", "/admin/audit", unavailable_as_503(list_audit), LIST_AUDIT)
+    cancel = operator_only("cancel jobs")(unavailable_as_503(cancel_job))
+    add_route(app, "POST", "/admin/jobs/{id}/cancel", cancel, CANCEL_JOB)
 
 
 async def list_jobs(request: web.Request) -> web.Response:
     """GET /admin/jobs[?state=&limit=&before=]: the jobs, newest first (older than job
     ``before``)."""
-    unknown = set(request.query) - {"state", "limit", "before"}
+    unknown = set(request.query) - LIST_JOBS.query_names()
     if unknown:
         raise InvalidInput(f"unknown query parameter {sorted(unknown)[0]!r}")
     state = _state(request.query.get("state"))
@@ -60,7 +61,7 @@ async def list_jobs(request: web.Request) -> web.Response:
 async def list_audit(request: web.Request) -> web.Response:
     """GET /admin/audit[?job=&limit=&before=]: replays, purges, cancels and reveals, newest
     first (of job ``job``; older than record ``before``)."""
-    unknown = set(request.query) - {"job", "limit", "before"}
+    unknown = set(request.query) - LIST_AUDIT.query_names()
     if unknown:
         raise InvalidInput(f"unknown query parameter {sorted(unknown)[0]!r}")
     job = request.query.get("job")
