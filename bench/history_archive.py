@@ -19,13 +19,14 @@ event time) and the event's routing key.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import math
 import os
 import re
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,6 +57,7 @@ from router.contract.names import (
     Names,
 )
 from router.contract.ordering import SubjectKeys
+from router.history.reader import PREFETCH
 from router.history.search import Search, search_archive
 
 #: Publishes waiting for their confirm at once while the stream is filled.
@@ -270,25 +272,60 @@ def searches(since: datetime, window: int) -> Iterator[tuple[str, Search]]:
     yield "filtered", Search(since=since, event_type=pattern, company=FILTER_COMPANY, limit=window)
 
 
-async def time_searches(names: Names, since: datetime, window: int, runs: int) -> dict[str, Any]:
-    """Each search of the last window ``runs`` times on one connection (as the admin API holds
-    one): the median and slowest seconds, and what the search read and found."""
+async def read_offsets(
+    connection: aio_pika.abc.AbstractConnection, names: Names, start: int, count: int
+) -> dict[str, Any]:
+    """A bare aio-pika consumer reading ``count`` messages of the stream from offset ``start``
+    under the reader's prefetch, acking each: the window's cost without the search around it
+    (no probes of the window's ends, no filters, nothing kept)."""
+    channel = await connection.channel()
+    try:
+        await channel.set_qos(prefetch_count=PREFETCH)
+        stream = await channel.get_queue(names.archive_stream, ensure=False)
+        read = 0
+        async with stream.iterator(arguments={"x-stream-offset": start}) as messages:
+            async for message in messages:
+                await message.ack()
+                read += 1
+                if read == count:
+                    break
+    finally:
+        await channel.close()
+    return {"scanned": read}
+
+
+async def _searched(
+    connection: aio_pika.abc.AbstractConnection, names: Names, search: Search
+) -> dict[str, Any]:
+    found = await search_archive(connection, names, search)
+    return {"scanned": found.scanned, "found": len(found.events), "more": found.more}
+
+
+async def time_searches(
+    names: Names, since: datetime, total: int, window: int, runs: int
+) -> dict[str, Any]:
+    """Each search of the last ``window`` of ``total`` events ``runs`` times on one connection
+    (as the admin API holds one), and the bare read of the same offsets: the median and
+    slowest seconds, and what each read and found."""
     connection = await aio_pika.connect(AMQP_URL, timeout=10)
     out: dict[str, Any] = {}
     async with connection:
-        for name, search in searches(since, window):
+        timed: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = {
+            name: functools.partial(_searched, connection, names, search)
+            for name, search in searches(since, window)
+        }
+        timed["bare"] = functools.partial(read_offsets, connection, names, total - window, window)
+        for name, action in timed.items():
             seconds: list[float] = []
             for _ in range(runs):
                 started = time.perf_counter()
-                found = await search_archive(connection, names, search)
+                facts = await action()
                 seconds.append(time.perf_counter() - started)
             out[name] = {
                 "seconds": round(median(seconds), 3),
                 "max_seconds": round(max(seconds), 3),
                 "runs": [round(s, 3) for s in seconds],
-                "scanned": found.scanned,
-                "found": len(found.events),
-                "more": found.more,
+                **facts,
             }
     return out
 
@@ -300,6 +337,7 @@ __all__ = [
     "declare",
     "fill",
     "fill_to",
+    "read_offsets",
     "stream_directory",
     "stream_disk",
     "time_searches",

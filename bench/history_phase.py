@@ -195,7 +195,7 @@ async def archive_figures(sizes: ArchiveSizes, workdir: Path) -> dict[str, Any]:
             disk = history_archive.stream_disk(names.archive_stream)
             say(f"searching the last {sizes.window:,} of {total:,} events")
             searched = await history_archive.time_searches(
-                names, since, sizes.window, sizes.searches
+                names, since, total, sizes.window, sizes.searches
             )
             out[label] = {
                 "events": total,

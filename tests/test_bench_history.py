@@ -64,6 +64,7 @@ def test_a_quick_archive_phase_measures_each_figure_and_leaves_nothing_behind(
                 False,
             )
             assert filtered["scanned"] == sizes.window
+            assert measured["search"]["bare"]["scanned"] == sizes.window
             assert 0 < filtered["found"] < sizes.window
 
         # And where the broker's files can be read, its bytes on disk grew with the events
