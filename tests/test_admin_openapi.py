@@ -110,6 +110,43 @@ async def test_the_document_is_served_without_a_token(admin: Client) -> None:
     assert (await admin.get("/admin/claims")).status == 401
 
 
+async def test_what_schemathesis_once_found_taken_is_refused_with_the_reason(
+    admin: Client,
+) -> None:
+    """Input the routes once took without a word (schemathesis's boundary cases found it) is
+    refused with 400 naming what is wrong, and changes nothing; a method a path does not take
+    is answered 405 with the methods it does."""
+    refused = {
+        "an unknown field of a pause": await admin.post(
+            "/admin/apps/alerts/pause", json={"reasn": "a typo"}, headers=AUTH
+        ),
+        "a message_id filter that is an object": await admin.post(
+            "/admin/dlq/alerts/purge", json={"filter": {"message_id": {}}}, headers=AUTH
+        ),
+        "a limit given twice": await admin.get("/admin/jobs?limit=5&limit=7", headers=AUTH),
+    }
+
+    errors = {what: (answer.status, await answer.json()) for what, answer in refused.items()}
+    assert errors == {
+        "an unknown field of a pause": (
+            400,
+            {"error": "unknown field 'reasn'; allowed: by, reason"},
+        ),
+        "a message_id filter that is an object": (
+            400,
+            {"error": "filter 'message_id' must be a string or a list of strings"},
+        ),
+        "a limit given twice": (400, {"error": "limit is given more than once"}),
+    }
+    app = await (await admin.get("/admin/apps/alerts", headers=AUTH)).json()
+    assert app["paused"] is False
+    jobs = await (await admin.get("/admin/jobs", headers=AUTH)).json()
+    assert jobs["jobs"] == []
+    wrong_method = await admin.put("/admin/claims", headers=AUTH)
+    assert wrong_method.status == 405
+    assert set(wrong_method.headers["Allow"].split(",")) >= {"GET", "POST"}
+
+
 async def _seed(admin: Client, ingress: Client) -> str:
     """Something for the reads to find: a claim, an archived event (its message id is
     returned), a dead letter, a replay job."""
@@ -208,6 +245,8 @@ async def test_schemathesis_gets_401_from_every_route_without_a_token(
         "--checks=not_a_server_error,answered_401",
         "--max-examples=2",
         "--phases=fuzzing",
+        "--mode=positive",
+        "--no-shrink",
         "--warnings=off",
         env={"SCHEMATHESIS_HOOKS": "tests.schemathesis_hooks"},
     )

@@ -26,7 +26,7 @@ from typing import Any, Literal
 from aiohttp import web
 
 from router.admin.responses import json_response
-from router.admin.schemas import ERROR, PATH_PARAMETERS, Param, Schema
+from router.admin.schemas import COMPONENTS, ERROR, PATH_PARAMETERS, Param, Schema
 from router.errors import InvalidInput
 
 #: Where the document is served.
@@ -47,6 +47,8 @@ class Answer:
 
     description: str
     schema: Schema | None = None
+    #: The headers it always carries, and what each says.
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,9 +118,8 @@ def _once_each(handler: _Handler, operation: Operation) -> _Handler:
 
     @functools.wraps(handler)
     async def checked(request: web.Request) -> web.StreamResponse:
-        names = list(request.query.keys())
-        for name in names:
-            if name not in repeatable and names.count(name) > 1:
+        for name in request.query:
+            if name not in repeatable and len(request.query.getall(name)) > 1:
                 raise InvalidInput("is given more than once", field=name)
         return await handler(request)
 
@@ -151,13 +152,29 @@ def document(app: web.Application) -> dict[str, Any]:
                 "bearer tokens: a viewer reads, an operator also changes."
             ),
         },
-        "paths": paths,
+        "paths": _named(paths),
         "components": {
             "securitySchemes": {BEARER: {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Error": ERROR},
+            "schemas": {name: _named(schema, own=schema) for name, schema in COMPONENTS.items()},
         },
         "security": [{BEARER: []}],
     }
+
+
+_NAMES = {id(schema): name for name, schema in COMPONENTS.items()}
+
+
+def _named(node: Any, own: Schema | None = None) -> Any:
+    """``node`` with each schema of :data:`~router.admin.schemas.COMPONENTS` in it (but
+    ``own``, the one being defined) given as a ``$ref`` to its name."""
+    if isinstance(node, dict):
+        name = _NAMES.get(id(node))
+        if name is not None and node is not own:
+            return {"$ref": f"#/components/schemas/{name}"}
+        return {key: _named(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_named(item) for item in node]
+    return node
 
 
 def _operation_json(method: str, path: str, operation: Operation) -> dict[str, Any]:
@@ -169,8 +186,8 @@ def _operation_json(method: str, path: str, operation: Operation) -> dict[str, A
     if operation.operator or operation.may_forbid:
         answers.setdefault(403, Answer("a viewer's token: only an operator may", ERROR))
     if operation.secured:
-        answers.setdefault(401, Answer("no known bearer token", ERROR))
-        answers.setdefault(503, Answer("a database or RabbitMQ it needs is unavailable", ERROR))
+        answers.setdefault(401, _UNAUTHORIZED)
+        answers.setdefault(503, _UNAVAILABLE)
     body: dict[str, Any] = {
         "operationId": _operation_id(method, path),
         "summary": operation.summary,
@@ -205,12 +222,15 @@ def _param_json(param: Param, where: Literal["path", "query"]) -> dict[str, Any]
 
 
 def _answer_json(answer: Answer) -> dict[str, Any]:
-    if answer.schema is None:
-        return {"description": answer.description}
-    return {
-        "description": answer.description,
-        "content": {"application/json": {"schema": answer.schema}},
-    }
+    data: dict[str, Any] = {"description": answer.description}
+    if answer.schema is not None:
+        data["content"] = {"application/json": {"schema": answer.schema}}
+    if answer.headers:
+        data["headers"] = {
+            name: {"description": said, "required": True, "schema": {"type": "string"}}
+            for name, said in answer.headers.items()
+        }
+    return data
 
 
 def _placeholders(path: str) -> list[str]:
@@ -221,6 +241,15 @@ def _operation_id(method: str, path: str) -> str:
     words = [word.strip("{}") for word in path.split("/") if word and word != "admin"]
     return "_".join([method.lower(), *words]).replace("-", "_").replace(".", "_")
 
+
+_UNAUTHORIZED = Answer(
+    "no known bearer token", ERROR, {"WWW-Authenticate": "Bearer: the scheme it takes"}
+)
+_UNAVAILABLE = Answer(
+    "a database or RabbitMQ it needs is unavailable",
+    ERROR,
+    {"Retry-After": "seconds to wait before asking again"},
+)
 
 #: The document's own route.
 DOCUMENT = Operation(

@@ -260,6 +260,27 @@ FOUND = closed(
     }
 )
 
+#: The schemas the document names (``#/components/schemas/<name>``), so that a client made
+#: from it has a type of each name instead of one per answer.
+COMPONENTS: dict[str, Schema] = {
+    "Error": ERROR,
+    "Claim": CLAIM,
+    "Granted": GRANTED,
+    "Conflicts": CONFLICTS,
+    "AppStatus": APP_STATUS,
+    "AppChange": APP_CHANGE,
+    "JobQuery": JOB_QUERY,
+    "Job": JOB,
+    "BackfillJob": BACKFILL_JOB,
+    "AuditRecord": AUDIT,
+    "Entry": ENTRY,
+    "EntryDetail": ENTRY_DETAIL,
+    "Page": PAGE,
+    "Facets": FACETS,
+    "ArchivedEvent": ARCHIVED_DETAIL,
+    "Found": FOUND,
+}
+
 # -- parameters -------------------------------------------------------------------------------
 
 #: Path parameters, by the name routes give them.
@@ -290,6 +311,7 @@ __all__ = [
     "AUDIT",
     "BACKFILL_JOB",
     "CLAIM",
+    "COMPONENTS",
     "CONFLICTS",
     "ENTRY",
     "ENTRY_DETAIL",

@@ -164,7 +164,9 @@ SHOW_PARKED = Operation(
     query=(REVEAL,),
     answers={200: Answer("the entry", ENTRY_DETAIL), 404: _NOT_FOUND},
 )
-_JOB_ACCEPTED = Answer("the job, created (follow it at its Location)", JOB)
+_JOB_ACCEPTED = Answer(
+    "the job, created", JOB, {"Location": "where to follow it: /admin/jobs/{id}"}
+)
 #: How a replay or a backfill runs: at most ``limit`` events, ``rate`` a second, or only counted.
 _JOB_OPTIONS: dict[str, Schema] = {
     "limit": nullable(_WHOLE_FROM_1),
@@ -263,7 +265,9 @@ BACKFILL = Operation(
         },
     ),
     answers={
-        202: Answer("the job, created", BACKFILL_JOB),
+        202: Answer(
+            "the job, created", BACKFILL_JOB, {"Location": "where to follow it: /admin/jobs/{id}"}
+        ),
         409: Answer("the application claims none of these events", ERROR),
     },
 )
