@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
+import orjson
 import pytest
 from aiohttp import web
 
@@ -98,6 +100,22 @@ def test_an_operators_route_says_so_and_every_route_asks_for_the_bearer_token(
     }
     assert "403" not in doc["paths"]["/admin/claims"]["get"]["responses"]
     assert doc["paths"][DOCUMENT_PATH]["get"]["security"] == []
+
+
+def test_the_document_is_the_same_for_every_deployment(admin_settings: Settings) -> None:
+    """Nothing of a deployment is in it (docs/security.md says why it needs no token): two
+    with other namespaces, tokens and databases describe themselves alike."""
+    other = replace(
+        admin_settings,
+        namespace="elsewhere",
+        admin_token="another-token-of-at-least-32-characters",
+        database_url="sqlite:////tmp/elsewhere.db",
+    )
+
+    ours, theirs = document(create_admin_app(admin_settings)), document(create_admin_app(other))
+
+    assert ours == theirs
+    assert admin_settings.namespace not in orjson.dumps(ours).decode()
 
 
 async def test_the_document_is_served_without_a_token(admin: Client) -> None:
