@@ -44,6 +44,18 @@ def test_the_command_writes_one_valid_json_schema_per_type(
         assert schema["properties"]["type"]["const"] == path.name.removesuffix(".json")
 
 
+def test_a_directory_that_cannot_be_written_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a_file = tmp_path / "taken"
+    a_file.write_text("not a directory")
+    assert main(["contract", "schemas", str(a_file)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert len(captured.err.strip().splitlines()) == 1 and "cannot write into" in captured.err
+    assert a_file.read_text() == "not a directory"
+
+
 def test_a_schema_refuses_another_types_payload_and_a_malformed_one() -> None:
     subscribed = validator("sms.subscribed")
     assert subscribed.is_valid(example_payload("sms.subscribed"))

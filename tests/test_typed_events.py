@@ -18,7 +18,7 @@ from consumers import Event, Worker
 from consumers.runtime.errors import WorkerConfigError
 from consumers.runtime.outcomes import DeadLetter, Handled
 from consumers.testing import WorkerHarness
-from router.contract.events import EVENT_TYPES
+from router.contract.events import EVENT_TYPES, is_event_type
 from router.contract.examples import example_body, example_payload
 from router.contract.models import (
     MODELS,
@@ -212,6 +212,37 @@ async def test_handlers_of_an_event_keep_working_as_before() -> None:
     assert seen[0].payload["message"]["text"] == "STOP"
 
 
+async def test_handlers_of_anything_an_event_is_or_of_no_annotation_get_the_event() -> None:
+    worker = Worker("loose")
+    seen: list[object] = []
+
+    async def of_object(event: object) -> None:
+        seen.append(event)
+
+    async def unannotated(event, *, extra=1):  # type: ignore[no-untyped-def]
+        seen.append(event)
+
+    worker.on("sms.sent")(of_object)
+    worker.on("email.sent")(unannotated)
+    harness = WorkerHarness(worker)
+    await harness.deliver("sms.sent")
+    await harness.deliver("email.sent")
+    assert [type(e) for e in seen] == [Event, Event]
+
+
+def test_a_handler_taking_more_than_its_model_and_the_event_is_refused() -> None:
+    worker = Worker("greedy")
+
+    async def three(event: SmsSent, delivery: Event, more: int) -> None: ...
+
+    async def second_not_the_event(event: SmsSent, other: str) -> None: ...
+
+    for handler in (three, second_not_the_event):
+        with pytest.raises(WorkerConfigError, match="its model, then the Event at most"):
+            worker.on("sms.sent")(handler)  # type: ignore[arg-type]
+    assert worker.routes == []
+
+
 def test_a_pattern_wider_than_the_declared_model_is_refused_at_registration() -> None:
     worker = Worker("narrow")
     with pytest.raises(WorkerConfigError, match=r"sms\.\* also matches sms\.subscribed"):
@@ -307,3 +338,15 @@ def test_mypy_strict_checks_a_handler_against_the_model_it_declares(tmp_path: Pa
     assert f':{upper}: error: Item "None" of "str | None" has no attribute "upper"' in errors[0]
     assert f':{registered}: error: Value of type variable "E"' in errors[1]
     assert 'cannot be "int"' in errors[1]
+
+
+@pytest.mark.parametrize(
+    "event_type", ["sms.delivered", "a.b.c", "x_1.y", "Sms.sent", "sms", "sms.", ".sms", "sms..x"]
+)
+def test_a_generic_event_takes_exactly_the_types_the_router_routes(event_type: str) -> None:
+    payload = {"type": event_type, "company": {"company_id": "c1"}}
+    try:
+        decoded: object = decode(body(payload))
+    except EventDoesNotFit as error:
+        decoded = error
+    assert isinstance(decoded, GenericEvent) == is_event_type(event_type)

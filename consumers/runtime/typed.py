@@ -30,6 +30,7 @@ from router.contract.models import (
 )
 
 HandlerFn = Callable[[Event], Awaitable[None]]
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 #: What a handler may declare its first parameter as.
 Model: TypeAlias = Event | AttentiveEvent | GenericEvent
 E = TypeVar("E", bound=Model)
@@ -80,24 +81,18 @@ def as_handler(handler: Callable[..., Awaitable[None]], pattern: EventPattern) -
 
 
 def _declared(handler: Callable[..., Any], name: str) -> tuple[Any, bool]:
-    """The model a handler declares (None: it takes an :class:`Event`) and whether it also
-    takes the :class:`Event`."""
+    """The model a handler declares (None: it takes an :class:`Event`, or anything an Event
+    is, or says nothing) and whether it also takes the :class:`Event`."""
     try:
-        parameters = list(inspect.signature(handler).parameters.values())
+        signature = inspect.signature(handler)
     except (TypeError, ValueError):  # (a builtin or a C callable: taken as an Event handler)
         return None, False
-    if len(parameters) not in (1, 2):
-        raise WorkerConfigError(f"handler {name} must take the event (and the Event at most)")
-    try:
-        hints = typing.get_type_hints(handler)
-    except Exception as error:  # NameError from a string annotation, ...
-        raise WorkerConfigError(
-            f"handler {name}: its annotations cannot be read: {error}"
-        ) from None
-    first = hints.get(parameters[0].name)
-    if first is None or first is Any or first is Event:
-        if len(parameters) == 2:
-            raise WorkerConfigError(f"handler {name} takes a second parameter without a model")
+    positional = [p for p in signature.parameters.values() if p.kind in _POSITIONAL]
+    if not positional or positional[0].annotation is inspect.Parameter.empty:
+        return None, False
+    hints = _hints(handler, name)
+    first = hints.get(positional[0].name, Any)
+    if first is Any or (isinstance(first, type) and issubclass(Event, first)):
         return None, False
     members = typing.get_args(first) if _is_union(first) else (first,)
     if not all(
@@ -107,9 +102,20 @@ def _declared(handler: Callable[..., Any], name: str) -> tuple[Any, bool]:
             f"handler {name} takes {first!r}: annotate it with Event or a model of "
             "router.contract.models (or a union of them)"
         )
-    if len(parameters) == 2 and hints.get(parameters[1].name, Event) is not Event:
-        raise WorkerConfigError(f"handler {name}: its second parameter is the Event")
-    return first, len(parameters) == 2
+    required = [p for p in positional if p.default is inspect.Parameter.empty]
+    second = hints.get(required[1].name, Event) if len(required) == 2 else Event
+    if len(required) > 2 or second is not Event:
+        raise WorkerConfigError(f"handler {name} takes its model, then the Event at most")
+    return first, len(required) == 2
+
+
+def _hints(handler: Callable[..., Any], name: str) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(handler)
+    except Exception as error:  # NameError from a string annotation, a callable object, ...
+        raise WorkerConfigError(
+            f"handler {name}: its annotations cannot be read: {error}"
+        ) from None
 
 
 def _expanded(members: tuple[Any, ...]) -> tuple[type[Any], ...]:

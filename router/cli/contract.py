@@ -27,6 +27,7 @@ from router.cli.admin_api import add_admin_options, admin_client
 from router.contract import asyncapi, reference
 from router.contract.names import Names
 from router.contract.schemas import write_event_schemas
+from router.errors import InvalidInput
 from router.settings import Settings
 
 #: The claims whose binding keys the document shows as examples.
@@ -63,7 +64,12 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Run one ``contract`` subcommand; the exit code."""
     match args.contract_command:
         case "schemas":
-            written = write_event_schemas(Path(args.directory))
+            try:
+                written = write_event_schemas(Path(args.directory))
+            except OSError as error:
+                raise InvalidInput(
+                    f"cannot write into {args.directory}: {error.strerror or error}"
+                ) from None
             output.print_line(f"{len(written)} JSON Schemas written to {args.directory}")
         case "doc":
             print(reference.render(asyncapi.document(broker_facts(Names())), Names()), end="")

@@ -235,6 +235,8 @@ def _type(prop: Mapping[str, Any]) -> str:
     if kind == "array" and "items" in prop:
         return f"array of {_type(prop['items'])}"
     extra = f" ({prop['format']})" if "format" in prop else ""
+    if "pattern" in prop:
+        extra = f" matching `{prop['pattern']}`"
     return f"{kind}{extra}"
 
 
