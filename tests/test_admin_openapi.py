@@ -144,6 +144,7 @@ async def test_what_schemathesis_once_found_taken_is_refused_with_the_reason(
             "/admin/dlq/alerts/purge", json={"filter": {"message_id": {}}}, headers=AUTH
         ),
         "a limit given twice": await admin.get("/admin/jobs?limit=5&limit=7", headers=AUTH),
+        "a misspelt parameter": await admin.get("/admin/claims?ap=alerts", headers=AUTH),
     }
 
     errors = {what: (answer.status, await answer.json()) for what, answer in refused.items()}
@@ -157,6 +158,7 @@ async def test_what_schemathesis_once_found_taken_is_refused_with_the_reason(
             {"error": "filter 'message_id' must be a string or a list of strings"},
         ),
         "a limit given twice": (400, {"error": "limit is given more than once"}),
+        "a misspelt parameter": (400, {"error": "unknown query parameter 'ap'"}),
     }
     app = await (await admin.get("/admin/apps/alerts", headers=AUTH)).json()
     assert app["paused"] is False

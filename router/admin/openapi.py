@@ -6,8 +6,8 @@ Every admin route is added with :func:`add_route`, which takes the route's
 :func:`document` turns the registry into the document, and ``GET /admin/openapi.json`` serves
 it. A route added some other way is missing from the document, and the tests say so. Path
 parameters (``{app}``, ``{id}``, ...) are declared once by name (:data:`PATH_PARAMETERS`). A
-query parameter given empty counts as left out; one given twice that the route takes once is
-refused with 400 before the handler runs.
+query parameter given empty counts as left out; one the route does not declare, or one given
+twice that it takes once, is refused with 400 before the handler runs.
 
 Every operation answers 401 without a known bearer token (except the document itself: it is
 the same for every deployment and names nothing secret, see docs/security.md), 403 to a viewer
@@ -104,21 +104,24 @@ def add_route(
         raise ValueError(f"{path}: no declaration of the path parameter {sorted(unknown)[0]}")
     registry = app.setdefault(OPERATIONS, Registry())
     registry.operations[method.upper(), path] = operation
-    checked = _once_each(handler, operation)
+    checked = _query_checked(handler, operation)
     if method.upper() == "GET":
         app.router.add_get(path, checked)
     else:
         app.router.add_route(method.upper(), path, checked)
 
 
-def _once_each(handler: _Handler, operation: Operation) -> _Handler:
-    """``handler``, refusing with 400 a query parameter given twice that the operation takes
-    once (``?limit=5&limit=7``: which one was meant?)."""
-    repeatable = operation.repeatable()
+def _query_checked(handler: _Handler, operation: Operation) -> _Handler:
+    """``handler``, refusing with 400 a query parameter the operation does not take (a typo
+    would otherwise widen a list silently), or takes once and is given twice
+    (``?limit=5&limit=7``: which one was meant?)."""
+    known, repeatable = operation.query_names(), operation.repeatable()
 
     @functools.wraps(handler)
     async def checked(request: web.Request) -> web.StreamResponse:
         for name in request.query:
+            if name not in known:
+                raise InvalidInput(f"unknown query parameter {name!r}")
             if name not in repeatable and len(request.query.getall(name)) > 1:
                 raise InvalidInput("is given more than once", field=name)
         return await handler(request)
