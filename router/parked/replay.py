@@ -4,8 +4,9 @@ archived events.
 Where each goes and with what is its source's business (:mod:`router.parked.sources`): a
 parked entry byte-exact (its body; its properties, the headers through
 :func:`router.contract.envelope.replayed`: no trace of the failure, one more replay counted)
-to where it came from. Every publish is mandatory and confirmed: a publish the broker returns (no queue bound, the application queue gone) or
-nacks is a failure, and the entry stays parked.
+to where it came from. Every publish is mandatory and confirmed: a publish the broker
+returns (no queue bound, the application queue gone) or nacks is a failure, and the entry
+stays parked.
 
 Up to ``window`` publishes wait for their confirm at once (as a bare publisher's window), and
 up to ``unmarked`` (four times the window unless set) are published and not yet marked replayed:
