@@ -57,7 +57,7 @@ from router.contract.names import (
     Names,
 )
 from router.contract.ordering import SubjectKeys
-from router.history.reader import PREFETCH
+from router.history.reader import NEXT_TIMEOUT, PREFETCH
 from router.history.search import Search, search_archive
 
 #: Publishes waiting for their confirm at once while the stream is filled.
@@ -277,18 +277,27 @@ async def read_offsets(
 ) -> dict[str, Any]:
     """A bare aio-pika consumer reading ``count`` messages of the stream from offset ``start``
     under the reader's prefetch, acking each: the window's cost without the search around it
-    (no probes of the window's ends, no filters, nothing kept)."""
+    (no probes of the window's ends, no filters, nothing kept). The deliveries it holds when
+    it stops go with its channel (a stream takes no nack)."""
     channel = await connection.channel()
+    read = 0
+    enough = asyncio.Event()
+
+    async def take(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        nonlocal read
+        if read == count:
+            return  # (past the window: left to the channel's close, never acked on it)
+        read += 1
+        if read == count:
+            enough.set()
+        await message.ack()
+
     try:
         await channel.set_qos(prefetch_count=PREFETCH)
         stream = await channel.get_queue(names.archive_stream, ensure=False)
-        read = 0
-        async with stream.iterator(arguments={"x-stream-offset": start}) as messages:
-            async for message in messages:
-                await message.ack()
-                read += 1
-                if read == count:
-                    break
+        tag = await stream.consume(take, arguments={"x-stream-offset": start})
+        await asyncio.wait_for(enough.wait(), NEXT_TIMEOUT + count / 100)
+        await stream.cancel(tag)
     finally:
         await channel.close()
     return {"scanned": read}

@@ -74,11 +74,8 @@ def values(results: dict[str, Any]) -> dict[str, float | None]:
 def rows(k: dict[str, Any]) -> list[tuple[str, str, str | None]]:
     """(figure, value, target key) of phase k's rows."""
     archive = k.get("archive") or {}
-    return [
-        *_ingress_rows(k.get("ingress") or {}),
-        *_archive_rows(archive),
-        *_backfill_rows(archive.get("backfill") or {}),
-    ]
+    backfilled = [] if "error" in archive else _backfill_rows(archive.get("backfill") or {})
+    return [*_ingress_rows(k.get("ingress") or {}), *_archive_rows(archive), *backfilled]
 
 
 def _ingress_rows(ingress: dict[str, Any]) -> list[tuple[str, str, str | None]]:
