@@ -37,7 +37,6 @@ from typing import Any, cast
 
 from pamqp import commands
 from pamqp import frame as pamqp_frame
-from pamqp.base import Frame
 from pamqp.exceptions import UnmarshalingException
 from pamqp.header import ContentHeader, ProtocolHeader
 
@@ -60,9 +59,18 @@ from router.amqp.frames import (
     publish_frames,
     publish_method,
 )
+from router.amqp.handshake import (
+    HEARTBEAT,
+    LoginRefused,
+    connect,
+    frame_of,
+    heartbeat_due,
+    start_ok,
+    tune,
+)
 from router.amqp.properties import EncodedProperties
 from router.amqp.properties import content_header as encoded_header
-from router.amqp.url import AmqpUrl, negotiate_heartbeat
+from router.amqp.url import AmqpUrl
 
 CHANNEL = 1
 #: Largest frame we offer; RabbitMQ's default (131,072) holds a 1 KiB event in one frame.
@@ -125,26 +133,8 @@ class ConfirmPublisher(asyncio.Protocol):
         (the URL's ``timeout`` wins, and its ``name`` over ``name``, as in
         :func:`router.amqp.nodes.connect_first`)."""
         parsed = url if isinstance(url, AmqpUrl) else AmqpUrl.parse(url)
-        loop = asyncio.get_running_loop()
         protocol = cls(parsed, name=parsed.name or name, confirm_timeout=confirm_timeout)
-        options: dict[str, Any] = {}
-        if parsed.interleave is not None:
-            options["interleave"] = parsed.interleave
-        if parsed.happy_eyeballs_delay is not None:
-            options["happy_eyeballs_delay"] = parsed.happy_eyeballs_delay
-        try:
-            async with asyncio.timeout(parsed.connect_timeout or timeout):
-                await loop.create_connection(
-                    lambda: protocol,
-                    parsed.host,
-                    parsed.port,
-                    ssl=parsed.ssl_context(),
-                    **options,
-                )
-                await protocol._ready
-        except BaseException:
-            protocol.abort()
-            raise
+        await connect(parsed, protocol, protocol._ready, protocol.abort, timeout)
         return protocol
 
     async def close(self, timeout: float = 2.0) -> None:
@@ -309,24 +299,14 @@ class ConfirmPublisher(asyncio.Protocol):
     def _on_frame(self, value: Any) -> None:
         match value:
             case commands.Connection.Start(mechanisms=mechanisms):
-                url = self._url
-                if url.auth not in str(mechanisms).split():
-                    self._protocol_error(f"RabbitMQ offers no {url.auth} login: {mechanisms!r}")
-                    return
-                # as aiormq's PlainAuth and ExternalAuth (the user comes from the certificate)
-                login = f"\0{url.user}\0{url.password}" if url.auth == "PLAIN" else ""
-                start_ok = commands.Connection.StartOk(
-                    client_properties=_client_properties(self._name),
-                    mechanism=url.auth,
-                    response=login,
-                )
-                self._send(frame_of(start_ok, 0))
+                try:
+                    self._send(start_ok(self._url, self._name, mechanisms, _CAPABILITIES))
+                except LoginRefused as refused:
+                    self._protocol_error(str(refused))
             case commands.Connection.Tune(frame_max=frame_max, heartbeat=offered):
-                self._frame_max = min(frame_max or FRAME_MAX, FRAME_MAX)
-                heartbeat = negotiate_heartbeat(self._url.heartbeat, offered)
-                self._heartbeat = float(heartbeat)
-                self._send(frame_of(commands.Connection.TuneOk(1, self._frame_max, heartbeat), 0))
-                self._send(frame_of(commands.Connection.Open(self._url.vhost), 0))
+                tuned = tune(self._url, frame_max, offered, FRAME_MAX)
+                self._frame_max, self._heartbeat = tuned.frame_max, float(tuned.heartbeat)
+                self._send(tuned.reply)
             case commands.Connection.OpenOk():
                 self._send(frame_of(commands.Channel.Open(), CHANNEL))
             case commands.Channel.OpenOk():
@@ -365,13 +345,13 @@ class ConfirmPublisher(asyncio.Protocol):
     def _tick(self) -> None:
         now = self._loop.time()
         self._confirms.expire(now, self._confirm_timeout)
-        if self._heartbeat:
-            if now - self._last_received > 2 * self._heartbeat:
-                self._close_reason = "RabbitMQ missed two heartbeats"
-                self.abort()
-                return
-            if now - self._last_sent >= self._heartbeat / 2:
-                self._send(FRAME_PREFIX.pack(FRAME_HEARTBEAT, 0, 0) + FRAME_END)
+        due = heartbeat_due(now, self._last_received, self._last_sent, self._heartbeat)
+        if due == "dead":
+            self._close_reason = "RabbitMQ missed two heartbeats"
+            self.abort()
+            return
+        if due:
+            self._send(HEARTBEAT)
         self._ticker = self._loop.call_later(TICK, self._tick)
 
     def _protocol_error(self, reason: str) -> None:
@@ -379,22 +359,8 @@ class ConfirmPublisher(asyncio.Protocol):
         self.abort()
 
 
-def frame_of(value: Frame, channel: int) -> bytes:
-    """A method frame marshalled by pamqp (for the few methods besides publishing)."""
-    return pamqp_frame.marshal(value, channel)
-
-
-def _client_properties(name: str) -> dict[str, Any]:
-    return {
-        "connection_name": name,
-        "product": "attentive-router",
-        "capabilities": {
-            "authentication_failure_close": True,
-            "basic.nack": True,
-            "connection.blocked": True,
-            "publisher_confirms": True,
-        },
-    }
+#: What this connection tells RabbitMQ it understands (besides closing on a failed login).
+_CAPABILITIES = {"basic.nack": True, "connection.blocked": True, "publisher_confirms": True}
 
 
 __all__ = ["ConfirmPublisher"]
