@@ -10,6 +10,7 @@ handshake itself is here, once.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -50,9 +51,11 @@ async def connect(
     ready: asyncio.Future[None],
     abort: Callable[[], None],
     timeout: float,
+    tls: ssl.SSLContext | None = None,
 ) -> None:
     """Connect ``protocol`` to ``url``'s node and wait until it is ``ready``, within the URL's
-    ``timeout`` (else ``timeout``) seconds; on any failure ``abort`` it and raise."""
+    ``timeout`` (else ``timeout``) seconds; on any failure ``abort`` it and raise. TLS is
+    ``tls`` when given, else the URL's."""
     loop = asyncio.get_running_loop()
     options: dict[str, Any] = {}
     if url.interleave is not None:
@@ -62,7 +65,7 @@ async def connect(
     try:
         async with asyncio.timeout(url.connect_timeout or timeout):
             await loop.create_connection(
-                lambda: protocol, url.host, url.port, ssl=url.ssl_context(), **options
+                lambda: protocol, url.host, url.port, ssl=tls or url.ssl_context(), **options
             )
             await ready
     except BaseException:

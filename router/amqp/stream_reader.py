@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import ssl
 from collections import deque
 from typing import Any, cast
 
@@ -114,13 +115,20 @@ class StreamReader(asyncio.Protocol):
 
     @classmethod
     async def open(
-        cls, url: str | AmqpUrl, *, name: str, timeout: float, prefetch: int = PREFETCH
+        cls,
+        url: str | AmqpUrl,
+        *,
+        name: str,
+        timeout: float,
+        prefetch: int = PREFETCH,
+        tls: ssl.SSLContext | None = None,
     ) -> StreamReader:
         """Connect, log in and open the channel within ``timeout`` seconds (the URL's
-        ``timeout`` and ``name`` win); :class:`ReaderClosed` when RabbitMQ refuses."""
+        ``timeout`` and ``name`` win; ``tls`` over the URL's TLS options);
+        :class:`ReaderClosed` when RabbitMQ refuses."""
         parsed = url if isinstance(url, AmqpUrl) else AmqpUrl.parse(url)
         reader = cls(parsed, name=parsed.name or name, prefetch=prefetch)
-        await handshake.connect(parsed, reader, reader._ready, reader.abort, timeout)
+        await handshake.connect(parsed, reader, reader._ready, reader.abort, timeout, tls)
         return reader
 
     async def consume(self, stream: str, offset: Any) -> None:

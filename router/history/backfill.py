@@ -36,7 +36,7 @@ from router.claims.model import Claim, EventPattern, companies_overlap
 from router.contract import envelope
 from router.contract.names import REPLAY_JOB_HEADER, Names
 from router.errors import Conflict, Unavailable
-from router.history.reader import Archived, read_window, window_end
+from router.history.reader import Archived, lost, read_window, window_end
 from router.history.search import Search
 from router.parked.jobs import Job, JobKind, JobRequest
 from router.parked.query import Query
@@ -204,7 +204,7 @@ class ArchiveSource:
                         yield batch
                         batch = []
         except Unavailable as error:
-            if self.connection.is_closed:  # the broker went away: the job resumes later
+            if self.connection.is_closed or lost(error):  # the broker went away: resume later
                 raise BrokerLost(str(error)) from None
             raise
         finally:

@@ -3,7 +3,9 @@
 A stream is read, never consumed: a consumer attaches at an offset (``x-stream-offset``: a
 timestamp attaches at the first chunk written at or after it), gets the messages from there
 on, and its acks only make room under its prefetch; nothing leaves the stream and no other
-consumer sees a difference. Each reader has a channel of its own.
+consumer sees a difference. Each read has a connection of its own
+(:class:`~router.amqp.stream_reader.StreamReader`, to where the caller's connection goes: its
+URL and TLS context): aio-pika's cost per message, not the broker, was what bounded a read.
 
 Where the window ends is found before reading, so that a quiet stream does not leave the
 reader waiting for messages that never come (AMQP 0-9-1 says nothing of a stream's end):
@@ -28,21 +30,25 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
+from aio_pika.abc import AbstractConnection
 
+from router.amqp.deliveries import Delivery
+from router.amqp.stream_reader import PREFETCH, ReaderClosed, StreamReader
+from router.amqp.url import AmqpUrl
 from router.contract.names import COMPANY_HEADER, Names
 from router.errors import Unavailable
 
-#: Messages a reader may hold unacknowledged (streams need a prefetch).
-PREFETCH = 500
 #: Seconds a probe of the stream's end waits for a first message before taking it as empty.
 PROBE_TIMEOUT = 1.0
 #: Seconds without a further message after which the last chunk is taken as read.
 CHUNK_QUIET = 0.05
 #: Seconds the reader waits for the next message of a window known to hold it.
 NEXT_TIMEOUT = 10.0
+#: Seconds to open the reader's connection.
+OPEN_TIMEOUT = 10.0
 _OFFSET = "x-stream-offset"
 _CE_TYPE = "cloudEvents:type"
+_NOT_FOUND = 404
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,21 +76,19 @@ class Archived:
         return _text(self.headers.get(COMPANY_HEADER)) or self.routing_key.rpartition(".")[2]
 
     @classmethod
-    def of(cls, message: AbstractIncomingMessage) -> Archived:
+    def of(cls, delivery: Delivery) -> Archived:
         """The archived event a stream delivery carries."""
-        headers = dict(message.headers or {})
+        headers = delivery.headers
         offset = headers.pop(_OFFSET, -1)
-        stamp = message.timestamp
-        if stamp is not None and stamp.tzinfo is None:
-            stamp = stamp.replace(tzinfo=UTC)
+        stamp = delivery.timestamp
         return cls(
-            offset=int(offset) if isinstance(offset, int) else -1,
-            routing_key=message.routing_key or "",
-            message_id=message.message_id or "",
-            timestamp=stamp,
+            offset=offset if isinstance(offset, int) else -1,
+            routing_key=delivery.routing_key,
+            message_id=delivery.message_id or "",
+            timestamp=None if stamp is None else datetime.fromtimestamp(stamp, UTC),
             headers=headers,
-            body=message.body,
-            content_type=message.content_type,
+            body=delivery.body,
+            content_type=delivery.content_type,
         )
 
 
@@ -96,23 +100,22 @@ async def read_window(
 ) -> AsyncGenerator[Archived, None]:
     """The archived events from ``since`` (a moment, or an offset to resume from) to
     ``until`` (a moment, an offset where to stop, else the end as it is now), oldest first,
-    on a channel of its own.
+    on a connection of its own to where ``connection`` goes.
 
     :class:`Unavailable` when the archive does not exist or stops answering."""
-    channel = await _channel(connection)
+    reader = await _open(connection)
     stream = names.archive_stream
     try:
-        end = until if isinstance(until, int) else await _end(channel, stream, _past(until))
+        end = until if isinstance(until, int) else await _end(reader, stream, _past(until))
         if end is None:
             return
-        start = since if isinstance(since, int) else await _first(channel, stream, since, end)
+        start = since if isinstance(since, int) else await _first(reader, stream, since, end)
         if start >= end:
             return
-        async for message in _read(channel, stream, start, end):
+        async for message in _read(reader, stream, start, end):
             yield message
     finally:
-        with contextlib.suppress(Exception):
-            await channel.close()
+        await reader.close()
 
 
 async def window_end(
@@ -121,22 +124,34 @@ async def window_end(
     """The offset where a window to ``until`` (else to now) stops, exclusive: what a job
     records so that events written after it was made are not its business; None when the
     archive is empty."""
-    channel = await _channel(connection)
+    reader = await _open(connection)
     try:
-        return await _end(channel, names.archive_stream, _past(until))
+        return await _end(reader, names.archive_stream, _past(until))
     finally:
-        with contextlib.suppress(Exception):
-            await channel.close()
+        await reader.close()
 
 
-async def _channel(connection: AbstractConnection) -> AbstractChannel:
-    """A channel to read the stream on (a stream is only read under a prefetch)."""
+def lost(error: Unavailable) -> bool:
+    """Whether ``error`` says the reader's connection to RabbitMQ went away (the socket, or
+    RabbitMQ closing it): asking again later may work."""
+    return isinstance(error, ReaderClosed) and error.code in (0, 320)
+
+
+async def _open(connection: AbstractConnection) -> StreamReader:
+    """A reader connected to where ``connection`` goes: its URL, TLS context and name."""
+    url: Any = getattr(connection, "url", None)
+    options = dict(connection.kwargs)
+    name = str((options.get("client_properties") or {}).get("connection_name") or "router")
     try:
-        channel = await connection.channel()
-        await channel.set_qos(prefetch_count=PREFETCH)
+        return await StreamReader.open(
+            AmqpUrl.parse(str(url)),
+            name=f"{name} (archive reader)",
+            timeout=OPEN_TIMEOUT,
+            prefetch=PREFETCH,
+            tls=options.get("context"),
+        )
     except Exception as error:
-        raise Unavailable(f"cannot open a channel to read the archive: {error}") from None
-    return channel
+        raise Unavailable(f"cannot open a connection to read the archive: {error}") from None
 
 
 def _past(until: datetime | None) -> datetime | None:
@@ -145,92 +160,74 @@ def _past(until: datetime | None) -> datetime | None:
     return None if until is None or until >= datetime.now(UTC) else until
 
 
-async def _end(channel: AbstractChannel, stream: str, until: datetime | None) -> int | None:
+async def _end(reader: StreamReader, stream: str, until: datetime | None) -> int | None:
     """The offset where the window stops (exclusive); None when the stream is empty."""
     if until is not None:
-        first = await _probe(channel, stream, until, whole_chunk=False)
+        first = await _probe(reader, stream, until, whole_chunk=False)
         if first is not None:
             return first
-    last = await _probe(channel, stream, "last", whole_chunk=True)
+    last = await _probe(reader, stream, "last", whole_chunk=True)
     return None if last is None else last + 1
 
 
-async def _first(channel: AbstractChannel, stream: str, since: datetime, end: int) -> int:
+async def _first(reader: StreamReader, stream: str, since: datetime, end: int) -> int:
     """The offset of the first message at or after ``since`` (``end`` when there is none)."""
-    first = await _probe(channel, stream, since, whole_chunk=False)
+    first = await _probe(reader, stream, since, whole_chunk=False)
     return end if first is None else first
 
 
 async def _probe(
-    channel: AbstractChannel, stream: str, at: datetime | str, *, whole_chunk: bool
+    reader: StreamReader, stream: str, at: datetime | str, *, whole_chunk: bool
 ) -> int | None:
     """The offset of the first message at ``at`` (the highest of its chunk if
     ``whole_chunk``); None when none comes within :data:`PROBE_TIMEOUT`."""
-    offsets: asyncio.Queue[int] = asyncio.Queue()
-
-    async def note(message: AbstractIncomingMessage) -> None:
-        offset = (message.headers or {}).get(_OFFSET)
-        if isinstance(offset, int):
-            offsets.put_nowait(offset)
-        await message.ack()
-
-    queue = await _stream(channel, stream)
-    tag = await queue.consume(note, arguments={_OFFSET: at})
+    await _consume(reader, stream, at)
     try:
         try:
-            async with asyncio.timeout(PROBE_TIMEOUT):
-                highest = await offsets.get()
+            highest = Archived.of(await reader.next(PROBE_TIMEOUT)).offset
         except TimeoutError:
             return None
         if whole_chunk:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(PROBE_TIMEOUT):
                     while True:
-                        async with asyncio.timeout(CHUNK_QUIET):
-                            highest = max(highest, await offsets.get())
+                        highest = max(highest, Archived.of(await reader.next(CHUNK_QUIET)).offset)
         return highest
     except TimeoutError:  # (the chunk's quiet gap)
         return highest
     finally:
-        await queue.cancel(tag)
+        await reader.cancel()
 
 
 async def _read(
-    channel: AbstractChannel, stream: str, start: int, end: int
+    reader: StreamReader, stream: str, start: int, end: int
 ) -> AsyncGenerator[Archived, None]:
-    """The messages from offset ``start`` to ``end`` (exclusive), each acked once taken."""
-    messages: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
-    queue = await _stream(channel, stream)
-    tag = await queue.consume(messages.put, arguments={_OFFSET: start})
+    """The messages from offset ``start`` to ``end`` (exclusive)."""
+    await _consume(reader, stream, start)
+    while True:
+        try:
+            archived = Archived.of(await reader.next(NEXT_TIMEOUT))
+        except TimeoutError:
+            raise Unavailable(f"the archive {stream} stopped answering") from None
+        if archived.offset >= end:
+            return
+        yield archived
+        if archived.offset + 1 >= end:
+            return
+
+
+async def _consume(reader: StreamReader, stream: str, at: datetime | str | int) -> None:
+    """Attach to the archive stream at ``at``; :class:`Unavailable` when it does not exist."""
     try:
-        while True:
-            try:
-                async with asyncio.timeout(NEXT_TIMEOUT):
-                    message = await messages.get()
-            except TimeoutError:
-                raise Unavailable(f"the archive {stream} stopped answering") from None
-            archived = Archived.of(message)
-            await message.ack()
-            if archived.offset >= end:
-                return
-            yield archived
-            if archived.offset + 1 >= end:
-                return
-    finally:
-        with contextlib.suppress(Exception):
-            await queue.cancel(tag)
+        await reader.consume(stream, at)
+    except ReaderClosed as error:
+        if error.code == _NOT_FOUND:
+            raise Unavailable(f"no archive {stream} (is ROUTER_ARCHIVE off?): {error}") from None
+        raise
 
 
 def _text(value: object) -> str:
     return value if isinstance(value, str) else ""
-
-
-async def _stream(channel: AbstractChannel, stream: str) -> Any:
-    """The archive stream (checked), or :class:`Unavailable` when it does not exist."""
-    try:
-        return await channel.get_queue(stream, ensure=True)
-    except Exception as error:
-        raise Unavailable(f"no archive {stream} (is ROUTER_ARCHIVE off?): {error}") from None
 
 
 __all__ = [
@@ -238,6 +235,7 @@ __all__ = [
     "PREFETCH",
     "PROBE_TIMEOUT",
     "Archived",
+    "lost",
     "read_window",
     "window_end",
 ]
