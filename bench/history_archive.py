@@ -48,6 +48,7 @@ from bench.common import (
 from router.amqp import topology
 from router.amqp.frames import Properties
 from router.amqp.publisher import ConfirmPublisher
+from router.amqp.stream_reader import StreamReader
 from router.amqp.topology import Retention
 from router.claims.model import EventPattern
 from router.contract.names import (
@@ -57,7 +58,7 @@ from router.contract.names import (
     Names,
 )
 from router.contract.ordering import SubjectKeys
-from router.history.reader import NEXT_TIMEOUT, PREFETCH
+from router.history.reader import NEXT_TIMEOUT
 from router.history.search import Search, search_archive
 
 #: Publishes waiting for their confirm at once while the stream is filled.
@@ -272,13 +273,17 @@ def searches(since: datetime, window: int) -> Iterator[tuple[str, Search]]:
     yield "filtered", Search(since=since, event_type=pattern, company=FILTER_COMPANY, limit=window)
 
 
+#: The prefetch the archive's reader had when it read through aio-pika (kept, to compare).
+AIO_PIKA_PREFETCH = 500
+
+
 async def read_offsets(
     connection: aio_pika.abc.AbstractConnection, names: Names, start: int, count: int
 ) -> dict[str, Any]:
     """A bare aio-pika consumer reading ``count`` messages of the stream from offset ``start``
-    under the reader's prefetch, acking each: the window's cost without the search around it
-    (no probes of the window's ends, no filters, nothing kept). The deliveries it holds when
-    it stops go with its channel (a stream takes no nack)."""
+    under the prefetch the archive's reader had with aio-pika, acking each: the window's cost
+    without the search around it (no probes of the window's ends, no filters, nothing kept).
+    The deliveries it holds when it stops go with its channel (a stream takes no nack)."""
     channel = await connection.channel()
     read = 0
     enough = asyncio.Event()
@@ -293,7 +298,7 @@ async def read_offsets(
         await message.ack()
 
     try:
-        await channel.set_qos(prefetch_count=PREFETCH)
+        await channel.set_qos(prefetch_count=AIO_PIKA_PREFETCH)
         stream = await channel.get_queue(names.archive_stream, ensure=False)
         tag = await stream.consume(take, arguments={"x-stream-offset": start})
         await asyncio.wait_for(enough.wait(), NEXT_TIMEOUT + count / 100)
@@ -301,6 +306,20 @@ async def read_offsets(
     finally:
         await channel.close()
     return {"scanned": read}
+
+
+async def read_offsets_own(names: Names, start: int, count: int) -> dict[str, Any]:
+    """:func:`read_offsets` with the router's own :class:`StreamReader` (its connection
+    opened, attached at ``start``, ``count`` messages taken): what a search costs below
+    its probes and filters."""
+    reader = await StreamReader.open(AMQP_URL, name="bench bare stream reader", timeout=10)
+    try:
+        await reader.consume(names.archive_stream, start)
+        for _ in range(count):
+            await reader.next(NEXT_TIMEOUT)
+    finally:
+        await reader.close()
+    return {"scanned": count}
 
 
 async def _searched(
@@ -324,6 +343,7 @@ async def time_searches(
             for name, search in searches(since, window)
         }
         timed["bare"] = functools.partial(read_offsets, connection, names, total - window, window)
+        timed["reader"] = functools.partial(read_offsets_own, names, total - window, window)
         for name, action in timed.items():
             seconds: list[float] = []
             for _ in range(runs):
@@ -347,6 +367,7 @@ __all__ = [
     "fill",
     "fill_to",
     "read_offsets",
+    "read_offsets_own",
     "stream_directory",
     "stream_disk",
     "time_searches",

@@ -151,14 +151,15 @@ def _archive_rows(archive: dict[str, Any]) -> list[tuple[str, str, str | None]]:
                 key,
             )
         )
-        bare = search.get("bare") or {}
-        out.append(
-            (
-                "  the same offsets, bare aio-pika stream consumer",
-                f"{_n(bare.get('seconds'), 3)} s (max {_n(bare.get('max_seconds'), 3)})",
-                None,
+        for kind, what in (("bare", "bare aio-pika stream consumer"), ("reader", "stream reader")):
+            bare = search.get(kind) or {}
+            out.append(
+                (
+                    f"  the same offsets, {what}",
+                    f"{_n(bare.get('seconds'), 3)} s (max {_n(bare.get('max_seconds'), 3)})",
+                    None,
+                )
             )
-        )
     out.append(
         (
             "  ratio large / small",

@@ -20,6 +20,7 @@ import aio_pika
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 from pamqp.commands import Basic
+from pamqp.common import FieldTable
 from pamqp.header import ContentHeader
 
 from router.amqp.deliveries import Delivery, Malformed, read_content_header
@@ -62,6 +63,25 @@ def test_a_content_header_with_every_property_reads_as_the_four_kept() -> None:
     )
     assert delivery.timestamp == int(datetime(2026, 12, 7, 12, 0, tzinfo=UTC).timestamp())
     assert delivery.headers == {"ce-type": "sms.sent", "n": 7, "nested": {"a": [1, "b"]}}
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"ce-type": "sms.sent", "company": "acme-ü", "n": 7, "big": 2**40, "neg": -1, "ok": True},
+        {"ce-type": "sms.sent", "when": datetime(2026, 12, 7, tzinfo=UTC), "n": 1.5},
+        {},
+    ],
+    ids=["the-router's-kinds", "other-kinds-through-pamqp", "empty"],
+)
+def test_a_header_table_reads_as_pamqp_reads_it(headers: FieldTable) -> None:
+    payload = header_payload(Basic.Properties(headers=headers, message_id="m"), 0)
+    delivery = Delivery(1, "tag", "", "key")
+    read_content_header(payload, delivery)
+    pamqp_read = ContentHeader()
+    pamqp_read.unmarshal(payload)
+    assert delivery.headers == (pamqp_read.properties.headers or {})
+    assert delivery.message_id == "m"
 
 
 def test_a_truncated_content_header_is_refused() -> None:

@@ -4,8 +4,10 @@ content header, for :class:`~router.amqp.stream_reader.StreamReader`.
 pamqp reads any frame by reflection, property by property; a reader of hundreds of thousands of
 messages spends most of its time there. Here the method is unpacked with ``struct`` and the
 content header's fourteen properties are walked by their flags, keeping the four a reader of
-the archive needs (content type, message id, timestamp, headers) and skipping the rest. Only
-the header table goes to pamqp (every value type AMQP knows stays readable).
+the archive needs (content type, message id, timestamp, headers) and skipping the rest. The
+header table's usual values (long strings, integers, booleans: what the router writes) are
+read here too; a table holding any other kind goes to pamqp whole, so every value type AMQP
+knows stays readable.
 
 Checked against what pamqp writes in tests/test_stream_reader.py.
 """
@@ -24,6 +26,12 @@ BASIC_DELIVER = 60
 #: The first four bytes of a Basic.Deliver method frame's payload.
 DELIVER = struct.pack(">HH", BASIC_CLASS, BASIC_DELIVER)
 _LONGLONG = struct.Struct(">Q")
+_SIGNED_LONGLONG = struct.Struct(">q")
+_LONG = struct.Struct(">I")
+_SIGNED_LONG = struct.Struct(">i")
+#: Header names seen, decoded once (the same few are on every message).
+_NAMES: dict[bytes, str] = {}
+_NAMES_MAX = 1024
 #: class-id, weight, body size, property flags.
 _HEADER_START = struct.Struct(">HHQH")
 
@@ -39,6 +47,10 @@ _OCTETS = (12, 11)
 
 class Malformed(ValueError):
     """A frame that does not read as AMQP 0-9-1 says it should."""
+
+
+class _Unusual(Exception):
+    """A header table holding a value this module leaves to pamqp."""
 
 
 @dataclass(slots=True)
@@ -77,6 +89,7 @@ def read_deliver(payload: bytes | memoryview) -> Delivery:
 def read_content_header(payload: bytes | memoryview, delivery: Delivery) -> None:
     """Fill in ``delivery``'s body size and properties from a content header frame's
     ``payload``."""
+    payload = bytes(payload)
     try:
         class_id, _, delivery.body_size, flags = _HEADER_START.unpack_from(payload)
         if class_id != BASIC_CLASS:
@@ -86,8 +99,8 @@ def read_content_header(payload: bytes | memoryview, delivery: Delivery) -> None
         while flags & 0xFFFC and bit >= 2:
             if flags & (1 << bit):
                 if bit == _HEADERS:
-                    (size,) = struct.unpack_from(">I", payload, at)
-                    _, delivery.headers = decode.field_table(bytes(payload[at : at + 4 + size]))
+                    (size,) = _LONG.unpack_from(payload, at)
+                    delivery.headers = _table(payload, at + 4, at + 4 + size)
                     at += 4 + size
                 elif bit == _TIMESTAMP:
                     (delivery.timestamp,) = _LONGLONG.unpack_from(payload, at)
@@ -106,6 +119,46 @@ def read_content_header(payload: bytes | memoryview, delivery: Delivery) -> None
         raise
     except Exception as error:  # pamqp's table errors are of several kinds
         raise Malformed(f"unreadable content header: {error!r}") from None
+
+
+def _table(payload: bytes, at: int, end: int) -> dict[str, Any]:
+    """The header table from ``at`` to ``end``."""
+    if end > len(payload):
+        raise Malformed("a header table runs past the frame")
+    table: dict[str, Any] = {}
+    first = at
+    try:
+        while at < end:
+            size = payload[at]
+            raw = payload[at + 1 : at + 1 + size]
+            name = _NAMES.get(raw)
+            if name is None:
+                name = raw.decode("utf-8")
+                if len(_NAMES) < _NAMES_MAX:
+                    _NAMES[raw] = name
+            at += 1 + size
+            kind = payload[at]
+            at += 1
+            if kind == 0x53:  # S: a long string
+                (size,) = _LONG.unpack_from(payload, at)
+                table[name] = payload[at + 4 : at + 4 + size].decode("utf-8")
+                at += 4 + size
+            elif kind == 0x6C:  # l: a signed 64-bit integer
+                (table[name],) = _SIGNED_LONGLONG.unpack_from(payload, at)
+                at += 8
+            elif kind == 0x49:  # I: a signed 32-bit integer
+                (table[name],) = _SIGNED_LONG.unpack_from(payload, at)
+                at += 4
+            elif kind == 0x74:  # t: a boolean
+                table[name] = bool(payload[at])
+                at += 1
+            else:
+                raise _Unusual
+    except (_Unusual, UnicodeDecodeError):  # pamqp reads it (undecodable text as bytes)
+        return decode.field_table(payload[first - 4 : end])[1]
+    if at != end:
+        raise Malformed("a header table's values run past its length")
+    return table
 
 
 def _short(payload: bytes | memoryview, at: int) -> tuple[str, int]:
