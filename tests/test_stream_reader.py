@@ -22,6 +22,7 @@ from aio_pika.abc import AbstractRobustConnection
 from pamqp.commands import Basic
 from pamqp.common import FieldTable
 from pamqp.header import ContentHeader
+from yarl import URL
 
 from router.amqp.deliveries import Delivery, Malformed, read_content_header
 from router.amqp.stream_reader import ReaderClosed, StreamReader
@@ -217,6 +218,41 @@ async def test_a_cut_socket_fails_the_wait_at_once(
             assert raised.value.code == 0
         finally:
             await reader.close()
+
+
+async def test_an_idle_reader_keeps_its_heartbeat_and_still_gets_what_comes(
+    amqp: AbstractRobustConnection, stream: str
+) -> None:
+    """Given a reader with a one-second heartbeat waiting on an empty stream, when it has
+    waited three seconds, then it sent heartbeats, RabbitMQ kept it, and a message published
+    then arrives."""
+    async with AmqpProxy.running() as proxy:
+        url = str(URL(proxy.url(AMQP_URL)).with_query(heartbeat="1"))
+        reader = await StreamReader.open(url, name="test-reader", timeout=10)
+        try:
+            await reader.consume(stream, "next")
+            with pytest.raises(TimeoutError):
+                await reader.next(timeout=3)
+            assert proxy.client_heartbeats() >= 3
+            await publish(amqp, stream, [b"late"])
+            assert (await reader.next(timeout=10)).body == b"late"
+        finally:
+            await reader.close()
+
+
+async def test_a_silent_server_fails_the_reader_after_two_heartbeats(stream: str) -> None:
+    """Given a reader with a one-second heartbeat, when nothing reaches it any more (a
+    half-open path), then its wait ends with the missed heartbeats, not at its timeout."""
+    async with AmqpProxy.running() as proxy:
+        url = str(URL(proxy.url(AMQP_URL)).with_query(heartbeat="1"))
+        reader = await StreamReader.open(url, name="test-reader", timeout=10)
+        try:
+            await reader.consume(stream, "first")
+            proxy.freeze(to_client=True)
+            with pytest.raises(ReaderClosed, match="missed two heartbeats"):
+                await reader.next(timeout=30)
+        finally:
+            reader.abort()
 
 
 def close_connection_named(name: str, reason: str) -> None:

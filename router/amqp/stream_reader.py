@@ -64,7 +64,7 @@ ACK_EVERY = 500
 #: Largest frame accepted (RabbitMQ's default).
 FRAME_MAX = 131_072
 #: Seconds between two checks of the heartbeat.
-TICK = 1.0
+TICK = 0.25
 _END = FRAME_END[0]
 _CAPABILITIES = {"consumer_cancel_notify": True}
 _ACK_PREFIX = FRAME_PREFIX.pack(FRAME_METHOD, CHANNEL, 13) + BASIC_CLASS.to_bytes(2, "big")
