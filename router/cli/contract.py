@@ -72,7 +72,9 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                 ) from None
             output.print_line(f"{len(written)} JSON Schemas written to {args.directory}")
         case "doc":
-            print(reference.render(asyncapi.document(broker_facts(Names())), Names()), end="")
+            output.print_document(
+                reference.render(asyncapi.document(broker_facts(Names())), Names())
+            )
         case "asyncapi":
             settings = Settings.from_env(env, namespace=args.namespace)
             applications = None
@@ -80,7 +82,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                 applications = asyncio.run(_applications(args, settings))
             doc = asyncapi.document(broker_facts(settings.names, applications))
             if args.yaml:
-                print(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), end="")
+                output.print_document(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
             else:
                 output.print_json(doc, indent=True)
     return 0

@@ -86,6 +86,13 @@ def print_line(text: str = "", *, err: bool = False) -> None:
     print(escape_controls(text), file=sys.stderr if err else sys.stdout)
 
 
+def print_document(text: str) -> None:
+    """A document the router generated (Markdown, YAML) on stdout, line by line, each line's
+    control characters escaped."""
+    for line in text.splitlines():
+        print_line(line)
+
+
 def print_fields(fields: Iterable[tuple[str, object]]) -> None:
     """``label: value`` lines, the values aligned, ``-`` for nothing (the head of a ``show``)."""
     pairs = [(f"{label}:", dash(value)) for label, value in fields]
@@ -356,6 +363,7 @@ __all__ = [
     "PROG",
     "ProgressReporter",
     "console_logs",
+    "print_document",
     "dash",
     "describe",
     "escape_controls",
