@@ -208,6 +208,8 @@ class Routers:
             "ROUTER_AMQP_URL": AMQP_URL,
             "ROUTER_NAMESPACE": names.prefix,
             "ROUTER_DATABASE_URL": database_url,
+            # (a dead keeper's job is resumed after 5 s, not the default 30)
+            "ROUTER_KEEPER_JOB_LEASE": "5",
         }
         self.logs = logs
         self.processes: list[subprocess.Popen[bytes]] = []

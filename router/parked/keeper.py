@@ -98,6 +98,7 @@ class Keeper:
                     amqp_url=self._amqp_url,
                     names=self._names,
                     claims_of=self.app_claims,
+                    lease=timedelta(seconds=self.settings.job_lease),
                 )
                 jobs = asyncio.create_task(runner.run(stop), name="keeper-jobs")
             janitor = Janitor(

@@ -41,6 +41,9 @@ class KeeperSettings:
     upgrade: bool = True
     #: Run replay and purge jobs too (:class:`~router.parked.runner.JobRunner`).
     jobs: bool = True
+    #: Seconds a job's runner holds it without renewing (it renews every second while it
+    #: runs): how long a job whose keeper died waits before another keeper resumes it.
+    job_lease: int = 30
     #: Days an entry is kept after it was replayed or purged (never while it is parked).
     retention_days: int = 30
     #: Seconds between two retention sweeps (:class:`~router.parked.janitor.Janitor`).
@@ -63,6 +66,7 @@ VARIABLES: Final[Mapping[str, Variable[Any]]] = {
     "parked_interval": config.seconds("ROUTER_KEEPER_PARKED_INTERVAL"),
     "upgrade": config.boolean("ROUTER_DATABASE_UPGRADE"),
     "jobs": config.boolean("ROUTER_KEEPER_JOBS"),
+    "job_lease": config.integer("ROUTER_KEEPER_JOB_LEASE", 3, 3600),
     "retention_days": config.integer("ROUTER_PARKED_RETENTION_DAYS", 1, 36_500),
     "janitor_interval": config.seconds("ROUTER_KEEPER_JANITOR_INTERVAL"),
 }
