@@ -12,21 +12,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import getpass
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from router.cli import output
-from router.errors import RouterError
-from router.history.backfill import ClaimsOf
+from router.cli.following import detached, follow_job, job_ended
 from router.parked import views
-from router.parked.jobs import Job, JobKind, JobRequest, JobState
+from router.parked.jobs import Job, JobKind, JobRequest
 from router.parked.model import ParkedEvent, Place
 from router.parked.open import parked_store_from_url
 from router.parked.query import DEFAULT_FACET_SIZE, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Query
-from router.parked.runner import JobRunner
 from router.parked.store import ParkedStore
 from router.settings import Settings
 
@@ -49,8 +45,6 @@ _SHOWN = (
     *(("error", "error"), ("reason", "reason"), ("parked at", "parked_at")),
     ("replays", "replays"),
 )
-#: Seconds between two looks at a job's progress.
-FOLLOW_INTERVAL = 0.25
 
 
 # -- parsers --------------------------------------------------------------------------------
@@ -320,71 +314,16 @@ async def _job(
     job = await store.create_job(request)
     following.append(job)
     where = views.where(request.query)
-    said = f"job {job.id}: {job.kind.value} of {job.matched} events in {where}"
-    if args.detach and args.json:
-        output.print_json(job.to_json())
-    elif args.detach:
-        output.print_line(said)
-    if args.detach:
+    if detached(job, f"job {job.id}: {job.kind.value} of {job.matched} events in {where}", args):
         return 0
-    output.note(said)
     job = await follow_job(store, job, settings)
-    verb, done = job.kind.value, job.kind.done_word
-    if args.json:
-        output.print_json(job.to_json())
-    elif job.dry_run:
-        extra = "(add --yes)" if job.kind is JobKind.PURGE else "(dry run: nothing moved)"
-        output.print_line(f"would {verb} {job.matched} in {where} {extra}")
-    else:
-        output.print_line(
-            f"job {job.id} {job.state.value}: matched {job.matched}, {done} {job.done}, "
-            f"failed {job.failed}"
-        )
-    if not job.state.finished:
-        output.note(f"job {job.id} paused ({job.last_error}): a keeper resumes it")
-    return 0 if job.state is JobState.DONE and not job.failed else 1
-
-
-async def follow_job(
-    store: ParkedStore, job: Job, settings: Settings, claims_of: ClaimsOf | None = None
-) -> Job:
-    """Run ``job`` here (unless a keeper took it first) and show its progress until it ends,
-    or is left to a keeper (the broker went away: it is resumed from where it stopped);
-    ``claims_of`` reads an application's claims, for a backfill."""
-    progress = output.progress_reporter(f"{job.kind.value}.{job.id}", settings.log_format)
-    runner = JobRunner(store, settings.amqp_url.reveal(), settings.names, claims_of=claims_of)
-    running = asyncio.create_task(runner.run_job(job.id))
-    try:
-        while True:
-            job = await store.job(job.id)
-            now = datetime.now(UTC)
-            eta = job.eta(now)
-            seconds = None if eta is None else eta.total_seconds()
-            progress(job.handled, job.matched, rate=job.per_second(now), eta=seconds)
-            if job.state.finished:
-                return job
-            if running.done() and (left := running.result()) is not None:
-                return left  # paused (its lease given back): a keeper resumes it
-            if running.done():  # a keeper runs it: only follow
-                await asyncio.sleep(FOLLOW_INTERVAL)
-            else:
-                await asyncio.wait({running}, timeout=FOLLOW_INTERVAL)
-    finally:
-        progress.finish()
-        if not running.done():  # interrupted: give the lease back, for a keeper to go on
-            running.cancel()
-            with contextlib.suppress(asyncio.CancelledError, RouterError):
-                await running
-            with contextlib.suppress(RouterError):
-                await store.release_job(job.id, runner.owner, "its command was interrupted")
-        await runner.close()
+    extra = "(add --yes)" if job.kind is JobKind.PURGE else "(dry run: nothing moved)"
+    return job_ended(job, args, f"would {job.kind.value} {job.matched} in {where} {extra}")
 
 
 __all__ = [
-    "FOLLOW_INTERVAL",
     "OPERATIONS",
     "add_commands",
-    "follow_job",
     "positive",
     "positive_int",
     "run",

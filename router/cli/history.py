@@ -22,11 +22,11 @@ from router.amqp.nodes import connect_first
 from router.claims.model import validate_app
 from router.claims.open import store_from_url
 from router.cli import output
-from router.cli.deadletters import follow_job, positive, positive_int, who
+from router.cli.deadletters import positive, positive_int, who
+from router.cli.following import detached, follow_job, job_ended
 from router.history import views
 from router.history.backfill import request_backfill
 from router.history.search import DEFAULT_LIMIT, MAX_LIMIT, Search, find_event, search_archive
-from router.parked.jobs import JobState
 from router.parked.open import parked_store_from_url
 from router.settings import Settings
 
@@ -190,29 +190,14 @@ async def _backfill(settings: Settings, search: Search, args: argparse.Namespace
         said = f"job {job.id}: backfill of {job.matched} events to {app}"
         if plan.unclaimed:
             said += f" ({plan.unclaimed} more match but belong to other applications)"
-        if args.detach and args.json:
-            output.print_json(job.to_json())
-        elif args.detach:
-            output.print_line(said)
-        if args.detach:
+        if detached(job, said, args):
             return 0
-        output.note(said)
         job = await follow_job(store, job, settings, claims.list)
     finally:
         await claims.close()
         await store.close()
-    if args.json:
-        output.print_json(job.to_json())
-    elif job.dry_run:
-        output.print_line(f"would backfill {job.matched} events to {app} (dry run: nothing sent)")
-    else:
-        output.print_line(
-            f"job {job.id} {job.state.value}: matched {job.matched}, sent {job.done}, "
-            f"failed {job.failed}"
-        )
-    if not job.state.finished:
-        output.note(f"job {job.id} paused ({job.last_error}): a keeper resumes it")
-    return 0 if job.state is JobState.DONE and not job.failed else 1
+    dry_run = f"would backfill {job.matched} events to {app} (dry run: nothing sent)"
+    return job_ended(job, args, dry_run)
 
 
 __all__ = ["add_commands", "run"]
