@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from aio_pika.abc import AbstractConnection
 from pamqp.commands import Basic
 
-from router.amqp.properties import encode
+from router.amqp.frames import PERSISTENT, Properties
+from router.amqp.properties import encode, encode_router
 from router.claims.model import Claim, EventPattern, companies_overlap
 from router.contract import envelope
 from router.contract.names import REPLAY_JOB_HEADER, Names
@@ -45,9 +46,9 @@ from router.parked.sources import Outgoing
 
 #: Seconds between two reads of the application's claims while a backfill runs.
 CLAIMS_REFRESH = 5.0
-#: AMQP's persistent delivery mode.
-_PERSISTENT = 2
 _EVERYTHING = EventPattern.parse("*")
+#: (event type, company) pairs a running backfill remembers its claims' answer for.
+_COVERED_MAX = 10_000
 
 #: The claims an application holds now.
 ClaimsOf = Callable[[str], Awaitable[Sequence[Claim]]]
@@ -160,19 +161,25 @@ def outgoing(names: Names, job: Job, event: Archived) -> Outgoing:
     assert job.query.app is not None
     headers = envelope.replayed(event.headers)
     headers[REPLAY_JOB_HEADER] = job.id
-    properties = Basic.Properties(
-        content_type=event.content_type,
-        delivery_mode=_PERSISTENT,
-        message_id=event.message_id or None,
-        timestamp=event.timestamp,
-        headers=headers,
-    )
+    if event.timestamp is not None:  # (as the ingress publishes every event)
+        stamp = int(event.timestamp.timestamp())
+        message_id, content_type = event.message_id, event.content_type or ""
+        properties = encode_router(Properties(content_type, message_id, stamp, headers))
+    else:
+        properties = encode(
+            Basic.Properties(
+                content_type=event.content_type,
+                delivery_mode=PERSISTENT,
+                message_id=event.message_id or None,
+                headers=headers,
+            )
+        )
     return Outgoing(
         event.offset + 1,
         names.app_requeue_exchange(job.query.app),
         event.routing_key,
         event.body,
-        encode(properties),
+        properties,
     )
 
 
@@ -192,13 +199,21 @@ class ArchiveSource:
         start = job.last_id if job.last_id > 0 else search.since
         claims = await self.claims_of(app)
         read_at = time.monotonic()
+        # whether the claims cover an (event type, company): the same few pairs, over and over
+        covered: dict[tuple[str, str], bool] = {}
         batch: list[Outgoing] = []
         window = read_window(self.connection, self.names, start, job.max_id)
         try:
             async for event in window:
-                if time.monotonic() - read_at >= CLAIMS_REFRESH:
+                if time.monotonic() - read_at >= CLAIMS_REFRESH or len(covered) > _COVERED_MAX:
                     claims, read_at = await self.claims_of(app), time.monotonic()
-                if search.matches(event) and claimed(claims, event):
+                    covered.clear()
+                if not search.matches(event):
+                    continue
+                pair = (event.event_type, event.company)
+                if (ours := covered.get(pair)) is None:
+                    ours = covered[pair] = claimed(claims, event)
+                if ours:
                     batch.append(outgoing(self.names, job, event))
                     if len(batch) >= size:
                         yield batch

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -142,23 +143,41 @@ class Publisher:
             self._exchanges[exchange] = known
         return known
 
-    async def publish(self, outgoing: Outgoing) -> bool:
-        """Publish ``outgoing``; True once confirmed, False when it has nowhere to go, or
-        was returned, nacked or unconfirmed in time (it stays where it was);
-        :class:`BrokerLost` when the connection went away."""
-        if self._confirming is None:
+    def start(self, outgoing: Outgoing) -> asyncio.Future[None]:
+        """Write ``outgoing`` (its exchange found :meth:`reachable`); the future resolves on
+        the broker's confirm, or fails with :class:`NotConfirmed` (returned, nacked, not
+        confirmed in time: it stays where it was) or :class:`ConnectionLost`. Raises
+        :class:`BrokerLost` when the connection is closed, :class:`NotConfirmed` when the
+        message cannot be written (its header too large for a frame)."""
+        if self._confirming is None or outgoing.exchange is None:
             raise BrokerLost("the replay's connection is closed")
-        if outgoing.exchange is None or not await self.reachable(outgoing.exchange):
-            return False
         try:
-            await self._confirming.publish_encoded(
+            return self._confirming.publish_encoded(
                 outgoing.exchange, outgoing.routing_key, outgoing.body, outgoing.properties
             )
         except ConnectionLost as lost:
             raise BrokerLost(f"the broker went away during the replay: {lost}") from None
-        except NotConfirmed:
-            return False
-        return True
+
+
+class _Window:
+    """At most ``size`` taken at once, by one taker (the publishing loop): a semaphore without
+    the fairness among many waiters that it does not need, and cheaper to take from."""
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+        self._waiter: asyncio.Future[None] | None = None
+
+    async def take(self) -> None:
+        while self.free <= 0:
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        self.free -= 1
+
+    def give(self, count: int = 1) -> None:
+        self.free += count
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
 
 @dataclass
@@ -232,16 +251,16 @@ class Replay:
         """The job as last recorded; :class:`BrokerLost` when the broker went away (what was
         confirmed is recorded first)."""
         flights = _Flights(wake_at=max(self.window, 1))
-        slots = asyncio.Semaphore(self.unmarked_bound)
-        confirms = asyncio.Semaphore(self.window)
+        slots = _Window(self.unmarked_bound)
+        confirms = _Window(self.window)
         stopping = asyncio.Event()
         settler = asyncio.create_task(self._settle_loop(flights, slots, stopping))
-        tasks: set[asyncio.Task[None]] = set()
+        pending: set[asyncio.Future[None]] = set()
         try:
-            await self._publish_all(flights, (slots, confirms), tasks)
+            await self._publish_all(flights, (slots, confirms), pending)
         finally:
-            if tasks:
-                await asyncio.gather(*tasks, return_exceptions=True)
+            if unsettled := [future for future in pending if not future.done()]:
+                await asyncio.wait(unsettled)
             stopping.set()
             flights.ready.set()
             await settler
@@ -259,11 +278,12 @@ class Replay:
     async def _publish_all(
         self,
         flights: _Flights,
-        semaphores: tuple[asyncio.Semaphore, asyncio.Semaphore],
-        tasks: set[asyncio.Task[None]],
+        windows: tuple[_Window, _Window],
+        pending: set[asyncio.Future[None]],
     ) -> None:
-        """Publish the job's messages in the source's order."""
-        slots, confirms = semaphores
+        """Publish the job's messages in the source's order, each confirm settled by a
+        callback (no task per message)."""
+        slots, confirms = windows
         budget = None if self.job.limit is None else self.job.limit - self.job.handled
         source = self.source or ParkedSource(self.store, self.publisher.names)
         published = 0
@@ -273,33 +293,63 @@ class Replay:
                 for message in batch:
                     if budget is not None and published >= budget:
                         return
-                    await slots.acquire()
-                    await confirms.acquire()
+                    await slots.take()
+                    await confirms.take()
                     if not self._going(flights):
                         return
                     await self.pacer.wait()
                     flights.order.append(message.id)
-                    task = asyncio.create_task(self._one(message, flights, confirms))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
                     published += 1
+                    try:
+                        future = await self._start(message)
+                    except BrokerLost as lost:
+                        flights.stopped_by = flights.stopped_by or lost
+                        return
+                    if future is None:  # nowhere to go, or cannot be written: it stays
+                        flights.landed(message.id, False)
+                        confirms.give()
+                        continue
+                    pending.add(future)
+                    future.add_done_callback(pending.discard)
+                    future.add_done_callback(
+                        functools.partial(self._confirmed, message.id, flights, confirms)
+                    )
                 if not self._going(flights):
                     return
 
-    async def _one(self, message: Outgoing, flights: _Flights, confirms: asyncio.Semaphore) -> None:
+    async def _start(self, message: Outgoing) -> asyncio.Future[None] | None:
+        """The confirm of ``message`` once written; None when it has nowhere to go or cannot
+        be written."""
+        if message.exchange is None or not await self.publisher.reachable(message.exchange):
+            return None
         try:
-            flights.landed(message.id, await self.publisher.publish(message))
-        except BrokerLost as lost:
+            return self.publisher.start(message)
+        except NotConfirmed:
+            return None
+
+    def _confirmed(
+        self,
+        entry_id: int,
+        flights: _Flights,
+        confirms: _Window,
+        future: asyncio.Future[None],
+    ) -> None:
+        """One publish settled: confirmed, failed (it stays parked) or the broker gone."""
+        confirms.give()
+        error = None if future.cancelled() else future.exception()
+        if future.cancelled() or isinstance(error, ConnectionLost):
+            lost = BrokerLost(f"the broker went away during the replay: {error}")
             flights.stopped_by = flights.stopped_by or lost
             flights.ready.set()
-        except Exception:  # a defect: this entry fails (stays parked), the others go on
-            _log.exception("replay_publish_failed", job=self.job.id, entry=message.id)
-            flights.landed(message.id, False)
-        finally:
-            confirms.release()
+        elif error is None:
+            flights.landed(entry_id, True)
+        else:
+            if not isinstance(error, NotConfirmed):  # a defect: this entry fails, others go on
+                _log.error("replay_publish_failed", job=self.job.id, entry=entry_id, error=error)
+            flights.landed(entry_id, False)
 
     async def _settle_loop(
-        self, flights: _Flights, slots: asyncio.Semaphore, stopping: asyncio.Event
+        self, flights: _Flights, slots: _Window, stopping: asyncio.Event
     ) -> None:
         """Record what was confirmed: when a window's worth came back, at least every
         ``settle_every`` seconds (which renews the lease), and all of it at the end. When the
@@ -321,17 +371,15 @@ class Replay:
                     return
         except Exception as error:
             flights.stopped_by = flights.stopped_by or error
-            for _ in range(self.unmarked_bound):
-                slots.release()
+            slots.give(self.unmarked_bound)
 
-    async def _settle(self, flights: _Flights, count: int, slots: asyncio.Semaphore) -> None:
+    async def _settle(self, flights: _Flights, count: int, slots: _Window) -> None:
         done, failed, last = flights.take(count)
         last_id = self.job.last_id if last is None else last
         self.job = await self.store.settle(
             self.job, self.owner, Settled(done, failed, last_id), self.lease
         )
-        for _ in range(count):
-            slots.release()
+        slots.give(count)
 
 
 __all__ = [
