@@ -70,7 +70,6 @@ class _Sweeper:
 
     def __init__(self) -> None:
         self.finished: list[str] = []
-        self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
 
     def finish(self, prefix: str) -> None:
@@ -84,8 +83,7 @@ class _Sweeper:
         return self.thread is not None and self.thread.is_alive()
 
     def _sweep(self, batch: list[str]) -> None:
-        with self.lock:
-            sweep(tuple(f"{prefix}." for prefix in batch), kinds=("queues",))
+        sweep(tuple(f"{prefix}." for prefix in batch), kinds=("queues",))
 
     def join(self) -> None:
         if self.thread is not None:

@@ -50,7 +50,8 @@ _HEADERS = 1 << 13
 _DELIVERY_MODE = 1 << 12
 _MESSAGE_ID = 1 << 7
 _TIMESTAMP = 1 << 6
-_FLAGS = _CONTENT_TYPE | _HEADERS | _DELIVERY_MODE | _MESSAGE_ID | _TIMESTAMP
+#: The flags of the five properties the router sets on every message (:class:`Properties`).
+ROUTER_FLAGS = _CONTENT_TYPE | _HEADERS | _DELIVERY_MODE | _MESSAGE_ID | _TIMESTAMP
 
 PERSISTENT = 2
 
@@ -131,7 +132,14 @@ def content_header(channel: int, body_size: int, properties: Properties) -> byte
     return b"".join(
         (
             _HEADER_FRAME_START.pack(
-                FRAME_HEADER, channel, size, BASIC_CLASS, 0, body_size, _FLAGS, len(content_type)
+                FRAME_HEADER,
+                channel,
+                size,
+                BASIC_CLASS,
+                0,
+                body_size,
+                ROUTER_FLAGS,
+                len(content_type),
             ),
             content_type,
             table,
@@ -172,6 +180,7 @@ __all__ = [
     "FRAME_OVERHEAD",
     "FRAME_PREFIX",
     "PERSISTENT",
+    "ROUTER_FLAGS",
     "Properties",
     "body_frames",
     "content_header",

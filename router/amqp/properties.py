@@ -21,6 +21,7 @@ from router.amqp.frames import (
     FRAME_END,
     FRAME_HEADER,
     FRAME_PREFIX,
+    ROUTER_FLAGS,
     Properties,
     field_table,
     shortstr,
@@ -82,8 +83,7 @@ def encode(properties: Basic.Properties) -> EncodedProperties:
     return EncodedProperties(_FLAGS.pack(flags) + b"".join(parts), properties.message_id)
 
 
-#: The flags of the five properties the router sets (:class:`~router.amqp.frames.Properties`).
-_ROUTER_FLAGS = _FLAGS.pack(sum(1 << bit for bit in (15, 13, 12, 7, 6)))
+_ROUTER_FLAGS = _FLAGS.pack(ROUTER_FLAGS)
 
 
 def encode_router(properties: Properties) -> EncodedProperties:

@@ -155,10 +155,9 @@ async def request_backfill(
     return request, counted
 
 
-def outgoing(names: Names, job: Job, event: Archived) -> Outgoing:
-    """``event`` as a backfill publishes it: to the job's application only, byte-exact, one
-    more replay counted, the job named."""
-    assert job.query.app is not None
+def outgoing(exchange: str, job: Job, event: Archived) -> Outgoing:
+    """``event`` as a backfill publishes it: to ``exchange`` (the job's application's requeue
+    exchange) only, byte-exact, one more replay counted, the job named."""
     headers = envelope.replayed(event.headers)
     headers[REPLAY_JOB_HEADER] = job.id
     if event.timestamp is not None:  # (as the ingress publishes every event)
@@ -176,7 +175,7 @@ def outgoing(names: Names, job: Job, event: Archived) -> Outgoing:
         )
     return Outgoing(
         event.offset + 1,
-        names.app_requeue_exchange(job.query.app),
+        exchange,
         event.routing_key,
         event.body,
         properties,
@@ -197,6 +196,7 @@ class ArchiveSource:
         assert app is not None
         search = job_search(job.query)
         start = job.last_id if job.last_id > 0 else search.since
+        exchange = self.names.app_requeue_exchange(app)
         claims = await self.claims_of(app)
         read_at = time.monotonic()
         # whether the claims cover an (event type, company): the same few pairs, over and over
@@ -214,7 +214,7 @@ class ArchiveSource:
                 if (ours := covered.get(pair)) is None:
                     ours = covered[pair] = claimed(claims, event)
                 if ours:
-                    batch.append(outgoing(self.names, job, event))
+                    batch.append(outgoing(exchange, job, event))
                     if len(batch) >= size:
                         yield batch
                         batch = []

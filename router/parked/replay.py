@@ -149,7 +149,8 @@ class Publisher:
         confirmed in time: it stays where it was) or :class:`ConnectionLost`. Raises
         :class:`BrokerLost` when the connection is closed, :class:`NotConfirmed` when the
         message cannot be written (its header too large for a frame)."""
-        if self._confirming is None or outgoing.exchange is None:
+        assert outgoing.exchange is not None  # (what has nowhere to go is never started)
+        if self._confirming is None:
             raise BrokerLost("the replay's connection is closed")
         try:
             return self._confirming.publish_encoded(
