@@ -204,27 +204,35 @@ async def ctl(
     return await asyncio.to_thread(_rabbitmqctl, *args, check=check, stdin=stdin)
 
 
-async def _listed(command: str, user: str) -> list[dict[str, str]] | None:
-    """``rabbitmqctl <command> <user>`` as JSON; None while the user does not exist."""
-    done = await ctl("-q", command, user, "--formatter", "json", check=False)
-    if done.returncode != 0:
-        return None
+async def _listed(command: str, vhost: str) -> list[dict[str, str]]:
+    """``rabbitmqctl <command> -p <vhost>`` as JSON: one call for every user's entries."""
+    done = await ctl("-q", command, "-p", vhost, "--formatter", "json")
     listed: list[dict[str, str]] = json.loads(done.stdout)
     return listed
 
 
 async def _imported(definitions: Mapping[str, Any]) -> bool:
-    """Whether every permission of ``definitions`` is in force (the import is asynchronous)."""
+    """Whether every permission of ``definitions`` is in force (the import is asynchronous).
+    Two listings per look (every user's permissions and topic permissions of the vhosts
+    concerned), not one per user: each ``rabbitmqctl`` call starts an Erlang VM."""
     checks = [
-        ("list_user_permissions", permission, ("vhost", "configure", "write", "read"))
+        ("list_permissions", permission, ("configure", "write", "read"))
         for permission in definitions["permissions"]
     ] + [
-        ("list_user_topic_permissions", topic, ("vhost", "exchange", "write", "read"))
+        ("list_topic_permissions", topic, ("exchange", "write", "read"))
         for topic in definitions["topic_permissions"]
     ]
+    wanted_lists = {(command, wanted["vhost"]) for command, wanted, _ in checks}
+    listings = dict(
+        zip(
+            wanted_lists,
+            await asyncio.gather(*(_listed(command, vhost) for command, vhost in wanted_lists)),
+            strict=True,
+        )
+    )
     for command, wanted, keys in checks:
-        listed = await _listed(command, wanted["user"])
-        if listed is None or {key: wanted[key] for key in keys} not in listed:
+        entry = {"user": wanted["user"], **{key: wanted[key] for key in keys}}
+        if entry not in listings[command, wanted["vhost"]]:
             return False
     return True
 
@@ -295,8 +303,7 @@ async def broker(
         await channel.close()
         yield state
     finally:
-        for user in state.users:
-            await ctl("delete_user", user, check=False)
+        await asyncio.gather(*(ctl("delete_user", user, check=False) for user in state.users))
         for connection in state.connections:
             with contextlib.suppress(Exception):  # the broker may already have closed it
                 await connection.close()
