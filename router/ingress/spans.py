@@ -88,16 +88,26 @@ def traced(routes: Routes, tracing: Tracing, exchange: str) -> Handler:
         receiver.subject_keys,
         _traced_parse(tracer),
     )
-    sampled = root_sampling(tracing.settings)
-    return ServerSpans(dataclasses.replace(routes, receiver=spanned), tracer, sampled).handle
+    unsampled = dataclasses.replace(receiver, broker=UnsampledPublishing(receiver.broker))
+    return ServerSpans(
+        dataclasses.replace(routes, receiver=spanned),
+        dataclasses.replace(routes, receiver=unsampled),
+        tracer,
+        root_sampling(tracing.settings),
+    ).handle
 
 
 class ServerSpans:
     """An HTTP server span around each webhook ``routes`` answer (every other request goes
-    straight through)."""
+    straight through). A webhook whose trace is not sampled is answered by ``unsampled``,
+    the receiver without spans: it pays for no span and no check of one, only for the
+    ``traceparent`` that tells its deliveries they are not sampled either."""
 
-    def __init__(self, routes: Routes, tracer: Tracer, sampled: Callable[[], bool]) -> None:
+    def __init__(
+        self, routes: Routes, unsampled: Routes, tracer: Tracer, sampled: Callable[[], bool]
+    ) -> None:
         self.routes = routes
+        self.unsampled = unsampled
         self.tracer = tracer
         #: Whether the next webhook's trace is sampled (router.tracing.sampling.root_sampling).
         self.sampled = sampled
@@ -106,8 +116,8 @@ class ServerSpans:
         route = _route_of(request)
         if route is None:
             return await self.routes.handle(request)
-        if not self.sampled():  # no span at all (its message says so: TracedPublishing)
-            return await self.routes.handle(request)
+        if not self.sampled():  # no span at all (its message says so: UnsampledPublishing)
+            return await self.unsampled.handle(request)
         with sampled_webhook():  # (a new trace: a client's traceparent is not followed)
             span = self.tracer.start_span(f"POST {route}", _ROOT, kind=SpanKind.SERVER)
         recording = span.is_recording()
@@ -208,7 +218,7 @@ class TracedVerifier(Verifier):
         self.unbound = inner.unbound
 
     def match(self, body: bytes, signature: str | None) -> int:
-        if not get_current_span().is_recording():  # (the webhook is not sampled)
+        if not get_current_span().is_recording():  # (no server span records it)
             return self._inner.match(body, signature)
         span = self._tracer.start_span("verify")  # (a leaf: it never needs to be current)
         try:
@@ -260,13 +270,6 @@ class TracedPublishing:
     async def _publish(
         self, exchange: str, routing_key: str, body: bytes, properties: Properties
     ) -> None:
-        server = get_current_span()
-        if not server.is_recording():
-            # not sampled: the message still says so, so that its deliveries are not either
-            headers = {**properties.headers, TRACEPARENT_HEADER: unsampled_traceparent()}
-            unsampled = dataclasses.replace(properties, headers=headers)
-            await self._send(exchange, routing_key, body, unsampled)
-            return
         # (the default exchange has no name: a publish to a queue is named after the queue)
         span = self._tracer.start_span(f"publish {exchange or routing_key}", kind=SpanKind.PRODUCER)
         span.set_attributes(
@@ -297,6 +300,37 @@ class TracedPublishing:
         return self._inner.publish_to_queue(routing_key, body, properties)
 
 
+class UnsampledPublishing:
+    """The broker's publishes for a webhook whose trace is not sampled: its message says so
+    (a ``traceparent`` of a new trace, not sampled), so that its deliveries are not sampled
+    either. It adds that header and nothing else: no span, no coroutine of its own."""
+
+    __slots__ = ("_inner",)
+
+    def __init__(self, inner: Publishing) -> None:
+        self._inner = inner
+
+    def publish_event(
+        self, routing_key: str, body: bytes, properties: Properties
+    ) -> Awaitable[None]:
+        return self._inner.publish_event(routing_key, body, _unsampled(properties))
+
+    def publish_to_queue(self, queue: str, body: bytes, properties: Properties) -> Awaitable[None]:
+        return self._inner.publish_to_queue(queue, body, _unsampled(properties))
+
+
+def _unsampled(properties: Properties) -> Properties:
+    """``properties`` with an unsampled ``traceparent`` among their headers (made by hand:
+    ``dataclasses.replace`` costs several times as much, once per webhook)."""
+    return Properties(
+        properties.content_type,
+        properties.message_id,
+        properties.timestamp,
+        {**properties.headers, TRACEPARENT_HEADER: unsampled_traceparent()},
+        properties.delivery_mode,
+    )
+
+
 def _carrying(properties: Properties, span: Span) -> Properties:
     """``properties`` with ``span``'s context in their headers: the context the message was
     created in."""
@@ -305,4 +339,11 @@ def _carrying(properties: Properties, span: Span) -> Properties:
     return dataclasses.replace(properties, headers=headers)
 
 
-__all__ = ["COMPANY_ROUTE", "ServerSpans", "TracedReceiver", "describe", "traced"]
+__all__ = [
+    "COMPANY_ROUTE",
+    "ServerSpans",
+    "TracedReceiver",
+    "UnsampledPublishing",
+    "describe",
+    "traced",
+]
