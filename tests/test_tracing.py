@@ -19,11 +19,9 @@ import structlog
 from aio_pika.abc import AbstractRobustConnection
 
 from consumers import Event, RetryPolicy, Worker
-from router.amqp.frames import Properties
 from router.contract.examples import example_body
 from router.contract.names import SIGNATURE_HEADER, WEBHOOK_PATH, Names
 from router.contract.signing import sign
-from router.ingress.spans import UnsampledPublishing
 from router.observability import configure_logging
 from router.parked.jobs import JobRequest
 from router.parked.model import parked_event
@@ -328,32 +326,24 @@ async def test_a_webhook_not_sampled_makes_no_span_and_its_message_says_so(
     assert otlp.spans == []
 
 
-async def test_an_unsampled_webhook_quarantined_says_so_too() -> None:
-    # Given the publishing an unsampled webhook goes through
-    sent: list[tuple[str, str, Properties]] = []
+async def test_an_unsampled_webhook_quarantined_says_so_too(
+    make_ingress: MakeIngress, settings: Settings, amqp: AbstractRobustConnection, names: Names
+) -> None:
+    # Given an ingress tracing with a sampler that samples no webhook
+    tracing = TracingSettings.from_env(
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_TRACES_SAMPLER": "always_off"}
+    )
+    ingress = await make_ingress(replace(settings, tracing=tracing))
 
-    class Recording:
-        async def publish_event(self, key: str, body: bytes, properties: Properties) -> None:
-            sent.append(("event", key, properties))
+    # When an authentic body that is no event is quarantined
+    body = b"not json"
+    assert (await ingress.post(WEBHOOK_PATH, data=body, headers=signed(body))).status == 202
 
-        async def publish_to_queue(self, queue: str, body: bytes, properties: Properties) -> None:
-            sent.append(("queue", queue, properties))
-
-    publishing = UnsampledPublishing(Recording())
-    properties = Properties("application/json", "m-1", 1, {"x-reason": "bad json"})
-
-    # When it publishes an event and quarantines a body
-    await publishing.publish_event("sms.sent.acme", b"{}", properties)
-    await publishing.publish_to_queue("invalid", b"{", properties)
-
-    # Then each message carries a traceparent of its own trace, not sampled, besides its headers
-    parents = [str(p.headers["traceparent"]) for _, _, p in sent]
-    assert [p.split("-")[3] for p in parents] == ["00", "00"]
-    assert parents[0].split("-")[1] != parents[1].split("-")[1]
-    assert all(p.headers["x-reason"] == "bad json" for _, _, p in sent)
-    assert [(where, key) for where, key, _ in sent] == [
-        ("event", "sms.sent.acme"),
-        ("queue", "invalid"),
-    ]
-    # and the properties it was given are left as they were
-    assert "traceparent" not in properties.headers
+    # Then the quarantined message carries a context that is not sampled, beside its reason
+    channel = await amqp.channel()
+    (parked,) = await take(await channel.get_queue(names.invalid_queue), 1)
+    version, trace_id, span_id, flags = str(parked.headers["traceparent"]).split("-")
+    assert (version, flags) == ("00", "00")
+    assert int(trace_id, 16) and int(span_id, 16)
+    assert parked.headers["x-attentive-invalid-reason"]
+    assert parked.body == body

@@ -88,7 +88,7 @@ def traced(routes: Routes, tracing: Tracing, exchange: str) -> Handler:
         receiver.subject_keys,
         _traced_parse(tracer),
     )
-    unsampled = dataclasses.replace(receiver, broker=UnsampledPublishing(receiver.broker))
+    unsampled = dataclasses.replace(receiver, stamp=stamp_unsampled)
     return ServerSpans(
         dataclasses.replace(routes, receiver=spanned),
         dataclasses.replace(routes, receiver=unsampled),
@@ -101,7 +101,8 @@ class ServerSpans:
     """An HTTP server span around each webhook ``routes`` answer (every other request goes
     straight through). A webhook whose trace is not sampled is answered by ``unsampled``,
     the receiver without spans: it pays for no span and no check of one, only for the
-    ``traceparent`` that tells its deliveries they are not sampled either."""
+    ``traceparent`` that tells its deliveries they are not sampled either
+    (:func:`stamp_unsampled`)."""
 
     def __init__(
         self, routes: Routes, unsampled: Routes, tracer: Tracer, sampled: Callable[[], bool]
@@ -112,12 +113,18 @@ class ServerSpans:
         #: Whether the next webhook's trace is sampled (router.tracing.sampling.root_sampling).
         self.sampled = sampled
 
-    async def handle(self, request: Request) -> Answer:
+    def handle(self, request: Request) -> Awaitable[Answer]:
+        """The answer to ``request``; no coroutine of its own when the webhook's trace is not
+        sampled (then nothing is added to its answer but the unsampled ``traceparent``)."""
+        if not self.sampled():  # no span at all (its message says so: stamp_unsampled)
+            return self.unsampled.handle(request)
         route = _route_of(request)
-        if route is None:
-            return await self.routes.handle(request)
-        if not self.sampled():  # no span at all (its message says so: UnsampledPublishing)
-            return await self.unsampled.handle(request)
+        if route is None:  # (no webhook: nothing to trace)
+            return self.routes.handle(request)
+        return self._spanned(request, route)
+
+    async def _spanned(self, request: Request, route: str) -> Answer:
+        """``request``'s answer in a server span named after ``route``."""
         with sampled_webhook():  # (a new trace: a client's traceparent is not followed)
             span = self.tracer.start_span(f"POST {route}", _ROOT, kind=SpanKind.SERVER)
         recording = span.is_recording()
@@ -300,35 +307,10 @@ class TracedPublishing:
         return self._inner.publish_to_queue(routing_key, body, properties)
 
 
-class UnsampledPublishing:
-    """The broker's publishes for a webhook whose trace is not sampled: its message says so
-    (a ``traceparent`` of a new trace, not sampled), so that its deliveries are not sampled
-    either. It adds that header and nothing else: no span, no coroutine of its own."""
-
-    __slots__ = ("_inner",)
-
-    def __init__(self, inner: Publishing) -> None:
-        self._inner = inner
-
-    def publish_event(
-        self, routing_key: str, body: bytes, properties: Properties
-    ) -> Awaitable[None]:
-        return self._inner.publish_event(routing_key, body, _unsampled(properties))
-
-    def publish_to_queue(self, queue: str, body: bytes, properties: Properties) -> Awaitable[None]:
-        return self._inner.publish_to_queue(queue, body, _unsampled(properties))
-
-
-def _unsampled(properties: Properties) -> Properties:
-    """``properties`` with an unsampled ``traceparent`` among their headers (made by hand:
-    ``dataclasses.replace`` costs several times as much, once per webhook)."""
-    return Properties(
-        properties.content_type,
-        properties.message_id,
-        properties.timestamp,
-        {**properties.headers, TRACEPARENT_HEADER: unsampled_traceparent()},
-        properties.delivery_mode,
-    )
+def stamp_unsampled(headers: dict[str, Any]) -> None:
+    """Mark a message of a webhook whose trace is not sampled: a ``traceparent`` of a new
+    trace, not sampled, so that its deliveries are not sampled either."""
+    headers[TRACEPARENT_HEADER] = unsampled_traceparent()
 
 
 def _carrying(properties: Properties, span: Span) -> Properties:
@@ -343,7 +325,7 @@ __all__ = [
     "COMPANY_ROUTE",
     "ServerSpans",
     "TracedReceiver",
-    "UnsampledPublishing",
     "describe",
+    "stamp_unsampled",
     "traced",
 ]

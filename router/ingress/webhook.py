@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from router.amqp.frames import Properties
 from router.contract.events import Routable, Unusable, parse
@@ -136,6 +136,9 @@ class WebhookReceiver:
     subject_keys: SubjectKeys
     #: Reads a verified body (a span around it with tracing on: :mod:`router.ingress.spans`).
     parser: Callable[[bytes], Routable | Unusable] = parse
+    #: Adds headers of its own to each message's, as they are made (with tracing on, the
+    #: ``traceparent`` of a webhook not sampled: :mod:`router.ingress.spans`).
+    stamp: Callable[[dict[str, Any]], None] | None = None
 
     async def receive(
         self,
@@ -163,7 +166,7 @@ class WebhookReceiver:
                     return KeyNotForCompany(event.company_id, event.message_id, event)
                 if company is not None and company != event.company_id:
                     return WrongCompany(event)
-                properties = _properties(event, self.subject_keys)
+                properties = _properties(event, self.subject_keys, self.stamp)
                 publishing = self.broker.publish_event(event.routing_key, body, properties)
                 started = time.perf_counter()
                 try:
@@ -184,15 +187,18 @@ class WebhookReceiver:
     ) -> Quarantined | Unconfirmed:
         """Park an authentic but unusable body, raw, in the invalid queue."""
         received_ms = _now_ms()
+        message_headers: dict[str, Any] = {
+            INVALID_REASON_HEADER: reason,
+            RECEIVED_PATH_HEADER: path,
+            RECEIVED_AT_HEADER: received_ms,
+        }
+        if self.stamp is not None:
+            self.stamp(message_headers)
         properties = Properties(
             content_type=_declared_content_type(headers),
             message_id=message_id,
             timestamp=received_ms // 1000,
-            headers={
-                INVALID_REASON_HEADER: reason,
-                RECEIVED_PATH_HEADER: path,
-                RECEIVED_AT_HEADER: received_ms,
-            },
+            headers=message_headers,
         )
         queue = self.invalid_queue
         publishing = self.broker.publish_to_queue(queue, body, properties)
@@ -204,13 +210,15 @@ class WebhookReceiver:
         return Quarantined(reason, message_id, queue, time.perf_counter() - started)
 
 
-def _properties(event: Routable, subject_keys: SubjectKeys) -> Properties:
-    """The message properties of ``event``: CloudEvents attributes as headers, and the
-    ordering keys its payload has."""
+def _properties(
+    event: Routable, subject_keys: SubjectKeys, stamp: Callable[[dict[str, Any]], None] | None
+) -> Properties:
+    """The message properties of ``event``: CloudEvents attributes as headers, the ordering
+    keys its payload has, and what ``stamp`` adds."""
     timestamp_ms = event.timestamp_ms
     occurred_ms = timestamp_ms if timestamp_ms is not None else _now_ms()
     second, millis = divmod(occurred_ms, 1000)
-    headers: dict[str, str | int] = {
+    headers: dict[str, Any] = {
         _CE_SPECVERSION: "1.0",
         _CE_ID: event.message_id,
         _CE_TYPE: event.type,
@@ -223,6 +231,8 @@ def _properties(event: Routable, subject_keys: SubjectKeys) -> Properties:
         headers[SUBJECT_KEY_HEADER] = subject
     if timestamp_ms is not None:
         headers[EVENT_TIME_HEADER] = timestamp_ms
+    if stamp is not None:
+        stamp(headers)
     return Properties(
         content_type="application/json",
         message_id=event.message_id,

@@ -50,10 +50,17 @@ def inject(headers: MutableMapping[str, Any], span: Span) -> None:
         headers[TRACESTATE_HEADER] = context.trace_state.to_header()
 
 
+_ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
+
+
 def unsampled_traceparent() -> str:
     """A ``traceparent`` of a new trace that is not sampled: what a webhook's message carries
     when no span was made for it, so that its deliveries are not sampled either."""
-    return f"00-{getrandbits(128) or 1:032x}-{getrandbits(64) or 1:016x}-00"
+    ids = f"{getrandbits(192):048x}"  # (one draw for both ids: it runs per webhook)
+    trace_id, span_id = ids[:32], ids[32:]
+    if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:  # (invalid ids; 1 in 2**64 at most)
+        return unsampled_traceparent()
+    return f"00-{trace_id}-{span_id}-00"
 
 
 def extract(headers: Mapping[str, Any]) -> SpanContext | None:
