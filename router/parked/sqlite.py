@@ -349,22 +349,24 @@ def _read_version(conn: sqlite3.Connection, table: str) -> int:
 def _add(
     conn: sqlite3.Connection, table: str, rows: list[tuple[tuple[Any, ...], ParkedEvent]]
 ) -> int:
+    """Insert each entry not stored yet, linked to the latest earlier entry of its message
+    (found by the statement itself: one ``executemany`` for the batch)."""
     columns = ", ".join(sql.INSERT_COLUMNS)
     marks = ", ".join("?" for _ in sql.INSERT_COLUMNS)
+    latest = f"SELECT max(id) FROM {table} WHERE place = ? AND app = ? AND message_id = ?"
     insert = (
-        f"INSERT INTO {table} ({columns}, previous_id) VALUES ({marks}, ?) "
+        f"INSERT INTO {table} ({columns}, previous_id) VALUES ({marks}, ({latest})) "
         "ON CONFLICT (fingerprint) DO NOTHING"
     )
-    latest = f"SELECT max(id) FROM {table} WHERE place = ? AND app = ? AND message_id = ?"
-    added = 0
     with _immediate(conn):
-        for values, event in rows:
-            previous = None
-            if event.message_id is not None:
-                key = (event.place.value, event.app or "", event.message_id)
-                previous = conn.execute(latest, key).fetchone()[0]
-            added += conn.execute(insert, (*values, previous)).rowcount
-    return added
+        cursor = conn.executemany(
+            insert,
+            (
+                (*values, event.place.value, event.app or "", event.message_id)
+                for values, event in rows
+            ),
+        )
+        return cursor.rowcount
 
 
 def _rows(conn: sqlite3.Connection, read: sql.Read) -> list[Any]:
