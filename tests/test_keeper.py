@@ -284,6 +284,10 @@ async def _count_is(store: ParkedStore, expected: int, **query: Any) -> bool:
     return await count(store, **query) == expected
 
 
+async def _job_is(store: ParkedStore, job_id: int, state: JobState) -> bool:
+    return (await store.job(job_id)).state is state
+
+
 async def test_a_newly_claimed_applications_dlq_is_drained_without_a_restart(
     settings: Settings, amqp: AbstractRobustConnection, tmp_path: Path
 ) -> None:
@@ -359,11 +363,12 @@ async def test_a_keeper_runs_the_replay_jobs_ops_ask_for(
         query = Query(place=Place.DLQ, app=APP)
         job = await store.create_job(JobRequest.build("replay", query, "ops"))
 
-        # Then the keeper runs it: every event is back in the application's queue, and
-        # its entry marked replayed
+        # Then the keeper runs it: every event is back in the application's queue, its
+        # entry marked replayed, and the job done (recorded after its last marks)
         await until(lambda: _depth_is(amqp, app_queue.name, 30))
         await until(lambda: _count_is(store, 30, state=State.REPLAYED))
-        assert (await store.job(job.id)).state.value == "done"
+        await until(lambda: _job_is(store, job.id, JobState.DONE))
+        assert (await store.job(job.id)).done == 30
 
 
 # -- the classic DLQ of the previous release -----------------------------------------------
