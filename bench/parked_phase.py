@@ -171,10 +171,6 @@ def make_store(kind: str, workdir: Path, table: str) -> ParkedStore:
 # -- the figures ---------------------------------------------------------------------------
 
 
-#: The keeper's count of the entries it committed (router.parked.metrics).
-_STORED = "attentive_router_keeper_entries_stored_total"
-
-
 async def keeper_drain(
     names: Names, store: ParkedStore, claims: SqliteClaimStore, count: int, bound: float
 ) -> dict[str, Any]:
@@ -198,7 +194,7 @@ async def keeper_drain(
     running = asyncio.create_task(keeper.run(stop))
     try:
         async with asyncio.timeout(bound):
-            while (metrics.registry.get_sample_value(_STORED) or 0) < count:
+            while _stored(metrics) < count:
                 if running.done():
                     running.result()
                     raise RuntimeError("the keeper stopped")
@@ -211,6 +207,12 @@ async def keeper_drain(
         stop.set()
         await asyncio.wait_for(running, 30)
     return {"messages": count, "seconds": round(took, 3), "msgs_per_s": round(count / took)}
+
+
+def _stored(metrics: KeeperMetrics) -> float:
+    """The keeper's count of the entries it committed (its counter's ``_total`` sample)."""
+    (family,) = metrics.stored.collect()
+    return next(sample.value for sample in family.samples if sample.name.endswith("_total"))
 
 
 async def bare_drain(names: Names, count: int, prefetch: int, bound: float) -> dict[str, Any]:

@@ -51,7 +51,7 @@ _DELIVERY_MODE = 1 << 12
 _MESSAGE_ID = 1 << 7
 _TIMESTAMP = 1 << 6
 #: The flags of the five properties the router sets on every message (:class:`Properties`).
-ROUTER_FLAGS = _CONTENT_TYPE | _HEADERS | _DELIVERY_MODE | _MESSAGE_ID | _TIMESTAMP
+_ROUTER_FLAGS = _CONTENT_TYPE | _HEADERS | _DELIVERY_MODE | _MESSAGE_ID | _TIMESTAMP
 
 PERSISTENT = 2
 
@@ -138,7 +138,7 @@ def content_header(channel: int, body_size: int, properties: Properties) -> byte
                 BASIC_CLASS,
                 0,
                 body_size,
-                ROUTER_FLAGS,
+                _ROUTER_FLAGS,
                 len(content_type),
             ),
             content_type,
@@ -180,7 +180,6 @@ __all__ = [
     "FRAME_OVERHEAD",
     "FRAME_PREFIX",
     "PERSISTENT",
-    "ROUTER_FLAGS",
     "Properties",
     "body_frames",
     "content_header",

@@ -16,12 +16,12 @@ from datetime import UTC, datetime
 
 from pamqp.commands import Basic
 
+from router.amqp import frames
 from router.amqp.frames import (
     BASIC_CLASS,
     FRAME_END,
     FRAME_HEADER,
     FRAME_PREFIX,
-    ROUTER_FLAGS,
     Properties,
     field_table,
     shortstr,
@@ -83,13 +83,17 @@ def encode(properties: Basic.Properties) -> EncodedProperties:
     return EncodedProperties(_FLAGS.pack(flags) + b"".join(parts), properties.message_id)
 
 
-_ROUTER_FLAGS = _FLAGS.pack(ROUTER_FLAGS)
+#: What comes before the properties in a content header frame: the frame's prefix, then the
+#: class, weight and body size.
+_BEFORE_PROPERTIES = FRAME_PREFIX.size + _HEADER_START.size
 
 
 def encode_router(properties: Properties) -> EncodedProperties:
     """The five properties the router sets on every message, encoded as :func:`encode` would
-    encode them, without building pamqp's ``Basic.Properties`` (a backfill's hot path). An
-    empty content type or message id (which :func:`encode` leaves out) goes through it."""
+    encode them, by the ingress's own content header encoder
+    (:func:`router.amqp.frames.content_header`) instead of through pamqp's
+    ``Basic.Properties`` (a backfill's hot path). An empty content type or message id (which
+    :func:`encode` leaves out) goes through :func:`encode`."""
     if not properties.content_type or not properties.message_id:
         return encode(
             Basic.Properties(
@@ -100,17 +104,8 @@ def encode_router(properties: Properties) -> EncodedProperties:
                 timestamp=datetime.fromtimestamp(properties.timestamp, UTC),
             )
         )
-    payload = b"".join(
-        (
-            _ROUTER_FLAGS,
-            shortstr(properties.content_type),
-            field_table(properties.headers),
-            bytes((properties.delivery_mode,)),
-            shortstr(properties.message_id),
-            _TIMESTAMP.pack(properties.timestamp),
-        )
-    )
-    return EncodedProperties(payload, properties.message_id)
+    frame = frames.content_header(0, 0, properties)
+    return EncodedProperties(frame[_BEFORE_PROPERTIES : -len(FRAME_END)], properties.message_id)
 
 
 def content_header(channel: int, body_size: int, properties: EncodedProperties) -> bytes:

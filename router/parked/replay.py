@@ -339,7 +339,8 @@ class Replay:
         confirms.give()
         error = None if future.cancelled() else future.exception()
         if future.cancelled() or isinstance(error, ConnectionLost):
-            lost = BrokerLost(f"the broker went away during the replay: {error}")
+            why = "its confirm was cancelled" if error is None else str(error)
+            lost = BrokerLost(f"the broker went away during the replay: {why}")
             flights.stopped_by = flights.stopped_by or lost
             flights.ready.set()
         elif error is None:
