@@ -42,8 +42,15 @@ async def create_pool(url: str, *, timeout: float) -> Any:
     )
 
 
-#: What the driver raises when the server, the network or the URL is wrong.
-DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+#: What the driver raises when the server, the network or the URL is wrong; its internal
+#: errors too, which is what a pooled connection whose server died mid-operation can raise
+#: next ("cannot switch to state 12; another operation (2) is in progress").
+DRIVER_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+)
 
 
 def one_line(exc: BaseException) -> str:
