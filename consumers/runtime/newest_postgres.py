@@ -3,7 +3,9 @@
 One row per ``(app, family, key)``: the newest event applied (``time_ms``, ``unsubscribe``,
 ``recorded_at``) and the key's lease (``owner``, ``lease_until``). Each change is one
 statement, so it is atomic, and the guard's two steps per event are one statement each (the
-lease taken and the newest returned; the newest moved and the lease cleared); lease times are
+lease taken and the newest returned; the newest moved and the lease cleared), each sent in
+one batch with the same step of the other events in flight (one round trip for all, rows
+locked in key order: :class:`~consumers.runtime.store_connections.PgBatch`); lease times are
 the database's clock, so the replicas' clocks do not matter. Rows recorded longer than the
 retention ago, with no live lease, are deleted in the background. Errors (the server down, a
 query timing out) are :class:`~consumers.runtime.newest_stores.NewestStoreError`.
@@ -21,7 +23,7 @@ from consumers.runtime.newest_stores import (
     NewestStoreError,
     check_seconds,
 )
-from consumers.runtime.store_connections import DEFAULT_POOL_SIZE, PgTable
+from consumers.runtime.store_connections import DEFAULT_POOL_SIZE, PgBatch, PgTable
 from router.pg import TABLE_NAME_RULE, valid_table_name
 
 DEFAULT_TABLE = "attentive_newest"
@@ -72,11 +74,12 @@ _RELEASE = (
     "UPDATE {table} SET owner = NULL, lease_until = NULL "
     "WHERE app = $1 AND family = $2 AND key = $3 AND owner = $4"
 )
-#: _ACQUIRE, returning the row's newest event and whether it is within the retention ($6):
-#: no row if another owner holds the lease.
+#: _ACQUIRE, returning the row's newest event and whether it is within the retention ($6),
+#: and the call's number in its batch ($7): no row if another owner holds the lease.
 _ACQUIRE_AND_READ = (
     _ACQUIRE.removesuffix("RETURNING true")
-    + "RETURNING time_ms, unsubscribe, recorded_at > now() - $6::interval AS fresh"
+    + "RETURNING time_ms, unsubscribe, recorded_at > now() - $6::interval AS fresh, "
+    "$7::int AS call"
 )
 #: Whether the row's newest event gives way to ($4, $5): as in _RECORD.
 _GREATER = (
@@ -85,8 +88,9 @@ _GREATER = (
     "OR ($4::bigint = held.time_ms AND $5::boolean AND NOT held.unsubscribe))"
 )
 #: _RECORD and _RELEASE (of the owner $7) on an existing row, returning whether $7 held the
-#: lease: the row locked first (FOR UPDATE), so its previous owner is the one replaced. No row
-#: (pruned once the lease lapsed): nothing returned, and _RECORD inserts it.
+#: lease, and the call's number in its batch ($8): the row locked first (FOR UPDATE), so its
+#: previous owner is the one replaced. No row (pruned once the lease lapsed): nothing
+#: returned, and _RECORD inserts it.
 _RECORD_AND_RELEASE = (
     "UPDATE {table} AS held SET "
     f"time_ms = CASE WHEN {_GREATER} THEN $4::bigint ELSE held.time_ms END, "
@@ -96,7 +100,7 @@ _RECORD_AND_RELEASE = (
     "lease_until = CASE WHEN held.owner = $7 THEN NULL ELSE held.lease_until END "
     "FROM (SELECT owner FROM {table} WHERE app = $1 AND family = $2 AND key = $3 FOR UPDATE) "
     "AS prior WHERE held.app = $1 AND held.family = $2 AND held.key = $3 "
-    "RETURNING prior.owner IS NOT DISTINCT FROM $7 AS released"
+    "RETURNING prior.owner IS NOT DISTINCT FROM $7 AS released, $8::int AS call"
 )
 _PRUNE = (
     "DELETE FROM {table} WHERE recorded_at <= now() - $1::interval "
@@ -130,9 +134,6 @@ class PostgresNewestStore:
         self._newest, self._record, self._acquire, self._release, self._delete = (
             sql.format(table=table) for sql in (_NEWEST, _RECORD, _ACQUIRE, _RELEASE, _PRUNE)
         )
-        self._acquire_and_read, self._record_and_release = (
-            sql.format(table=table) for sql in (_ACQUIRE_AND_READ, _RECORD_AND_RELEASE)
-        )
         self._db = PgTable(
             url,
             table,
@@ -140,6 +141,15 @@ class PostgresNewestStore:
             timeout=timeout,
             prune_interval=prune_interval,
             pool_size=pool_size,
+        )
+        # the guard's two steps, each sent with the same step of the other events in flight
+        self._acquire_and_read = PgBatch(
+            self._db, _ACQUIRE_AND_READ.format(table=table), "acquiring a key's lease"
+        )
+        self._record_and_release = PgBatch(
+            self._db,
+            _RECORD_AND_RELEASE.format(table=table),
+            "recording the newest event and releasing its lease",
         )
 
     def __repr__(self) -> str:
@@ -150,7 +160,9 @@ class PostgresNewestStore:
         await self._db.open([statement.format(table=self.table) for statement in _SCHEMA])
 
     async def close(self) -> None:
-        """Stop a prune in progress and close the pool's connections."""
+        """Stop the batches and a prune in progress and close the pool's connections."""
+        await self._acquire_and_read.close()
+        await self._record_and_release.close()
         await self._db.close()
 
     async def newest(self, app: str, family: str, key: str) -> Recorded | None:
@@ -188,16 +200,9 @@ class PostgresNewestStore:
     ) -> Leased | None:
         """:meth:`acquire`, returning the row's newest event (within the retention) if the
         lease is held: one statement."""
-        async with self._db.connection("acquiring a key's lease") as conn:
-            row = await conn.fetchrow(
-                self._acquire_and_read,
-                app,
-                family,
-                key,
-                owner,
-                timedelta(seconds=lease),
-                self._retention,
-            )
+        row = await self._acquire_and_read.call(
+            app, family, key, owner, timedelta(seconds=lease), self._retention
+        )
         if row is None:
             return None
         if row["time_ms"] is None or not row["fresh"]:
@@ -210,10 +215,9 @@ class PostgresNewestStore:
         """Move the row's newest event to ``event`` if that is greater and clear ``owner``'s
         lease: one statement (two if the row was pruned meanwhile: then it is inserted)."""
         args = self._recording(app, family, key, event)
-        doing = "recording the newest event and releasing its lease"
-        async with self._db.connection(doing) as conn:
-            row = await conn.fetchrow(self._record_and_release, *args, owner)
-            if row is None:
+        row = await self._record_and_release.call(*args, owner)
+        if row is None:
+            async with self._db.connection("recording the newest event") as conn:
                 await conn.fetchval(self._record, *args)
         self._db.maybe_prune(self._prune)
         return row is not None and bool(row["released"])

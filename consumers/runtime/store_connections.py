@@ -13,7 +13,7 @@ import hashlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 import redis.asyncio
@@ -27,6 +27,8 @@ from router.pg import POOL_MIN_SIZE, advisory_lock_key, translated
 log = structlog.get_logger("consumers")
 
 StoreError = Callable[[str], Exception]
+#: One call of a :class:`TurnBatches`.
+C = TypeVar("C")
 
 
 @asynccontextmanager
@@ -68,23 +70,72 @@ async def _keep_session(connection: Any) -> None:
     round trip per statement, would buy nothing. An open transaction is still rolled back."""
 
 
-class RedisScripts:
-    """A store's Lua scripts, their calls made in one turn of the event loop sent together as
-    one pipeline.
+class TurnBatches(Generic[C]):
+    """Calls made in one turn of the event loop, sent together by :meth:`_answers` (one round
+    trip for all of them, and a fraction of a driver's cost per call: a worker's prefetch
+    starts many deliveries at once, each calling its store). Each caller gets its own answer
+    or error; a batch that fails fails each of its calls. ``name`` names the batches' tasks."""
 
-    A worker's prefetch starts many deliveries at once, each calling a script: one round trip
-    and one connection for all of them, and a fraction of the client's cost per command. Each
-    caller gets its own script's answer or error; a pipeline that fails fails each of its
-    calls. A script Redis no longer has (a restart, ``SCRIPT FLUSH``) is loaded again and its
-    calls sent again."""
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._waiting: list[tuple[C, asyncio.Future[Any]]] = []
+        self._sending: set[asyncio.Task[None]] = set()
+
+    async def _call(self, call: C) -> Any:
+        """``call``'s answer, sent with the calls made in the same turn of the loop."""
+        loop = asyncio.get_running_loop()
+        if not self._waiting:
+            loop.call_soon(self._send)
+        answer = loop.create_future()
+        self._waiting.append((call, answer))
+        return await answer
+
+    async def close(self) -> None:
+        """Stop the batches still in flight (their callers get ``CancelledError``)."""
+        for task in list(self._sending):
+            task.cancel()
+        if self._sending:
+            await asyncio.wait(self._sending)
+
+    async def _answers(self, calls: list[C]) -> list[Any]:
+        """Each call's answer, or the exception it should raise (in ``calls``' order)."""
+        raise NotImplementedError
+
+    def _send(self) -> None:
+        calls, self._waiting = self._waiting, []
+        task = asyncio.create_task(self._settle(calls), name=self._name)
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _settle(self, calls: list[tuple[C, asyncio.Future[Any]]]) -> None:
+        try:
+            answers = await self._answers([call for call, _ in calls])
+        except asyncio.CancelledError:
+            for _, waiting in calls:
+                waiting.cancel()
+            raise
+        except Exception as error:
+            answers = [error] * len(calls)
+        for (_, waiting), answer in zip(calls, answers, strict=True):
+            if waiting.done():  # its caller was cancelled
+                continue
+            if isinstance(answer, Exception):
+                waiting.set_exception(answer)
+            else:
+                waiting.set_result(answer)
+
+
+class RedisScripts(TurnBatches["_ScriptCall"]):
+    """A store's Lua scripts, their calls made in one turn of the event loop sent together as
+    one pipeline (:class:`TurnBatches`). A script Redis no longer has (a restart, ``SCRIPT
+    FLUSH``) is loaded again and its calls sent again."""
 
     def __init__(self, client: redis.asyncio.Redis, sources: Mapping[str, str]) -> None:
+        super().__init__("redis scripts")
         #: The client the scripts are called through (for plain commands too).
         self.client = client
         self._sources = dict(sources)
         self._shas = {name: hashlib.sha1(s.encode()).hexdigest() for name, s in sources.items()}
-        self._waiting: list[_ScriptCall] = []
-        self._sending: set[asyncio.Task[None]] = set()
 
     async def load(self) -> None:
         """Load every script into Redis (so the first calls need no second round trip)."""
@@ -94,49 +145,18 @@ class RedisScripts:
     async def call(self, name: str, keys: Sequence[str], args: Sequence[str | int]) -> Any:
         """Script ``name``'s answer to ``keys`` and ``args``, sent with the calls made in the
         same turn of the loop."""
-        loop = asyncio.get_running_loop()
-        if not self._waiting:
-            loop.call_soon(self._send)
-        answer = loop.create_future()
-        self._waiting.append(_ScriptCall(name, keys, args, answer))
-        return await answer
+        return await self._call(_ScriptCall(name, keys, args))
 
-    async def close(self) -> None:
-        """Stop the pipelines still in flight (their callers get ``CancelledError``)."""
-        for task in list(self._sending):
-            task.cancel()
-        if self._sending:
-            await asyncio.wait(self._sending)
-
-    def _send(self) -> None:
-        calls, self._waiting = self._waiting, []
-        task = asyncio.create_task(self._answer(calls), name="redis scripts")
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
-
-    async def _answer(self, calls: list[_ScriptCall]) -> None:
-        try:
-            answers = await self._pipelined(calls)
-            lost = [n for n, answer in enumerate(answers) if isinstance(answer, NoScriptError)]
-            if lost:
-                for name in {calls[n].name for n in lost}:
-                    await self.client.script_load(self._sources[name])
-                again = await self._pipelined([calls[n] for n in lost])
-                for n, answer in zip(lost, again, strict=True):
-                    answers[n] = answer
-        except asyncio.CancelledError:
-            for call in calls:
-                call.answer.cancel()
-            raise
-        except Exception as error:
-            answers = [error] * len(calls)
-        for call, answer in zip(calls, answers, strict=True):
-            if call.answer.done():  # its caller was cancelled
-                continue
-            if isinstance(answer, Exception):
-                call.answer.set_exception(answer)
-            else:
-                call.answer.set_result(answer)
+    async def _answers(self, calls: list[_ScriptCall]) -> list[Any]:
+        answers = await self._pipelined(calls)
+        lost = [n for n, answer in enumerate(answers) if isinstance(answer, NoScriptError)]
+        if lost:
+            for name in {calls[n].name for n in lost}:
+                await self.client.script_load(self._sources[name])
+            again = await self._pipelined([calls[n] for n in lost])
+            for n, answer in zip(lost, again, strict=True):
+                answers[n] = answer
+        return answers
 
     async def _pipelined(self, calls: list[_ScriptCall]) -> list[Any]:
         """Each call's answer, or the error Redis answered it with."""
@@ -154,19 +174,12 @@ class RedisScripts:
 
 
 class _ScriptCall:
-    __slots__ = ("answer", "args", "keys", "name")
+    __slots__ = ("args", "keys", "name")
 
-    def __init__(
-        self,
-        name: str,
-        keys: Sequence[str],
-        args: Sequence[str | int],
-        answer: asyncio.Future[Any],
-    ) -> None:
+    def __init__(self, name: str, keys: Sequence[str], args: Sequence[str | int]) -> None:
         self.name = name
         self.keys = keys
         self.args = args
-        self.answer = answer
 
 
 class PgTable:
@@ -275,11 +288,54 @@ class PgTable:
             log.warning("store_prune_failed", table=self.table, error=one_line(exc))
 
 
+class PgBatch(TurnBatches[tuple[Any, ...]]):
+    """Calls of one statement made in one turn of the event loop, sent together
+    (:class:`TurnBatches`): one pooled connection and one round trip for all of them (asyncpg's
+    ``fetchmany``).
+
+    ``statement`` takes a call's parameters, then the call's number in its batch (one more
+    parameter), and returns at most one row, whose ``call`` column is that number: each caller
+    gets its own row, or None. A batch runs its calls one after another in one implicit
+    transaction, so it sends them sorted by their first ``order`` parameters (the row's key):
+    two batches (two replicas') then lock rows in the same order and never wait for each other
+    in a cycle. A batch that fails fails each of its calls with the store's error (``doing``
+    says what failed); a call alone is sent as a plain statement."""
+
+    def __init__(self, table: PgTable, statement: str, doing: str, *, order: int = 3) -> None:
+        super().__init__(f"batch {table.table}")
+        self._table = table
+        self._statement = statement
+        self._doing = doing
+        self._order = order
+
+    async def call(self, *args: Any) -> Any:
+        """The statement's row for ``args`` (None if it returned none), sent with the calls
+        made in the same turn of the loop."""
+        return await self._call(args)
+
+    async def _answers(self, calls: list[tuple[Any, ...]]) -> list[Any]:
+        order = self._order
+        sent = sorted(range(len(calls)), key=lambda n: calls[n][:order])
+        numbered = [(*calls[n], n) for n in sent]
+        async with self._table.connection(self._doing) as conn:
+            if len(numbered) == 1:
+                rows = [await conn.fetchrow(self._statement, *numbered[0])]
+            else:
+                rows = await conn.fetchmany(self._statement, numbered)
+        answers: list[Any] = [None] * len(calls)
+        for row in rows:
+            if row is not None:
+                answers[row["call"]] = row
+        return answers
+
+
 __all__ = [
     "DEFAULT_POOL_SIZE",
+    "PgBatch",
     "PgTable",
     "RedisScripts",
     "StoreError",
+    "TurnBatches",
     "connected_scripts",
     "redis_errors",
 ]
