@@ -8,7 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import flow_phase, history_report, newest_phase, parked_report, tracing_phase
+from bench import (
+    flow_phase,
+    history_report,
+    newest_phase,
+    ordering_phase,
+    parked_report,
+    tracing_phase,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +38,7 @@ TARGETS = (
     *(Target(*target) for target in newest_phase.targets()),
     *(Target(*target) for target in history_report.targets()),
     *(Target(*target) for target in tracing_phase.targets()),
+    *(Target(*target) for target in ordering_phase.targets()),
 )
 
 
@@ -91,6 +99,7 @@ def evaluate(results: dict[str, Any]) -> None:
         **newest_phase.values(results),
         **history_report.values(results),
         **tracing_phase.values(results),
+        **ordering_phase.values(results),
     }
     results["ratios"] = {
         k: v
@@ -339,6 +348,11 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         if not failed("l", "tracing's cost", phase):
             for index, (label, text, target_key) in enumerate(tracing_phase.rows(phase)):
                 add("l" if index == 0 else "", label, text, target_key)
+    if "m" in results:
+        phase = results["m"]
+        if not failed("m", "the ordering headers' cost", phase):
+            for index, (label, text, target_key) in enumerate(ordering_phase.rows(phase)):
+                add("m" if index == 0 else "", label, text, target_key)
     return out
 
 

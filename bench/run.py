@@ -38,6 +38,8 @@ k. the archive's cost (:mod:`bench.history_phase`): the ingress with the archive
 l. tracing's cost (:mod:`bench.tracing_phase`): the ingress at saturation as it was before
    tracing, with tracing off, on (every webhook sampled) and at 1 %, its spans exported in
    batches to a local OTLP/HTTP endpoint.
+m. the ordering headers' cost (:mod:`bench.ordering_phase`): the ingress at saturation as it
+   was before every event carried its subject key and event time, against this checkout.
 
 Every figure uses the same broker and the same realistic signed payloads (all 11 types x 4
 companies, about 1 KiB), in a fresh namespace (``bench-<uuid>``) deleted afterwards. Every
@@ -78,6 +80,7 @@ from bench import (
     flow_phase,
     history_phase,
     newest_phase,
+    ordering_phase,
     parked_phase,
     report,
     tracing_phase,
@@ -131,7 +134,7 @@ from router.cli.main import OneLineParser
 from router.contract.events import EVENT_TYPES
 from router.contract.names import WEBHOOK_PATH, Names
 
-PHASES = "abcdefghijkl"
+PHASES = "abcdefghijklm"
 RESULTS = Path(__file__).resolve().parent / "results"
 UVLOOP_INSTALLED = importlib.util.find_spec("uvloop") is not None
 
@@ -606,6 +609,8 @@ class Bench:
             self.results["k"] = history_phase.measure(self)
         if "l" in only:
             self.results["l"] = tracing_phase.measure(self)
+        if "m" in only:
+            self.results["m"] = ordering_phase.measure(self)
         self.stop_ingress()
         if "e" in only:
             self.results["e"] = self.attempt("e: ingress peak RSS", self.phase_e)

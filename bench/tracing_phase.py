@@ -23,11 +23,17 @@ from __future__ import annotations
 
 import functools
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench.baseline import (
+    baseline_env,
+    baseline_tree,
+    ratio_text,
+    saturation_rounds,
+    saturation_text,
+)
 from bench.common import ROOT, Proc, free_port, http_status, wait_until
 from router.contract.names import WEBHOOK_PATH
 
@@ -38,8 +44,6 @@ if TYPE_CHECKING:
 
 #: The ingresses measured, in the first round's order.
 MODES = ("before", "off", "on", "1%")
-#: The figures of one saturation run that are reported as medians.
-FIELDS = ("ok_per_s", "p50_ms", "p99_ms", "max_ms")
 #: The targets: each mode's saturation to before's.
 TARGETS = {"off": 0.99, "on": 0.8, "1%": 0.95}
 #: Where the baseline comes from, unless given: the commit before tracing was added.
@@ -57,38 +61,11 @@ def environments(sink: str, baseline: Path) -> dict[str, dict[str, str]]:
         "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
     }
     return {
-        # -P: this checkout's directory is not put first on sys.path; the baseline's tree is
-        "before": {"PYTHONSAFEPATH": "1", "PYTHONPATH": f"{baseline}{os.pathsep}{ROOT}"},
+        "before": baseline_env(baseline),
         "off": {},
         "on": {**traced, "OTEL_TRACES_SAMPLER_ARG": "1.0"},
         "1%": {**traced, "OTEL_TRACES_SAMPLER_ARG": "0.01"},
     }
-
-
-def baseline_tree(directory: Path) -> tuple[Path, str]:
-    """The router of the baseline commit, exported into ``directory``; and the commit."""
-    ref = os.environ.get(BASELINE_VARIABLE, "").strip()
-    if not ref:
-        added = _git("log", "--diff-filter=A", "--format=%H", "--", "router/tracing/__init__.py")
-        if not added:
-            raise RuntimeError(f"no commit adds router/tracing: set {BASELINE_VARIABLE}")
-        ref = added.split()[-1] + "^"
-    commit = _git("rev-parse", "--short", ref)
-    directory.mkdir(parents=True, exist_ok=True)
-    archive = subprocess.run(
-        ["git", "archive", commit, "router"], cwd=ROOT, capture_output=True, check=True, timeout=60
-    )
-    subprocess.run(
-        ["tar", "-x", "-C", str(directory)], input=archive.stdout, check=True, timeout=60
-    )
-    return directory, commit
-
-
-def _git(*args: str) -> str:
-    done = subprocess.run(
-        ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True, timeout=60
-    )
-    return done.stdout.strip()
 
 
 def measure(bench: Bench) -> dict[str, Any]:
@@ -99,7 +76,9 @@ def measure(bench: Bench) -> dict[str, Any]:
     urls: dict[str, str] = {}
     try:
         try:
-            baseline, commit = baseline_tree(bench.tmp / "tracing-baseline")
+            baseline, commit = baseline_tree(
+                bench.tmp / "tracing-baseline", BASELINE_VARIABLE, "router/tracing/__init__.py"
+            )
             sink, sink_url = _start_sink(bench)
             procs.append(sink)
             for mode, env in environments(sink_url, baseline).items():
@@ -109,7 +88,8 @@ def measure(bench: Bench) -> dict[str, Any]:
                 urls[mode] = f"http://127.0.0.1:{port}{WEBHOOK_PATH}"
         except Exception as error:
             return {"error": f"set-up failed: {error}"}
-        result = _rounds(bench, urls)
+        label = "l: ingress saturation, tracing"
+        result = saturation_rounds(bench, urls, label, against="before", ratios=list(TARGETS))
         result["baseline"] = commit
         result["sink_log_bytes"] = sink.log.stat().st_size
         return result
@@ -134,36 +114,6 @@ def _start_sink(bench: Bench) -> tuple[Proc, str]:
 
     wait_until("the OTLP sink to answer", answers, timeout=30, interval=0.1)
     return proc, url
-
-
-def _rounds(bench: Bench, urls: dict[str, str]) -> dict[str, Any]:
-    repeat = bench.config.repeat
-    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
-    for k in range(repeat):
-        tag = f" (run {k + 1}/{repeat})" if repeat > 1 else ""
-        order = MODES[k % len(MODES) :] + MODES[: k % len(MODES)]
-        for mode in order:
-            saturate = functools.partial(
-                bench.wrk_saturation, urls[mode], warm_up=k == 0, empty=bench.purge_sink
-            )
-            label = f"l: ingress saturation, tracing {mode}{tag}"
-            runs[mode].append(bench.in_round(k, label, saturate))
-    out: dict[str, Any] = {mode: bench.merge(runs[mode], FIELDS) for mode in MODES}
-    before = out["before"].get("ok_per_s")
-    for mode in TARGETS:
-        out[f"{mode}_ratio"] = _ratio(out[mode].get("ok_per_s"), before)
-        out[f"{mode}_ratio_by_round"] = [
-            ratio
-            for a, b in zip(runs[mode], runs["before"], strict=True)
-            if (ratio := _ratio(a.get("ok_per_s"), b.get("ok_per_s"))) is not None
-        ]
-    return out
-
-
-def _ratio(numerator: Any, denominator: Any) -> float | None:
-    if isinstance(numerator, int | float) and isinstance(denominator, int | float) and denominator:
-        return round(numerator / denominator, 3)
-    return None
 
 
 # -- the report's share ----------------------------------------------------------------------
@@ -198,17 +148,13 @@ def values(results: dict[str, Any]) -> dict[str, float | None]:
 
 def rows(phase: dict[str, Any]) -> list[tuple[str, str, str | None]]:
     """(figure, value, target key) of phase l's rows."""
-    out: list[tuple[str, str, str | None]] = []
-    for mode in MODES:
-        value = (phase.get(mode) or {}).get("ok_per_s")
-        text = f"{value:,.0f} events/s" if isinstance(value, int | float) else "-"
-        out.append((f"ingress saturation, tracing {mode}", text, None))
+    out: list[tuple[str, str, str | None]] = [
+        (f"ingress saturation, tracing {mode}", saturation_text(phase, mode), None)
+        for mode in MODES
+    ]
     for mode in TARGETS:
-        ratio, rounds = phase.get(f"{mode}_ratio"), phase.get(f"{mode}_ratio_by_round") or []
-        text = f"{ratio:.2f}x" if isinstance(ratio, int | float) else "-"
-        if len(rounds) > 1:
-            text += f" of the medians; round by round {', '.join(f'{r:.2f}x' for r in rounds)}"
-        out.append((f"  {mode} / before", text, f"tracing_{_slug(mode)}_to_before"))
+        key = f"tracing_{_slug(mode)}_to_before"
+        out.append((f"  {mode} / before", ratio_text(phase, mode), key))
     return out
 
 

@@ -56,12 +56,23 @@ def test_a_quick_run_measures_what_it_was_asked_and_leaves_the_broker_as_it_foun
         "ANCHORS_BUILD": str(tmp_path / "no-such-build.sh"),
     }
 
-    # When a quick run measures the bare publisher, the ingress, the worker's drain and RSS
+    # And this checkout's own commit as the baseline the ingress is compared with (a clone
+    # of any depth has it)
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    )
+    if head.returncode != 0:
+        pytest.skip("phase m exports a commit of this checkout's history: not a git checkout")
+    baseline = {"BENCH_ORDERING_BASELINE": head.stdout.strip()}
+
+    # When a quick run measures the bare publisher, the ingress, the worker's drain, RSS, and
+    # the ingress against that baseline
     done = run_bench(
         tmp_path,
-        *("--only", "a,b,d,e", "--seconds", "1", "--warmup", "0.5"),
+        *("--only", "a,b,d,e,m", "--seconds", "1", "--warmup", "0.5"),
         *("--drain-events", "2000", "--rss-events", "5000"),
         **without_anchors,
+        **baseline,
     )
     results: dict[str, Any] = json.loads((tmp_path / "latest.json").read_text())
     namespace = results["namespace"]
@@ -81,6 +92,10 @@ def test_a_quick_run_measures_what_it_was_asked_and_leaves_the_broker_as_it_foun
         assert results["d"]["bare"]["msgs_per_s"] > 0
         assert results["e"]["answered_200"] >= 5000
         assert results["e"]["peak_rss_mb"] >= results["e"]["start_rss_mb"] > 0
+        assert results["m"]["baseline"] == head.stdout.strip()
+        assert results["m"]["before"]["ok_per_s"] > 0
+        assert results["m"]["now"]["ok_per_s"] > 0
+        assert results["m"]["now_ratio"] > 0
 
         # And the fixed rate, which needs the anchors' load generator, is skipped with the reason
         fixed = results["b"]["fixed_rate"]
@@ -92,6 +107,7 @@ def test_a_quick_run_measures_what_it_was_asked_and_leaves_the_broker_as_it_foun
         judged = {t["key"]: t["result"] for t in results["targets"]}
         assert judged["ingress_to_bare"] in ("PASS", "FAIL")
         assert judged["worker_to_bare"] in ("PASS", "FAIL")
+        assert judged["ordering_to_before"] in ("PASS", "FAIL")
         assert "ratio ingress / bare publisher" in done.stdout
 
         # And nothing of its namespace is left at the broker
@@ -177,7 +193,7 @@ def test_a_run_that_cannot_reach_the_broker_exits_1_and_says_why(tmp_path: Path)
         (["--seconds", "-1"], "argument --seconds: must be > 0, not -1"),
         (["--repeat", "0"], "argument --repeat: must be >= 1, not 0"),
         (["--drain-events", "many"], "argument --drain-events: not a number: 'many'"),
-        (["--only", "a,x"], "--only takes letters of a,b,c,d,e,f,g,h,i,j,k,l"),
+        (["--only", "a,x"], "--only takes letters of a,b,c,d,e,f,g,h,i,j,k,l,m"),
     ],
 )
 def test_wrong_usage_is_one_line_and_runs_nothing(

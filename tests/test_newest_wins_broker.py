@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ import redis.asyncio
 from aio_pika.abc import AbstractRobustConnection
 
 from consumers import Event, Reject, RetryPolicy, Worker
-from router.contract import envelope
+from router.cli.main import main as cli_main
 from router.contract.events import message_id
 from router.contract.examples import example_payload
 from router.contract.names import (
@@ -34,6 +35,8 @@ from router.contract.names import (
     routing_key,
 )
 from router.contract.ordering import SubjectKeys
+from router.parked.model import parked_event
+from router.parked.open import parked_store_from_url
 from tests.conftest import AMQP_URL, TOKEN, Client, StartWorker, depth, signed, take
 from tests.databases import REDIS_URL
 from tests.steps import until
@@ -121,7 +124,11 @@ async def test_a_subscribe_retried_after_a_newer_unsubscribe_leaves_the_subscrib
 
 
 async def test_a_dead_letter_replayed_after_a_newer_event_is_skipped_and_counted(
-    ingress: Client, start_worker: StartWorker, amqp: AbstractRobustConnection, names: Names
+    ingress: Client,
+    start_worker: StartWorker,
+    amqp: AbstractRobustConnection,
+    names: Names,
+    tmp_path: Path,
 ) -> None:
     # Given a worker with newest wins that dead-lettered a phone's subscribe
     rejected: list[str] = []
@@ -142,16 +149,25 @@ async def test_a_dead_letter_replayed_after_a_newer_event_is_skipped_and_counted
     await post(ingress, sms("sms.unsubscribed", t0 + 1000))
     await until(lambda: kept.status == {PHONE: "unsubscribed"})
 
-    # When ops replay the dead letter, as a replay publishes it (to the requeue exchange,
-    # the failure's headers dropped)
-    requeue = await channel.get_exchange(names.app_requeue_exchange("replays"))
-    await requeue.publish(
-        aio_pika.Message(
-            dead.body, headers=envelope.replayed(dead.headers or {}), message_id=dead.message_id
-        ),
-        dead.routing_key or "",
-        timeout=10,
+    # When the keeper has parked the dead letter in the store, and ops replay it as they
+    # would (`attentive-router dlq replay`, a replay job)
+    database = f"sqlite:///{tmp_path / 'router.db'}"
+    store = parked_store_from_url(database)
+    await store.open()
+    await store.upgrade()
+    entry = parked_event(
+        dead.body,
+        dead.properties,
+        place="dlq",
+        app="replays",
+        routing_key=dead.routing_key or "",
+        seen_at=datetime.now(UTC),
     )
+    assert await store.add_many([entry]) == 1
+    await store.close()
+    replay = ["dlq", "replay", "--app", "replays", "--namespace", names.prefix]
+    replay += ["--amqp-url", AMQP_URL, "--database-url", database]
+    assert await asyncio.to_thread(_exit_code, replay) == 0
     await until(lambda: kept.verdicts("stale") == 1)
 
     # Then the replayed subscribe was acked unhandled, counted stale, and the phone stays out
@@ -159,6 +175,14 @@ async def test_a_dead_letter_replayed_after_a_newer_event_is_skipped_and_counted
     assert kept.status == {PHONE: "unsubscribed"}
     assert await depth(amqp, names.app_queue("replays")) == 0
     assert await depth(amqp, names.app_dead_letter_queue("replays")) == 0
+
+
+def _exit_code(argv: list[str]) -> int:
+    """``attentive-router ARGV``'s exit code, run in this process."""
+    try:
+        return cli_main(argv)
+    except SystemExit as exited:
+        return int(exited.code or 0)
 
 
 # --- worker processes on one shared store ------------------------------------------------
