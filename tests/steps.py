@@ -1,11 +1,16 @@
 """Steps many tests take: wait for a condition, claim events for an application through the
-admin API."""
+admin API, park a dead letter as the keeper does."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import UTC, datetime
 
+from aio_pika.abc import AbstractIncomingMessage
+
+from router.parked.model import parked_event
+from router.parked.store import ParkedStore
 from tests.conftest import AUTH, Client
 
 
@@ -25,4 +30,17 @@ async def claim(admin: Client, app: str, *events: str) -> None:
     assert response.status == 201, await response.text()
 
 
-__all__ = ["claim", "until"]
+async def park(store: ParkedStore, dead: AbstractIncomingMessage, app: str) -> None:
+    """Store ``dead``, a message taken from ``app``'s DLQ, in ``store`` as the keeper does."""
+    entry = parked_event(
+        dead.body,
+        dead.properties,
+        place="dlq",
+        app=app,
+        routing_key=dead.routing_key or "",
+        seen_at=datetime.now(UTC),
+    )
+    assert await store.add_many([entry]) == 1
+
+
+__all__ = ["claim", "park", "until"]

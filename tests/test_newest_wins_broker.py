@@ -13,7 +13,6 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +34,10 @@ from router.contract.names import (
     routing_key,
 )
 from router.contract.ordering import SubjectKeys
-from router.parked.model import parked_event
 from router.parked.open import parked_store_from_url
 from tests.conftest import AMQP_URL, TOKEN, Client, StartWorker, depth, signed, take
 from tests.databases import REDIS_URL
-from tests.steps import until
+from tests.steps import park, until
 from tests.test_idempotency_replicas import Replicas
 
 pytestmark = [pytest.mark.broker, pytest.mark.database]
@@ -155,15 +153,7 @@ async def test_a_dead_letter_replayed_after_a_newer_event_is_skipped_and_counted
     store = parked_store_from_url(database)
     await store.open()
     await store.upgrade()
-    entry = parked_event(
-        dead.body,
-        dead.properties,
-        place="dlq",
-        app="replays",
-        routing_key=dead.routing_key or "",
-        seen_at=datetime.now(UTC),
-    )
-    assert await store.add_many([entry]) == 1
+    await park(store, dead, "replays")
     await store.close()
     replay = ["dlq", "replay", "--app", "replays", "--namespace", names.prefix]
     replay += ["--amqp-url", AMQP_URL, "--database-url", database]

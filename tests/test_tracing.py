@@ -10,7 +10,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -24,7 +23,6 @@ from router.contract.names import SIGNATURE_HEADER, WEBHOOK_PATH, Names
 from router.contract.signing import sign
 from router.observability import configure_logging
 from router.parked.jobs import JobRequest
-from router.parked.model import parked_event
 from router.parked.open import parked_store_from_url
 from router.parked.query import Query
 from router.parked.runner import JobRunner
@@ -42,7 +40,7 @@ from tests.conftest import (
     take,
 )
 from tests.otlp_receiver import OtlpReceiver, otlp
-from tests.steps import until
+from tests.steps import park, until
 
 #: ``otlp``: the tests' OTLP/HTTP endpoint.
 __all__ = ["otlp"]
@@ -102,15 +100,7 @@ async def test_one_event_from_its_webhook_through_retries_a_dead_letter_and_a_re
     store = parked_store_from_url(f"sqlite:///{tmp_path / 'parked.db'}")
     await store.open()
     await store.upgrade()
-    entry = parked_event(
-        dead.body,
-        dead.properties,
-        place="dlq",
-        app=APP,
-        routing_key=dead.routing_key or "",
-        seen_at=datetime.now(UTC),
-    )
-    await store.add_many([entry])
+    await park(store, dead, APP)
     failing[0] = False
     job = await store.create_job(
         JobRequest.build("replay", Query.build(place="dlq", app=APP), "ops")
