@@ -69,6 +69,36 @@ async def test_calls_made_together_are_one_transaction_and_each_gets_its_own_row
     await batch.close()
 
 
+async def test_calls_made_while_a_batch_is_in_flight_go_together_as_the_next_one(
+    table: PgTable,
+) -> None:
+    # Given a statement that takes a while (50 ms)
+    batch = PgBatch(
+        table,
+        "SELECT $1::int AS answer, txid_current() AS tx, pg_sleep(0.05) AS slept, $2::int AS call",
+        "answering",
+        order=1,
+    )
+
+    # When five calls are made at once, and while they are in flight ten more, each in a turn
+    # of the loop of its own
+    first = asyncio.gather(*(batch.call(n) for n in range(5)))
+    await asyncio.sleep(0.01)
+    later: list[asyncio.Future[Any]] = []
+    for n in range(5, 15):
+        later.append(asyncio.ensure_future(batch.call(n)))
+        await asyncio.sleep(0)
+    rows = [*await _within(first), *await _within(asyncio.gather(*later))]
+
+    # Then each got its own answer, in two batches (two transactions): the ten waited for the
+    # first to be answered and went together
+    assert [row["answer"] for row in rows] == list(range(15))
+    assert len({row["tx"] for row in rows[:5]}) == 1
+    assert len({row["tx"] for row in rows[5:]}) == 1
+    assert rows[0]["tx"] != rows[5]["tx"]
+    await batch.close()
+
+
 async def test_a_batch_that_fails_fails_each_of_its_calls_with_the_stores_error(
     table: PgTable,
 ) -> None:

@@ -74,20 +74,26 @@ class TurnBatches(Generic[C]):
     """Calls made in one turn of the event loop, sent together by :meth:`_answers` (one round
     trip for all of them, and a fraction of a driver's cost per call: a worker's prefetch
     starts many deliveries at once, each calling its store). Each caller gets its own answer
-    or error; a batch that fails fails each of its calls. ``name`` names the batches' tasks."""
+    or error; a batch that fails fails each of its calls. ``name`` names the batches' tasks.
 
-    def __init__(self, name: str) -> None:
+    With ``most_in_flight``, no more batches than that are sent at a time: the calls made
+    meanwhile wait and go together as the next batch once one is answered (as a database
+    commits a group), so the busier the store, the larger its batches; unbounded (None), each
+    turn of the loop sends its own."""
+
+    def __init__(self, name: str, *, most_in_flight: int | None = None) -> None:
         self._name = name
+        self._most_in_flight = most_in_flight
         self._waiting: list[tuple[C, asyncio.Future[Any]]] = []
         self._sending: set[asyncio.Task[None]] = set()
+        self._scheduled = False
 
     async def _call(self, call: C) -> Any:
-        """``call``'s answer, sent with the calls made in the same turn of the loop."""
-        loop = asyncio.get_running_loop()
-        if not self._waiting:
-            loop.call_soon(self._send)
-        answer = loop.create_future()
+        """``call``'s answer, sent with the calls made in the same turn of the loop (or, while
+        ``most_in_flight`` batches are, with those made until one of them is answered)."""
+        answer = asyncio.get_running_loop().create_future()
         self._waiting.append((call, answer))
+        self._schedule()
         return await answer
 
     async def close(self) -> None:
@@ -101,11 +107,26 @@ class TurnBatches(Generic[C]):
         """Each call's answer, or the exception it should raise (in ``calls``' order)."""
         raise NotImplementedError
 
+    def _schedule(self) -> None:
+        """Send the waiting calls at the end of this turn, unless a send is due already or
+        as many batches as allowed are in flight (then when one of them is answered)."""
+        if self._scheduled or not self._waiting:
+            return
+        if self._most_in_flight is not None and len(self._sending) >= self._most_in_flight:
+            return
+        self._scheduled = True
+        asyncio.get_running_loop().call_soon(self._send)
+
     def _send(self) -> None:
+        self._scheduled = False
         calls, self._waiting = self._waiting, []
         task = asyncio.create_task(self._settle(calls), name=self._name)
         self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
+        task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
+        self._schedule()
 
     async def _settle(self, calls: list[tuple[C, asyncio.Future[Any]]]) -> None:
         try:
@@ -291,7 +312,8 @@ class PgTable:
 class PgBatch(TurnBatches[tuple[Any, ...]]):
     """Calls of one statement made in one turn of the event loop, sent together
     (:class:`TurnBatches`): one pooled connection and one round trip for all of them (asyncpg's
-    ``fetchmany``).
+    ``fetchmany``). One batch is in flight at a time: the calls made meanwhile are the next
+    one, so a busy worker's batches grow instead of its round trips.
 
     ``statement`` takes a call's parameters, then the call's number in its batch (one more
     parameter), and returns at most one row, whose ``call`` column is that number: each caller
@@ -302,7 +324,7 @@ class PgBatch(TurnBatches[tuple[Any, ...]]):
     says what failed); a call alone is sent as a plain statement."""
 
     def __init__(self, table: PgTable, statement: str, doing: str, *, order: int = 3) -> None:
-        super().__init__(f"batch {table.table}")
+        super().__init__(f"batch {table.table}", most_in_flight=1)
         self._table = table
         self._statement = statement
         self._doing = doing
