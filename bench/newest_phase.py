@@ -19,7 +19,9 @@ Every event carries the ingress's ordering headers, under a subject-key secret n
 drain (so no drain finds the keys of another), its times rising in publish order. A
 middleware outside the guard counts every delivery settled (handled or skipped), so a drain
 ends when every event was settled either way. Beside the rate, the worker process's CPU per
-event from the moment it consumes (a figure a busy machine disturbs less).
+event from the moment it consumes (a figure a busy machine disturbs less). After each drain,
+what it left in its store (the handled ids, kept a day otherwise; the newest times and leases)
+is deleted.
 """
 
 from __future__ import annotations
@@ -37,11 +39,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aio_pika
+import asyncpg
 import orjson
+import redis.asyncio
 
 from bench.common import AMQP_URL, APP, BenchError, Proc, proc_stats, purge, run_async, wait_until
 from consumers import Event, Worker
+from consumers.runtime.idempotency_postgres import DEFAULT_TABLE as IDEMPOTENCY_TABLE
+from consumers.runtime.idempotency_redis import DEFAULT_KEY_PREFIX as IDEMPOTENCY_REDIS_PREFIX
 from consumers.runtime.middleware import Next
+from consumers.runtime.newest_postgres import DEFAULT_TABLE as NEWEST_TABLE
+from consumers.runtime.newest_redis import DEFAULT_KEY_PREFIX as NEWEST_REDIS_PREFIX
 from consumers.runtime.outcomes import Outcome
 from router.contract.examples import example_payload
 from router.contract.names import EVENT_TIME_HEADER, SUBJECT_KEY_HEADER, routing_key
@@ -199,12 +207,35 @@ def _drainer(bench: Bench, n: int, store: str, shape: str, mode: str) -> Callabl
             ticks = _ticks(worker) - started
         finally:
             worker.stop()
+            run_async(_forget(store), timeout=120)
         run_async(purge(queue))
         result: dict[str, Any] = json.loads(out.read_text())
         result["cpu_us_per_event"] = round(ticks / os.sysconf("SC_CLK_TCK") * 1e6 / n, 1)
         return result
 
     return drain
+
+
+async def _forget(store: str) -> None:
+    """Delete what a drain left in ``store``: the bench application's handled message ids
+    (kept a day otherwise) and its keys' newest times and leases."""
+    if store == "redis":
+        client = redis.asyncio.Redis.from_url(STORES[store])
+        try:
+            for prefix in (IDEMPOTENCY_REDIS_PREFIX, f"{NEWEST_REDIS_PREFIX}:*"):
+                keys = [key async for key in client.scan_iter(match=f"{prefix}:{APP}:*")]
+                for start in range(0, len(keys), 10_000):
+                    await client.delete(*keys[start : start + 10_000])
+        finally:
+            await client.aclose()
+        return
+    conn = await asyncpg.connect(STORES[store])
+    try:
+        for table in (IDEMPOTENCY_TABLE, NEWEST_TABLE):
+            with contextlib.suppress(asyncpg.UndefinedTableError):
+                await conn.execute(f"DELETE FROM {table} WHERE app = $1", APP)
+    finally:
+        await conn.close()
 
 
 async def _prefill(exchange_name: str, queue_name: str, count: int, subscribers: int) -> None:
