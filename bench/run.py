@@ -1001,24 +1001,7 @@ class Bench:
         if problem:
             raise Unavailable(problem)
         count, in_flight = self.config.callgrind_events, 16
-        self.set_sink(True)
-        out = self.tmp / "callgrind.ingress"
-        ingress, port, _ = self.start_ingress(
-            "ingress-callgrind", workers=1, prefix=callgrind.prefix(out)
-        )
-        try:
-            if "ingress" not in self.uvloop:  # the bare client runs on the ingress's loop
-                self.uvloop["ingress"] = "yes" if uses_uvloop(ingress.pids()) else "no"
-            url = webhook_url(port)
-            run_hey(url, self.bodies[0], 20 * in_flight, in_flight, self.tmp)  # warm-up
-            callgrind.count(ingress.pid, True)
-            answered = run_hey(url, self.bodies[0], count, in_flight, self.tmp)
-            callgrind.count(ingress.pid, False)
-            ingress_total = callgrind.instructions(ingress.pid, out)
-        finally:
-            ingress.stop()
-        if answered != count:
-            raise BenchError(f"the ingress under callgrind answered {answered} of {count} with 200")
+        ingress_per_event = self.ingress_instructions("ingress-callgrind")
         bare_out = self.tmp / "callgrind.bare"
         run_client(
             [
@@ -1034,10 +1017,36 @@ class Bench:
         return {
             "events": count,
             "in_flight": in_flight,
-            "ingress_per_event": round(ingress_total / count),
+            "ingress_per_event": ingress_per_event,
             "bare_per_message": round(bare_total / count),
             "loop": self.client_loop("ingress"),
         }
+
+    def ingress_instructions(self, name: str, env: dict[str, str] | None = None) -> int:
+        """The instructions one ingress process (``env``: more variables) spends per webhook
+        under callgrind, answering ``--callgrind-events`` of one signed body, 16 at a time,
+        after a warm-up that is not counted."""
+        count, in_flight = self.config.callgrind_events, 16
+        self.set_sink(True)
+        out = self.tmp / f"callgrind.{name}"
+        ingress, port, _ = self.start_ingress(
+            name, workers=1, prefix=callgrind.prefix(out), env=env
+        )
+        try:
+            if "ingress" not in self.uvloop:  # the bare client runs on the ingress's loop
+                self.uvloop["ingress"] = "yes" if uses_uvloop(ingress.pids()) else "no"
+            url = webhook_url(port)
+            run_hey(url, self.bodies[0], 20 * in_flight, in_flight, self.tmp)  # warm-up
+            callgrind.count(ingress.pid, True)
+            answered = run_hey(url, self.bodies[0], count, in_flight, self.tmp)
+            callgrind.count(ingress.pid, False)
+            total = callgrind.instructions(ingress.pid, out)
+        finally:
+            ingress.stop()
+        self.purge_sink()
+        if answered != count:
+            raise BenchError(f"the ingress under callgrind answered {answered} of {count} with 200")
+        return round(total / count)
 
     def phase_h(self) -> dict[str, Any]:
         """Parked events (:mod:`bench.parked_phase`), in namespaces of their own."""

@@ -148,11 +148,12 @@ class TurnBatches(Generic[C]):
 
 class RedisScripts(TurnBatches["_ScriptCall"]):
     """A store's Lua scripts, their calls made in one turn of the event loop sent together as
-    one pipeline (:class:`TurnBatches`). A script Redis no longer has (a restart, ``SCRIPT
-    FLUSH``) is loaded again and its calls sent again."""
+    one pipeline (:class:`TurnBatches`), one pipeline in flight at a time (the calls made
+    meanwhile are the next). A script Redis no longer has (a restart, ``SCRIPT FLUSH``) is
+    loaded again and its calls sent again."""
 
     def __init__(self, client: redis.asyncio.Redis, sources: Mapping[str, str]) -> None:
-        super().__init__("redis scripts")
+        super().__init__("redis scripts", most_in_flight=1)
         #: The client the scripts are called through (for plain commands too).
         self.client = client
         self._sources = dict(sources)
