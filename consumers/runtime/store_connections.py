@@ -76,43 +76,38 @@ class TurnBatches(Generic[C]):
     starts many deliveries at once, each calling its store). Each caller gets its own answer
     or error; a batch that fails fails each of its calls. ``name`` names the batches' tasks.
 
-    With ``most_in_flight``, no more batches than that are sent at a time: the calls made
-    meanwhile wait and go together as the next batch once one is answered (as a database
-    commits a group), so the busier the store, the larger its batches; unbounded (None), each
-    turn of the loop sends its own."""
+    One batch is in flight at a time: the calls made meanwhile wait and go together as the
+    next once it is answered (as a database commits a group), so the busier the store, the
+    larger its batches rather than the more its round trips."""
 
-    def __init__(self, name: str, *, most_in_flight: int | None = None) -> None:
+    def __init__(self, name: str) -> None:
         self._name = name
-        self._most_in_flight = most_in_flight
         self._waiting: list[tuple[C, asyncio.Future[Any]]] = []
-        self._sending: set[asyncio.Task[None]] = set()
+        self._sending: asyncio.Task[None] | None = None
         self._scheduled = False
 
     async def _call(self, call: C) -> Any:
         """``call``'s answer, sent with the calls made in the same turn of the loop (or, while
-        ``most_in_flight`` batches are, with those made until one of them is answered)."""
+        a batch is in flight, with those made until it is answered)."""
         answer = asyncio.get_running_loop().create_future()
         self._waiting.append((call, answer))
         self._schedule()
         return await answer
 
     async def close(self) -> None:
-        """Stop the batches still in flight (their callers get ``CancelledError``)."""
-        for task in list(self._sending):
-            task.cancel()
-        if self._sending:
-            await asyncio.wait(self._sending)
+        """Stop the batch in flight (its callers get ``CancelledError``)."""
+        if self._sending is not None:
+            self._sending.cancel()
+            await asyncio.wait({self._sending})
 
     async def _answers(self, calls: list[C]) -> list[Any]:
         """Each call's answer, or the exception it should raise (in ``calls``' order)."""
         raise NotImplementedError
 
     def _schedule(self) -> None:
-        """Send the waiting calls at the end of this turn, unless a send is due already or
-        as many batches as allowed are in flight (then when one of them is answered)."""
-        if self._scheduled or not self._waiting:
-            return
-        if self._most_in_flight is not None and len(self._sending) >= self._most_in_flight:
+        """Send the waiting calls at the end of this turn, unless a send is due already or a
+        batch is in flight (then once it is answered)."""
+        if self._scheduled or self._sending is not None or not self._waiting:
             return
         self._scheduled = True
         asyncio.get_running_loop().call_soon(self._send)
@@ -120,12 +115,11 @@ class TurnBatches(Generic[C]):
     def _send(self) -> None:
         self._scheduled = False
         calls, self._waiting = self._waiting, []
-        task = asyncio.create_task(self._settle(calls), name=self._name)
-        self._sending.add(task)
-        task.add_done_callback(self._sent)
+        self._sending = asyncio.create_task(self._settle(calls), name=self._name)
+        self._sending.add_done_callback(self._sent)
 
-    def _sent(self, task: asyncio.Task[None]) -> None:
-        self._sending.discard(task)
+    def _sent(self, _: asyncio.Task[None]) -> None:
+        self._sending = None
         self._schedule()
 
     async def _settle(self, calls: list[tuple[C, asyncio.Future[Any]]]) -> None:
@@ -148,12 +142,11 @@ class TurnBatches(Generic[C]):
 
 class RedisScripts(TurnBatches["_ScriptCall"]):
     """A store's Lua scripts, their calls made in one turn of the event loop sent together as
-    one pipeline (:class:`TurnBatches`), one pipeline in flight at a time (the calls made
-    meanwhile are the next). A script Redis no longer has (a restart, ``SCRIPT FLUSH``) is
-    loaded again and its calls sent again."""
+    one pipeline, one pipeline in flight at a time (:class:`TurnBatches`). A script Redis no
+    longer has (a restart, ``SCRIPT FLUSH``) is loaded again and its calls sent again."""
 
     def __init__(self, client: redis.asyncio.Redis, sources: Mapping[str, str]) -> None:
-        super().__init__("redis scripts", most_in_flight=1)
+        super().__init__("redis scripts")
         #: The client the scripts are called through (for plain commands too).
         self.client = client
         self._sources = dict(sources)
@@ -313,8 +306,7 @@ class PgTable:
 class PgBatch(TurnBatches[tuple[Any, ...]]):
     """Calls of one statement made in one turn of the event loop, sent together
     (:class:`TurnBatches`): one pooled connection and one round trip for all of them (asyncpg's
-    ``fetchmany``). One batch is in flight at a time: the calls made meanwhile are the next
-    one, so a busy worker's batches grow instead of its round trips.
+    ``fetchmany``), one batch in flight at a time.
 
     ``statement`` takes a call's parameters, then the call's number in its batch (one more
     parameter), and returns at most one row, whose ``call`` column is that number: each caller
@@ -325,7 +317,7 @@ class PgBatch(TurnBatches[tuple[Any, ...]]):
     says what failed); a call alone is sent as a plain statement."""
 
     def __init__(self, table: PgTable, statement: str, doing: str, *, order: int = 3) -> None:
-        super().__init__(f"batch {table.table}", most_in_flight=1)
+        super().__init__(f"batch {table.table}")
         self._table = table
         self._statement = statement
         self._doing = doing
