@@ -78,6 +78,18 @@ def test_a_publish_reads_back_through_pamqp_as_the_message_meant() -> None:
     assert isinstance(content, ContentBody) and content.value == body
 
 
+def test_a_header_name_reads_back_whatever_type_its_value_has_in_each_message() -> None:
+    method = publish_method(1, "", "a-queue", mandatory=False)
+    values: list[object] = ["text", 7, "ünïcode", -(2**63), "", 2**63 - 1]
+
+    for value in values:
+        properties = Properties("application/json", "m", 0, {"x-changing": value, "x-n": 1})
+        frames = unmarshal_all(b"".join(publish_frames(method, 1, b"{}", properties, 4096)))
+        header = frames[1]
+        assert isinstance(header, ContentHeader)
+        assert header.properties.headers == {"x-changing": value, "x-n": 1}
+
+
 def test_a_body_larger_than_a_frame_is_split_and_headers_of_any_type_still_encode() -> None:
     method = publish_method(1, "", "a-queue", mandatory=False)
     body = bytes(range(256)) * 40  # 10,240 bytes

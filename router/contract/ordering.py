@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Literal
 
@@ -72,6 +73,8 @@ _CHANNELS: Final[Mapping[str, Channel]] = {
 _PHONE_FORMATTING = str.maketrans("", "", " -.()\t")
 #: E.164 allows 15 digits.
 _MAX_PHONE_DIGITS = 15
+#: A phone number already in E.164.
+_E164 = re.compile(rf"\+[0-9]{{1,{_MAX_PHONE_DIGITS}}}").fullmatch
 
 
 class SubjectKeys:
@@ -158,10 +161,8 @@ def subject_secret(configured: Secret, signing_keys: Sequence[Secret]) -> bytes:
 def normal_phone(value: object) -> str | None:
     """``value`` as E.164 (``+`` then 1 to 15 digits), or None when it is not a phone number."""
     if type(value) is str:
-        if value[:1] == "+":  # (as Attentive sends it, the common case: kept as it is)
-            digits = value[1:]
-            if digits.isdigit() and digits.isascii() and len(digits) <= _MAX_PHONE_DIGITS:
-                return value
+        if _E164(value):  # (as Attentive sends it, the common case: kept as it is)
+            return value
         digits = value.translate(_PHONE_FORMATTING).removeprefix("+")
     elif type(value) is int:
         digits = str(value) if value > 0 else ""
