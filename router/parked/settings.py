@@ -22,13 +22,13 @@ class KeeperSettings:
     #: ``serve`` runs a keeper in its first process (``attentive-router keeper`` always does).
     enabled: bool = True
     #: Entries committed in one transaction, at most.
-    batch_size: int = 500
+    batch_size: int = 1000
     #: Seconds a batch that is not full waits for more deliveries before it is committed.
     batch_wait: float = 0.2
     #: Deliveries each landing zone's consumer holds unacked (per-consumer QoS): what waits
     #: in memory while the store is down; more than a batch, so the next one fills during a
     #: commit.
-    prefetch: int = 1000
+    prefetch: int = 2000
     #: Seconds between two readings of the claims registry (a newly claimed application's
     #: DLQ is drained from the next one on).
     apps_interval: float = 5.0

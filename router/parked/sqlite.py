@@ -1,11 +1,11 @@
 """Parked events in a SQLite file: the single-machine backend (the default).
 
-Every call opens its own connection in a worker thread (``asyncio.to_thread``), so one store
-serves many tasks at once and many processes can share the file (in WAL mode, readers never
-wait for the writer). Writes start with ``BEGIN IMMEDIATE``: the write lock comes before any
-read, so two keepers never link or count on the same picture; a busy timeout makes a writer
-wait for the lock instead of failing. Every read is one statement (facets too), so it sees
-one committed state.
+Every call runs on a connection of its own in a worker thread (``asyncio.to_thread``; kept
+for later calls: :mod:`router.parked.sqlite_connections`), so one store serves many tasks at
+once and many processes can share the file (in WAL mode, readers never wait for the writer).
+Writes start with ``BEGIN IMMEDIATE``: the write lock comes before any read, so two keepers
+never link or count on the same picture; a busy timeout makes a writer wait for the lock
+instead of failing. Every read is one statement (facets too), so it sees one committed state.
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ import asyncio
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,6 +24,7 @@ from router.parked import jobs_sql, query, schema, sql, store
 from router.parked.jobs import AuditRecord, Job, JobRequest, JobState, audit_of, checked_name
 from router.parked.model import ParkedEvent, State
 from router.parked.places import PlaceCount, places_of, places_read
+from router.parked.sqlite_connections import Connections, immediate, wal
 from router.parked.store import ParkedStoreError, Settled
 
 _T = TypeVar("_T")
@@ -35,9 +35,6 @@ DEFAULT_BUSY_TIMEOUT = 30.0
 #: Ids per ``IN (...)`` of a mark (SQLite bounds the parameters of one statement).
 _IDS_PER_STATEMENT = 500
 _DAY = "date(parked_at / 1000000, 'unixepoch')"
-#: Set on every connection: a page cache of up to 64 MiB (used as a batch of entries goes in
-#: or a facet counts; filled only as far as needed).
-_PRAGMAS = ("PRAGMA cache_size = -65536",)
 
 
 class SqliteParkedStore:
@@ -53,8 +50,8 @@ class SqliteParkedStore:
         self.path = Path(path)
         self.table = schema.checked_table(table)
         self.busy_timeout = busy_timeout
-        self._opened = False
         self._current = False
+        self._connections: Connections | None = None
 
     def __repr__(self) -> str:
         return f"SqliteParkedStore({str(self.path)!r}, table={self.table!r})"
@@ -67,11 +64,15 @@ class SqliteParkedStore:
             raise ParkedStoreError(
                 f"cannot create the directory of parked-event database {self.path}: {_line(exc)}"
             ) from exc
-        self._opened = True
+        if self._connections is None:  # (opened again: the same connections)
+            self._connections = Connections(self.path, self.busy_timeout)
 
     async def close(self) -> None:
-        """Nothing stays connected between calls; later calls are refused."""
-        self._opened = False
+        """Close the connections kept between calls; later calls are refused (a call under
+        way closes its own when it ends)."""
+        connections, self._connections = self._connections, None
+        if connections is not None:
+            await asyncio.to_thread(connections.close)
 
     async def upgrade(self) -> int:
         return await self._run(self._upgrade, current=False)
@@ -138,7 +139,7 @@ class SqliteParkedStore:
 
     async def create_job(self, request: JobRequest) -> Job:
         def create(conn: sqlite3.Connection) -> Job:
-            with _immediate(conn):
+            with immediate(conn):
                 if request.counted is not None:
                     matched, max_id = request.counted
                 else:
@@ -175,7 +176,7 @@ class SqliteParkedStore:
 
         def cancel(conn: sqlite3.Connection) -> Job:
             now = datetime.now(UTC)
-            with _immediate(conn):
+            with immediate(conn):
                 rows = _rows(
                     conn, jobs_sql.cancel_write(self.table, job_id, by, now, numbered=False)
                 )
@@ -214,7 +215,7 @@ class SqliteParkedStore:
         )
 
         def settle(conn: sqlite3.Connection) -> Job:
-            with _immediate(conn):
+            with immediate(conn):
                 done = sum(conn.execute(m.text, m.params).rowcount for m in marks)
                 if not job.kind.marks_entries:
                     done = len(set(handled.done_ids))
@@ -244,7 +245,7 @@ class SqliteParkedStore:
         )
 
         def finish(conn: sqlite3.Connection) -> Job | None:
-            with _immediate(conn):
+            with immediate(conn):
                 rows = _rows(conn, write)
                 if not rows:
                     return None
@@ -277,8 +278,8 @@ class SqliteParkedStore:
         return [jobs_sql.audit_of_row(row, native_times=False) for row in rows]
 
     def _upgrade(self, conn: sqlite3.Connection) -> int:
-        _wal(conn, time.monotonic() + self.busy_timeout)
-        with _immediate(conn):
+        wal(conn, time.monotonic() + self.busy_timeout)
+        with immediate(conn):
             conn.execute(schema.version_table_ddl(self.table, schema.SQLITE))
             found = _read_version(conn, self.table)
             for statement in schema.upgrade_statements(self.table, schema.SQLITE, found):
@@ -294,51 +295,32 @@ class SqliteParkedStore:
         return 0 if exists is None else _read_version(conn, self.table)
 
     async def _run(self, work: Callable[[sqlite3.Connection], _T], *, current: bool = True) -> _T:
-        if not self._opened:
+        if self._connections is None:
             raise ParkedStoreError(f"parked store {self.path} is not open: call open() first")
         return await asyncio.to_thread(self._in_thread, work, current)
 
     def _in_thread(self, work: Callable[[sqlite3.Connection], _T], current: bool) -> _T:
+        connections = self._connections
+        if connections is None:
+            raise ParkedStoreError(f"parked store {self.path} is not open: call open() first")
         try:
-            conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
+            conn = connections.take()
         except sqlite3.Error as exc:
             raise ParkedStoreError(
                 f"cannot open parked-event database {self.path}: {_line(exc)}"
             ) from exc
+        done = False
         try:
-            for pragma in _PRAGMAS:
-                conn.execute(pragma)
             if current and not self._current:
                 schema.require_latest(self.table, self._version(conn))
                 self._current = True
-            return work(conn)
+            result = work(conn)
+            done = True
+            return result
         except sqlite3.Error as exc:
             raise ParkedStoreError(f"parked-event database {self.path}: {_line(exc)}") from exc
         finally:
-            conn.close()
-
-
-@contextmanager
-def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
-    """A write transaction that takes the write lock before it reads anything: committed
-    when the block ends, rolled back when it raises."""
-    conn.execute("BEGIN IMMEDIATE")
-    with conn:  # the connection commits on leaving, or rolls back on an exception
-        yield
-
-
-def _wal(conn: sqlite3.Connection, deadline: float) -> None:
-    """Switch the file to WAL. The switch takes an exclusive lock that the busy handler does
-    not always wait for when several processes open a new file at once: retry until
-    ``deadline``."""
-    while True:
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-        time.sleep(0.01)
+            connections.give_back(conn, sound=done)
 
 
 def _read_version(conn: sqlite3.Connection, table: str) -> int:
@@ -358,7 +340,7 @@ def _add(
         f"INSERT INTO {table} ({columns}, previous_id) VALUES ({marks}, ({latest})) "
         "ON CONFLICT (fingerprint) DO NOTHING"
     )
-    with _immediate(conn):
+    with immediate(conn):
         cursor = conn.executemany(
             insert,
             (
@@ -379,7 +361,7 @@ def _one(conn: sqlite3.Connection, read: sql.Read) -> Any:
 
 def _write_rows(conn: sqlite3.Connection, write: sql.Read) -> list[Any]:
     """Run one write that returns rows, in a transaction of its own; the rows."""
-    with _immediate(conn):
+    with immediate(conn):
         return _rows(conn, write)
 
 
@@ -389,7 +371,7 @@ def _job(row: Sequence[Any]) -> Job:
 
 def _write(conn: sqlite3.Connection, writes: Sequence[sql.Read]) -> int:
     """Run ``writes`` in one transaction; how many rows they changed."""
-    with _immediate(conn):
+    with immediate(conn):
         return sum(conn.execute(write.text, write.params).rowcount for write in writes)
 
 
