@@ -46,7 +46,6 @@ from router.errors import ConfigError
 from router.parked.jobs import JobRequest, JobState
 from router.parked.keeper import Keeper
 from router.parked.keeper_session import Inbox
-from router.parked.landing import LandingZone
 from router.parked.metrics import KeeperMetrics
 from router.parked.model import Place, State
 from router.parked.query import Query
@@ -646,14 +645,25 @@ def test_keeper_settings_are_read_from_the_environment_and_refused_by_name() -> 
 
 
 async def test_the_inbox_gives_batches_oldest_first_full_or_after_the_wait() -> None:
-    zone = LandingZone("q", Place.UNROUTED)
     inbox = Inbox(batch_size=3)
-    delivered: list[Any] = [object() for _ in range(4)]
-    for message in delivered:
-        inbox.put(zone, message)
-    assert [m for _, m in await inbox.take(wait=60)] == delivered[:3]  # full: no wait
-    assert [m for _, m in await inbox.take(wait=0.01)] == delivered[3:]  # after the wait
+    entries: list[Any] = [object() for _ in range(4)]  # (the inbox does not look inside)
+    for tag, entry in enumerate(entries, start=1):
+        inbox.put(entry, tag)
+    assert await inbox.take(wait=60) == list(zip(entries[:3], [1, 2, 3], strict=True))  # full
+    assert await inbox.take(wait=0.01) == [(entries[3], 4)]  # after the wait
     assert len(inbox) == 0
+
+
+async def test_a_delivery_that_could_not_be_taken_in_stops_the_batches_after_it() -> None:
+    # Given a batch in the inbox, then a delivery whose entry could not be made
+    inbox = Inbox(batch_size=3)
+    inbox.put(object(), 1)  # type: ignore[arg-type]
+    inbox.fail(ValueError("not an entry"))
+    inbox.put(object(), 3)  # type: ignore[arg-type]
+
+    # Then the next take raises, waiting for nothing: no ack can go past that delivery
+    with pytest.raises(ValueError, match="not an entry"):
+        await inbox.take(wait=60)
 
 
 def test_db_upgrade_then_version_say_the_schema_is_current(

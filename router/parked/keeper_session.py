@@ -1,8 +1,9 @@
 """One keeper connection's work: consume the landing zones, commit in batches, then ack.
 
 All landing zones are consumed on one channel with a bounded prefetch per consumer
-(``basic.qos`` per consumer, never global). Deliveries collect in an :class:`Inbox`, in the
-order the broker sent them; a batch is its oldest ``batch_size`` deliveries (or fewer, after
+(``basic.qos`` per consumer, never global). Each delivery is made into its store entry as it
+arrives (while the batch before it commits) and collects in an :class:`Inbox`, in the order
+the broker sent them; a batch is its oldest ``batch_size`` deliveries (or fewer, after
 ``batch_wait`` seconds). It is committed to the store, and only then acked with one
 ``basic.ack multiple=True`` up to its last delivery tag: every delivery of the channel up to
 that tag belongs to this batch or an earlier one, all committed. A commit is retried until
@@ -38,6 +39,7 @@ from router.parked.landing import (
     shared_zones,
 )
 from router.parked.metrics import KeeperMetrics
+from router.parked.model import ParkedEvent
 from router.parked.query import Query
 from router.parked.settings import KeeperSettings
 from router.parked.store import ParkedStoreError
@@ -49,7 +51,8 @@ STOP_TIMEOUT = 10.0
 #: Reasons counted per landing zone, at most (a worker's reasons are a handful).
 MAX_REASONS = 20
 
-Delivered = tuple[LandingZone, DeliveredMessage]
+#: A delivery's entry, made as it arrived (while the batch before it commits), and its tag.
+Delivered = tuple[ParkedEvent, int]
 T = TypeVar("T")
 
 
@@ -61,24 +64,33 @@ class Inbox:
         self._items: list[Delivered] = []
         self._some = asyncio.Event()
         self._full = asyncio.Event()
+        self._failed: BaseException | None = None
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def put(self, zone: LandingZone, message: DeliveredMessage) -> None:
-        self._items.append((zone, message))
+    def put(self, entry: ParkedEvent, tag: int) -> None:
+        self._items.append((entry, tag))
         self._some.set()
         if len(self._items) >= self._size:
             self._full.set()
+
+    def fail(self, error: BaseException) -> None:
+        """A delivery could not be taken in: the next :meth:`take` raises ``error``, so no ack
+        goes past it (acks are ``multiple``); the broker redelivers it with the connection."""
+        self._failed = error
+        self._some.set()
 
     async def take(self, wait: float) -> list[Delivered]:
         """The oldest ``batch_size`` deliveries, once there are that many or ``wait`` seconds
         after there was one."""
         await self._some.wait()
-        if not self._full.is_set() and wait > 0:
+        if not self._full.is_set() and wait > 0 and self._failed is None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await self._full.wait()
+        if self._failed is not None:
+            raise self._failed
         batch, self._items = self._items[: self._size], self._items[self._size :]
         if len(self._items) < self._size:
             self._full.clear()
@@ -149,7 +161,10 @@ class Session:
         inbox = self._inbox
 
         async def delivered(message: DeliveredMessage) -> None:
-            inbox.put(zone, message)
+            try:
+                inbox.put(zone.entry(message, datetime.now(UTC)), _tag(message))
+            except Exception as error:  # (ends the session: see Inbox.fail)
+                inbox.fail(error)
 
         consuming = await self._underlay.basic_consume(zone.queue, delivered)
         if consuming.consumer_tag is not None:
@@ -165,9 +180,8 @@ class Session:
             batch = await inbox.take(wait)
             self._committing = True
             try:
-                now = datetime.now(UTC)
-                await self._committer.commit([zone.entry(message, now) for zone, message in batch])
-                await underlay.basic_ack(_tag(batch[-1][1]), multiple=True)
+                await self._committer.commit([entry for entry, _ in batch])
+                await underlay.basic_ack(batch[-1][1], multiple=True)
             finally:
                 self._committing = False
 
