@@ -1,9 +1,9 @@
 """The tree reads as the architecture: dependencies point one way (docs/architecture.md).
 
 contract ← amqp ← settings ← the capabilities ← admin and its console ← serve ← cli, with the
-small modules at the top of ``router/`` (errors, config, secret, tls, loop, pg) below them all;
-nothing imports ``router.cli`` but the command line itself; the worker runtime (``consumers/``)
-may use everything up to the admin API's client; no module is over 400 lines.
+small modules at the top of ``router/`` (errors, config, secret, tls, loop, pg, sqlite_files)
+below them all; nothing imports ``router.cli`` but the command line itself; the worker runtime
+(``consumers/``) may use everything up to the admin API's client; no module is over 400 lines.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ LAYERS = {
     "durations": 0,
     "loop": 0,
     "pg": 0,
+    "sqlite_files": 0,
     "contract": 1,
     "amqp": 2,
     "settings": 3,

@@ -14,8 +14,7 @@ import builtins
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
@@ -23,6 +22,7 @@ from typing import TypeVar
 from router.claims.model import Claim, ClaimSpec, EventPattern
 from router.claims.store import Granted, Refused, decide
 from router.errors import ClaimStoreError, InvalidClaim
+from router.sqlite_files import immediate, wal
 
 _T = TypeVar("_T")
 
@@ -89,18 +89,8 @@ class SqliteClaimStore:
         return await self._run(lambda conn: _remove(conn, claim_id))
 
     def _create_schema(self, conn: sqlite3.Connection) -> None:
-        deadline = time.monotonic() + self.busy_timeout
-        while True:
-            # Switching to WAL takes an exclusive lock that the busy handler does not always
-            # wait for when several processes open a new file at once: retry until the deadline.
-            try:
-                conn.execute("PRAGMA journal_mode=WAL")
-                break
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.01)
-        with _immediate(conn):
+        wal(conn, time.monotonic() + self.busy_timeout)
+        with immediate(conn):
             for statement in _SCHEMA:
                 conn.execute(statement)
 
@@ -122,21 +112,8 @@ class SqliteClaimStore:
             conn.close()
 
 
-@contextmanager
-def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
-    """``BEGIN IMMEDIATE`` (the write lock, before any read) ... ``COMMIT``, or ``ROLLBACK``."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
 def _grant(conn: sqlite3.Connection, wanted: tuple[ClaimSpec, ...]) -> Granted | Refused:
-    with _immediate(conn):
+    with immediate(conn):
         decision = decide(_read(conn, None), wanted)
         if decision.conflicts:
             return Refused(decision.conflicts)
@@ -157,7 +134,7 @@ def _insert(conn: sqlite3.Connection, spec: ClaimSpec) -> Claim:
 
 
 def _remove(conn: sqlite3.Connection, claim_id: int) -> Claim | None:
-    with _immediate(conn):
+    with immediate(conn):
         row = conn.execute(f"SELECT {_COLUMNS} FROM claims WHERE id = ?", (claim_id,)).fetchone()
         if row is None:
             return None

@@ -24,8 +24,9 @@ from router.parked import jobs_sql, query, schema, sql, store
 from router.parked.jobs import AuditRecord, Job, JobRequest, JobState, audit_of, checked_name
 from router.parked.model import ParkedEvent, State
 from router.parked.places import PlaceCount, places_of, places_read
-from router.parked.sqlite_connections import Connections, immediate, wal
+from router.parked.sqlite_connections import Connections
 from router.parked.store import ParkedStoreError, Settled
+from router.sqlite_files import immediate, wal
 
 _T = TypeVar("_T")
 

@@ -6,17 +6,12 @@ file's last connection, checkpointed and removed the write-ahead log at every cl
 eighth of the keeper's drain. So a call's connection is kept for the next call (a few at
 most, each used by one call at a time, in whichever worker thread runs it), and closed when
 the store closes. A call that failed may leave its connection in any state: it is closed.
-
-Also what every write and the schema's creation go through: :func:`immediate` and :func:`wal`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import sqlite3
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 #: Connections kept between calls, at most.
@@ -69,27 +64,4 @@ class Connections:
             conn.close()
 
 
-@contextmanager
-def immediate(conn: sqlite3.Connection) -> Iterator[None]:
-    """A write transaction that takes the write lock before it reads anything: committed
-    when the block ends, rolled back when it raises."""
-    conn.execute("BEGIN IMMEDIATE")
-    with conn:  # the connection commits on leaving, or rolls back on an exception
-        yield
-
-
-def wal(conn: sqlite3.Connection, deadline: float) -> None:
-    """Switch the file to WAL. The switch takes an exclusive lock that the busy handler does
-    not always wait for when several processes open a new file at once: retry until
-    ``deadline``."""
-    while True:
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-        time.sleep(0.01)
-
-
-__all__ = ["KEPT", "PRAGMAS", "Connections", "immediate", "wal"]
+__all__ = ["KEPT", "PRAGMAS", "Connections"]
