@@ -46,10 +46,10 @@ import redis.asyncio
 from bench.common import AMQP_URL, APP, BenchError, Proc, proc_stats, purge, run_async, wait_until
 from consumers import Event, Worker
 from consumers.runtime.idempotency_postgres import DEFAULT_TABLE as IDEMPOTENCY_TABLE
-from consumers.runtime.idempotency_redis import DEFAULT_KEY_PREFIX as IDEMPOTENCY_REDIS_PREFIX
+from consumers.runtime.idempotency_redis import RedisStore
 from consumers.runtime.middleware import Next
 from consumers.runtime.newest_postgres import DEFAULT_TABLE as NEWEST_TABLE
-from consumers.runtime.newest_redis import DEFAULT_KEY_PREFIX as NEWEST_REDIS_PREFIX
+from consumers.runtime.newest_redis import RedisNewestStore
 from consumers.runtime.outcomes import Outcome
 from router.contract.examples import example_payload
 from router.contract.names import EVENT_TIME_HEADER, SUBJECT_KEY_HEADER, routing_key
@@ -222,8 +222,9 @@ async def _forget(store: str) -> None:
     if store == "redis":
         client = redis.asyncio.Redis.from_url(STORES[store])
         try:
-            for prefix in (IDEMPOTENCY_REDIS_PREFIX, f"{NEWEST_REDIS_PREFIX}:*"):
-                keys = [key async for key in client.scan_iter(match=f"{prefix}:{APP}:*")]
+            url = STORES[store]
+            for pattern in (RedisStore(url).keys_of(APP), RedisNewestStore(url).keys_of(APP)):
+                keys = [key async for key in client.scan_iter(match=pattern)]
                 for start in range(0, len(keys), 10_000):
                     await client.delete(*keys[start : start + 10_000])
         finally:

@@ -482,6 +482,23 @@ async def test_redis_keys_expire_by_themselves(
         assert await redis_client.get(key) == b"1"
 
 
+async def test_redis_keys_of_an_application_match_its_ids_and_no_others(
+    redis_backend: Backend, redis_client: redis.asyncio.Redis
+) -> None:
+    # Given ids handled by two applications
+    store = await redis_backend.opened()
+    for app in (APP, "other-app"):
+        assert await _complete(store, await _acquire(store, app, MESSAGE_ID)) is True
+
+    # When one application's keys are looked for by the pattern the store gives
+    assert isinstance(store, RedisStore)
+    async with asyncio.timeout(TIMEOUT):
+        found = [key async for key in redis_client.scan_iter(match=store.keys_of(APP))]
+
+    # Then it is that application's id alone
+    assert found == [f"{redis_backend.location}:{APP}:{MESSAGE_ID}".encode()]
+
+
 async def test_redis_ids_the_previous_release_remembered_are_done(
     redis_backend: Backend, redis_client: redis.asyncio.Redis
 ) -> None:

@@ -411,6 +411,31 @@ async def test_fifty_concurrent_takes_and_releases_leave_the_greatest_and_one_ho
 
 
 @pytest.mark.database
+@pytest.mark.database
+async def test_redis_keys_of_an_application_match_each_of_its_keys_and_no_others() -> None:
+    # Given a store that recorded a time and holds a lease for two applications
+    prefix = f"test_newest_{uuid.uuid4().hex[:16]}"
+    store = RedisNewestStore(REDIS_URL, key_prefix=prefix)
+    client = redis.asyncio.Redis.from_url(REDIS_URL, socket_timeout=TIMEOUT)
+    try:
+        await _within(store.open())
+        for app in (APP, "other-app"):
+            assert await _within(store.record(app, FAMILY, KEY, Recorded(T0))) is True
+            assert await _within(store.acquire(app, FAMILY, KEY, "owner", 30.0)) is True
+
+        # When its keys are looked for by the pattern the store gives for one application
+        found = [key async for key in client.scan_iter(match=store.keys_of(APP))]
+
+        # Then they are that application's keys, both kinds, and none of the other's
+        everything = [key async for key in client.scan_iter(match=f"{prefix}:*")]
+        assert len(found) == 2 and len(everything) == 4
+        assert all(APP.encode() in key and b"other-app" not in key for key in found)
+    finally:
+        await store.close()
+        await client.aclose()
+        await forget_redis_keys(prefix)
+
+
 async def test_redis_script_calls_made_together_each_get_their_own_answer() -> None:
     # Given a script Redis has never seen (not loaded: the first calls find it missing)
     client = redis.asyncio.Redis.from_url(REDIS_URL, socket_timeout=TIMEOUT)

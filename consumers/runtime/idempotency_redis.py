@@ -145,6 +145,10 @@ class RedisStore:
     def _key(self, app: str, message_id: str) -> str:
         return f"{self.key_prefix}:{app}:{message_id}"
 
+    def keys_of(self, app: str) -> str:
+        """The pattern (``SCAN MATCH``) of every key this store keeps for ``app``."""
+        return self._key(app, "*")
+
     def _require_open(self) -> redis.asyncio.Redis:
         if self._client is None:
             raise idempotency.IdempotencyStoreError(f"{self!r} is not open: call open() first")

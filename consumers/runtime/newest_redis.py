@@ -187,6 +187,10 @@ class RedisNewestStore:
     def _key(self, kind: str, app: str, family: str, key: str) -> str:
         return f"{self.key_prefix}:{kind}:{app}:{family}:{key}"
 
+    def keys_of(self, app: str) -> str:
+        """The pattern (``SCAN MATCH``) of every key this store keeps for ``app``."""
+        return self._key("*", app, "*", "*")
+
     def _require_open(self) -> RedisScripts:
         if self._scripts is None:
             raise NewestStoreError(f"{self!r} is not open: call open() first")
