@@ -136,6 +136,8 @@ from router.contract.names import WEBHOOK_PATH, Names
 
 PHASES = "abcdefghijklm"
 RESULTS = Path(__file__).resolve().parent / "results"
+#: Webhooks (or messages) in flight while callgrind counts (phases g and m).
+CALLGRIND_IN_FLIGHT = 16
 UVLOOP_INSTALLED = importlib.util.find_spec("uvloop") is not None
 
 
@@ -1000,7 +1002,7 @@ class Bench:
         problem = callgrind.available()
         if problem:
             raise Unavailable(problem)
-        count, in_flight = self.config.callgrind_events, 16
+        count, in_flight = self.config.callgrind_events, CALLGRIND_IN_FLIGHT
         ingress_per_event = self.ingress_instructions("ingress-callgrind")
         bare_out = self.tmp / "callgrind.bare"
         run_client(
@@ -1024,9 +1026,10 @@ class Bench:
 
     def ingress_instructions(self, name: str, env: dict[str, str] | None = None) -> int:
         """The instructions one ingress process (``env``: more variables) spends per webhook
-        under callgrind, answering ``--callgrind-events`` of one signed body, 16 at a time,
+        under callgrind, answering ``--callgrind-events`` of one signed body,
+        :data:`CALLGRIND_IN_FLIGHT` at a time,
         after a warm-up that is not counted."""
-        count, in_flight = self.config.callgrind_events, 16
+        count, in_flight = self.config.callgrind_events, CALLGRIND_IN_FLIGHT
         self.set_sink(True)
         out = self.tmp / f"callgrind.{name}"
         ingress, port, _ = self.start_ingress(
