@@ -296,14 +296,14 @@ class SqliteParkedStore:
         return 0 if exists is None else _read_version(conn, self.table)
 
     async def _run(self, work: Callable[[sqlite3.Connection], _T], *, current: bool = True) -> _T:
-        if self._connections is None:
-            raise ParkedStoreError(f"parked store {self.path} is not open: call open() first")
-        return await asyncio.to_thread(self._in_thread, work, current)
-
-    def _in_thread(self, work: Callable[[sqlite3.Connection], _T], current: bool) -> _T:
         connections = self._connections
         if connections is None:
             raise ParkedStoreError(f"parked store {self.path} is not open: call open() first")
+        return await asyncio.to_thread(self._in_thread, connections, work, current)
+
+    def _in_thread(
+        self, connections: Connections, work: Callable[[sqlite3.Connection], _T], current: bool
+    ) -> _T:
         try:
             conn = connections.take()
         except sqlite3.Error as exc:
