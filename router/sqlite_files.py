@@ -1,6 +1,6 @@
-"""What every SQLite file of the router goes through (the claims, the parked events): the
-switch to write-ahead logging and the write transaction. Pure sqlite3, run in a worker thread
-by the store that calls it."""
+"""What every SQLite file of the router goes through (the claims, the parked events, the
+applications' states): the switch to write-ahead logging and the write transaction. Pure
+sqlite3, run in a worker thread by the store that calls it."""
 
 from __future__ import annotations
 

@@ -19,6 +19,7 @@ from typing import TypeVar
 from router.apps.model import AppState, decide
 from router.apps.store import AppStoreError, Change
 from router.pg import one_line
+from router.sqlite_files import immediate
 
 _T = TypeVar("_T")
 
@@ -73,8 +74,7 @@ class SqliteAppStore:
 
     async def change(self, app: str, *, paused: bool, by: str, reason: str, at: datetime) -> Change:
         def work(conn: sqlite3.Connection) -> Change:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate(conn):
                 before = _read(conn, app)
                 after = decide(before, paused=paused, by=by, reason=reason, at=at)
                 if after != before:
@@ -82,11 +82,6 @@ class SqliteAppStore:
                         f"INSERT OR REPLACE INTO {TABLE} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
                         (app, int(paused), at.astimezone(UTC).isoformat(), after.by, after.reason),
                     )
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
             return Change(before, after)
 
         return await self._run(work)
